@@ -1,0 +1,252 @@
+# cython: language_level=3
+"""Page faults: anonymous, zero page, file/shmem, and write-protect (COW) faults.
+
+Models handle_mm_fault/handle_pte_fault, do_anonymous_page, do_fault (do_read_fault,
+do_cow_fault, do_shared_fault), do_wp_page (wp_page_reuse, wp_page_copy, wp_page_shared)
+from mm/memory.c. Leaves out: THP, swap-in, userfaultfd, fault-around, NUMA hinting.
+The access check (access_error, SIGSEGV) is policy and is done in Python per VMA.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+
+from mmemu._core.types cimport *
+from mmemu._core.physmem cimport (
+    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr,
+)
+from mmemu._core.pagetable cimport (
+    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
+)
+
+
+cdef inline pte_t _anon_pte(pfn_t pfn, vma_t* vma) noexcept nogil:
+    """mk_pte(vm_page_prot) + young, + dirty + write if VM_WRITE (do_anonymous_page, wp_page_copy)."""
+    cdef pte_t e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    if vma.flags & VM_WRITE:
+        e = pte_mkwrite(pte_mkdirty(e))
+    return e
+
+
+cdef inline void _new_anon_rmap(physmem_t* pm, mm_t* mm, pfn_t pfn) noexcept nogil:
+    """folio_add_new_anon_rmap(RMAP_EXCLUSIVE) + MM_ANONPAGES++."""
+    pm.flags[pfn] |= PG_ANON | PG_ANON_EXCLUSIVE
+    pm.mapcount[pfn] = 1
+    pm.nr_anon_mapped += 1
+    mm.rss[MM_ANONPAGES] += 1
+
+
+cdef inline void _remove_rmap(physmem_t* pm, mm_t* mm, pfn_t pfn, uint32_t fl) noexcept nogil:
+    """folio_remove_rmap_pte + the rss counter of the page."""
+    pm.mapcount[pfn] -= 1
+    if fl & PG_ANON:
+        mm.rss[MM_ANONPAGES] -= 1
+        if pm.mapcount[pfn] == 0:
+            pm.nr_anon_mapped -= 1
+    else:
+        mm.rss[MM_SHMEMPAGES if fl & PG_SWAPBACKED else MM_FILEPAGES] -= 1
+        if pm.mapcount[pfn] == 0:
+            pm.nr_file_mapped -= 1
+
+
+cdef int do_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, bint write) noexcept nogil:
+    """do_anonymous_page: zero page on read, a new zeroed exclusive page on write."""
+    cdef pfn_t pfn
+    if not write:
+        # no anon_vma is prepared on this path
+        ptep[0] = pte_wrprotect(mk_pte(pm.zero_pfn, vma.prot)) | _bit(BIT_SPECIAL) | _bit(BIT_ACCESSED)
+        pm.ev[EV_FAULT_ZERO_PAGE] += 1
+        return FAULT_OK
+    pfn = alloc_frame(pm, False, True)
+    if pfn < 0:
+        return FAULT_OOM
+    vma.anon_vma = 1
+    _new_anon_rmap(pm, mm, pfn)
+    ptep[0] = _anon_pte(pfn, vma)
+    pm.ev[EV_FAULT_ANON] += 1
+    return FAULT_OK
+
+
+cdef int wp_page_copy(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) noexcept nogil:
+    """wp_page_copy: a new exclusive anon page (zeroed if the old PTE was the zero page)."""
+    cdef pfn_t old = pte_pfn(e)
+    cdef uint32_t fl = pm.flags[old]
+    cdef bint from_zero = (fl & PG_ZERO) != 0
+    cdef pfn_t new = alloc_frame(pm, False, True)
+    if new < 0:
+        return FAULT_OOM
+    vma.anon_vma = 1
+    if from_zero:
+        pm.ev[EV_COW_ZERO] += 1
+    else:
+        copy_frame(pm, new, old)
+    _new_anon_rmap(pm, mm, new)
+    ptep[0] = _anon_pte(new, vma)
+    if not from_zero:
+        _remove_rmap(pm, mm, old, fl)
+        put_page(pm, old)
+    pm.ev[EV_COW_FAULT] += 1
+    return FAULT_OK
+
+
+cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) noexcept nogil:
+    """do_wp_page: shared -> make writable; private anon exclusive -> reuse; else copy."""
+    cdef pfn_t pfn = pte_pfn(e)
+    cdef uint32_t fl = pm.flags[pfn]
+    if vma.flags & VM_SHARED:
+        ptep[0] = pte_mkwrite(pte_mkdirty(pte_mkyoung(e)))
+        pm.ev[EV_WP_SHARED] += 1
+        return FAULT_OK
+    if (fl & PG_ANON) and ((fl & PG_ANON_EXCLUSIVE) or pm.refcount[pfn] == 1):
+        # wp_can_reuse_anon_folio + wp_page_reuse
+        pm.flags[pfn] = fl | PG_ANON_EXCLUSIVE
+        ptep[0] = pte_mkwrite(pte_mkdirty(pte_mkyoung(e)))
+        pm.ev[EV_WP_REUSE] += 1
+        return FAULT_OK
+    return wp_page_copy(pm, mm, vma, ptep, e)
+
+
+cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write) noexcept nogil:
+    """do_read_fault / do_cow_fault / do_shared_fault on a page-cache-backed VMA (no fault-around)."""
+    cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
+    cdef pfn_t pfn, new
+    cdef pte_t e
+    if idx >= vma.cache_pages or vma.cache == NULL:
+        return FAULT_SIGBUS
+    pfn = vma.cache[idx]
+    if pfn < 0:
+        # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
+        pfn = alloc_frame(pm, False, True)
+        if pfn < 0:
+            return FAULT_OOM
+        pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if vma.swapbacked else 0)
+        vma.cache[idx] = pfn
+        pm.nr_file_pages += 1
+        if vma.swapbacked:
+            pm.nr_shmem += 1
+        pm.ev[EV_FAULT_SHMEM_ALLOC] += 1
+    if write and not (vma.flags & VM_SHARED):
+        # do_cow_fault: a private anon copy; the cache page is not mapped
+        new = alloc_frame(pm, False, True)
+        if new < 0:
+            return FAULT_OOM
+        vma.anon_vma = 1
+        copy_frame(pm, new, pfn)
+        _new_anon_rmap(pm, mm, new)
+        ptep[0] = _anon_pte(new, vma)
+        pm.ev[EV_COW_FAULT] += 1
+        return FAULT_OK
+    pm.refcount[pfn] += 1
+    pm.mapcount[pfn] += 1
+    if pm.mapcount[pfn] == 1:
+        pm.nr_file_mapped += 1
+    mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
+    e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    if write:
+        e = pte_mkwrite(pte_mkdirty(e))
+    ptep[0] = e
+    pm.ev[EV_FAULT_SHMEM] += 1
+    return FAULT_OK
+
+
+cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil:
+    """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
+    cdef pte_t* pmdp
+    cdef pte_t* ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
+    cdef pte_t e
+    if ptep == NULL:
+        return FAULT_OOM
+    pm.ev[EV_PGFAULT] += 1
+    e = ptep[0]
+    if e == 0:
+        if not vma.has_vm_ops:
+            return do_anonymous_page(pm, mm, vma, ptep, write)
+        return do_fault(pm, mm, vma, addr, ptep, write)
+    if write and not pte_write(e):
+        return do_wp_page(pm, mm, vma, ptep, e)
+    # spurious: the access is already allowed; only the A/D bits change
+    ptep[0] = e | _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0)
+    pm.ev[EV_SPURIOUS] += 1
+    return FAULT_OK
+
+
+cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint64_t end,
+                      bint write, uint8_t* buf, int mode, uint64_t* fail_addr) noexcept nogil:
+    """The MMU over [start, end) of one VMA: fault where needed, then move bytes.
+
+    mode 0: access only (touch); 1: copy frame bytes out to buf; 2: copy buf into frames.
+    start/end need not be page aligned. Returns FAULT_* and the failing address.
+    """
+    cdef uint64_t addr = start, page, nxt, off, n
+    cdef pte_t* table = NULL
+    cdef pte_t* pmdp = NULL
+    cdef uint64_t table_span = 1  # PMD span of `table` (1 = none cached)
+    cdef pte_t e, want
+    cdef int rc
+    cdef bint ok
+    cdef pfn_t pfn
+    want = _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0)
+    while addr < end:
+        page = addr & ~(<uint64_t>PAGE_SIZE - 1)
+        nxt = page + PAGE_SIZE
+        if nxt > end:
+            nxt = end
+        if (page & ~(PMD_SIZE - 1)) != table_span:
+            table_span = page & ~(PMD_SIZE - 1)
+            table = pte_offset(pm, mm, table_span, &pmdp)
+        e = table[pte_index(page)] if table != NULL else 0
+        ok = (e & _bit(BIT_PRESENT)) != 0
+        if ok and write:
+            ok = pte_write(e) and pte_write(pmdp[0])
+        if ok:
+            if (e & want) != want and pte_write(pmdp[0]):
+                table[pte_index(page)] = e | want
+        else:
+            rc = handle_mm_fault(pm, mm, vma, page, write)
+            if rc != FAULT_OK:
+                fail_addr[0] = page
+                return rc
+            table = pte_offset(pm, mm, table_span, &pmdp)
+            e = table[pte_index(page)]
+        if mode != 0:
+            pfn = pte_pfn(table[pte_index(page)])
+            off = addr - page
+            n = nxt - addr
+            if mode == 1:
+                memcpy(buf, frame_ptr(pm, pfn) + off, n)
+            else:
+                memcpy(frame_ptr(pm, pfn) + off, buf, n)
+                pm.flags[pfn] |= PG_HASDATA
+            buf += n
+        addr = nxt
+    return FAULT_OK
+
+
+def access(MMCore mmc, object vma, uint64_t start, uint64_t end, bint write, object buf=None, int mode=0):
+    """Access [start, end) inside one VMA. Returns (FAULT_*, failing address, anon_vma created).
+
+    `buf` is a writable uint8 buffer for mode 1 (read) or a readable one for mode 2 (write),
+    of exactly end - start bytes. The caller has done the access check.
+    """
+    cdef vma_t v
+    cdef uint64_t fail = 0
+    cdef uint8_t[::1] wbuf
+    cdef const uint8_t[::1] rbuf
+    cdef uint8_t* p = NULL
+    cdef int rc
+    vma_from_py(&v, vma)
+    if start < v.start or end > v.end or start > end:
+        raise ValueError("range outside the VMA")
+    if mode == 1:
+        wbuf = buf
+        if <uint64_t>wbuf.shape[0] != end - start:
+            raise ValueError("buffer size mismatch")
+        if wbuf.shape[0]:
+            p = &wbuf[0]
+    elif mode == 2:
+        rbuf = buf
+        if <uint64_t>rbuf.shape[0] != end - start:
+            raise ValueError("buffer size mismatch")
+        if rbuf.shape[0]:
+            p = <uint8_t*>&rbuf[0]
+    with nogil:
+        rc = access_range(&mmc.phys.pm, &mmc.mm, &v, start, end, write, p, mode, &fail)
+    return rc, fail, bool(v.anon_vma)

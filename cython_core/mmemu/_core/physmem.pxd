@@ -1,0 +1,43 @@
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from mmemu._core.types cimport pte_t, pfn_t, NR_EVENTS
+
+cdef struct physmem_t:
+    uint8_t* mem            # frame contents: nframes * 4096 bytes (host MAP_NORESERVE)
+    int64_t nframes
+    int32_t* refcount       # page refcount (0 = free)
+    int32_t* mapcount       # number of PTEs mapping the page (0 = unmapped; Linux stores -1)
+    uint32_t* flags         # PG_* bits
+    int32_t* pt_share       # PTE tables: number of PMD entries pointing at the table
+    int32_t* pt_owner       # table frames: id of the mm that allocated / owns it
+    int64_t* free_data      # stack of freed data frames (LIFO: hot frames first)
+    int64_t nfree_data
+    int64_t* free_table     # stack of freed table frames
+    int64_t nfree_table
+    int64_t data_hwm        # data frames [0, data_hwm) have been handed out at least once
+    int64_t table_lwm       # table frames [table_lwm, nframes) have been handed out at least once
+    pfn_t zero_pfn
+    # global counters (vmstat node counters), in pages
+    int64_t nr_free         # NR_FREE_PAGES
+    int64_t nr_anon_mapped  # NR_ANON_MAPPED
+    int64_t nr_file_mapped  # NR_FILE_MAPPED (file and shmem)
+    int64_t nr_shmem        # NR_SHMEM
+    int64_t nr_file_pages   # page-cache pages (file + shmem)
+    int64_t nr_pagetable    # NR_PAGETABLE (all levels, PGD included)
+    int64_t ev[NR_EVENTS]   # event counters (EV_*)
+
+cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
+cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
+cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil
+cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
+cdef int64_t frames_available(physmem_t* pm) noexcept nogil
+
+cdef inline uint8_t* frame_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    return pm.mem + (<uint64_t>pfn << 12)
+
+cdef inline pte_t* table_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    return <pte_t*>(pm.mem + (<uint64_t>pfn << 12))
+
+cdef class PhysMem:
+    cdef physmem_t pm
+    cdef list _regions      # (address, length) of host mappings, unmapped on dealloc
+    cdef void* _map(self, size_t length, bint hugepage) except NULL

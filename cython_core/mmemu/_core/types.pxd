@@ -1,0 +1,200 @@
+# Shared types, x86-64 entry bits and frame flags (arch/x86/include/asm/pgtable_types.h).
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+
+ctypedef uint64_t pte_t
+ctypedef int64_t pfn_t
+
+cdef extern from *:
+    """
+    #ifdef MMEMU_DEBUG
+    #define MMEMU_DEBUG_BUILD 1
+    #else
+    #define MMEMU_DEBUG_BUILD 0
+    #endif
+    #define MM_PMD_SIZE (1ULL << 21)
+    #define MM_PUD_SIZE (1ULL << 30)
+    #define MM_PGDIR_SIZE (1ULL << 39)
+    """
+    const int MMEMU_DEBUG_BUILD
+    const uint64_t PMD_SIZE "MM_PMD_SIZE"
+    const uint64_t PUD_SIZE "MM_PUD_SIZE"
+    const uint64_t PGDIR_SIZE "MM_PGDIR_SIZE"
+
+# ---- geometry: 4 KiB pages, 4 levels (P4D folded) ----
+cdef enum:
+    PAGE_SHIFT = 12
+    PAGE_SIZE = 4096
+    PTRS_PER_TABLE = 512
+    PMD_SHIFT = 21
+    PUD_SHIFT = 30
+    PGDIR_SHIFT = 39
+
+# ---- entry bits (pgtable_types.h) ----
+cdef enum:
+    BIT_PRESENT = 0
+    BIT_RW = 1
+    BIT_USER = 2
+    BIT_ACCESSED = 5
+    BIT_DIRTY = 6
+    BIT_PSE = 7
+    BIT_PROTNONE = 8      # same bit as _PAGE_GLOBAL; means PROTNONE when P is clear
+    BIT_SPECIAL = 9       # _PAGE_SOFTW1
+    BIT_SOFT_DIRTY = 11   # _PAGE_SOFTW3
+    BIT_NX = 63
+
+cdef inline pte_t _bit(int b) noexcept nogil:
+    return (<pte_t>1) << b
+
+# PFN field: bits 12..51
+cdef inline pte_t PTE_PFN_MASK() noexcept nogil:
+    return (((<pte_t>1) << 52) - 1) & ~(<pte_t>(PAGE_SIZE - 1))
+
+cdef inline pfn_t pte_pfn(pte_t e) noexcept nogil:
+    return <pfn_t>((e & PTE_PFN_MASK()) >> PAGE_SHIFT)
+
+cdef inline pte_t mk_pte(pfn_t pfn, pte_t prot) noexcept nogil:
+    return ((<pte_t>pfn) << PAGE_SHIFT) | (prot & ~PTE_PFN_MASK())
+
+cdef inline bint pte_none(pte_t e) noexcept nogil:
+    return e == 0
+
+cdef inline bint pte_present(pte_t e) noexcept nogil:
+    # pte_present(): P or PROTNONE
+    return (e & (_bit(BIT_PRESENT) | _bit(BIT_PROTNONE))) != 0
+
+cdef inline bint pte_write(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_RW)) != 0
+
+cdef inline bint pte_dirty(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_DIRTY)) != 0
+
+cdef inline bint pte_young(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_ACCESSED)) != 0
+
+cdef inline bint pte_special(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_SPECIAL)) != 0
+
+cdef inline pte_t pte_wrprotect(pte_t e) noexcept nogil:
+    return e & ~_bit(BIT_RW)
+
+cdef inline pte_t pte_mkwrite(pte_t e) noexcept nogil:
+    return e | _bit(BIT_RW)
+
+cdef inline pte_t pte_mkdirty(pte_t e) noexcept nogil:
+    return e | _bit(BIT_DIRTY)
+
+cdef inline pte_t pte_mkclean(pte_t e) noexcept nogil:
+    return e & ~_bit(BIT_DIRTY)
+
+cdef inline pte_t pte_mkyoung(pte_t e) noexcept nogil:
+    return e | _bit(BIT_ACCESSED)
+
+cdef inline pte_t pte_mkold(pte_t e) noexcept nogil:
+    return e & ~_bit(BIT_ACCESSED)
+
+# Bits that pte_modify() keeps from the old entry (_PAGE_CHG_MASK): PFN, A, D, special, soft-dirty.
+cdef inline pte_t pte_modify(pte_t e, pte_t newprot) noexcept nogil:
+    cdef pte_t keep = PTE_PFN_MASK() | _bit(BIT_ACCESSED) | _bit(BIT_DIRTY) | _bit(BIT_SPECIAL) | _bit(BIT_SOFT_DIRTY)
+    return (e & keep) | (newprot & ~keep)
+
+# Upper-level entry pointing at a table: _PAGE_TABLE = P|RW|USER|ACCESSED|DIRTY
+cdef inline pte_t mk_table_entry(pfn_t pfn) noexcept nogil:
+    return ((<pte_t>pfn) << PAGE_SHIFT) | _bit(BIT_PRESENT) | _bit(BIT_RW) | _bit(BIT_USER) | _bit(BIT_ACCESSED) | _bit(BIT_DIRTY)
+
+cdef inline uint64_t pmd_addr_end(uint64_t addr, uint64_t end) noexcept nogil:
+    cdef uint64_t b = (addr + PMD_SIZE) & ~(PMD_SIZE - 1)
+    return b if b - 1 < end - 1 else end
+
+cdef inline uint64_t pud_addr_end(uint64_t addr, uint64_t end) noexcept nogil:
+    cdef uint64_t b = (addr + PUD_SIZE) & ~(PUD_SIZE - 1)
+    return b if b - 1 < end - 1 else end
+
+cdef inline uint64_t pgd_addr_end(uint64_t addr, uint64_t end) noexcept nogil:
+    cdef uint64_t b = (addr + PGDIR_SIZE) & ~(PGDIR_SIZE - 1)
+    return b if b - 1 < end - 1 else end
+
+cdef inline int pgd_index(uint64_t addr) noexcept nogil:
+    return <int>((addr >> PGDIR_SHIFT) & 511)
+
+cdef inline int pud_index(uint64_t addr) noexcept nogil:
+    return <int>((addr >> PUD_SHIFT) & 511)
+
+cdef inline int pmd_index(uint64_t addr) noexcept nogil:
+    return <int>((addr >> PMD_SHIFT) & 511)
+
+cdef inline int pte_index(uint64_t addr) noexcept nogil:
+    return <int>((addr >> PAGE_SHIFT) & 511)
+
+# ---- frame flags ("struct page" flags) ----
+cdef enum:
+    PG_USED = 1 << 0          # allocated (not on a free list, not never-used)
+    PG_ANON = 1 << 1          # anonymous page (PageAnon)
+    PG_FILE = 1 << 2          # page-cache page (file or shmem)
+    PG_SWAPBACKED = 1 << 3    # shmem page (counts in RssShmem / Shmem)
+    PG_TABLE = 1 << 4         # page-table page (PageTable)
+    PG_ZERO = 1 << 5          # the shared zero page
+    PG_HASDATA = 1 << 6       # frame bytes may be non-zero: zero before reuse
+    PG_ANON_EXCLUSIVE = 1 << 7  # PageAnonExclusive
+    PG_DIRTY = 1 << 8         # folio dirty (page cache)
+    PG_RESERVED = 1 << 9      # never freed (zero page)
+
+# ---- rss counters (mm_types.h) ----
+cdef enum:
+    MM_FILEPAGES = 0
+    MM_ANONPAGES = 1
+    MM_SWAPENTS = 2
+    MM_SHMEMPAGES = 3
+    NR_MM_COUNTERS = 4
+
+# ---- vm_flags (include/linux/mm.h values) ----
+cdef enum:
+    VM_READ = 0x1
+    VM_WRITE = 0x2
+    VM_EXEC = 0x4
+    VM_SHARED = 0x8
+    VM_MAYREAD = 0x10
+    VM_MAYWRITE = 0x20
+    VM_MAYEXEC = 0x40
+    VM_MAYSHARE = 0x80
+    VM_GROWSDOWN = 0x100
+
+cdef inline bint is_cow_mapping(uint64_t vm_flags) noexcept nogil:
+    return (vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
+
+# ---- vmstat event counters (indices into physmem_t.ev) ----
+cdef enum:
+    EV_PGFAULT = 0             # every handled fault
+    EV_FAULT_ZERO_PAGE = 1     # read fault mapped the zero page
+    EV_FAULT_ANON = 2          # do_anonymous_page allocated a zeroed page
+    EV_FAULT_SHMEM = 3         # fault mapped a shmem/file page-cache page
+    EV_FAULT_SHMEM_ALLOC = 4   # ... and allocated it in the cache
+    EV_COW_FAULT = 5           # wp_page_copy
+    EV_COW_ZERO = 6            # wp_page_copy from the zero page (new zeroed page, no copy)
+    EV_WP_REUSE = 7            # do_wp_page reused the page in place
+    EV_WP_SHARED = 8           # write fault made a shared PTE writable
+    EV_SPURIOUS = 9            # fault on an already sufficient PTE (A/D update only)
+    EV_PAGES_COPIED = 10       # 4 KiB page copies (COW)
+    EV_PAGES_ZEROED = 11       # frames zeroed for reuse
+    EV_PGALLOC = 12            # data frames allocated
+    EV_PGFREE = 13             # data frames freed
+    EV_PT_ALLOC = 14           # page-table pages allocated (all levels incl. PGD)
+    EV_PT_FREE = 15            # page-table pages freed
+    EV_FORK_PTES_COPIED = 16   # present/non-none PTEs copied by copy_pte_range
+    EV_FORK_PTE_TABLES_COPIED = 17  # PTE tables allocated by copy_pte_range
+    EV_FORK_PTES_WRPROTECTED = 18   # PTEs write-protected at fork
+    EV_PTES_ZAPPED = 19        # non-none PTEs cleared by zap
+    EV_PTES_PROTECTED = 20     # PTEs changed by change_protection
+    EV_PTE_TABLES_SHARED = 21  # COW page table: tables shared at fork
+    EV_PTE_TABLES_DUPLICATED = 22  # COW page table: tables copied at break
+    EV_PTE_TABLES_REUSED = 23  # COW page table: break found share count 1
+    EV_PTE_TABLE_ENTRIES_COPIED = 24  # COW page table: entries copied by breaks
+    EV_TLB_FLUSH = 25          # TLB flushes (one per range operation that changed entries)
+    EV_PTES_MOVED = 26         # mremap: PTEs moved
+    EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
+    NR_EVENTS = 32
+
+# ---- fault results ----
+cdef enum:
+    FAULT_OK = 0
+    FAULT_OOM = 1       # VM_FAULT_OOM: no frame for a page or a table
+    FAULT_SIGBUS = 2    # VM_FAULT_SIGBUS: file page beyond EOF

@@ -1,0 +1,161 @@
+# cython: language_level=3
+"""Removing and changing mappings: zap, change_protection, exit.
+
+Models zap_page_range_single/unmap_page_range/zap_pte_range (with CONFIG_PT_RECLAIM's
+reclaim of emptied PTE tables for MADV_DONTNEED), change_protection/change_pte_range
+(mm/mprotect.c) and exit_mmap's teardown. Leaves out: swap entries, PTE markers, THP.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+
+from mmemu._core.types cimport *
+from mmemu._core.physmem cimport physmem_t, table_ptr
+from mmemu._core.pagetable cimport (
+    mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
+    vma_from_py, LEVEL_PTE,
+)
+
+
+cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, uint64_t end,
+                           bint reclaim) noexcept nogil:
+    """zap_pte_range over [addr, end) inside one PMD span; returns entries cleared."""
+    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
+    cdef int64_t n = 0
+    cdef pte_t e
+    cdef pfn_t tp
+    for i in range(i0, i1):
+        e = t[i]
+        if e == 0:
+            continue
+        zap_pte_entry(pm, mm, e)
+        t[i] = 0
+        n += 1
+    if reclaim and end - addr >= PMD_SIZE:
+        # try_get_and_clear_pmd + free_pte: the whole span was zapped and is empty
+        for i in range(512):
+            if t[i] != 0:
+                return n
+        tp = pte_pfn(pmd[0])
+        pmd[0] = 0
+        pm.pt_share[tp] -= 1
+        pgtable_free(pm, mm, tp, LEVEL_PTE)
+    return n
+
+
+cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
+                            bint reclaim) noexcept nogil:
+    """unmap_page_range over [start, end) (one VMA or part of one)."""
+    cdef uint64_t addr = start, nxt
+    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
+    cdef pte_t g, u
+    cdef pte_t* pmd
+    cdef int64_t n = 0
+    while addr < end:
+        g = pgdt[pgd_index(addr)]
+        if g == 0:
+            addr = pgd_addr_end(addr, end)
+            continue
+        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
+        if u == 0:
+            addr = pud_addr_end(addr, end)
+            continue
+        pmd = &table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+        nxt = pmd_addr_end(addr, end)
+        if pmd[0] != 0:
+            n += zap_pte_range(pm, mm, pmd, addr, nxt, reclaim)
+        addr = nxt
+    pm.ev[EV_PTES_ZAPPED] += n
+    if n:
+        pm.ev[EV_TLB_FLUSH] += 1
+    return n
+
+
+cdef int64_t change_pte_range(physmem_t* pm, pte_t* t, int i0, int i1, pte_t newprot,
+                              bint try_writable, bint shared) noexcept nogil:
+    """change_pte_range: pte_modify each present entry; upgrade to RW where allowed."""
+    cdef int i
+    cdef pte_t e, ne
+    cdef pfn_t pfn
+    cdef uint32_t fl
+    cdef int64_t n = 0
+    for i in range(i0, i1):
+        e = t[i]
+        if e == 0 or not pte_present(e):
+            continue
+        ne = pte_modify(e, newprot)
+        if try_writable and not pte_write(ne) and (ne & _bit(BIT_PRESENT)):
+            # can_change_pte_writable
+            if shared:
+                if pte_dirty(ne):
+                    ne = pte_mkwrite(ne)
+            elif not pte_special(ne):
+                pfn = pte_pfn(ne)
+                fl = pm.flags[pfn]
+                if (fl & PG_ANON) and (fl & PG_ANON_EXCLUSIVE):
+                    ne = pte_mkwrite(ne)
+        if ne != e:
+            t[i] = ne
+            n += 1
+    return n
+
+
+cdef int64_t change_protection(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
+                               pte_t newprot, bint try_writable, bint shared) noexcept nogil:
+    cdef uint64_t addr = start, nxt
+    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
+    cdef pte_t g, u, d
+    cdef int64_t n = 0
+    while addr < end:
+        g = pgdt[pgd_index(addr)]
+        if g == 0:
+            addr = pgd_addr_end(addr, end)
+            continue
+        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
+        if u == 0:
+            addr = pud_addr_end(addr, end)
+            continue
+        d = table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+        nxt = pmd_addr_end(addr, end)
+        if d != 0:
+            n += change_pte_range(pm, table_ptr(pm, pte_pfn(d)), pte_index(addr),
+                                  pte_index(nxt - 1) + 1, newprot, try_writable, shared)
+        addr = nxt
+    pm.ev[EV_PTES_PROTECTED] += n
+    if n:
+        pm.ev[EV_TLB_FLUSH] += 1
+    return n
+
+
+def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False):
+    """Zap [start, end); with reclaim_pt, free PTE tables emptied over a whole 2 MiB span."""
+    cdef int64_t n
+    with nogil:
+        n = zap_page_range(&mmc.phys.pm, &mmc.mm, start, end, reclaim_pt)
+    return n
+
+
+def protect(MMCore mmc, uint64_t start, uint64_t end, pte_t newprot, bint try_writable, bint shared):
+    """change_protection over [start, end) with the new vm_page_prot."""
+    cdef int64_t n
+    with nogil:
+        n = change_protection(&mmc.phys.pm, &mmc.mm, start, end, newprot, try_writable, shared)
+    return n
+
+
+def free_pgtables(MMCore mmc, list batches):
+    """free_pgtables: free_pgd_range(addr, end, floor, ceiling) for each batch tuple."""
+    cdef uint64_t a, e, f, c
+    for a, e, f, c in batches:
+        with nogil:
+            free_pgd_range(&mmc.phys.pm, &mmc.mm, a, e, f, c)
+
+
+def exit_mmap(MMCore mmc, list spans):
+    """exit_mmap: zap every VMA span, then free every table and the PGD."""
+    cdef uint64_t s, e
+    for s, e in spans:
+        with nogil:
+            zap_page_range(&mmc.phys.pm, &mmc.mm, s, e, False)
+    if mmc.mm.pgd >= 0:
+        with nogil:
+            free_all_tables(&mmc.phys.pm, &mmc.mm)

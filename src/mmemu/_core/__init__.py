@@ -1,0 +1,1 @@
+"""Compiled mechanism of mmemu (built from cython_core/mmemu/_core)."""

@@ -1,0 +1,212 @@
+"""MM (mm_struct): the VMA set, the virtual-memory counters and the mechanism core.
+
+VMA-set operations follow mm/vma.c: find_vma, split (__split_vma), merge
+(vma_merge_new_range / vma_modify), and vm_stat_account (mm/internal.h).
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import Iterator, List, Optional
+
+from ._core.pagetable import MMCore
+from .errors import enomem
+from .flags import VmFlags
+from .vma import PAGE_SHIFT, VM_IGNORE_MERGE, VM_STACK, VMA, AnonVma
+
+_mm_ids = itertools.count(1)
+
+
+class MM:
+    """An address space: VMAs sorted by start, counters, and the page-table core."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.core = MMCore(machine.phys, next(_mm_ids))
+        self.vmas: List[VMA] = []
+        self.total_vm = 0
+        self.data_vm = 0
+        self.exec_vm = 0
+        self.stack_vm = 0
+        self.locked_vm = 0
+        self.hiwater_vm = 0
+        self.hiwater_rss = 0
+        self.start_brk = 0
+        self.brk = 0
+        self.start_stack = 0
+        self.start_code = 0
+        self.end_code = 0
+
+    # ---- counters ----
+    @property
+    def rss(self) -> int:
+        f, a, _s, sh = self.core.rss
+        return f + a + sh
+
+    def update_hiwater_rss(self) -> None:
+        self.hiwater_rss = max(self.hiwater_rss, self.rss)
+
+    def update_hiwater_vm(self) -> None:
+        self.hiwater_vm = max(self.hiwater_vm, self.total_vm)
+
+    def vm_stat_account(self, flags: int, npages: int) -> None:
+        """vm_stat_account: total_vm and the exec/stack/data split (mm/internal.h)."""
+        self.total_vm += npages
+        if (flags & (VmFlags.EXEC | VmFlags.WRITE | VM_STACK)) == VmFlags.EXEC:
+            self.exec_vm += npages
+        elif (flags & VM_STACK) == VM_STACK:
+            self.stack_vm += npages
+        elif (flags & (VmFlags.WRITE | VmFlags.SHARED | VM_STACK)) == VmFlags.WRITE:
+            self.data_vm += npages
+
+    # ---- lookup ----
+    def _index(self, addr: int) -> int:
+        """Index of the first VMA with end > addr (find_vma)."""
+        i = bisect.bisect_right(self.vmas, addr, key=lambda v: v.start) - 1
+        if i >= 0 and self.vmas[i].end > addr:
+            return i
+        return i + 1
+
+    def find_vma(self, addr: int) -> Optional[VMA]:
+        """find_vma: the first VMA with vm_end > addr, or None."""
+        i = self._index(addr)
+        return self.vmas[i] if i < len(self.vmas) else None
+
+    def vma_at(self, addr: int) -> Optional[VMA]:
+        v = self.find_vma(addr)
+        return v if v is not None and v.start <= addr else None
+
+    def overlapping(self, start: int, end: int) -> List[VMA]:
+        """VMAs intersecting [start, end), in order."""
+        out = []
+        i = self._index(start)
+        while i < len(self.vmas) and self.vmas[i].start < end:
+            out.append(self.vmas[i])
+            i += 1
+        return out
+
+    def neighbours(self, start: int, end: int):
+        """(prev, next): the VMAs just below start and at/after end."""
+        i = self._index(start)
+        prev = self.vmas[i - 1] if i > 0 and self.vmas[i - 1].end <= start else None
+        j = self._index(end)
+        nxt = self.vmas[j] if j < len(self.vmas) and self.vmas[j].start >= end else None
+        return prev, nxt
+
+    def __iter__(self) -> Iterator[VMA]:
+        return iter(self.vmas)
+
+    @property
+    def map_count(self) -> int:
+        return len(self.vmas)
+
+    # ---- structural changes ----
+    def insert(self, vma: VMA) -> None:
+        i = bisect.bisect_left(self.vmas, vma.start, key=lambda v: v.start)
+        self.vmas.insert(i, vma)
+        if vma.backing is not None:
+            vma.backing.users += 1
+
+    def remove(self, vma: VMA) -> None:
+        self.vmas.remove(vma)
+        if vma.backing is not None:
+            vma.backing.users -= 1
+            if vma.backing.users == 0:
+                self.machine._release_backing(vma.backing)
+
+    def split(self, vma: VMA, addr: int) -> VMA:
+        """__split_vma at addr: vma keeps [start, addr), the returned VMA is [addr, end)."""
+        assert vma.start < addr < vma.end
+        new = vma.copy(start=addr, pgoff=vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT))
+        vma.end = addr
+        self.insert(new)
+        return new
+
+    def split_needed(self, start: int, end: int) -> int:
+        """How many VMAs isolating [start, end) would add."""
+        n = 0
+        for v in self.overlapping(start, end):
+            if v.start < start < v.end:
+                n += 1
+            if v.start < end < v.end:
+                n += 1
+        return n
+
+    def isolate(self, start: int, end: int) -> List[VMA]:
+        """Split so that [start, end) is covered by whole VMAs; return those VMAs."""
+        for v in self.overlapping(start, end):
+            if v.start < start < v.end:
+                self.split(v, start)
+        for v in self.overlapping(start, end):
+            if v.start < end < v.end:
+                self.split(v, end)
+        return self.overlapping(start, end)
+
+    @staticmethod
+    def can_merge(a: VMA, b: VMA) -> bool:
+        """is_mergeable_vma + is_mergeable_anon_vma for a directly followed by b."""
+        if a.end != b.start:
+            return False
+        if (a.flags ^ b.flags) & ~VM_IGNORE_MERGE:
+            return False
+        if a.backing is not b.backing or a.name != b.name:
+            return False
+        if a.pgoff + a.npages != b.pgoff:
+            return False
+        if a.anon_vma is not None and b.anon_vma is not None:
+            return a.anon_vma is b.anon_vma
+        # one side has no anon_vma: mergeable unless the other's chain was cloned at fork
+        other = a.anon_vma or b.anon_vma
+        return other is None or not other.forked
+
+    def try_merge_around(self, vma: VMA) -> VMA:
+        """Merge vma with its neighbours where allowed (vma_merge); return the survivor."""
+        i = self.vmas.index(vma)
+        if i + 1 < len(self.vmas) and self.can_merge(vma, self.vmas[i + 1]):
+            nxt = self.vmas[i + 1]
+            vma.end = nxt.end
+            if vma.anon_vma is None:
+                vma.anon_vma = nxt.anon_vma
+            self.remove(nxt)
+        if i > 0 and self.can_merge(self.vmas[i - 1], vma):
+            prev = self.vmas[i - 1]
+            prev.end = vma.end
+            if prev.anon_vma is None:
+                prev.anon_vma = vma.anon_vma
+            self.remove(vma)
+            vma = prev
+        return vma
+
+    def check_map_count(self, extra: int) -> None:
+        if self.map_count + extra > self.machine.max_map_count:
+            raise enomem(f"map_count would exceed max_map_count ({self.machine.max_map_count})")
+
+    # ---- address-space search ----
+    def get_unmapped_area(self, length: int, align: int = 0) -> Optional[int]:
+        """vm_unmapped_area top-down from mmap_base, then bottom-up; None if no gap fits."""
+        from .vma import MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE
+
+        mask = (align - 1) if align else 0
+        high = MMAP_BASE
+        for v in reversed(self.vmas):
+            if v.start >= high:
+                continue
+            if v.end < high:
+                cand = (high - length) & ~mask
+                if cand >= v.end and cand >= MMAP_MIN_ADDR:
+                    return cand
+            high = min(high, v.start)
+        cand = (high - length) & ~mask
+        if cand >= MMAP_MIN_ADDR and high - length >= MMAP_MIN_ADDR:
+            return cand
+        # bottom-up fallback over the whole range
+        low = MMAP_MIN_ADDR
+        for v in self.vmas:
+            start = (low + mask) & ~mask
+            if start + length <= v.start:
+                return start
+            low = max(low, v.end)
+        start = (low + mask) & ~mask
+        if start + length <= TASK_SIZE:
+            return start
+        return None

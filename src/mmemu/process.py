@@ -1,0 +1,479 @@
+"""Process: the syscall surface (mmap, munmap, mprotect, madvise, fork, execve, exit) and
+memory access (read, write, touch).
+
+Every syscall validates its arguments before it changes anything and raises MMError with
+the errno Linux returns; accesses Linux answers with a signal raise SegmentationFault.
+"""
+from __future__ import annotations
+
+import errno
+from typing import List, Optional
+
+import numpy as np
+
+from ._core import fault as _fault
+from ._core import fork as _fork
+from ._core import zap as _zap
+from .errors import BusError, MMError, SegmentationFault, einval, enomem
+from .flags import Madv, MapFlags, Prot, VmFlags
+from .mm import MM
+from .vma import (
+    MMAP_MIN_ADDR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_ACCESS_FLAGS, VMA,
+    AnonVma, vm_get_page_prot,
+)
+
+FAULT_OK, FAULT_OOM, FAULT_SIGBUS = 0, 1, 2
+
+_PROT_VALID = Prot.READ | Prot.WRITE | Prot.EXEC | Prot.SEM
+_MAP_KNOWN = (
+    MapFlags.TYPE | MapFlags.FIXED | MapFlags.ANONYMOUS | MapFlags.GROWSDOWN
+    | MapFlags.DENYWRITE | MapFlags.EXECUTABLE | MapFlags.LOCKED | MapFlags.NORESERVE
+    | MapFlags.POPULATE | MapFlags.NONBLOCK | MapFlags.STACK | MapFlags.HUGETLB
+    | MapFlags.SYNC | MapFlags.FIXED_NOREPLACE | MapFlags.UNINITIALIZED
+)
+
+
+def page_align(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def calc_vm_prot_bits(prot: int) -> int:
+    return prot & (Prot.READ | Prot.WRITE | Prot.EXEC)
+
+
+class Process:
+    """A task with its own address space. Create with ``Machine.spawn()`` or ``fork()``."""
+
+    def __init__(self, machine, pid: int, parent: Optional["Process"] = None):
+        self.machine = machine
+        self.pid = pid
+        self.parent = parent
+        self.children: List[Process] = []
+        self.alive = True
+        self.mm = MM(machine)
+        if not self.mm.core.pgd_alloc():
+            raise enomem("no frame for the PGD")
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "exited"
+        return f"<Process pid={self.pid} {state} vmas={self.mm.map_count}>"
+
+    def _check_alive(self) -> None:
+        if not self.alive:
+            raise MMError(errno.ESRCH, f"process {self.pid} has exited")
+
+    # ------------------------------------------------------------------ mmap
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+        """mmap(2) of anonymous memory (MAP_PRIVATE or MAP_SHARED with MAP_ANONYMOUS).
+
+        Returns the mapped address. Raises MMError with Linux's errno.
+        """
+        self._check_alive()
+        mm = self.mm
+        prot, flags = int(prot), int(flags)
+        if offset & (PAGE_SIZE - 1):
+            raise einval("offset not page aligned")
+        if not (flags & MapFlags.ANONYMOUS):
+            raise MMError(errno.EBADF, "file mappings need a file (not modelled in this version)")
+        if length == 0:
+            raise einval("length is 0")
+        if not (flags & MapFlags.FIXED) and addr:
+            addr &= ~(PAGE_SIZE - 1)
+            addr = max(addr, MMAP_MIN_ADDR)
+        length = page_align(length)
+        if length == 0 or length > TASK_SIZE:
+            raise enomem("length too large")
+        if mm.map_count > self.machine.max_map_count:
+            raise enomem("too many mappings")
+        if prot & ~_PROT_VALID:
+            raise einval("unknown prot bits")
+        maptype = flags & MapFlags.TYPE
+        if maptype not in (MapFlags.SHARED, MapFlags.PRIVATE):
+            raise einval("map type must be MAP_SHARED or MAP_PRIVATE")
+        if maptype == MapFlags.SHARED and flags & MapFlags.GROWSDOWN:
+            raise einval("MAP_SHARED with MAP_GROWSDOWN")
+
+        vm_flags = calc_vm_prot_bits(prot) | VmFlags.MAYREAD | VmFlags.MAYWRITE | VmFlags.MAYEXEC
+        if flags & MapFlags.GROWSDOWN:
+            vm_flags |= VmFlags.GROWSDOWN
+        if flags & MapFlags.LOCKED:
+            vm_flags |= VmFlags.LOCKED
+        if flags & MapFlags.NORESERVE:
+            vm_flags |= VmFlags.NORESERVE
+        if maptype == MapFlags.SHARED:
+            vm_flags |= VmFlags.SHARED | VmFlags.MAYSHARE
+
+        # __get_unmapped_area
+        if flags & (MapFlags.FIXED | MapFlags.FIXED_NOREPLACE):
+            if addr > TASK_SIZE - length:
+                raise enomem("range beyond TASK_SIZE")
+            if addr & (PAGE_SIZE - 1):
+                raise einval("MAP_FIXED address not page aligned")
+            if flags & MapFlags.FIXED_NOREPLACE and mm.overlapping(addr, addr + length):
+                raise MMError(errno.EEXIST, "MAP_FIXED_NOREPLACE range is in use")
+        else:
+            align = PMD_SIZE if (length % PMD_SIZE == 0 and maptype == MapFlags.PRIVATE) else 0
+            hint_ok = (addr and addr <= TASK_SIZE - length
+                       and not mm.overlapping(addr, addr + length))
+            if hint_ok:
+                pass
+            else:
+                a = mm.get_unmapped_area(length, align)
+                if a is None:
+                    raise enomem("no free range of that size")
+                addr = a
+        end = addr + length
+
+        # MAP_FIXED replaces what is there: that unmap can only fail on map_count
+        if flags & MapFlags.FIXED:
+            self._munmap_check_split(addr, end)
+
+        backing = None
+        pgoff = addr >> PAGE_SHIFT
+        if maptype == MapFlags.SHARED:
+            backing = self.machine._new_shmem(length)
+            pgoff = 0
+        elif not (vm_flags & VmFlags.NORESERVE) and vm_flags & VmFlags.WRITE:
+            vm_flags |= VmFlags.ACCOUNT
+        vm_flags |= VmFlags.SOFTDIRTY
+
+        if flags & MapFlags.FIXED:
+            self._do_munmap(addr, end)
+        vma = VMA(addr, end, vm_flags, pgoff, backing)
+        mm.insert(vma)
+        if backing is None:
+            mm.try_merge_around(vma)
+        mm.vm_stat_account(vm_flags, length >> PAGE_SHIFT)
+        mm.update_hiwater_vm()
+        if vm_flags & VmFlags.LOCKED:
+            mm.locked_vm += length >> PAGE_SHIFT
+        if (vm_flags & VmFlags.LOCKED) or (flags & (MapFlags.POPULATE | MapFlags.NONBLOCK)) == MapFlags.POPULATE:
+            self._populate(addr, end, ignore_errors=True)
+        return addr
+
+    def _populate(self, start: int, end: int, ignore_errors: bool) -> None:
+        """__mm_populate: write-fault private writable VMAs, read-fault the rest."""
+        for v in self.mm.overlapping(start, end):
+            if not (v.flags & VM_ACCESS_FLAGS):
+                continue
+            write = (v.flags & (VmFlags.WRITE | VmFlags.SHARED)) == VmFlags.WRITE
+            try:
+                self._access_vma(v, max(start, v.start), min(end, v.end), write, None, 0)
+            except (MMError, BusError):
+                if not ignore_errors:
+                    raise
+                return
+
+    # ------------------------------------------------------------------ munmap
+    def munmap(self, addr: int, length: int) -> int:
+        """munmap(2). Returns 0."""
+        self._check_alive()
+        if addr & (PAGE_SIZE - 1) or addr > TASK_SIZE or length > TASK_SIZE - addr:
+            raise einval("bad address or length")
+        length = page_align(length)
+        if length == 0:
+            raise einval("length is 0")
+        end = addr + length
+        mm = self.mm
+        self._munmap_check_split(addr, end)
+        self._do_munmap(addr, end)
+        return 0
+
+    def _munmap_check_split(self, start: int, end: int) -> None:
+        """vms_gather_munmap_vmas: a split that leaves both sides must respect max_map_count."""
+        first = self.mm.find_vma(start)
+        if first is not None and first.start < start and end < first.end:
+            if self.mm.map_count >= self.machine.max_map_count:
+                raise enomem("split would exceed max_map_count")
+
+    def _do_munmap(self, start: int, end: int) -> None:
+        """do_vmi_align_munmap: split, zap, free page tables by floor/ceiling, drop VMAs."""
+        mm = self.mm
+        if not mm.overlapping(start, end):
+            return
+        victims = mm.isolate(start, end)
+        prev, nxt = mm.neighbours(start, end)
+        mm.update_hiwater_rss()
+        for v in victims:
+            _zap.zap(mm.core, v.start, v.end, False)
+        # free_pgtables: batch VMAs within PMD_SIZE of each other
+        floor = prev.end if prev is not None else 0
+        ceiling = nxt.start if nxt is not None else 0
+        batches = []
+        i = 0
+        while i < len(victims):
+            addr = victims[i].start
+            j = i
+            while j + 1 < len(victims) and victims[j + 1].start <= victims[j].end + PMD_SIZE:
+                j += 1
+            c = victims[j + 1].start if j + 1 < len(victims) else ceiling
+            batches.append((addr, victims[j].end, floor, c))
+            i = j + 1
+        _zap.free_pgtables(mm.core, batches)
+        for v in victims:
+            n = v.npages
+            mm.vm_stat_account(v.flags, -n)
+            if v.flags & VmFlags.LOCKED:
+                mm.locked_vm -= n
+            mm.remove(v)
+
+    # ------------------------------------------------------------------ mprotect
+    def mprotect(self, addr: int, length: int, prot: int) -> int:
+        """mprotect(2). Not atomic over holes, like Linux: earlier VMAs keep the change."""
+        self._check_alive()
+        prot = int(prot)
+        grows = prot & (Prot.GROWSDOWN | Prot.GROWSUP)
+        prot &= ~(Prot.GROWSDOWN | Prot.GROWSUP)
+        if grows == (Prot.GROWSDOWN | Prot.GROWSUP):
+            raise einval("PROT_GROWSDOWN and PROT_GROWSUP")
+        if addr & (PAGE_SIZE - 1):
+            raise einval("address not page aligned")
+        if length == 0:
+            return 0
+        length = page_align(length)
+        end = addr + length
+        if end <= addr or end > (1 << 64):
+            raise enomem("range wraps")
+        if prot & ~_PROT_VALID:
+            raise einval("unknown prot bits")
+        mm = self.mm
+        vma = mm.find_vma(addr)
+        if vma is None or vma.start > addr:
+            raise enomem("no mapping at address")
+        nstart = addr
+        while nstart < end:
+            vma = mm.find_vma(nstart)
+            if vma is None or vma.start >= end:
+                break
+            if vma.start > nstart:
+                raise enomem("hole in range (earlier mappings were changed)")
+            newflags = calc_vm_prot_bits(prot) | (vma.flags & ~VM_ACCESS_FLAGS)
+            if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+                raise MMError(errno.EACCES, "protection not allowed by the mapping")
+            tmp = min(vma.end, end)
+            self._mprotect_fixup(vma, nstart, tmp, newflags)
+            nstart = tmp
+        if nstart < end:
+            raise enomem("range extends past the last mapping")
+        return 0
+
+    def _mprotect_fixup(self, vma: VMA, start: int, end: int, newflags: int) -> None:
+        """mprotect_fixup: split/merge, recount, change_protection."""
+        mm = self.mm
+        oldflags = vma.flags
+        if newflags == oldflags:
+            return
+        extra = (1 if vma.start < start else 0) + (1 if end < vma.end else 0)
+        mm.check_map_count(extra)
+        if (newflags & VmFlags.WRITE) and not (oldflags & (VmFlags.ACCOUNT | VmFlags.WRITE | VmFlags.SHARED | VmFlags.NORESERVE)):
+            newflags |= VmFlags.ACCOUNT
+        if vma.start < start:
+            vma = mm.split(vma, start)
+        if end < vma.end:
+            mm.split(vma, end)
+        npages = vma.npages
+        vma.set_flags(newflags)
+        mm.vm_stat_account(oldflags, -npages)
+        mm.vm_stat_account(newflags, npages)
+        if newflags & VmFlags.SHARED:
+            try_writable = False      # shmem: no write-notify, RW comes with vm_page_prot
+        else:
+            try_writable = bool(newflags & VmFlags.WRITE)
+        _zap.protect(mm.core, vma.start, vma.end, vma.page_prot, try_writable, bool(newflags & VmFlags.SHARED))
+        mm.try_merge_around(vma)
+
+    # ------------------------------------------------------------------ madvise
+    _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE,
+                   Madv.COLLAPSE}
+
+    def madvise(self, addr: int, length: int, advice: int) -> int:
+        """madvise(2): DONTNEED, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, and the hints."""
+        self._check_alive()
+        try:
+            advice = Madv(advice)
+        except ValueError:
+            raise einval(f"unknown advice {advice}") from None
+        if advice in (Madv.HWPOISON, Madv.SOFT_OFFLINE):
+            raise MMError(errno.EPERM, "needs CAP_SYS_ADMIN")
+        if addr & (PAGE_SIZE - 1):
+            raise einval("address not page aligned")
+        alen = page_align(length)
+        if length and not alen:
+            raise einval("length overflows")
+        end = addr + alen
+        if end < addr:
+            raise einval("range wraps")
+        if end == addr:
+            return 0
+        if advice in (Madv.FREE, Madv.REMOVE, Madv.POPULATE_READ, Madv.POPULATE_WRITE,
+                      Madv.GUARD_INSTALL, Madv.GUARD_REMOVE):
+            raise NotImplementedError(f"madvise {advice.name} is not modelled yet")
+        mm = self.mm
+        unmapped = False
+        start = addr
+        while True:
+            vma = mm.find_vma(start)
+            if vma is None:
+                raise enomem("range extends past the last mapping")
+            if start < vma.start:
+                unmapped = True
+                start = vma.start
+                if start >= end:
+                    break
+            tmp = min(vma.end, end)
+            self._madvise_vma(vma, start, tmp, advice)
+            start = tmp
+            if start >= end:
+                break
+        if unmapped:
+            raise enomem("range has unmapped parts (the mapped parts were advised)")
+        return 0
+
+    def _madvise_vma(self, vma: VMA, start: int, end: int, advice: Madv) -> None:
+        mm = self.mm
+        if advice in (Madv.DONTNEED, Madv.DONTNEED_LOCKED):
+            forbidden = VmFlags.PFNMAP | (VmFlags.LOCKED if advice == Madv.DONTNEED else 0)
+            if vma.flags & forbidden:
+                raise einval("DONTNEED on a locked or PFN mapping")
+            mm.update_hiwater_rss()
+            _zap.zap(mm.core, start, end, True)
+            return
+        if advice in self._MADV_HINTS:
+            return
+        new = vma.flags
+        if advice == Madv.NORMAL:
+            new &= ~(VmFlags.RAND_READ | VmFlags.SEQ_READ)
+        elif advice == Madv.RANDOM:
+            new = (new & ~VmFlags.SEQ_READ) | VmFlags.RAND_READ
+        elif advice == Madv.SEQUENTIAL:
+            new = (new & ~VmFlags.RAND_READ) | VmFlags.SEQ_READ
+        elif advice == Madv.DONTFORK:
+            if vma.flags & VmFlags.IO:
+                raise einval("DONTFORK on VM_IO")
+            new |= VmFlags.DONTCOPY
+        elif advice == Madv.DOFORK:
+            if vma.flags & VmFlags.IO:
+                raise einval("DOFORK on VM_IO")
+            new &= ~VmFlags.DONTCOPY
+        elif advice == Madv.WIPEONFORK:
+            if vma.backing is not None or vma.flags & VmFlags.SHARED:
+                raise einval("WIPEONFORK on a file or shared mapping")
+            new |= VmFlags.WIPEONFORK
+        elif advice == Madv.KEEPONFORK:
+            new &= ~VmFlags.WIPEONFORK
+        elif advice == Madv.DONTDUMP:
+            new |= VmFlags.DONTDUMP
+        elif advice == Madv.DODUMP:
+            if vma.flags & (VmFlags.IO | VmFlags.DONTEXPAND | VmFlags.PFNMAP | VmFlags.MIXEDMAP):
+                raise einval("DODUMP on a special mapping")
+            new &= ~VmFlags.DONTDUMP
+        elif advice == Madv.HUGEPAGE:
+            new = (new & ~VmFlags.NOHUGEPAGE) | VmFlags.HUGEPAGE
+        elif advice == Madv.NOHUGEPAGE:
+            new = (new & ~VmFlags.HUGEPAGE) | VmFlags.NOHUGEPAGE
+        if new == vma.flags:
+            return
+        extra = (1 if vma.start < start else 0) + (1 if end < vma.end else 0)
+        mm.check_map_count(extra)
+        if vma.start < start:
+            vma = mm.split(vma, start)
+        if end < vma.end:
+            mm.split(vma, end)
+        vma.set_flags(new)
+        mm.try_merge_around(vma)
+
+    # ------------------------------------------------------------------ fork / exit / execve
+    def fork(self) -> "Process":
+        """fork(2) (classic): duplicate the VMAs and copy the page tables (dup_mmap)."""
+        self._check_alive()
+        return self.machine._fork(self)
+
+    def exit(self, status: int = 0) -> None:
+        """exit(2): exit_mmap tears the address space down; pages others map survive."""
+        self._check_alive()
+        self.machine._exit(self, status)
+
+    def execve(self) -> None:
+        """execve(2): the address space is replaced by an empty one."""
+        self._check_alive()
+        old = self.mm
+        new = MM(self.machine)
+        if not new.core.pgd_alloc():
+            raise enomem("no frame for the new PGD")
+        self.mm = new
+        self.machine._exit_mmap(old)
+
+    # ------------------------------------------------------------------ memory access
+    def _access_vma(self, vma: VMA, start: int, end: int, write: bool, buf, mode: int) -> None:
+        rc, fail, anon = _fault.access(self.mm.core, vma, start, end, write, buf, mode)
+        if anon and vma.anon_vma is None:
+            vma.anon_vma = AnonVma()
+        if rc == FAULT_OOM:
+            raise enomem(f"out of emulated memory at {fail:#x}")
+        if rc == FAULT_SIGBUS:
+            raise BusError(fail)
+
+    def _access(self, addr: int, length: int, write: bool, buf, mode: int) -> None:
+        """The MMU and the fault handler's access_error over [addr, addr+length)."""
+        self._check_alive()
+        if addr < 0 or length < 0 or addr + length > (1 << 64):
+            raise ValueError("bad address or length")
+        end = addr + length
+        pos = addr
+        mm = self.mm
+        off = 0
+        while pos < end:
+            vma = mm.find_vma(pos)
+            if vma is None or vma.start > pos:
+                raise SegmentationFault(pos & ~(PAGE_SIZE - 1) if pos != addr else pos, "SEGV_MAPERR")
+            if write:
+                if not (vma.flags & VmFlags.WRITE):
+                    raise SegmentationFault(pos, "SEGV_ACCERR")
+            elif not (vma.flags & VM_ACCESS_FLAGS):
+                raise SegmentationFault(pos, "SEGV_ACCERR")
+            stop = min(end, vma.end)
+            part = None if buf is None else buf[off:off + (stop - pos)]
+            self._access_vma(vma, pos, stop, write, part, mode)
+            off += stop - pos
+            pos = stop
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Read n bytes at addr as the process would (read faults as needed)."""
+        out = np.empty(n, dtype=np.uint8)
+        self._access(addr, n, False, out, 1)
+        return out.tobytes()
+
+    def write(self, addr: int, data) -> None:
+        """Write bytes (or a numpy uint8 array) at addr as the process would."""
+        if isinstance(data, np.ndarray):
+            buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+        else:
+            buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        self._access(addr, len(buf), True, buf, 2)
+
+    def touch(self, addr: int, length: int, write: bool = True) -> None:
+        """Access every page of [addr, addr+length) once (a write or read fault per page)."""
+        self._access(addr, length, write, None, 0)
+
+    # ------------------------------------------------------------------ statistics
+    def status(self):
+        """/proc/PID/status memory lines (kB), as a read-only mapping; str() gives the text."""
+        from .stats import proc_status
+        return proc_status(self)
+
+    def maps(self):
+        """/proc/PID/maps lines; str() gives the text."""
+        from .stats import proc_maps
+        return proc_maps(self)
+
+    def smaps(self):
+        """/proc/PID/smaps: per-VMA dicts (kB); str() gives the text."""
+        from .stats import proc_smaps
+        return proc_smaps(self)
+
+    def pagemap(self, addr: int, npages: int) -> np.ndarray:
+        """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr."""
+        from ._core.task_mmu import pagemap
+        if addr & (PAGE_SIZE - 1):
+            raise einval("pagemap address must be page aligned")
+        return pagemap(self.mm.core, addr, npages)

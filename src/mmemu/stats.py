@@ -1,0 +1,267 @@
+"""Statistics views computed from state, printed in the /proc text formats.
+
+meminfo (fs/proc/meminfo.c), status (fs/proc/task_mmu.c task_mem), maps/smaps
+(show_map_vma, show_smap), vmstat (mm/vmstat.c names where Linux has one).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from ._core.task_mmu import smaps_range
+from .flags import VmFlags
+from .vma import PAGE_SHIFT
+
+# index -> name of the EV_* counters in types.pxd
+EVENT_NAMES = [
+    "pgfault", "fault_zero_page", "fault_anon", "fault_file", "fault_file_alloc",
+    "cow_fault", "cow_zero_fault", "wp_reuse", "wp_shared", "spurious_fault",
+    "pages_copied", "pages_zeroed", "pgalloc", "pgfree", "pgtable_alloc", "pgtable_free",
+    "fork_ptes_copied", "fork_pte_tables_copied", "fork_ptes_wrprotected",
+    "ptes_zapped", "ptes_protected",
+    "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
+    "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
+]
+
+EVENT_HELP = {
+    "pgfault": "faults handled (handle_mm_fault calls)",
+    "fault_zero_page": "read faults that mapped the shared zero page",
+    "fault_anon": "do_anonymous_page allocations of a zeroed page",
+    "fault_file": "faults that mapped a page-cache (file or shmem) page",
+    "fault_file_alloc": "page-cache pages created by a fault (shmem holes)",
+    "cow_fault": "wp_page_copy / do_cow_fault: a new private copy",
+    "cow_zero_fault": "wp_page_copy from the zero page (a zeroed page, nothing copied)",
+    "wp_reuse": "write faults that reused an exclusive anon page in place",
+    "wp_shared": "write faults that made a shared mapping's PTE writable",
+    "spurious_fault": "faults whose PTE already allowed the access",
+    "pages_copied": "4 KiB page copies",
+    "pages_zeroed": "4 KiB frames zeroed for reuse",
+    "pgalloc": "data frames allocated",
+    "pgfree": "data frames freed",
+    "pgtable_alloc": "page-table pages allocated (all levels)",
+    "pgtable_free": "page-table pages freed (all levels)",
+    "fork_ptes_copied": "non-none PTEs copied by copy_pte_range",
+    "fork_pte_tables_copied": "PTE tables allocated by copy_pte_range",
+    "fork_ptes_wrprotected": "PTEs write-protected at fork (both sides)",
+    "ptes_zapped": "non-none PTEs cleared by zap_pte_range",
+    "ptes_protected": "PTEs changed by change_protection",
+    "cow_pte_tables_shared": "PTE tables shared at fork (COW page table)",
+    "cow_pte_tables_duplicated": "shared PTE tables copied by break_cow_pte",
+    "cow_pte_tables_reused": "break_cow_pte found the table no longer shared",
+    "cow_pte_entries_copied": "entries copied by break_cow_pte",
+    "tlb_flush": "range TLB flushes",
+    "mremap_ptes_moved": "PTEs moved by move_ptes",
+    "mremap_pmds_moved": "whole PTE tables relinked by move_normal_pmd",
+}
+
+
+class ProcView(Mapping):
+    """A read-only name -> int mapping that prints as a /proc file."""
+
+    _fmt = "{name}: {value}"
+
+    def __init__(self, items):
+        self._d = dict(items)
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._d!r})"
+
+    def __str__(self):
+        return "".join(self._fmt.format(name=k, value=v) + "\n" for k, v in self._d.items())
+
+    def to_dict(self):
+        return dict(self._d)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self._d, **kw)
+
+
+class MemInfo(ProcView):
+    """/proc/meminfo: values in kB."""
+
+    def __str__(self):
+        return "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in self._d.items())
+
+
+class Status(ProcView):
+    """The memory lines of /proc/PID/status: values in kB."""
+
+    def __str__(self):
+        return "".join(f"{k}:\t{v:>8} kB\n" for k, v in self._d.items())
+
+
+class Counters(ProcView):
+    """vmstat-style counters: ``a - b`` gives the deltas of a snapshot."""
+
+    def __str__(self):
+        return "".join(f"{k} {v}\n" for k, v in self._d.items())
+
+    def __sub__(self, other):
+        return Counters((k, v - other.get(k, 0)) for k, v in self._d.items())
+
+
+def meminfo(machine) -> MemInfo:
+    c = machine.phys.counters()
+    kb = lambda pages: pages << (PAGE_SHIFT - 10)  # noqa: E731
+    free = c["nr_free_pages"]
+    file_pages = c["nr_file_pages"]
+    return MemInfo([
+        ("MemTotal", kb(machine.phys.nframes)),
+        ("MemFree", kb(free)),
+        ("MemAvailable", kb(free + file_pages - c["nr_shmem"])),
+        ("Buffers", 0),
+        ("Cached", kb(file_pages)),
+        ("SwapCached", 0),
+        ("AnonPages", kb(c["nr_anon_mapped"])),
+        ("Mapped", kb(c["nr_file_mapped"])),
+        ("Shmem", kb(c["nr_shmem"])),
+        ("PageTables", kb(c["nr_page_table_pages"])),
+        ("SwapTotal", 0),
+        ("SwapFree", 0),
+        ("AnonHugePages", 0),
+    ])
+
+
+def vmstat(machine) -> Counters:
+    c = machine.phys.counters()
+    ev = machine.phys.events()
+    items = [
+        ("nr_free_pages", c["nr_free_pages"]),
+        ("nr_anon_pages", c["nr_anon_mapped"]),
+        ("nr_mapped", c["nr_file_mapped"]),
+        ("nr_file_pages", c["nr_file_pages"]),
+        ("nr_shmem", c["nr_shmem"]),
+        ("nr_page_table_pages", c["nr_page_table_pages"]),
+    ]
+    items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
+    return Counters(items)
+
+
+def proc_status(proc) -> Status:
+    mm = proc.mm
+    f, a, s, sh = mm.core.rss
+    rss = f + a + sh
+    kb = lambda pages: pages << (PAGE_SHIFT - 10)  # noqa: E731
+    text = min(((mm.end_code + 4095) & ~4095) - (mm.start_code & ~4095), mm.exec_vm << PAGE_SHIFT)
+    lib = (mm.exec_vm << PAGE_SHIFT) - text
+    return Status([
+        ("VmPeak", kb(max(mm.hiwater_vm, mm.total_vm))),
+        ("VmSize", kb(mm.total_vm)),
+        ("VmLck", kb(mm.locked_vm)),
+        ("VmPin", 0),
+        ("VmHWM", kb(max(mm.hiwater_rss, rss))),
+        ("VmRSS", kb(rss)),
+        ("RssAnon", kb(a)),
+        ("RssFile", kb(f)),
+        ("RssShmem", kb(sh)),
+        ("VmData", kb(mm.data_vm)),
+        ("VmStk", kb(mm.stack_vm)),
+        ("VmExe", text >> 10),
+        ("VmLib", lib >> 10),
+        ("VmPTE", mm.core.pgtables_bytes >> 10),
+        ("VmSwap", kb(s)),
+    ])
+
+
+_MNEMONICS = [
+    (VmFlags.READ, "rd"), (VmFlags.WRITE, "wr"), (VmFlags.EXEC, "ex"), (VmFlags.SHARED, "sh"),
+    (VmFlags.MAYREAD, "mr"), (VmFlags.MAYWRITE, "mw"), (VmFlags.MAYEXEC, "me"),
+    (VmFlags.MAYSHARE, "ms"), (VmFlags.GROWSDOWN, "gd"), (VmFlags.PFNMAP, "pf"),
+    (VmFlags.LOCKED, "lo"), (VmFlags.IO, "io"), (VmFlags.SEQ_READ, "sr"),
+    (VmFlags.RAND_READ, "rr"), (VmFlags.DONTCOPY, "dc"), (VmFlags.DONTEXPAND, "de"),
+    (VmFlags.LOCKONFAULT, "lf"), (VmFlags.ACCOUNT, "ac"), (VmFlags.NORESERVE, "nr"),
+    (VmFlags.HUGETLB, "ht"), (VmFlags.SYNC, "sf"), (VmFlags.WIPEONFORK, "wf"),
+    (VmFlags.DONTDUMP, "dd"), (VmFlags.SOFTDIRTY, "sd"), (VmFlags.MIXEDMAP, "mm"),
+    (VmFlags.HUGEPAGE, "hg"), (VmFlags.NOHUGEPAGE, "nh"), (VmFlags.MERGEABLE, "mg"),
+]
+
+
+def vma_name(proc, v):
+    if v.backing is not None:
+        return v.backing.name
+    if v.name:
+        return v.name
+    mm = proc.mm
+    if mm.brk and v.start <= mm.brk and v.end >= mm.start_brk and mm.start_brk != 0:
+        return "[heap]"
+    if mm.start_stack and v.start <= mm.start_stack <= v.end:
+        return "[stack]"
+    return None
+
+
+def maps_line(proc, v) -> str:
+    """show_map_vma: one /proc/PID/maps line (without the newline)."""
+    if v.backing is not None:
+        dev = v.backing.dev
+        ino = v.backing.inode
+        pgoff = v.pgoff << PAGE_SHIFT
+    else:
+        dev, ino, pgoff = (0, 0), 0, 0
+    f = v.flags
+    perms = ("r" if f & VmFlags.READ else "-") + ("w" if f & VmFlags.WRITE else "-") \
+        + ("x" if f & VmFlags.EXEC else "-") + ("s" if f & VmFlags.MAYSHARE else "p")
+    head = f"{v.start:08x}-{v.end:08x} {perms} {pgoff:08x} {dev[0]:02x}:{dev[1]:02x} {ino} "
+    name = vma_name(proc, v)
+    if name is None:
+        return head
+    return f"{head:<72} {name}"
+
+
+class Maps(list):
+    """/proc/PID/maps as a list of lines; str() gives the file."""
+
+    def __str__(self):
+        return "".join(line + "\n" for line in self)
+
+
+class Smaps(list):
+    """/proc/PID/smaps as a list of per-VMA dicts (values in kB); str() gives the file."""
+
+    _KB = ["Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",
+           "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced", "Anonymous", "KSM",
+           "LazyFree", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb",
+           "Private_Hugetlb", "Swap", "SwapPss", "Locked"]
+
+    def __str__(self):
+        out = []
+        for e in self:
+            out.append(e["header"] + "\n")
+            out.extend(f"{k + ':':<16}{e[k]:>8} kB\n" for k in self._KB)
+            out.append(f"THPeligible:    {e['THPeligible']:>8}\n")
+            out.append("VmFlags: " + "".join(m + " " for m in e["VmFlags"]) + "\n")
+        return "".join(out)
+
+
+def proc_maps(proc) -> Maps:
+    return Maps(maps_line(proc, v) for v in proc.mm.vmas)
+
+
+def proc_smaps(proc) -> Smaps:
+    out = Smaps()
+    for v in proc.mm.vmas:
+        r = smaps_range(proc.mm.core, v.start, v.end)
+        pss_kb = (r["Pss"] >> 12) >> 10
+        e = {
+            "start": v.start, "end": v.end, "header": maps_line(proc, v),
+            "Size": (v.end - v.start) >> 10, "KernelPageSize": 4, "MMUPageSize": 4,
+            "Rss": r["Rss"] >> 10, "Pss": pss_kb, "Pss_Dirty": (r["Pss_Dirty"] >> 12) >> 10,
+            "Shared_Clean": r["Shared_Clean"] >> 10, "Shared_Dirty": r["Shared_Dirty"] >> 10,
+            "Private_Clean": r["Private_Clean"] >> 10, "Private_Dirty": r["Private_Dirty"] >> 10,
+            "Referenced": r["Referenced"] >> 10, "Anonymous": r["Anonymous"] >> 10,
+            "KSM": 0, "LazyFree": 0, "AnonHugePages": 0, "ShmemPmdMapped": 0, "FilePmdMapped": 0,
+            "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
+            "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
+            "THPeligible": 0,
+            "VmFlags": [m for bit, m in _MNEMONICS if v.flags & bit],
+        }
+        out.append(e)
+    return out
