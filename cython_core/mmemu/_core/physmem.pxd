@@ -39,5 +39,7 @@ cdef inline pte_t* table_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
 
 cdef class PhysMem:
     cdef physmem_t pm
-    cdef list _regions      # (address, length) of host mappings, unmapped on dealloc
+    cdef void* _addr[8]     # host mappings, unmapped on dealloc
+    cdef size_t _len[8]
+    cdef int _nregions
     cdef void* _map(self, size_t length, bint hugepage) except NULL

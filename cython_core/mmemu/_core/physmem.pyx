@@ -131,7 +131,7 @@ cdef class PhysMem:
     """
 
     def __cinit__(self, int64_t nframes):
-        self._regions = []
+        self._nregions = 0
         memset(&self.pm, 0, sizeof(physmem_t))
         if nframes < 16:
             raise ValueError("an emulated machine needs at least 16 frames (64 KiB)")
@@ -157,15 +157,18 @@ cdef class PhysMem:
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED:
             raise MemoryError(f"host mmap of {length} bytes (MAP_NORESERVE) failed")
-        self._regions.append((<size_t>p, length))
+        self._addr[self._nregions] = p
+        self._len[self._nregions] = length
+        self._nregions += 1
         if hugepage:
             madvise(p, length, MADV_HUGEPAGE)   # advisory: ignore failure
         return p
 
     def __dealloc__(self):
-        for addr, length in self._regions:
-            munmap(<void*><size_t>addr, <size_t>length)
-        self._regions = []
+        cdef int i
+        for i in range(self._nregions):
+            munmap(self._addr[i], self._len[i])
+        self._nregions = 0
 
     @property
     def nframes(self):
