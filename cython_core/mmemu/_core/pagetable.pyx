@@ -342,6 +342,22 @@ cdef class MMCore:
     def tables_needed(self, uint64_t addr):
         return tables_needed(&self.phys.pm, &self.mm, addr)
 
+    def _debug_poke(self, str field, int64_t value, int index=0):
+        """Overwrite a counter or a raw entry. For tests of the invariant checker only."""
+        if field == "rss":
+            self.mm.rss[index] = value
+        elif field == "pgtables_bytes":
+            self.mm.pgtables_bytes = value
+        else:
+            raise KeyError(field)
+
+    def _debug_set_pte(self, uint64_t addr, pte_t value):
+        """Overwrite the PTE mapping addr (the table must exist). For checker tests only."""
+        cdef pte_t* p = pte_offset(&self.phys.pm, &self.mm, addr, NULL)
+        if p == NULL:
+            raise KeyError("no PTE table for that address")
+        p[0] = value
+
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:
     """Flatten a Python VMA (mmemu.vma.VMA) into the struct the kernels read."""
@@ -363,3 +379,4 @@ cdef int vma_from_py(vma_t* v, object vma) except -1:
         if v.cache_pages > cache.shape[0]:
             raise ValueError("page cache array shorter than the file")
     return 0
+

@@ -260,3 +260,20 @@ cdef class PhysMem:
             if swapbacked:
                 self.pm.nr_shmem -= 1
             put_page(&self.pm, p)
+
+    def _debug_poke(self, str field, pfn_t pfn, int64_t value):
+        """Overwrite one metadata entry. For tests of the invariant checker only."""
+        if pfn < 0 or pfn >= self.pm.nframes:
+            raise IndexError(pfn)
+        if field == "refcount":
+            self.pm.refcount[pfn] = <int32_t>value
+        elif field == "mapcount":
+            self.pm.mapcount[pfn] = <int32_t>value
+        elif field == "flags":
+            self.pm.flags[pfn] = <uint32_t>value
+        elif field == "pt_share":
+            self.pm.pt_share[pfn] = <int32_t>value
+        elif field == "nr_anon_mapped":
+            self.pm.nr_anon_mapped = value
+        else:
+            raise KeyError(field)

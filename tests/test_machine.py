@@ -1,0 +1,188 @@
+"""The machine itself: sizes, O(1) creation, host memory cost, running out of memory."""
+import errno
+import os
+
+import numpy as np
+import pytest
+
+import mmemu
+from conftest import PG, PRIV, RW, SHARED, snapshot
+
+
+def host_rss_kb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("4096", 4096), ("64K", 64 << 10), ("512M", 512 << 20), ("32G", 32 << 30),
+    ("1T", 1 << 40), ("1GiB", 1 << 30), ("2gb", 2 << 30), (1 << 30, 1 << 30),
+])
+def test_parse_size(text, expected):
+    assert mmemu.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "12X", "G", "-1G"])
+def test_parse_size_rejects(bad):
+    with pytest.raises(ValueError):
+        mmemu.parse_size(bad)
+
+
+def test_machine_rejects_unaligned_and_tiny_sizes():
+    with pytest.raises(ValueError):
+        mmemu.Machine(4096 * 100 + 1)
+    with pytest.raises(ValueError):
+        mmemu.Machine(4096 * 8)
+
+
+def test_default_machine_is_32g_and_only_the_zero_page_is_used():
+    m = mmemu.Machine()
+    mi = m.meminfo()
+    assert mi["MemTotal"] == 32 * 1024 * 1024
+    assert mi["MemFree"] == 32 * 1024 * 1024 - 4      # the zero page is reserved
+    assert mi["AnonPages"] == mi["Mapped"] == mi["Shmem"] == mi["PageTables"] == 0
+    m.check()
+
+
+def test_one_terabyte_machine_costs_the_host_almost_nothing():
+    before = host_rss_kb()
+    m = mmemu.Machine("1T")
+    p = m.spawn()
+    a = p.mmap(0, 16 * PG, RW, PRIV)
+    p.write(a, b"x")
+    grew = host_rss_kb() - before
+    assert m.meminfo()["MemTotal"] == 1 << 30          # kB
+    assert grew < 100 * 1024, f"host RSS grew {grew} kB"
+    m.check()
+
+
+def test_populated_1g_process_costs_the_host_under_32mb():
+    """Frames that were only touched (never written with data) are never touched on the host."""
+    before = host_rss_kb()
+    m = mmemu.Machine("32G")
+    p = m.spawn()
+    a = p.mmap(0, 1 << 30, RW, PRIV)
+    p.touch(a, 1 << 30)
+    grew = host_rss_kb() - before
+    assert p.status()["RssAnon"] == 1 << 20
+    assert grew < 32 * 1024, f"host RSS grew {grew} kB"
+    m.check()
+
+
+def test_processes_and_lookup():
+    m = mmemu.Machine("64M")
+    a, b = m.spawn(), m.spawn()
+    assert [q.pid for q in m.processes] == [1, 2]
+    assert m.process(2) is b
+    c = a.fork()
+    assert c.parent is a and a.children == [c] and c.pid == 3
+    c.exit()
+    assert not c.alive and a.children == []
+    with pytest.raises(mmemu.MMError) as e:
+        m.process(3)
+    assert e.value.errno == errno.ESRCH
+    with pytest.raises(mmemu.MMError) as e:
+        c.mmap(0, PG, RW, PRIV)
+    assert e.value.errno == errno.ESRCH
+    m.check()
+
+
+def test_touch_until_out_of_memory_raises_enomem_and_keeps_invariants():
+    """Running out of emulated memory is an error (VM_FAULT_OOM), never a crash or a leak."""
+    m = mmemu.Machine("1M")                     # 256 frames
+    p = m.spawn()
+    a = p.mmap(0, 2 << 20, RW, PRIV)
+    with pytest.raises(mmemu.MMError) as e:
+        p.touch(a, 2 << 20)
+    assert e.value.errno == errno.ENOMEM
+    # every frame is in use: 1 zero page, PGD, PUD, PMD, PTE table, and the rest anon pages
+    assert m.meminfo()["MemFree"] == 0
+    assert p.status()["RssAnon"] == (256 - 5) * 4
+    assert p.status()["VmPTE"] == 12
+    m.check()
+    p.munmap(a, 2 << 20)
+    assert m.meminfo()["MemFree"] == (256 - 1 - 1) * 4   # zero page and PGD remain
+    p.exit()
+    assert m.meminfo()["MemFree"] == 255 * 4
+    m.check()
+
+
+def test_cow_fault_out_of_memory_leaves_both_processes_intact():
+    m = mmemu.Machine("1M")
+    p = m.spawn()
+    a = p.mmap(0, 64 * PG, RW, PRIV)
+    p.write(a, bytes(range(256)) * 16 * 64)
+    c = p.fork()
+    # fill the rest of memory from a third process
+    filler = m.spawn()
+    b = filler.mmap(0, 1 << 20, RW, PRIV)
+    with pytest.raises(mmemu.MMError):
+        filler.touch(b, 1 << 20)
+    assert m.meminfo()["MemFree"] == 0
+    before = snapshot(m)
+    with pytest.raises(mmemu.MMError) as e:
+        c.write(a, b"!")
+    assert e.value.errno == errno.ENOMEM
+    assert snapshot(m) == before
+    assert c.read(a, 4) == bytes(range(4)) and p.read(a, 4) == bytes(range(4))
+    m.check()
+
+
+def test_fork_out_of_memory_changes_nothing():
+    """fork counts the page tables it needs first: ENOMEM leaves the machine as it was."""
+    m = mmemu.Machine("1M")
+    p = m.spawn()
+    a = p.mmap(0, 8 << 20, RW, PRIV)
+    # one page in each of 4 PMD spans: the child needs PGD + PUD + PMD + 4 PTE tables = 7
+    for i in range(4):
+        p.write(a + i * (2 << 20), b"z")
+    filler = m.spawn()
+    b = filler.mmap(0, 1 << 20, RW, PRIV)
+    with pytest.raises(mmemu.MMError):
+        filler.touch(b, 1 << 20)
+    filler.munmap(b + 4 * PG, 6 * PG)            # frees exactly 6 frames
+    assert m.meminfo()["MemFree"] == 6 * 4
+    before = snapshot(m)
+    ev = m.vmstat()
+    with pytest.raises(mmemu.MMError) as e:
+        p.fork()
+    assert e.value.errno == errno.ENOMEM
+    assert snapshot(m) == before
+    assert m.vmstat() - ev == {k: 0 for k in ev}
+    assert [q.pid for q in m.processes] == [p.pid, filler.pid]
+    filler.munmap(b + 10 * PG, PG)              # one more frame: now it fits
+    c = p.fork()
+    assert c.read(a + 3 * (2 << 20), 1) == b"z"
+    assert m.meminfo()["MemFree"] == 0
+    m.check()
+
+
+def test_spawn_without_a_free_frame_is_enomem():
+    m = mmemu.Machine("1M")
+    p = m.spawn()
+    a = p.mmap(0, 1 << 20, RW, PRIV)
+    with pytest.raises(mmemu.MMError):
+        p.touch(a, 1 << 20)
+    with pytest.raises(mmemu.MMError) as e:
+        m.spawn()
+    assert e.value.errno == errno.ENOMEM
+    assert len(m.processes) == 1
+    m.check()
+
+
+def test_shared_anon_object_is_freed_with_its_last_mapping():
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0, 4 * PG, RW, SHARED)
+    p.write(a, b"s" * (4 * PG))
+    c = p.fork()
+    assert m.meminfo()["Shmem"] == 16
+    p.munmap(a, 4 * PG)
+    assert m.meminfo()["Shmem"] == 16            # the child still maps the object
+    assert c.read(a + 3 * PG, 1) == b"s"
+    c.exit()
+    assert m.meminfo()["Shmem"] == 0 and m.meminfo()["Cached"] == 0
+    m.check()
