@@ -178,6 +178,7 @@ class MM:
         return vma
 
     def check_map_count(self, extra: int) -> None:
+        """__split_vma / mmap_region: ENOMEM if map_count would pass max_map_count."""
         if self.map_count + extra > self.machine.max_map_count:
             raise enomem(f"map_count would exceed max_map_count ({self.machine.max_map_count})")
 

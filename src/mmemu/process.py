@@ -33,6 +33,9 @@ _MAP_KNOWN = (
 )
 
 
+_U64 = (1 << 64) - 1
+
+
 def page_align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -77,6 +80,8 @@ class Process:
             raise MMError(errno.EBADF, "file mappings need a file (not modelled in this version)")
         if length == 0:
             raise einval("length is 0")
+        if flags & MapFlags.FIXED_NOREPLACE:
+            flags |= MapFlags.FIXED     # do_mmap: NOREPLACE is FIXED that refuses to unmap
         if not (flags & MapFlags.FIXED) and addr:
             addr &= ~(PAGE_SIZE - 1)
             addr = max(addr, MMAP_MIN_ADDR)
@@ -85,8 +90,6 @@ class Process:
             raise enomem("length too large")
         if mm.map_count > self.machine.max_map_count:
             raise enomem("too many mappings")
-        if prot & ~_PROT_VALID:
-            raise einval("unknown prot bits")
         maptype = flags & MapFlags.TYPE
         if maptype not in (MapFlags.SHARED, MapFlags.PRIVATE):
             raise einval("map type must be MAP_SHARED or MAP_PRIVATE")
@@ -104,7 +107,7 @@ class Process:
             vm_flags |= VmFlags.SHARED | VmFlags.MAYSHARE
 
         # __get_unmapped_area
-        if flags & (MapFlags.FIXED | MapFlags.FIXED_NOREPLACE):
+        if flags & MapFlags.FIXED:
             if addr > TASK_SIZE - length:
                 raise enomem("range beyond TASK_SIZE")
             if addr & (PAGE_SIZE - 1):
@@ -238,8 +241,16 @@ class Process:
             raise einval("unknown prot bits")
         mm = self.mm
         vma = mm.find_vma(addr)
-        if vma is None or vma.start > addr:
+        if vma is None or vma.start >= end:
+            raise enomem("no mapping in range")
+        if grows & Prot.GROWSDOWN:
+            addr = vma.start
+            if not (vma.flags & VmFlags.GROWSDOWN):
+                raise einval("PROT_GROWSDOWN on a mapping that does not grow down")
+        elif vma.start > addr:
             raise enomem("no mapping at address")
+        if grows & Prot.GROWSUP:
+            raise einval("PROT_GROWSUP: no VM_GROWSUP mappings on x86-64")
         nstart = addr
         while nstart < end:
             vma = mm.find_vma(nstart)
@@ -263,14 +274,12 @@ class Process:
         oldflags = vma.flags
         if newflags == oldflags:
             return
-        extra = (1 if vma.start < start else 0) + (1 if end < vma.end else 0)
-        mm.check_map_count(extra)
-        if (newflags & VmFlags.WRITE) and not (oldflags & (VmFlags.ACCOUNT | VmFlags.WRITE | VmFlags.SHARED | VmFlags.NORESERVE)):
-            newflags |= VmFlags.ACCOUNT
-        if vma.start < start:
-            vma = mm.split(vma, start)
-        if end < vma.end:
-            mm.split(vma, end)
+        if newflags & VmFlags.WRITE:
+            if not (oldflags & (VmFlags.ACCOUNT | VmFlags.WRITE | VmFlags.SHARED | VmFlags.NORESERVE)):
+                newflags |= VmFlags.ACCOUNT
+        elif (oldflags & VmFlags.ACCOUNT) and vma.is_anonymous and vma.anon_vma is None:
+            newflags &= ~VmFlags.ACCOUNT
+        vma = self._split_for(vma, start, end)
         npages = vma.npages
         vma.set_flags(newflags)
         mm.vm_stat_account(oldflags, -npages)
@@ -280,7 +289,12 @@ class Process:
         else:
             try_writable = bool(newflags & VmFlags.WRITE)
         _zap.protect(mm.core, vma.start, vma.end, vma.page_prot, try_writable, bool(newflags & VmFlags.SHARED))
+        start, end = vma.start, vma.end
         mm.try_merge_around(vma)
+        if ((newflags & VmFlags.LOCKED) and (newflags & VmFlags.WRITE) and not (oldflags & VmFlags.WRITE)
+                and not (newflags & VmFlags.SHARED)):
+            # mprotect_fixup: a locked private mapping that becomes writable is COW-broken now
+            self._populate(start, end, ignore_errors=True)
 
     # ------------------------------------------------------------------ madvise
     _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE,
@@ -297,10 +311,10 @@ class Process:
             raise MMError(errno.EPERM, "needs CAP_SYS_ADMIN")
         if addr & (PAGE_SIZE - 1):
             raise einval("address not page aligned")
-        alen = page_align(length)
+        alen = page_align(length) & _U64
         if length and not alen:
             raise einval("length overflows")
-        end = addr + alen
+        end = (addr + alen) & _U64
         if end < addr:
             raise einval("range wraps")
         if end == addr:
@@ -373,14 +387,26 @@ class Process:
             new = (new & ~VmFlags.HUGEPAGE) | VmFlags.NOHUGEPAGE
         if new == vma.flags:
             return
-        extra = (1 if vma.start < start else 0) + (1 if end < vma.end else 0)
-        mm.check_map_count(extra)
-        if vma.start < start:
-            vma = mm.split(vma, start)
-        if end < vma.end:
-            mm.split(vma, end)
+        try:
+            vma = self._split_for(vma, start, end)
+        except MMError as e:
+            if e.errno == errno.ENOMEM:     # madvise_vma_behavior: ENOMEM becomes EAGAIN
+                raise MMError(errno.EAGAIN, "VMA split refused at max_map_count") from None
+            raise
         vma.set_flags(new)
         mm.try_merge_around(vma)
+
+    def _split_for(self, vma: VMA, start: int, end: int) -> VMA:
+        """vma_modify's splits: isolate [start, end) of vma. Each __split_vma checks
+        max_map_count on its own, so a second split can fail after the first (like Linux)."""
+        mm = self.mm
+        if vma.start < start:
+            mm.check_map_count(1)
+            vma = mm.split(vma, start)
+        if end < vma.end:
+            mm.check_map_count(1)
+            mm.split(vma, end)
+        return vma
 
     # ------------------------------------------------------------------ fork / exit / execve
     def fork(self) -> "Process":
@@ -425,7 +451,7 @@ class Process:
         while pos < end:
             vma = mm.find_vma(pos)
             if vma is None or vma.start > pos:
-                raise SegmentationFault(pos & ~(PAGE_SIZE - 1) if pos != addr else pos, "SEGV_MAPERR")
+                raise SegmentationFault(pos, "SEGV_MAPERR")
             if write:
                 if not (vma.flags & VmFlags.WRITE):
                     raise SegmentationFault(pos, "SEGV_ACCERR")
@@ -446,7 +472,7 @@ class Process:
     def write(self, addr: int, data) -> None:
         """Write bytes (or a numpy uint8 array) at addr as the process would."""
         if isinstance(data, np.ndarray):
-            buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+            buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         else:
             buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
         self._access(addr, len(buf), True, buf, 2)
