@@ -12,7 +12,9 @@ from typing import Iterator, List, Optional
 from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
-from .vma import PAGE_SHIFT, VM_IGNORE_MERGE, VM_STACK, VMA, AnonVma
+from .vma import (
+    MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VMA, AnonVma,
+)
 
 _mm_ids = itertools.count(1)
 
@@ -185,8 +187,6 @@ class MM:
     # ---- address-space search ----
     def get_unmapped_area(self, length: int, align: int = 0) -> Optional[int]:
         """vm_unmapped_area top-down from mmap_base, then bottom-up; None if no gap fits."""
-        from .vma import MMAP_BASE, MMAP_MIN_ADDR, TASK_SIZE
-
         mask = (align - 1) if align else 0
         high = MMAP_BASE
         for v in reversed(self.vmas):

@@ -297,8 +297,8 @@ class Process:
             self._populate(start, end, ignore_errors=True)
 
     # ------------------------------------------------------------------ madvise
-    _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE,
-                   Madv.COLLAPSE}
+    # advice with no effect on a machine without swap, KSM or readahead: accepted, no change
+    _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE}
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
         """madvise(2): DONTNEED, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, and the hints."""
@@ -309,6 +309,8 @@ class Process:
             raise einval(f"unknown advice {advice}") from None
         if advice in (Madv.HWPOISON, Madv.SOFT_OFFLINE):
             raise MMError(errno.EPERM, "needs CAP_SYS_ADMIN")
+        if advice == Madv.COLLAPSE:
+            raise einval("MADV_COLLAPSE: transparent huge pages are off")
         if addr & (PAGE_SIZE - 1):
             raise einval("address not page aligned")
         alen = page_align(length) & _U64
