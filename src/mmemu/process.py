@@ -167,6 +167,11 @@ class Process:
                     raise
                 return
 
+    def _unshare_pte_tables(self, start: int, end: int) -> None:
+        """break_cow_pte over [start, end): give this mm private copies of any COW-shared PTE
+        tables covering the range. Every path that changes PTEs calls this first."""
+        return None     # COW page tables: wired in by the CLONE_COW_PGTABLE work
+
     # ------------------------------------------------------------------ munmap
     def munmap(self, addr: int, length: int) -> int:
         """munmap(2). Returns 0."""
