@@ -13,6 +13,41 @@ PRIV = MAP_PRIVATE | MAP_ANONYMOUS
 SHARED = MAP_SHARED | MAP_ANONYMOUS
 
 
+DESIGNS = ["classic", "cow-deferred", "cow-eager"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "one_design: the test picks its fork designs itself (not parametrised)")
+
+
+def pytest_generate_tests(metafunc):
+    """Every test runs once per fork design: classic fork, and COW page tables with deferred
+    and with eager accounting (every Machine made during the test defaults to that design)."""
+    if "fork_design" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("one_design"):
+        metafunc.parametrize("fork_design", DESIGNS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def fork_design(request, monkeypatch):
+    design = getattr(request, "param", "classic")
+    defaults = dict(mmemu.Machine.__init__.__kwdefaults__)
+    if design != "classic":
+        defaults["cow_pgtable"] = True
+        defaults["cow_pte_accounting"] = design.split("-")[1]
+    monkeypatch.setattr(mmemu.Machine.__init__, "__kwdefaults__", defaults)
+    return design
+
+
+def per_design(design, classic, deferred=None, eager=None):
+    """The expected value of a statistic the fork design defines (COW defaults to classic)."""
+    if design == "cow-deferred" and deferred is not None:
+        return deferred
+    if design == "cow-eager" and eager is not None:
+        return eager
+    return classic
+
+
 @pytest.fixture
 def m():
     """A 1 GiB machine; checks every invariant when the test ends."""

@@ -4,6 +4,9 @@ check_mm "Bad rss-counter state").
 Conventions (SEMANTICS R1.3/R1.4): VmPTE counts PUD+PMD+PTE tables of the mm (not the
 PGD); meminfo PageTables counts every level including the 4 kB PGD of each process. The
 machine's only permanent allocation is the 4 kB zero page.
+
+Tests whose MemFree deltas depend on classic fork copying the child's PTE tables are pinned
+to classic fork (``one_design``); the COW page-table designs share those tables.
 """
 from __future__ import annotations
 
@@ -94,6 +97,7 @@ def test_exit_accounting_child_with_shared_pages(m, p):
         assert pfn_of(p, a + i * PG) == f
 
 
+@pytest.mark.one_design
 def test_exit_parent_first_child_keeps_pages(m, p):
     """exit_mmap (R7.5): pages still mapped by the other process survive with refcount -1.
     P exits first: AnonPages unchanged (every page is still mapped by C), MemFree recovers
@@ -267,6 +271,7 @@ def test_execve_accounting(m, p):
     assert st(p, "VmPTE") == 12 and st(p, "RssAnon") == 4
 
 
+@pytest.mark.one_design
 def test_execve_in_child_keeps_parent_pages(m, p):
     """fork + execve (the usual spawn): the child's execve drops its references to the COW
     pages; AnonPages is unchanged (P still maps them), MemFree recovers only the child's

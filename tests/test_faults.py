@@ -514,6 +514,7 @@ def test_pagemap_bits_zero_anon_shmem(m, p):
     assert len({z, anon_pfn, shm_pfn}) == 3
 
 
+@pytest.mark.one_design
 def test_pagemap_exclusive_bit_cleared_when_shared(m, p):
     """task_mmu.c:pte_to_pagemap_entry (PM_MMAP_EXCLUSIVE iff the page's mapcount is 1).
     Verified on Linux 6.18: after fork the anon page shows exclusive=0 in both processes;
@@ -550,3 +551,34 @@ def test_anon_pte_bits_after_write_fault(m, p):
     for bit in (P_BIT, RW_BIT, US_BIT, A_BIT, D_BIT, NX_BIT):
         assert ae & bit
     assert not ae & SPECIAL_BIT
+
+
+def test_shared_anon_write_fault_first(m, p):
+    """SCENARIOS A.6 variant; memory.c:do_shared_fault: a first *write* to a shmem hole
+    allocates the cache page and maps it writable and dirty (no COW, no anon page)."""
+    a = p.mmap(0, PG, RW, SHARED)
+    ev0 = m.vmstat()
+    p.write(a, b"w")
+    d = m.vmstat() - ev0
+    assert d["pgfault"] == 1
+    assert d["fault_file"] == 1 and d["fault_file_alloc"] == 1
+    assert d["cow_fault"] == 0 and d["fault_anon"] == 0
+    assert d["pgalloc"] == 1
+    e = pte_of(p, a)
+    assert e & RW_BIT and e & D_BIT and e & P_BIT
+    assert st(p, "RssShmem") == 4 and st(p, "RssAnon") == 0
+    assert mi(m, "Shmem") == 4 and mi(m, "Mapped") == 4 and mi(m, "AnonPages") == 0
+
+
+def test_shared_anon_readonly_read_then_write_accerr(m, p):
+    """SCENARIOS A.5/A.6: a PROT_READ MAP_SHARED|MAP_ANONYMOUS page: the read allocates the
+    shmem page (RssShmem 4) and maps it read-only (vm_page_prot PAGE_READONLY); a write is
+    SEGV_ACCERR and changes nothing."""
+    a = p.mmap(0, PG, PROT_READ, SHARED)
+    assert p.read(a, 4) == bytes(4)
+    assert st(p, "RssShmem") == 4
+    assert not pte_of(p, a) & RW_BIT
+    with pytest.raises(mmemu.SegmentationFault) as exc:
+        p.write(a + 1, b"x")
+    assert exc.value.code == "SEGV_ACCERR" and exc.value.address == a + 1
+    assert p.read(a, 4) == bytes(4)

@@ -3,6 +3,11 @@
 Base-page ports of tools/testing/selftests/mm/cow.c, LTP madvise10, selftests merge.c.
 Expectations follow SEMANTICS.md R5.x/R6.x; "verified on Linux 6.18" marks values checked
 on the real kernel under this machine (ctypes mmap/madvise + os.fork + /proc/self/*).
+
+Tests that assert classic fork's accounting (refcount/mapcount/AE at fork, PTE bits, child
+RSS/VmPTE/smaps, fork_ptes_copied) are pinned to classic fork (``one_design``): the COW
+page-table designs define their own fork-time accounting. The user-visible outcomes (data,
+signals, VMAs, COW isolation) run in every design, including test_cow_semantics_every_design.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ def vma_spans(proc, lo=0, hi=1 << 64):
 
 
 # ------------------------------------------------------------------------------- B.7
+@pytest.mark.one_design
 def test_cow_in_parent(m, p):
     """cow.c:test_cow_in_parent (base page). memset 1, fork, child snapshots, parent
     memsets 0xff, child compares -> still 1s. refcount/mapcount 2 after fork (AE cleared);
@@ -159,6 +165,7 @@ def test_child_writes_first_then_parent_reuses(m, p):
 
 
 # ------------------------------------------------------------------------------ B.10
+@pytest.mark.one_design
 def test_previously_shared_reuse_after_child_exit(m, p):
     """cow.c:do_test_ro_pin setup RO_PIN_TEST_PREVIOUSLY_SHARED without the pin;
     memory.c:wp_can_reuse_anon_folio. fork, child exits, parent writes -> refcount 1,
@@ -185,6 +192,7 @@ def test_previously_shared_reuse_after_child_exit(m, p):
 
 
 # ------------------------------------------------------------------------------ B.11
+@pytest.mark.one_design
 def test_write_protect_on_fork_pte_bits(m, p):
     """memory.c:__copy_present_ptes. A writable private anon PTE: both P's and C's copies
     lose RW (is_cow_mapping && pte_write); C's is pte_mkold (A=0); D is kept for private
@@ -210,6 +218,7 @@ def test_write_protect_on_fork_pte_bits(m, p):
 
 
 # ------------------------------------------------------------------------------ B.12
+@pytest.mark.one_design
 def test_stats_after_fork(m, p):
     """SCENARIOS B.12; memory.c:copy_pte_range; fork.c:dup_mm; rmap.c.
     N written pages: C RssAnon = P RssAnon = N; AnonPages unchanged by fork (R5.7);
@@ -250,6 +259,7 @@ def test_stats_after_fork(m, p):
     assert st(p, "RssAnon") == 4 * n
 
 
+@pytest.mark.one_design
 def test_fork_copies_all_none_pte_table(m, p):
     """memory.c:copy_pte_range allocates the destination table before looking at the
     source entries (R5.3): after MADV_DONTNEED of every written page (less than 2 MiB, so
@@ -268,6 +278,7 @@ def test_fork_copies_all_none_pte_table(m, p):
 
 
 # ------------------------------------------------------------------------------ B.13
+@pytest.mark.one_design
 def test_zero_page_region_not_copied(m, p):
     """SCENARIOS B.13; memory.c:vma_needs_copy (no anon_vma -> no PTEs copied);
     do_anonymous_page. Verified on Linux 6.18: the child's pagemap for a parent-read-only
@@ -297,6 +308,7 @@ def test_zero_page_region_not_copied(m, p):
     assert st(c, "RssAnon") == 4
 
 
+@pytest.mark.one_design
 def test_zero_page_pte_copied_verbatim_in_anon_vma(m, p):
     """memory.c:copy_present_ptes (R5.5): in a VMA that has an anon_vma, a zero-page PTE is
     copied as is (vm_normal_page NULL): present in the child, no RSS, no refcount change."""
@@ -321,6 +333,7 @@ def test_zero_page_pte_copied_verbatim_in_anon_vma(m, p):
 
 
 # ------------------------------------------------------------------------------ B.17
+@pytest.mark.one_design
 @pytest.mark.parametrize("order", list(itertools.permutations("PCG")),
                          ids=lambda o: "".join(o))
 def test_grandchild_chain(m, p, order):
@@ -359,6 +372,7 @@ def test_grandchild_chain(m, p, order):
 
 
 # ------------------------------------------------------------------------------- C.20
+@pytest.mark.one_design
 def test_madv_dontfork(m, p):
     """SCENARIOS C.20; mmap.c:dup_mmap (VM_DONTCOPY: absent in the child,
     vm_stat_account(-pages)). Verified on Linux 6.18: the child's VmSize and VmData are
@@ -387,6 +401,7 @@ def test_madv_dontfork(m, p):
     assert pte_of(p, a) & RW_BIT                  # never write-protected: not copied
 
 
+@pytest.mark.one_design
 def test_madv_dontfork_partial_then_dofork(m, p):
     """SCENARIOS C.20 (cow.c THP_RUN_PARTIAL_SHARED uses DONTFORK/DOFORK on part of a
     range). DONTFORK on the middle two of four pages splits the VMA in three; the child
@@ -450,6 +465,7 @@ def test_wipeonfork_zeroes_child(m, p):
     assert pte_of(p, addr) & RW_BIT                 # parent's PTEs not write-protected
 
 
+@pytest.mark.one_design
 def test_wipeonfork_zero_length_does_nothing(m, p):
     """LTP madvise10 case 2: MADV_WIPEONFORK with length 0 returns 0 and does nothing;
     the child sees the pattern (madvise.c: len == 0 -> 0)."""
@@ -477,6 +493,7 @@ def test_wipeonfork_grandchild(m, p):
     assert p.read(addr, MAP_SIZE) == PATTERN
 
 
+@pytest.mark.one_design
 def test_keeponfork_undoes_wipeonfork(m, p):
     """LTP madvise10 case 4: MADV_KEEPONFORK undoes MADV_WIPEONFORK; the child keeps the
     pattern, shared COW with the parent."""
@@ -522,6 +539,7 @@ def test_shared_anon_after_fork(m, p):
 
 
 # ------------------------------------------------------------------------------- C.27
+@pytest.mark.one_design
 def test_mlock_not_inherited(m, p):
     """SCENARIOS C.27; mmap.c:dup_mmap vm_flags_clear(VM_LOCKED_MASK). Verified on Linux
     6.18: a MAP_LOCKED RW region is populated in the parent (VmLck 16 kB); the child has
@@ -595,3 +613,141 @@ def test_forked_source_vma_does_not_merge(m, p):
     c.mprotect(ptr, 5 * PG, rwx)
     assert (ptr2, ptr2 + 5 * PG) in vma_spans(c)
     assert (ptr, ptr + 5 * PG) in vma_spans(c)
+
+
+# ------------------------------------------------------------------- B.12 (smaps, hiwater)
+@pytest.mark.one_design
+def test_smaps_after_fork_and_partial_cow(m, p):
+    """SCENARIOS B.12 via smaps (task_mmu.c:smaps_account). Verified on Linux 6.18 with 8
+    written pages: right after fork the child's VMA shows Rss 32, Pss 16, Shared_Dirty 32,
+    Private_* 0 and Referenced 0 (child PTEs are pte_mkold); the parent shows Referenced 32.
+    After the child COWs 3 pages, the parent's VMA shows Pss 22 (3*4 + 5*2), Private_Dirty
+    12, Shared_Dirty 20."""
+    n = 8
+    a = p.mmap(0, n * PG, RW, PRIV)
+    p.touch(a, n * PG, write=True)
+    c = p.fork()
+    cs = [e for e in c.smaps() if e["start"] == a][0]
+    assert (cs["Rss"], cs["Pss"], cs["Pss_Dirty"]) == (32, 16, 16)
+    assert (cs["Shared_Clean"], cs["Shared_Dirty"]) == (0, 32)
+    assert (cs["Private_Clean"], cs["Private_Dirty"]) == (0, 0)
+    assert cs["Referenced"] == 0
+    assert cs["Anonymous"] == 32
+    ps = [e for e in p.smaps() if e["start"] == a][0]
+    assert (ps["Rss"], ps["Pss"], ps["Shared_Dirty"], ps["Private_Dirty"]) == (32, 16, 32, 0)
+    assert ps["Referenced"] == 32
+
+    c.touch(a, 3 * PG, write=True)
+    ps = [e for e in p.smaps() if e["start"] == a][0]
+    assert (ps["Rss"], ps["Pss"], ps["Pss_Dirty"]) == (32, 22, 22)
+    assert (ps["Shared_Dirty"], ps["Private_Dirty"]) == (20, 12)
+    cs = [e for e in c.smaps() if e["start"] == a][0]
+    assert (cs["Rss"], cs["Pss"], cs["Shared_Dirty"], cs["Private_Dirty"]) == (32, 22, 20, 12)
+    assert cs["Referenced"] == 12                 # only the 3 new pages are young
+
+
+@pytest.mark.one_design
+def test_hiwater_after_fork(m, p):
+    """fork.c:dup_mm: child hiwater_rss = its RSS, hiwater_vm = its total_vm, whatever the
+    parent's peaks were. Verified on Linux 6.18: after the parent touched and unmapped
+    10 MiB, the child's VmHWM == VmRSS and VmPeak == VmSize while the parent's are higher."""
+    a = p.mmap(0, 64 * PG, RW, PRIV)
+    p.touch(a, 64 * PG, write=True)
+    p.munmap(a + 16 * PG, 48 * PG)
+    assert (st(p, "VmHWM"), st(p, "VmRSS")) == (256, 64)
+    assert (st(p, "VmPeak"), st(p, "VmSize")) == (256, 64)
+    c = p.fork()
+    assert (st(c, "VmHWM"), st(c, "VmRSS")) == (64, 64)
+    assert (st(c, "VmPeak"), st(c, "VmSize")) == (64, 64)
+    assert (st(p, "VmHWM"), st(p, "VmPeak")) == (256, 256)
+
+
+def test_madv_dontfork_shared_anon(m, p):
+    """mmap.c:dup_mmap (VM_DONTCOPY) on a MAP_SHARED|MAP_ANONYMOUS mapping: the child has
+    no VMA, so the shmem object has one user; when the parent exits it is freed
+    (Shmem -> 0, all memory back)."""
+    s = p.mmap(0, 2 * PG, RW, SHARED)
+    p.write(s, b"s" * (2 * PG))
+    p.madvise(s, 2 * PG, MADV_DONTFORK)
+    c = p.fork()
+    assert vma_spans(c) == []
+    assert st(c, "VmSize") == 0
+    with pytest.raises(mmemu.SegmentationFault) as exc:
+        c.read(s, 1)
+    assert exc.value.code == "SEGV_MAPERR"
+    assert mi(m, "Shmem") == 8
+    p.exit()
+    assert mi(m, "Shmem") == 0 and mi(m, "Mapped") == 0
+    c.exit()
+    assert mi(m, "MemFree") == mi(m, "MemTotal") - 4
+
+
+@pytest.mark.one_design
+def test_locked_parent_child_cow(m, p):
+    """SCENARIOS C.27 follow-up: the child's VMA is no longer VM_LOCKED but its PTEs were
+    copied (the populated VMA has an anon_vma) and write-protected, so a child write COWs
+    (one new page) and the parent's locked page is unchanged."""
+    a = p.mmap(0, 2 * PG, RW, PRIV | MAP_LOCKED)
+    p.write(a, b"L")
+    c = p.fork()
+    old = pfn_of(p, a)
+    assert not pte_of(p, a) & RW_BIT
+    ev0 = m.vmstat()
+    c.write(a, b"c")
+    d = m.vmstat() - ev0
+    assert d["cow_fault"] == 1 and d["pgalloc"] == 1
+    assert pfn_of(p, a) == old and pfn_of(c, a) != old
+    assert p.read(a, 1) == b"L" and c.read(a, 1) == b"c"
+    assert st(p, "VmLck") == 8 and st(c, "VmLck") == 0
+
+
+def test_cow_semantics_every_design(m, p, fork_design):
+    """COW-PTE CP5 (user-visible semantics equal classic fork) over the group-B/C outcomes:
+    cow.c:test_cow_in_parent data isolation, child-writes-first, a P->C->G chain, DONTFORK
+    (SEGV_MAPERR in the child), WIPEONFORK (zeros), shared anon (no COW), mlock not
+    inherited, exit of every process returning all memory. Runs in every fork design."""
+    a = p.mmap(BASE, 4 * PG, RW, PRIV | MAP_FIXED)
+    p.write(a, b"\x01" * (4 * PG))
+    d = p.mmap(BASE + GB, 2 * PG, RW, PRIV | MAP_FIXED)
+    p.write(d, b"D" * (2 * PG))
+    p.madvise(d, 2 * PG, MADV_DONTFORK)
+    w = p.mmap(BASE + 2 * GB, 2 * PG, RW, PRIV | MAP_FIXED)
+    p.write(w, b"W" * (2 * PG))
+    p.madvise(w, 2 * PG, MADV_WIPEONFORK)
+    s = p.mmap(BASE + 3 * GB, PG, RW, SHARED | MAP_FIXED)
+    p.write(s, b"S")
+    lk = p.mmap(BASE + 4 * GB, PG, RW, PRIV | MAP_FIXED | MAP_LOCKED)
+    p.write(lk, b"L")
+
+    c = p.fork()
+    assert st(c, "VmSize") == st(p, "VmSize") - 8
+    assert st(c, "VmLck") == 0 and st(p, "VmLck") == 4
+    with pytest.raises(mmemu.SegmentationFault) as exc:
+        c.read(d, 1)
+    assert exc.value.code == "SEGV_MAPERR"
+    assert c.read(w, 2 * PG) == bytes(2 * PG)
+    assert p.read(w, 2) == b"WW"
+    assert c.read(lk, 1) == b"L"
+
+    p.write(a, b"\xff" * PG)                    # parent writes first: child keeps 1s
+    assert c.read(a, PG) == b"\x01" * PG
+    c.write(a + PG, b"c")                       # child writes first: parent keeps 1s
+    assert p.read(a + PG, 2) == b"\x01\x01"
+    p.write(a + PG, b"p")
+    assert (p.read(a + PG, 2), c.read(a + PG, 2)) == (b"p\x01", b"c\x01")
+
+    g = c.fork()
+    for x, tag in ((g, b"G"), (p, b"P"), (c, b"C")):
+        x.write(a + 2 * PG, tag)
+    assert [x.read(a + 2 * PG, 2) for x in (p, c, g)] == [b"P\x01", b"C\x01", b"G\x01"]
+    assert g.read(a, 1) == b"\x01" and g.read(w, 1) == b"\x00"
+
+    c.write(s, b"c")                            # shared: visible everywhere, no COW
+    assert p.read(s, 1) == b"c" and g.read(s, 1) == b"c"
+    assert mi(m, "Shmem") == 4
+
+    for x in (p, g, c):
+        x.exit()
+    assert mi(m, "MemFree") == mi(m, "MemTotal") - 4
+    assert mi(m, "PageTables") == 0
+    assert mi(m, "AnonPages") == 0 and mi(m, "Shmem") == 0

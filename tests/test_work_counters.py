@@ -2,14 +2,17 @@
 
 A 1 GiB private anonymous mapping, every page written, then a classic fork.
 """
+import pytest
+
 import mmemu
 from conftest import PRIV, RW
 
 GIB = 1 << 30
 
 
+@pytest.mark.one_design
 def test_classic_fork_of_1g_work_and_statistics():
-    m = mmemu.Machine("32G")
+    m = mmemu.Machine("32G", cow_pgtable=False)
     p = m.spawn()
     a = p.mmap(0, GIB, RW, PRIV)
     assert a % (2 << 20) == 0                       # THP-aligned placement (Linux 6.18)

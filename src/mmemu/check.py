@@ -1,10 +1,13 @@
 """The invariant checker: recompute every counter from the page tables and compare.
 
 Walks every live mm's tables (the _core.task_mmu recount kernels) and checks, at least:
-per-frame mapcount = PTEs mapping it; refcount = mapcount (+1 for the page cache);
-pt_share = PMD entries pointing at a PTE table; per-mm rss and pgtables_bytes; the global
-NR_* counters; free frames are exactly the frames not in use; PTEs exist only inside VMAs
-and obey the write-protection rules (a writable private PTE maps an exclusive anon page).
+per-frame mapcount = accounted PTEs mapping it (a COW-shared table's entries count once per
+holder in eager accounting, once for its owner in deferred accounting); refcount = mapcount
+(+1 for the page cache); pt_share = PMD entries pointing at a PTE table, and a shared
+table's PMDs are all read-only; in deferred accounting every table's owner holds it;
+per-mm rss and pgtables_bytes by the same rules; the global NR_* counters; free frames
+are exactly the frames not in use; PTEs exist only inside VMAs and obey the
+write-protection rules (an effectively writable private PTE maps an exclusive anon page).
 """
 from __future__ import annotations
 
@@ -32,19 +35,18 @@ def check_machine(machine) -> None:
     problems = []
     exp_map = np.zeros(n, dtype=np.int32)
     exp_share = np.zeros(n, dtype=np.int32)
+    owners = np.zeros(n, dtype=np.int32)
     level = np.zeros(n, dtype=np.uint8)
 
     for p in machine.processes:
         core = p.mm.core
         lvl = np.zeros(n, dtype=np.uint8)
-        rss, ntables, probs = task_mmu.recount_mm(core, exp_map, exp_share, lvl)
+        rss, ntables, probs = task_mmu.recount_mm(core, exp_map, exp_share, lvl, owners)
         problems += [f"pid {p.pid}: {s}" for s in probs]
         both = (level != 0) & (lvl != 0)
         if np.any(both & ((level != 1) | (lvl != 1))):
             problems.append(f"pid {p.pid}: upper-level tables shared with another mm: "
                             f"{_first(np.flatnonzero(both & ((level != 1) | (lvl != 1))))}")
-        if np.any(both):
-            problems.append(f"pid {p.pid}: PTE tables linked from two mms: {_first(np.flatnonzero(both))}")
         level = np.maximum(level, lvl)
         if tuple(rss) != tuple(core.rss):
             problems.append(f"pid {p.pid}: rss (file, anon, swap, shmem) stored {core.rss}, "
@@ -106,6 +108,11 @@ def check_machine(machine) -> None:
         i = int(bad_share[0])
         problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {i}: "
                         f"stored {int(share[i])}, PMD entries {int(exp_share[i])})")
+    if phys.cow_pte_accounting == "deferred":
+        orphan = pte_tables[owners[pte_tables] != 1]
+        if len(orphan):
+            problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
+                            f"{_first(orphan)}")
     leaked = idx[used & ~tables & ~zero & (mapc[idx] == 0) & (cache_i == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")

@@ -75,6 +75,14 @@ class Madv(enum.IntEnum):
     GUARD_REMOVE = 103
 
 
+class MremapFlags(enum.IntFlag):
+    """MREMAP_* for mremap (include/uapi/linux/mman.h)."""
+
+    MAYMOVE = 1
+    FIXED = 2
+    DONTUNMAP = 4
+
+
 class CloneFlags(enum.IntFlag):
     """CLONE_* for clone3 (linux/sched.h)."""
 
@@ -104,6 +112,9 @@ class CloneFlags(enum.IntFlag):
     IO = 0x80000000
     CLEAR_SIGHAND = 0x100000000
     INTO_CGROUP = 0x200000000
+    # The COW page table series proposed an opt-in; it never merged, so the value is
+    # mmemu's own: the next free clone3 flag bit.
+    COW_PGTABLE = 0x400000000
 
 
 class VmFlags(enum.IntFlag):
@@ -195,15 +206,29 @@ MADV_COLLAPSE = Madv.COLLAPSE
 MADV_GUARD_INSTALL = Madv.GUARD_INSTALL
 MADV_GUARD_REMOVE = Madv.GUARD_REMOVE
 
+MREMAP_MAYMOVE = MremapFlags.MAYMOVE
+MREMAP_FIXED = MremapFlags.FIXED
+MREMAP_DONTUNMAP = MremapFlags.DONTUNMAP
+
 CLONE_VM = CloneFlags.VM
 CLONE_VFORK = CloneFlags.VFORK
 CLONE_THREAD = CloneFlags.THREAD
 CLONE_SIGHAND = CloneFlags.SIGHAND
 CLONE_CLEAR_SIGHAND = CloneFlags.CLEAR_SIGHAND
+CLONE_INTO_CGROUP = CloneFlags.INTO_CGROUP
+CLONE_COW_PGTABLE = CloneFlags.COW_PGTABLE
+
+# prctl options of the COW page table series (v4 "mm: Allow user to control COW PTE via
+# prctl"); not in mainline, so the numbers are mmemu's own, after PR_GET_AUXV (0x41...).
+PR_SET_COW_PTE = 0x434F5750     # "COWP"
+PR_GET_COW_PTE = 0x434F5751
 
 PROT_NAMES = [n for n in globals() if n.startswith("PROT_")]
 MAP_NAMES = [n for n in globals() if n.startswith("MAP_")]
 MADV_NAMES = [n for n in globals() if n.startswith("MADV_")]
 CLONE_NAMES = [n for n in globals() if n.startswith("CLONE_")]
+PR_NAMES = ["PR_SET_COW_PTE", "PR_GET_COW_PTE"]
+MREMAP_NAMES = [n for n in globals() if n.startswith("MREMAP_")]
 
-__all__ = ["Prot", "MapFlags", "Madv", "CloneFlags", "VmFlags"] + PROT_NAMES + MAP_NAMES + MADV_NAMES + CLONE_NAMES
+__all__ = (["Prot", "MapFlags", "Madv", "CloneFlags", "VmFlags", "MremapFlags"]
+           + PROT_NAMES + MAP_NAMES + MADV_NAMES + CLONE_NAMES + PR_NAMES + MREMAP_NAMES)

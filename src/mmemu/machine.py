@@ -8,15 +8,23 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ._core import cow_pte as _cow_pte
 from ._core import fork as _fork
 from ._core import zap as _zap
 from ._core.physmem import PhysMem
+from . import file as _file
 from .errors import MMError, enomem
+from .file import File
 from .flags import VmFlags
 from .mm import MM
 from .process import Process
 from .vma import PAGE_SIZE, AnonVma
 
+_NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
+_DONTCOPY, _WIPEONFORK = int(VmFlags.DONTCOPY), int(VmFlags.WIPEONFORK)
+_NOT_LOCKED = ~int(VmFlags.LOCKED | VmFlags.LOCKONFAULT)
+_NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFlags.IO
+                  | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
@@ -58,6 +66,13 @@ class Machine:
         Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
     max_map_count : int
         vm.max_map_count (default 65530).
+    cow_pte_accounting : {"deferred", "eager"}
+        How COW-shared page tables are accounted (see the README): "deferred" (RFC v1/v2:
+        the table's owner counts its pages and the table; fork is O(tables)) or "eager"
+        (v3 on: every process using the table counts its pages and the table at fork).
+    cow_pgtable : bool
+        System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
+        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all).
 
     Examples
     --------
@@ -68,7 +83,8 @@ class Machine:
     b'hi'
     """
 
-    def __init__(self, memory="32G", *, max_map_count: int = 65530):
+    def __init__(self, memory="32G", *, max_map_count: int = 65530,
+                 cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
             raise ValueError("memory must be a multiple of 4096 bytes")
@@ -76,11 +92,14 @@ class Machine:
             raise ValueError("memory must be at least 64 KiB")
         self.memory = nbytes
         self.phys = PhysMem(nbytes // PAGE_SIZE)
+        self.phys.cow_pte_accounting = cow_pte_accounting
+        self.cow_pgtable = bool(cow_pgtable)
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
         self._pids = itertools.count(1)
         self._inodes = itertools.count(1024)
         self._backings: set = set()
+        self._files: Dict[str, "File"] = {}     # path -> File (the namespace)
 
     def __repr__(self) -> str:
         return f"<Machine memory={self.memory >> 20} MiB processes={len(self._procs)}>"
@@ -98,22 +117,47 @@ class Machine:
         except KeyError:
             raise MMError(errno.ESRCH, f"no process {pid}") from None
 
-    def spawn(self) -> Process:
-        """A new process with an empty address space."""
+    def spawn(self, layout: Optional[str] = None) -> Process:
+        """A new process. By default its address space is empty (only the program break
+        is set); ``layout="typical"`` maps a small C program (see mmemu.layout)."""
         if self.phys.nr_free < 1:
             raise enomem("no frame for the PGD")
         p = Process(self, next(self._pids))
+        p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
+        from .layout import apply_layout
+        apply_layout(p, layout)
         return p
 
-    def _fork(self, parent: Process) -> Process:
-        """dup_mm/dup_mmap + copy_page_range for every VMA that vma_needs_copy."""
+    @property
+    def cow_pte_accounting(self) -> str:
+        """"deferred" or "eager": how COW-shared page tables are accounted."""
+        return self.phys.cow_pte_accounting
+
+    @staticmethod
+    def _cow_blocked_spans(mm: MM) -> np.ndarray:
+        """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
+        a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy."""
+        spans = []
+        for v in mm.vmas:
+            heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
+                                          and v.end > mm.start_brk)
+            if heap or v.flags & _NO_COW_PTE:
+                spans.append(np.arange(v.start >> 21, ((v.end - 1) >> 21) + 1, dtype=np.int64))
+        if not spans:
+            return np.empty(0, dtype=np.int64)
+        return np.unique(np.concatenate(spans))
+
+    def _fork(self, parent: Process, cow: bool = False) -> Process:
+        """dup_mm/dup_mmap + copy_page_range for every VMA that vma_needs_copy; with cow,
+        copy_cow_pte_range shares each eligible PTE table instead."""
         mm = parent.mm
         copy_spans = [
             (v.start, v.end, v.flags) for v in mm.vmas
-            if not (v.flags & (VmFlags.DONTCOPY | VmFlags.WIPEONFORK)) and v.anon_vma is not None
+            if not (v.flags & _NO_COPY) and v.anon_vma is not None
         ]
-        need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans])
+        blocked = self._cow_blocked_spans(mm) if cow else None
+        need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
         if self.phys.nr_free < need:
             raise enomem(f"fork needs {need} page-table frames, {self.phys.nr_free} free")
         child = Process(self, next(self._pids), parent)
@@ -123,19 +167,20 @@ class Machine:
         cm.start_brk, cm.brk, cm.start_stack = mm.start_brk, mm.brk, mm.start_stack
         cm.start_code, cm.end_code = mm.start_code, mm.end_code
         for v in mm.vmas:
-            if v.flags & VmFlags.DONTCOPY:
+            if v.flags & _DONTCOPY:
                 cm.vm_stat_account(v.flags, -v.npages)
                 continue
             nv = v.copy()
-            nv.set_flags(v.flags & ~(VmFlags.LOCKED | VmFlags.LOCKONFAULT))
-            if v.flags & VmFlags.WIPEONFORK:
+            nv.set_flags(v.flags & _NOT_LOCKED)
+            if v.flags & _WIPEONFORK:
                 nv.anon_vma = None
             elif v.anon_vma is not None:
                 nv.anon_vma = AnonVma(forked=True)
             cm.vmas.append(nv)
             if nv.backing is not None:
                 nv.backing.users += 1
-        rc = _fork.fork_copy_ranges(cm.core, mm.core, copy_spans)
+        cm.cow_pgtable = mm.cow_pgtable
+        rc = _fork.fork_copy_ranges(cm.core, mm.core, copy_spans, cow, blocked)
         if rc != 0:    # cannot happen: the frames were counted above
             raise RuntimeError("copy_page_range ran out of frames after the pre-count")
         cm.hiwater_rss = cm.rss
@@ -147,7 +192,9 @@ class Machine:
     def _exit_mmap(self, mm: MM) -> None:
         """exit_mmap: zap every VMA, free all page tables and the PGD, drop the VMAs."""
         mm.update_hiwater_rss()
+        _cow_pte.unmap_range(mm.core, 0, 1 << 47)    # drop every shared table: no frame needed
         _zap.exit_mmap(mm.core, [(v.start, v.end) for v in mm.vmas])
+        mm.core.release()
         for v in list(mm.vmas):
             mm.remove(v)
         mm.total_vm = mm.data_vm = mm.exec_vm = mm.stack_vm = mm.locked_vm = 0
@@ -174,6 +221,49 @@ class Machine:
         if isinstance(obj, ShmemFile):
             self.phys.release_cache(obj.cache, True)
             self._backings.discard(obj)
+        elif isinstance(obj, File) and obj.unlinked:
+            obj._free()
+
+    # ---- files (mmemu.file) ----
+    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True) -> File:
+        """Create a file of max(size, len(data)) bytes holding data (zeros elsewhere).
+
+        writable=False models a descriptor opened O_RDONLY: MAP_SHARED|PROT_WRITE gives
+        EACCES and write_file EBADF. The file's page cache counts in Cached (not Shmem)
+        and stays until unlink() and the last munmap. EEXIST if the name is taken.
+        """
+        if name in self._files:
+            raise MMError(errno.EEXIST, f"file {name!r} exists")
+        f = _file.create_file(self, name, size, data, writable)
+        self._files[name] = f
+        self._backings.add(f)
+        return f
+
+    @property
+    def files(self) -> List[File]:
+        """The files that have a name (not unlinked)."""
+        return list(self._files.values())
+
+    def read_file(self, f: File, offset: int, n: int) -> bytes:
+        """pread(2) through the page cache (short at EOF)."""
+        return f.read(offset, n)
+
+    def write_file(self, f: File, offset: int, data) -> int:
+        """pwrite(2) through the page cache; mapped pages see the bytes at once."""
+        return f.write(offset, data)
+
+    def unlink(self, f) -> None:
+        """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
+        if isinstance(f, str):
+            if f not in self._files:
+                raise MMError(errno.ENOENT, f"no file {f!r}")
+            f = self._files[f]
+        if f.unlinked:
+            raise MMError(errno.ENOENT, f"{f.path!r} is already unlinked")
+        del self._files[f.path]
+        f.unlinked = True
+        if f.users == 0:
+            f._free()
 
     # ---- views ----
     def meminfo(self):

@@ -6,7 +6,6 @@ VMA-set operations follow mm/vma.c: find_vma, split (__split_vma), merge
 from __future__ import annotations
 
 import bisect
-import itertools
 from typing import Iterator, List, Optional
 
 from ._core.pagetable import MMCore
@@ -16,7 +15,9 @@ from .vma import (
     MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VMA, AnonVma,
 )
 
-_mm_ids = itertools.count(1)
+_EXEC, _WRITE, _STACK = int(VmFlags.EXEC), int(VmFlags.WRITE), int(VM_STACK)
+_EXEC_MASK = _EXEC | _WRITE | _STACK
+_DATA_MASK = _WRITE | int(VmFlags.SHARED) | _STACK
 
 
 class MM:
@@ -24,7 +25,8 @@ class MM:
 
     def __init__(self, machine):
         self.machine = machine
-        self.core = MMCore(machine.phys, next(_mm_ids))
+        self.core = MMCore(machine.phys)
+        self.cow_pgtable = False        # MMF_COW_PGTABLE: every fork shares PTE tables
         self.vmas: List[VMA] = []
         self.total_vm = 0
         self.data_vm = 0
@@ -54,11 +56,11 @@ class MM:
     def vm_stat_account(self, flags: int, npages: int) -> None:
         """vm_stat_account: total_vm and the exec/stack/data split (mm/internal.h)."""
         self.total_vm += npages
-        if (flags & (VmFlags.EXEC | VmFlags.WRITE | VM_STACK)) == VmFlags.EXEC:
+        if (flags & _EXEC_MASK) == _EXEC:
             self.exec_vm += npages
-        elif (flags & VM_STACK) == VM_STACK:
+        elif (flags & _STACK) == _STACK:
             self.stack_vm += npages
-        elif (flags & (VmFlags.WRITE | VmFlags.SHARED | VM_STACK)) == VmFlags.WRITE:
+        elif (flags & _DATA_MASK) == _WRITE:
             self.data_vm += npages
 
     # ---- lookup ----
@@ -162,16 +164,24 @@ class MM:
         return other is None or not other.forked
 
     def try_merge_around(self, vma: VMA) -> VMA:
-        """Merge vma with its neighbours where allowed (vma_merge); return the survivor."""
+        """Merge vma with its neighbours where allowed (vma_merge); return the survivor.
+
+        Like vma_merge_new_range/vma_merge_existing_range: when both sides could merge
+        but prev and next have different anon_vmas, only the left merge happens."""
         i = self.vmas.index(vma)
-        if i + 1 < len(self.vmas) and self.can_merge(vma, self.vmas[i + 1]):
-            nxt = self.vmas[i + 1]
+        prev = self.vmas[i - 1] if i > 0 else None
+        nxt = self.vmas[i + 1] if i + 1 < len(self.vmas) else None
+        left = prev is not None and self.can_merge(prev, vma)
+        right = nxt is not None and self.can_merge(vma, nxt)
+        if (left and right and prev.anon_vma is not None and nxt.anon_vma is not None
+                and prev.anon_vma is not nxt.anon_vma):
+            right = False
+        if right:
             vma.end = nxt.end
             if vma.anon_vma is None:
                 vma.anon_vma = nxt.anon_vma
             self.remove(nxt)
-        if i > 0 and self.can_merge(self.vmas[i - 1], vma):
-            prev = self.vmas[i - 1]
+        if left:
             prev.end = vma.end
             if prev.anon_vma is None:
                 prev.anon_vma = vma.anon_vma

@@ -13,9 +13,11 @@ import numpy as np
 
 from ._core import fault as _fault
 from ._core import fork as _fork
+from ._core import cow_pte as _cow_pte
 from ._core import zap as _zap
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
-from .flags import Madv, MapFlags, Prot, VmFlags
+from .file import File, _file_mmap_checks, exclusive_anon_runs, punch_hole
+from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags, Madv, MapFlags, Prot, VmFlags
 from .mm import MM
 from .vma import (
     MMAP_MIN_ADDR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_ACCESS_FLAGS, VMA,
@@ -66,18 +68,28 @@ class Process:
             raise MMError(errno.ESRCH, f"process {self.pid} has exited")
 
     # ------------------------------------------------------------------ mmap
-    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
-        """mmap(2) of anonymous memory (MAP_PRIVATE or MAP_SHARED with MAP_ANONYMOUS).
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
+             *, file=None) -> int:
+        """mmap(2): anonymous memory (MAP_ANONYMOUS, MAP_PRIVATE or MAP_SHARED) or a file
+        (``file=`` a mmemu File from Machine.create_file, or that File passed as fd) with
+        MAP_PRIVATE, MAP_SHARED or MAP_SHARED_VALIDATE at byte ``offset``.
 
-        Returns the mapped address. Raises MMError with Linux's errno.
+        Returns the mapped address. Raises MMError with Linux's errno (EBADF without a file
+        and without MAP_ANONYMOUS).
         """
         self._check_alive()
         mm = self.mm
         prot, flags = int(prot), int(flags)
         if offset & (PAGE_SIZE - 1):
             raise einval("offset not page aligned")
-        if not (flags & MapFlags.ANONYMOUS):
-            raise MMError(errno.EBADF, "file mappings need a file (not modelled in this version)")
+        if file is None and isinstance(fd, File):
+            file = fd
+        if flags & MapFlags.ANONYMOUS:
+            file = None
+        elif file is None:
+            raise MMError(errno.EBADF, "no file and no MAP_ANONYMOUS")
+        elif flags & MapFlags.HUGETLB:
+            raise einval("MAP_HUGETLB on a file that is not on hugetlbfs")
         if length == 0:
             raise einval("length is 0")
         if flags & MapFlags.FIXED_NOREPLACE:
@@ -91,7 +103,11 @@ class Process:
         if mm.map_count > self.machine.max_map_count:
             raise enomem("too many mappings")
         maptype = flags & MapFlags.TYPE
-        if maptype not in (MapFlags.SHARED, MapFlags.PRIVATE):
+        if file is not None:
+            pgoff_file = (offset & _U64) >> PAGE_SHIFT
+            if pgoff_file + (length >> PAGE_SHIFT) > _U64:
+                raise MMError(errno.EOVERFLOW, "offset + length overflows")
+        elif maptype not in (MapFlags.SHARED, MapFlags.PRIVATE):
             raise einval("map type must be MAP_SHARED or MAP_PRIVATE")
         if maptype == MapFlags.SHARED and flags & MapFlags.GROWSDOWN:
             raise einval("MAP_SHARED with MAP_GROWSDOWN")
@@ -115,7 +131,8 @@ class Process:
             if flags & MapFlags.FIXED_NOREPLACE and mm.overlapping(addr, addr + length):
                 raise MMError(errno.EEXIST, "MAP_FIXED_NOREPLACE range is in use")
         else:
-            align = PMD_SIZE if (length % PMD_SIZE == 0 and maptype == MapFlags.PRIVATE) else 0
+            align = PMD_SIZE if (length % PMD_SIZE == 0 and maptype == MapFlags.PRIVATE
+                                 and file is None) else 0
             hint_ok = (addr and addr <= TASK_SIZE - length
                        and not mm.overlapping(addr, addr + length))
             if hint_ok:
@@ -126,6 +143,8 @@ class Process:
                     raise enomem("no free range of that size")
                 addr = a
         end = addr + length
+        if file is not None:
+            vm_flags = _file_mmap_checks(file, prot, flags, length, pgoff_file, vm_flags)
 
         # MAP_FIXED replaces what is there: that unmap can only fail on map_count
         if flags & MapFlags.FIXED:
@@ -133,7 +152,12 @@ class Process:
 
         backing = None
         pgoff = addr >> PAGE_SHIFT
-        if maptype == MapFlags.SHARED:
+        if file is not None:
+            backing, pgoff = file, pgoff_file
+            # accountable_mapping: private writable file mappings are charged
+            if (vm_flags & (VmFlags.NORESERVE | VmFlags.SHARED | VmFlags.WRITE)) == VmFlags.WRITE:
+                vm_flags |= VmFlags.ACCOUNT
+        elif maptype == MapFlags.SHARED:
             backing = self.machine._new_shmem(length)
             pgoff = 0
         elif not (vm_flags & VmFlags.NORESERVE) and vm_flags & VmFlags.WRITE:
@@ -144,7 +168,7 @@ class Process:
             self._do_munmap(addr, end)
         vma = VMA(addr, end, vm_flags, pgoff, backing)
         mm.insert(vma)
-        if backing is None:
+        if backing is None or backing is file:
             mm.try_merge_around(vma)
         mm.vm_stat_account(vm_flags, length >> PAGE_SHIFT)
         mm.update_hiwater_vm()
@@ -169,8 +193,18 @@ class Process:
 
     def _unshare_pte_tables(self, start: int, end: int) -> None:
         """break_cow_pte over [start, end): give this mm private copies of any COW-shared PTE
-        tables covering the range. Every path that changes PTEs calls this first."""
-        return None     # COW page tables: wired in by the CLONE_COW_PGTABLE work
+        tables covering the range. Every path that changes PTEs calls this first.
+        MMError(ENOMEM), with nothing changed, if the copies do not fit in free memory."""
+        if not _cow_pte.unshare_range(self.mm.core, start, end):
+            raise enomem("no free frame for a private copy of a shared page table")
+
+    def _check_cow_frames(self, start: int, end: int, unmap: bool = False) -> None:
+        """Before a syscall changes anything: ENOMEM if breaking the COW-shared page tables of
+        [start, end) would need more frames than are free (so the call is all or nothing)."""
+        need = _cow_pte.break_count(self.mm.core, start, end, unmap)
+        if need > self.machine.phys.nr_free:
+            raise enomem(f"{need} private page-table copies needed, "
+                         f"{self.machine.phys.nr_free} frames free")
 
     # ------------------------------------------------------------------ munmap
     def munmap(self, addr: int, length: int) -> int:
@@ -188,17 +222,21 @@ class Process:
         return 0
 
     def _munmap_check_split(self, start: int, end: int) -> None:
-        """vms_gather_munmap_vmas: a split that leaves both sides must respect max_map_count."""
+        """vms_gather_munmap_vmas: a split that leaves both sides must respect max_map_count;
+        and the partly unmapped COW-shared tables must fit a private copy."""
         first = self.mm.find_vma(start)
         if first is not None and first.start < start and end < first.end:
             if self.mm.map_count >= self.machine.max_map_count:
                 raise enomem("split would exceed max_map_count")
+        self._check_cow_frames(start, end, unmap=True)
 
     def _do_munmap(self, start: int, end: int) -> None:
         """do_vmi_align_munmap: split, zap, free page tables by floor/ceiling, drop VMAs."""
         mm = self.mm
         if not mm.overlapping(start, end):
             return
+        if not _cow_pte.unmap_range(mm.core, start, end):
+            raise enomem("no free frame for a private copy of a shared page table")
         victims = mm.isolate(start, end)
         prev, nxt = mm.neighbours(start, end)
         mm.update_hiwater_rss()
@@ -224,6 +262,19 @@ class Process:
             if v.flags & VmFlags.LOCKED:
                 mm.locked_vm -= n
             mm.remove(v)
+
+    # ------------------------------------------------------------------ mremap / brk
+    def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
+        """mremap(2) with MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP (see mmemu.mremap).
+
+        Returns the address of the resized or moved mapping."""
+        from .mremap import do_mremap
+        return do_mremap(self, old_addr, old_len, new_len, flags, new_addr)
+
+    def brk(self, addr: int) -> int:
+        """brk(2): returns the new break, or the unchanged old one on failure (no errno)."""
+        from .brk import do_brk
+        return do_brk(self, addr)
 
     # ------------------------------------------------------------------ mprotect
     def mprotect(self, addr: int, length: int, prot: int) -> int:
@@ -256,6 +307,7 @@ class Process:
             raise enomem("no mapping at address")
         if grows & Prot.GROWSUP:
             raise einval("PROT_GROWSUP: no VM_GROWSUP mappings on x86-64")
+        self._check_cow_frames(addr, end)
         nstart = addr
         while nstart < end:
             vma = mm.find_vma(nstart)
@@ -293,6 +345,7 @@ class Process:
             try_writable = False      # shmem: no write-notify, RW comes with vm_page_prot
         else:
             try_writable = bool(newflags & VmFlags.WRITE)
+        self._unshare_pte_tables(vma.start, vma.end)
         _zap.protect(mm.core, vma.start, vma.end, vma.page_prot, try_writable, bool(newflags & VmFlags.SHARED))
         start, end = vma.start, vma.end
         mm.try_merge_around(vma)
@@ -306,7 +359,8 @@ class Process:
     _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE}
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
-        """madvise(2): DONTNEED, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK, and the hints."""
+        """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
+        WIPEONFORK/KEEPONFORK, and the hints. GUARD_INSTALL/REMOVE: NotImplementedError."""
         self._check_alive()
         try:
             advice = Madv(advice)
@@ -326,9 +380,12 @@ class Process:
             raise einval("range wraps")
         if end == addr:
             return 0
-        if advice in (Madv.FREE, Madv.REMOVE, Madv.POPULATE_READ, Madv.POPULATE_WRITE,
-                      Madv.GUARD_INSTALL, Madv.GUARD_REMOVE):
+        if advice in (Madv.GUARD_INSTALL, Madv.GUARD_REMOVE):
             raise NotImplementedError(f"madvise {advice.name} is not modelled yet")
+        if advice not in self._MADV_HINTS:
+            self._check_cow_frames(addr, end)     # breaking shared page tables: all or nothing
+        if advice in (Madv.POPULATE_READ, Madv.POPULATE_WRITE):
+            return self._madvise_populate(addr, end, advice == Madv.POPULATE_WRITE)
         mm = self.mm
         unmapped = False
         start = addr
@@ -350,13 +407,58 @@ class Process:
             raise enomem("range has unmapped parts (the mapped parts were advised)")
         return 0
 
+    def _madvise_populate(self, start: int, end: int, write: bool) -> int:
+        """madvise_populate / faultin_page_range: fault in [start, end) page by page like
+        MAP_POPULATE, but report errors: no VMA at an address -> ENOMEM (earlier pages stay
+        populated), check_vma_flags refusing the access -> EINVAL (VM_READ needed to read,
+        VM_WRITE to write; no x86 write-implies-read here), SIGBUS -> EFAULT."""
+        mm = self.mm
+        if write:
+            self._unshare_pte_tables(start, end)
+        pos = start
+        while pos < end:
+            vma = mm.vma_at(pos)
+            if vma is None:
+                raise enomem("MADV_POPULATE: address not mapped")
+            need = VmFlags.WRITE if write else VmFlags.READ
+            if vma.flags & (VmFlags.IO | VmFlags.PFNMAP) or not (vma.flags & need):
+                raise einval("MADV_POPULATE: mapping does not allow the access")
+            stop = min(end, vma.end)
+            try:
+                self._access_vma(vma, pos, stop, write, None, 0)
+            except BusError as e:
+                raise MMError(errno.EFAULT, f"MADV_POPULATE: SIGBUS at {e.address:#x}") from None
+            pos = stop
+        return 0
+
     def _madvise_vma(self, vma: VMA, start: int, end: int, advice: Madv) -> None:
         mm = self.mm
+        if advice == Madv.FREE:
+            # madvise_free_single_vma. Lazy free is modelled as the reclaim that discards
+            # the clean lazyfree pages at once: exclusive anon pages are zapped now (reads
+            # give zeros, RssAnon drops); COW-shared pages are skipped as Linux skips them.
+            if vma.flags & (VmFlags.PFNMAP | VmFlags.LOCKED) or not vma.is_anonymous:
+                raise einval("MADV_FREE needs a private anonymous, unlocked mapping")
+            self._unshare_pte_tables(start, end)
+            mm.update_hiwater_rss()
+            for s, e in exclusive_anon_runs(self, start, end):
+                _zap.zap(mm.core, s, e, False)
+            return
+        if advice == Madv.REMOVE:
+            # madvise_remove: punch a hole in the backing file / shmem object
+            if vma.flags & VmFlags.LOCKED or vma.backing is None:
+                raise einval("MADV_REMOVE on a locked or anonymous private mapping")
+            if (vma.flags & (VmFlags.SHARED | VmFlags.MAYWRITE)) != (VmFlags.SHARED | VmFlags.MAYWRITE):
+                raise MMError(errno.EACCES, "MADV_REMOVE needs a shared writable mapping")
+            first = vma.pgoff + ((start - vma.start) >> PAGE_SHIFT)
+            punch_hole(self.machine, vma.backing, first, first + ((end - start) >> PAGE_SHIFT))
+            return
         if advice in (Madv.DONTNEED, Madv.DONTNEED_LOCKED):
             forbidden = VmFlags.PFNMAP | (VmFlags.LOCKED if advice == Madv.DONTNEED else 0)
             if vma.flags & forbidden:
                 raise einval("DONTNEED on a locked or PFN mapping")
             mm.update_hiwater_rss()
+            self._unshare_pte_tables(start, end)
             _zap.zap(mm.core, start, end, True)
             return
         if advice in self._MADV_HINTS:
@@ -394,6 +496,8 @@ class Process:
             new = (new & ~VmFlags.HUGEPAGE) | VmFlags.NOHUGEPAGE
         if new == vma.flags:
             return
+        if advice in (Madv.DONTFORK, Madv.WIPEONFORK):
+            self._unshare_pte_tables(start, end)      # the series breaks COW tables here too
         try:
             vma = self._split_for(vma, start, end)
         except MMError as e:
@@ -409,17 +513,67 @@ class Process:
         mm = self.mm
         if vma.start < start:
             mm.check_map_count(1)
+            self._unshare_pte_tables(start - 1, start + 1)      # split_vma breaks COW tables
             vma = mm.split(vma, start)
         if end < vma.end:
             mm.check_map_count(1)
+            self._unshare_pte_tables(end - 1, end + 1)
             mm.split(vma, end)
         return vma
 
     # ------------------------------------------------------------------ fork / exit / execve
-    def fork(self) -> "Process":
-        """fork(2) (classic): duplicate the VMAs and copy the page tables (dup_mmap)."""
+    def fork(self, cow_pgtable: bool = False) -> "Process":
+        """fork(2): duplicate the VMAs and their page tables (dup_mmap).
+
+        With ``cow_pgtable=True``, or after ``prctl(PR_SET_COW_PTE, 1)``, eligible last-level
+        page tables are shared copy-on-write instead of copied (CLONE_COW_PGTABLE).
+        """
         self._check_alive()
-        return self.machine._fork(self)
+        return self.machine._fork(self, cow_pgtable or self.mm.cow_pgtable)
+
+    _CLONE_LEGACY = 0xFFFFFFFF & ~0xFF       # flags below bit 32, the exit signal excluded
+
+    def clone3(self, flags: int = 0, exit_signal: int = 17) -> "Process":
+        """clone3(2) creating a new process; CLONE_COW_PGTABLE shares page tables COW.
+
+        The flag checks of clone3_args_valid/copy_process come first, so a bad combination
+        raises MMError(EINVAL) with nothing changed. Threads (CLONE_VM) are not modelled.
+        """
+        self._check_alive()
+        flags = int(flags)
+        known = self._CLONE_LEGACY | CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP | CloneFlags.COW_PGTABLE
+        if flags & ~known or flags & 0xFF:
+            raise einval("unknown clone3 flags (or an exit signal in flags)")
+        if (flags & (CloneFlags.NEWNS | CloneFlags.FS)) == (CloneFlags.NEWNS | CloneFlags.FS):
+            raise einval("CLONE_NEWNS with CLONE_FS")
+        if flags & CloneFlags.THREAD and not flags & CloneFlags.SIGHAND:
+            raise einval("CLONE_THREAD without CLONE_SIGHAND")
+        if flags & CloneFlags.SIGHAND and not flags & CloneFlags.VM:
+            raise einval("CLONE_SIGHAND without CLONE_VM")
+        if flags & CloneFlags.CLEAR_SIGHAND and flags & CloneFlags.SIGHAND:
+            raise einval("CLONE_CLEAR_SIGHAND with CLONE_SIGHAND")
+        if flags & CloneFlags.COW_PGTABLE and flags & CloneFlags.VM:
+            raise einval("CLONE_COW_PGTABLE with CLONE_VM: there is no second address space")
+        if not 0 <= exit_signal < 65:
+            raise einval("bad exit signal")
+        if flags & CloneFlags.VM:
+            raise NotImplementedError("CLONE_VM (threads sharing one mm) is not modelled")
+        return self.machine._fork(self, bool(flags & CloneFlags.COW_PGTABLE) or self.mm.cow_pgtable)
+
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+        """prctl(2) for PR_SET_COW_PTE / PR_GET_COW_PTE: every later fork of this process (and
+        of its children, which inherit the flag) shares page tables copy-on-write."""
+        self._check_alive()
+        if option == PR_SET_COW_PTE:
+            if arg2 not in (0, 1) or arg3 or arg4 or arg5:
+                raise einval("PR_SET_COW_PTE takes 0 or 1")
+            self.mm.cow_pgtable = bool(arg2)
+            return 0
+        if option == PR_GET_COW_PTE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise einval("PR_GET_COW_PTE takes no arguments")
+            return int(self.mm.cow_pgtable)
+        raise einval(f"prctl option {option} is not modelled")
 
     def exit(self, status: int = 0) -> None:
         """exit(2): exit_mmap tears the address space down; pages others map survive."""

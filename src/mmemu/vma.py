@@ -78,11 +78,12 @@ class VMA:
     page_prot: int = field(init=False)
 
     def __post_init__(self):
+        self.flags = int(self.flags)        # plain int: IntFlag arithmetic is slow on hot paths
         self.page_prot = vm_get_page_prot(self.flags)
 
     def set_flags(self, flags: int) -> None:
-        self.flags = flags
-        self.page_prot = vm_get_page_prot(flags)
+        self.flags = int(flags)
+        self.page_prot = vm_get_page_prot(self.flags)
 
     @property
     def npages(self) -> int:

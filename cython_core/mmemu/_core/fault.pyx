@@ -16,6 +16,7 @@ from mmemu._core.physmem cimport (
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
 )
+from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte, assert_table_private
 
 
 cdef inline pte_t _anon_pte(pfn_t pfn, vma_t* vma) noexcept nogil:
@@ -154,6 +155,12 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     cdef pte_t e
     if ptep == NULL:
         return FAULT_OOM
+    if pmd_cow(pmdp[0]):
+        # handle_cow_pte_fault: the fault will change this table, so it must be private
+        if break_cow_pte(pm, mm, pmdp, addr) < 0:
+            return FAULT_OOM
+        ptep = &table_ptr(pm, pte_pfn(pmdp[0]))[pte_index(addr)]
+    assert_table_private(pm, ptep)
     pm.ev[EV_PGFAULT] += 1
     e = ptep[0]
     if e == 0:
@@ -198,6 +205,7 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             ok = pte_write(e) and pte_write(pmdp[0])
         if ok:
             if (e & want) != want and pte_write(pmdp[0]):
+                assert_table_private(pm, &table[pte_index(page)])
                 table[pte_index(page)] = e | want
         else:
             rc = handle_mm_fault(pm, mm, vma, page, write)

@@ -42,5 +42,6 @@ cdef void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil
 cdef class MMCore:
     cdef mm_t mm
     cdef PhysMem phys
+    cdef void _unregister(self)
 
 cdef int vma_from_py(vma_t* v, object vma) except -1

@@ -288,19 +288,32 @@ cdef class MMCore:
         A positive id (stored as the owner of the tables this mm allocates).
     """
 
-    def __cinit__(self, PhysMem phys, int mm_id):
+    def __cinit__(self, PhysMem phys):
         self.phys = phys
         memset(&self.mm, 0, sizeof(mm_t))
-        self.mm.id = mm_id
+        self.mm.id = phys.new_mm_id()
         self.mm.pgd = -1
 
+    def __dealloc__(self):
+        self._unregister()
+
+    cdef void _unregister(self):
+        if self.phys is not None and self.mm.id < self.phys.pm.mms_len:
+            if self.phys.pm.mms[self.mm.id] == <void*>&self.mm:
+                self.phys.pm.mms[self.mm.id] = NULL
+
     def pgd_alloc(self):
-        """pgd_alloc: returns False (ENOMEM) if no frame is free."""
+        """pgd_alloc: returns False (ENOMEM) if no frame is free. Registers the mm."""
         cdef pfn_t p = pgtable_alloc(&self.phys.pm, &self.mm, LEVEL_PGD)
         if p < 0:
             return False
         self.mm.pgd = p
+        self.phys.pm.mms[self.mm.id] = <void*>&self.mm
         return True
+
+    def release(self):
+        """Leave the registry (after exit_mmap freed every table)."""
+        self._unregister()
 
     @property
     def id(self):

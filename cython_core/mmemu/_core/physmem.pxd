@@ -24,6 +24,10 @@ cdef struct physmem_t:
     int64_t nr_file_pages   # page-cache pages (file + shmem)
     int64_t nr_pagetable    # NR_PAGETABLE (all levels, PGD included)
     int64_t ev[NR_EVENTS]   # event counters (EV_*)
+    # COW page tables
+    int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
+    void** mms              # mm_t* of every live mm, indexed by mm id (NULL when gone)
+    int64_t mms_len         # ids [0, mms_len) have a slot
 
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
@@ -42,4 +46,5 @@ cdef class PhysMem:
     cdef void* _addr[8]     # host mappings, unmapped on dealloc
     cdef size_t _len[8]
     cdef int _nregions
+    cdef int64_t _next_mm_id
     cdef void* _map(self, size_t length, bint hugepage) except NULL

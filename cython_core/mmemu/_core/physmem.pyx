@@ -8,6 +8,7 @@ frames that hold data.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memset, memcpy
+from libc.stdlib cimport realloc, free
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
 cimport numpy as cnp
@@ -17,6 +18,7 @@ from mmemu._core.types cimport (
     pfn_t, pte_t, PG_USED, PG_HASDATA, PG_ZERO, PG_RESERVED, PG_TABLE,
     EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
+from mmemu._core.types cimport PG_FILE, PG_SWAPBACKED, PG_DIRTY
 
 cnp.import_array()
 
@@ -165,10 +167,38 @@ cdef class PhysMem:
         return p
 
     def __dealloc__(self):
+        free(self.pm.mms)
+        self.pm.mms = NULL
         cdef int i
         for i in range(self._nregions):
             munmap(self._addr[i], self._len[i])
         self._nregions = 0
+
+    def new_mm_id(self):
+        """A fresh mm id, with a NULL registry slot."""
+        self._next_mm_id += 1
+        cdef int64_t i, n = self._next_mm_id + 1
+        cdef void** p
+        if n > self.pm.mms_len:
+            n = max(n, 2 * self.pm.mms_len, 64)
+            p = <void**>realloc(self.pm.mms, n * sizeof(void*))
+            if p == NULL:
+                raise MemoryError()
+            for i in range(self.pm.mms_len, n):
+                p[i] = NULL
+            self.pm.mms = p
+            self.pm.mms_len = n
+        return self._next_mm_id
+
+    @property
+    def cow_pte_accounting(self):
+        return "eager" if self.pm.cow_eager else "deferred"
+
+    @cow_pte_accounting.setter
+    def cow_pte_accounting(self, str mode):
+        if mode not in ("deferred", "eager"):
+            raise ValueError("cow_pte_accounting must be 'deferred' or 'eager'")
+        self.pm.cow_eager = 1 if mode == "eager" else 0
 
     @property
     def nframes(self):
@@ -260,6 +290,35 @@ cdef class PhysMem:
             if swapbacked:
                 self.pm.nr_shmem -= 1
             put_page(&self.pm, p)
+
+    # ---- page-cache helpers for in-emulator files (mmemu.file) ----
+    def cache_alloc(self, bint swapbacked):
+        """filemap_add_folio / shmem_alloc_and_add_folio: a zeroed page-cache frame.
+
+        Its one reference is the page cache's; flags PG_FILE (+PG_SWAPBACKED), and
+        nr_file_pages (+nr_shmem) count it, as fault.pyx do_fault does. -1 if memory is full.
+        """
+        cdef pfn_t p = alloc_frame(&self.pm, False, True)
+        if p < 0:
+            return -1
+        self.pm.flags[p] |= PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
+        self.pm.nr_file_pages += 1
+        if swapbacked:
+            self.pm.nr_shmem += 1
+        return p
+
+    def cache_write(self, pfn_t pfn, int64_t offset, const uint8_t[::1] data, bint dirty):
+        """Copy bytes into a page-cache frame at offset (write(2) through the page cache);
+        dirty marks the folio dirty (folio_mark_dirty)."""
+        cdef int64_t n = data.shape[0]
+        if pfn < 0 or pfn >= self.pm.nframes or not (self.pm.flags[pfn] & PG_FILE):
+            raise ValueError(f"pfn {pfn} is not a page-cache frame")
+        if offset < 0 or offset + n > 4096:
+            raise ValueError("write outside the frame")
+        if n == 0:
+            return
+        memcpy(frame_ptr(&self.pm, pfn) + offset, &data[0], n)
+        self.pm.flags[pfn] |= PG_HASDATA | (PG_DIRTY if dirty else 0)
 
     def _debug_poke(self, str field, pfn_t pfn, int64_t value):
         """Overwrite one metadata entry. For tests of the invariant checker only."""

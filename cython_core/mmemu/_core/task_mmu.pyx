@@ -154,11 +154,15 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
     }
 
 
-def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t[::1] level):
-    """Walk every table of one mm; add each normal PTE's page to mapcount, each PMD entry's
-    PTE table to pt_share, and mark table frames with their level (4=PGD .. 1=PTE).
+def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t[::1] level,
+               int32_t[::1] owners):
+    """Walk every table of one mm; add each accounted PTE's page to mapcount, each PMD
+    entry's PTE table to pt_share, mark table frames with their level (4=PGD .. 1=PTE) in
+    this mm's `level` array, and count in `owners` the PTE tables this mm owns.
 
-    Returns (rss[4] recomputed, number of PUD+PMD+PTE tables, list of problems).
+    A PTE table reached through a read-only PMD is COW-shared: in eager accounting every
+    holder accounts its entries; in deferred accounting only its owner (pt_owner) does.
+    Returns (rss[4] recomputed, PUD+PMD+PTE tables this mm accounts, list of problems).
     """
     cdef physmem_t* pm = &mmc.phys.pm
     cdef mm_t* mm = &mmc.mm
@@ -172,6 +176,7 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
     cdef uint32_t fl
     cdef int64_t rss[4]
     cdef int64_t ntables = 0
+    cdef bint accounted
     problems = []
     rss[0] = rss[1] = rss[2] = rss[3] = 0
     if mm.pgd < 0:
@@ -200,13 +205,19 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
                 if pmdt[k] == 0:
                     continue
                 tp = pte_pfn(pmdt[k])
-                if level[tp] != 0 and level[tp] != 1:
-                    problems.append(f"PTE table {tp} also used at level {level[tp]}")
-                pt_share[tp] += 1
-                ntables += 1
-                if level[tp] == 1:
-                    continue    # a shared table: its entries were counted already
+                if level[tp] != 0:
+                    problems.append(f"PTE table {tp} linked twice in one mm")
                 level[tp] = 1
+                pt_share[tp] += 1
+                if pm.pt_share[tp] > 1 and pte_write(pmdt[k]):
+                    problems.append(f"PTE table {tp} is shared {pm.pt_share[tp]} ways "
+                                    f"but its PMD is writable")
+                if pm.pt_owner[tp] == mm.id:
+                    owners[tp] += 1
+                accounted = pm.cow_eager or pm.pt_owner[tp] == mm.id
+                if not accounted:
+                    continue
+                ntables += 1
                 ptet = table_ptr(pm, tp)
                 for l in range(512):
                     e = ptet[l]
@@ -263,6 +274,8 @@ def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writ
         e = t[pte_index(addr)]
         if e != 0:
             n += 1
+            if not pte_write(pmd):
+                e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
             p = pte_pfn(e)
             fl = pm.flags[p] if 0 <= p < pm.nframes else 0
             if pte_write(e) and not writable_vma:

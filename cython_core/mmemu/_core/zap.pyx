@@ -13,6 +13,7 @@ from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
     vma_from_py, LEVEL_PTE,
 )
+from mmemu._core.cow_pte cimport assert_table_private
 
 
 cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, uint64_t end,
@@ -27,6 +28,7 @@ cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, u
         e = t[i]
         if e == 0:
             continue
+        assert_table_private(pm, &t[i])
         zap_pte_entry(pm, mm, e)
         t[i] = 0
         n += 1
@@ -94,6 +96,7 @@ cdef int64_t change_pte_range(physmem_t* pm, pte_t* t, int i0, int i1, pte_t new
                 if (fl & PG_ANON) and (fl & PG_ANON_EXCLUSIVE):
                     ne = pte_mkwrite(ne)
         if ne != e:
+            assert_table_private(pm, &t[i])
             t[i] = ne
             n += 1
     return n

@@ -1,0 +1,306 @@
+# cython: language_level=3
+"""Copy-on-write page tables (the "Introduce Copy-On-Write to Page Table" series).
+
+break_cow_pte models handle_cow_pte_fault/break_cow_pte (patch 03): share count 1 reuses
+the table (PMD writable again), otherwise the caller gets a private copy and drops one
+share. cow_pte_drop models zap_pte_range/free_pmd_range on a COW-ed PMD covering a whole
+span (patch 04): this mm stops using the table without touching its entries.
+
+Accounting, per machine (physmem_t.cow_eager):
+  eager (v3 on): every mm using a table counts its pages (rss, mapcount, refcount) and the
+    table (pgtables_bytes); a break copies entries verbatim.
+  deferred (RFC v1/v2): the table's owner (pt_owner) alone counts its pages and the table;
+    a break by another mm takes per-page references for the copy, as a classic fork would.
+    When the owner leaves a table others still use, its accounting passes to one of them.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdio cimport fprintf, stderr
+from libc.stdlib cimport abort
+
+from mmemu._core.types cimport *
+from mmemu._core.physmem cimport physmem_t, table_ptr, put_page
+from mmemu._core.pagetable cimport (
+    mm_t, MMCore, pgtable_alloc, pmd_offset, LEVEL_PTE,
+)
+
+
+cdef void assert_table_private(physmem_t* pm, pte_t* entry) noexcept nogil:
+    """Debug builds: no entry of a table shared by several PMDs is ever written."""
+    cdef pfn_t t
+    if MMEMU_DEBUG_BUILD:
+        t = <pfn_t>((<uint8_t*>entry - pm.mem) >> PAGE_SHIFT)
+        if pm.pt_share[t] > 1:
+            fprintf(stderr, b"mmemu: write to an entry of PTE table %lld shared %d ways\n",
+                    <long long>t, pm.pt_share[t])
+            abort()
+
+
+cdef inline int _rss_class(uint32_t fl) noexcept nogil:
+    if fl & PG_ANON:
+        return MM_ANONPAGES
+    if fl & PG_SWAPBACKED:
+        return MM_SHMEMPAGES
+    return MM_FILEPAGES
+
+
+cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
+    """rss counts (by MM_* class) of the normal pages a PTE table maps."""
+    cdef pte_t* t = table_ptr(pm, table)
+    cdef int i
+    cdef pte_t e
+    cdef pfn_t p
+    out[0] = out[1] = out[2] = out[3] = 0
+    for i in range(512):
+        e = t[i]
+        if e == 0 or not pte_present(e) or pte_special(e):
+            continue
+        p = pte_pfn(e)
+        if pm.flags[p] & PG_ZERO:
+            continue
+        out[_rss_class(pm.flags[p])] += 1
+
+
+cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
+    """Add (+1) or drop (-1) one mm's use of every normal page in a table: refcount,
+    mapcount (with NR_*_MAPPED on first map / last unmap) and the mm's rss. Adding also
+    clears PageAnonExclusive (folio_try_dup_anon_rmap_pte)."""
+    cdef pte_t* t = table_ptr(pm, table)
+    cdef int i
+    cdef pte_t e
+    cdef pfn_t p
+    cdef uint32_t fl
+    for i in range(512):
+        e = t[i]
+        if e == 0 or not pte_present(e) or pte_special(e):
+            continue
+        p = pte_pfn(e)
+        fl = pm.flags[p]
+        if fl & PG_ZERO:
+            continue
+        mm.rss[_rss_class(fl)] += sign
+        if sign > 0:
+            pm.refcount[p] += 1
+            pm.mapcount[p] += 1
+            if fl & PG_ANON:
+                pm.flags[p] = fl & ~PG_ANON_EXCLUSIVE
+            if pm.mapcount[p] == 1:
+                if fl & PG_ANON:
+                    pm.nr_anon_mapped += 1
+                else:
+                    pm.nr_file_mapped += 1
+        else:
+            pm.mapcount[p] -= 1
+            if pm.mapcount[p] == 0:
+                if fl & PG_ANON:
+                    pm.nr_anon_mapped -= 1
+                else:
+                    pm.nr_file_mapped -= 1
+            put_page(pm, p)
+
+
+cdef mm_t* find_other_holder(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:
+    """Another live mm whose PMD for addr points at this table (sharers map it at the same
+    address: fork keeps addresses, and mremap breaks before it moves)."""
+    cdef int64_t i
+    cdef mm_t* o
+    cdef pte_t* pmd
+    for i in range(pm.mms_len):
+        o = <mm_t*>pm.mms[i]
+        if o == NULL or o == mm or o.pgd < 0:
+            continue
+        pmd = pmd_offset(pm, o, addr)
+        if pmd != NULL and pmd[0] != 0 and pte_pfn(pmd[0]) == table:
+            return o
+    return NULL
+
+
+cdef void hand_over(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:
+    """Deferred mode: the owner stops using a shared table; another holder takes over its
+    rss and pgtables_bytes."""
+    cdef int64_t rss[4]
+    cdef int k
+    cdef mm_t* o = find_other_holder(pm, mm, table, addr)
+    if o == NULL:
+        fprintf(stderr, b"mmemu: shared PTE table %lld has no other holder\n", <long long>table)
+        abort()
+    table_rss(pm, table, rss)
+    for k in range(4):
+        mm.rss[k] -= rss[k]
+        o.rss[k] += rss[k]
+    mm.pgtables_bytes -= 4096
+    o.pgtables_bytes += 4096
+    pm.pt_owner[table] = o.id
+
+
+cdef void cow_pte_fixup(physmem_t* pm, pfn_t table) noexcept nogil:
+    """Before a table is writable through its PMD again: an entry may stay writable only if
+    it maps an exclusive anon page (classic fork's write-protect, applied late)."""
+    cdef pte_t* t = table_ptr(pm, table)
+    cdef int i
+    cdef pte_t e
+    cdef uint32_t fl
+    for i in range(512):
+        e = t[i]
+        if e == 0 or not pte_write(e):
+            continue
+        fl = pm.flags[pte_pfn(e)]
+        if pte_special(e) or not ((fl & PG_ANON) and (fl & PG_ANON_EXCLUSIVE)):
+            t[i] = pte_wrprotect(e)
+
+
+cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil:
+    """break_cow_pte: make the PTE table under *pmdp private to mm. 0, or -1 with nothing
+    changed if no frame is free for the copy."""
+    cdef pfn_t old = pte_pfn(pmdp[0])
+    cdef pfn_t new
+    cdef pte_t* src
+    cdef pte_t* dst
+    cdef pte_t e
+    cdef pfn_t p
+    cdef uint32_t fl
+    cdef int i
+    cdef int64_t n = 0
+    if pm.pt_share[old] <= 1:
+        cow_pte_fixup(pm, old)
+        pmdp[0] = pmdp[0] | _bit(BIT_RW)
+        pm.ev[EV_PTE_TABLES_REUSED] += 1
+        return 0
+    new = pgtable_alloc(pm, mm, LEVEL_PTE)
+    if new < 0:
+        return -1
+    src = table_ptr(pm, old)
+    dst = table_ptr(pm, new)
+    if pm.cow_eager:
+        for i in range(512):
+            e = src[i]
+            if e != 0:
+                dst[i] = e
+                n += 1
+        mm.pgtables_bytes -= 4096          # mm_dec_nr_ptes for the table it leaves
+    else:
+        for i in range(512):
+            e = src[i]
+            if e == 0:
+                continue
+            n += 1
+            if pte_present(e) and not pte_special(e):
+                p = pte_pfn(e)
+                fl = pm.flags[p]
+                if not (fl & PG_ZERO):
+                    pm.refcount[p] += 1
+                    pm.mapcount[p] += 1
+                    if fl & PG_ANON:
+                        pm.flags[p] = fl & ~PG_ANON_EXCLUSIVE
+                    mm.rss[_rss_class(fl)] += 1
+            dst[i] = pte_wrprotect(e)
+        if pm.pt_owner[old] == mm.id:
+            # the owner leaves: its counts for `old` go to a remaining holder, and it keeps
+            # exactly the counts the copy just added
+            hand_over(pm, mm, old, addr)
+    pm.pt_share[old] -= 1
+    pmdp[0] = mk_table_entry(new)
+    pm.ev[EV_PTE_TABLES_DUPLICATED] += 1
+    pm.ev[EV_PTE_TABLE_ENTRIES_COPIED] += n
+    return 0
+
+
+cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil:
+    """mm stops using a table shared with others (exit or unmap of the whole span): this
+    mm's accounting goes, the entries stay for the other holders."""
+    cdef pfn_t t = pte_pfn(pmdp[0])
+    if pm.cow_eager:
+        account_table_pages(pm, mm, t, -1)
+        mm.pgtables_bytes -= 4096
+    elif pm.pt_owner[t] == mm.id:
+        hand_over(pm, mm, t, addr)
+    pm.pt_share[t] -= 1
+    pmdp[0] = 0
+
+
+cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, int mode) noexcept nogil:
+    """Walk the COW-ed PMDs of [start, end).
+
+    mode 0: count the tables a break would copy (share > 1) in spans partly in the range,
+            and in whole spans too unless mode 2 would drop them (see below);
+    mode 1: break every COW-ed table overlapping the range;
+    mode 2: drop the share of tables whose whole span lies in the range (share > 1) and
+            break the others (munmap / exit);
+    mode 3: count for mode 2 (tables it would copy).
+    Returns the count, or -1 if a break ran out of memory.
+    """
+    cdef uint64_t addr = start, nxt, span
+    cdef pte_t* pmd
+    cdef int64_t n = 0
+    cdef bint whole
+    cdef pte_t g, u
+    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
+    while addr < end:
+        g = pgdt[pgd_index(addr)]
+        if g == 0:
+            addr = pgd_addr_end(addr, end)
+            continue
+        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
+        if u == 0:
+            addr = pud_addr_end(addr, end)
+            continue
+        nxt = pmd_addr_end(addr, end)
+        pmd = &table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+        if pmd_cow(pmd[0]):
+            span = addr & ~(PMD_SIZE - 1)
+            whole = span >= start and span + PMD_SIZE <= end
+            if mode == 0:
+                if pm.pt_share[pte_pfn(pmd[0])] > 1:
+                    n += 1
+            elif mode == 3:
+                if pm.pt_share[pte_pfn(pmd[0])] > 1 and not whole:
+                    n += 1
+            elif mode == 2 and whole and pm.pt_share[pte_pfn(pmd[0])] > 1:
+                cow_pte_drop(pm, mm, pmd, addr)
+                n += 1
+            else:
+                if break_cow_pte(pm, mm, pmd, addr) < 0:
+                    return -1
+                n += 1
+        addr = nxt
+    return n
+
+
+def unshare_range(MMCore mmc, uint64_t start, uint64_t end):
+    """break_cow_pte for every COW-ed table overlapping [start, end). Checks first that
+    frames for every copy are free: returns False (ENOMEM, nothing changed) if not."""
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef int64_t need
+    if mmc.mm.pgd < 0:
+        return True
+    with nogil:
+        need = cow_range(pm, &mmc.mm, start, end, 0)
+    if need > pm.nr_free:
+        return False
+    with nogil:
+        cow_range(pm, &mmc.mm, start, end, 1)
+    return True
+
+
+def unmap_range(MMCore mmc, uint64_t start, uint64_t end):
+    """Before zapping [start, end) for munmap/exit: whole shared spans are dropped without
+    touching their entries, partly covered ones are broken. False (ENOMEM) if the breaks
+    would need more frames than are free; nothing is changed then."""
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef int64_t need
+    if mmc.mm.pgd < 0:
+        return True
+    with nogil:
+        need = cow_range(pm, &mmc.mm, start, end, 3)
+    if need > pm.nr_free:
+        return False
+    with nogil:
+        cow_range(pm, &mmc.mm, start, end, 2)
+    return True
+
+
+def break_count(MMCore mmc, uint64_t start, uint64_t end, bint unmap=False):
+    """Frames unshare_range (or unmap_range) of [start, end) would allocate."""
+    cdef int64_t n
+    with nogil:
+        n = cow_range(&mmc.phys.pm, &mmc.mm, start, end, 3 if unmap else 0)
+    return n

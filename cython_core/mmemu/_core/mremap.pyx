@@ -1,0 +1,255 @@
+# cython: language_level=3
+"""mremap's page-table mover (mm/mremap.c): move_page_tables, move_normal_pud,
+move_normal_pmd, move_ptes.
+
+Entries keep their page, so refcount, mapcount, RSS, PageAnonExclusive and the dirty bit
+are unchanged; only the PTE's place in the tree moves. Leaves out: THP and hugetlb leaves,
+uffd-wp clearing, rmap locks. A dry run of the same walk counts the tables a move will
+allocate, so a caller can refuse with ENOMEM before changing anything.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+
+from mmemu._core.types cimport *
+from mmemu._core.physmem cimport physmem_t, table_ptr
+from mmemu._core.pagetable cimport (
+    mm_t, MMCore, pgtable_alloc, LEVEL_PTE, LEVEL_PMD, LEVEL_PUD,
+)
+
+
+cdef struct move_state:
+    bint dry                # count tables instead of changing anything
+    int64_t need            # dry run: tables the move would allocate
+    int64_t last[3]         # dry run: destination PGD/PUD/PMD slot last made present
+    int64_t ptes            # entries moved by move_ptes
+    int64_t pmds            # PTE tables relinked by move_normal_pmd
+    int64_t puds            # PMD tables relinked by move_normal_pud
+
+
+cdef inline uint64_t get_extent(uint64_t size, uint64_t old_addr, uint64_t old_end,
+                                uint64_t new_addr) noexcept nogil:
+    """get_extent: bytes to the next size boundary of either side, at most old_end."""
+    cdef uint64_t nxt = (old_addr + size) & ~(size - 1)
+    cdef uint64_t extent = nxt - old_addr
+    if extent > old_end - old_addr:
+        extent = old_end - old_addr
+    nxt = (new_addr + size) & ~(size - 1)
+    if extent > nxt - new_addr:
+        extent = nxt - new_addr
+    return extent
+
+
+cdef inline pte_t* get_old_pud(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil:
+    """get_old_pud: the source PUD entry, or NULL if it or a level above is none."""
+    cdef pte_t g = table_ptr(pm, mm.pgd)[pgd_index(addr)]
+    cdef pte_t* pud
+    if g == 0:
+        return NULL
+    pud = &table_ptr(pm, pte_pfn(g))[pud_index(addr)]
+    if pud[0] == 0:
+        return NULL
+    return pud
+
+
+cdef inline pte_t* get_old_pmd(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil:
+    """get_old_pmd: the source PMD entry, or NULL if it or a level above is none."""
+    cdef pte_t* pud = get_old_pud(pm, mm, addr)
+    cdef pte_t* pmd
+    if pud == NULL:
+        return NULL
+    pmd = &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
+    if pmd[0] == 0:
+        return NULL
+    return pmd
+
+
+cdef pte_t* alloc_new_pud(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st,
+                          bint* fail) noexcept nogil:
+    """alloc_new_pud: the destination PUD entry, allocating the PUD table.
+
+    Dry run: counts the table instead and returns NULL for a table not yet real."""
+    cdef pte_t* g = &table_ptr(pm, mm.pgd)[pgd_index(addr)]
+    cdef int64_t key = <int64_t>(addr >> PGDIR_SHIFT)
+    cdef pfn_t t
+    if g[0] == 0:
+        if st.dry:
+            if st.last[0] != key:
+                st.last[0] = key
+                st.need += 1
+            return NULL
+        t = pgtable_alloc(pm, mm, LEVEL_PUD)
+        if t < 0:
+            fail[0] = True
+            return NULL
+        g[0] = mk_table_entry(t)
+    return &table_ptr(pm, pte_pfn(g[0]))[pud_index(addr)]
+
+
+cdef inline bint dry_present(pte_t* e, move_state* st, int level, uint64_t addr, int shift) noexcept nogil:
+    """Dry run: is the destination entry non-none, counting what the walk made present?"""
+    if e != NULL and e[0] != 0:
+        return True
+    return st.last[level] == <int64_t>(addr >> shift)
+
+
+cdef pte_t* alloc_new_pmd(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st,
+                          bint* fail) noexcept nogil:
+    """alloc_new_pmd: the destination PMD entry, allocating PUD and PMD tables."""
+    cdef pte_t* pud = alloc_new_pud(pm, mm, addr, st, fail)
+    cdef pfn_t t
+    if st.dry:
+        if not dry_present(pud, st, 1, addr, PUD_SHIFT):
+            st.last[1] = <int64_t>(addr >> PUD_SHIFT)
+            st.need += 1
+            return NULL
+        if pud == NULL or pud[0] == 0:
+            return NULL
+        return &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
+    if pud == NULL:
+        return NULL
+    if pud[0] == 0:
+        t = pgtable_alloc(pm, mm, LEVEL_PMD)
+        if t < 0:
+            fail[0] = True
+            return NULL
+        pud[0] = mk_table_entry(t)
+    return &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
+
+
+cdef bint move_normal_pud(physmem_t* pm, pte_t* old_pud, pte_t* new_pud, uint64_t new_addr,
+                          move_state* st) noexcept nogil:
+    """move_normal_pud: relink a whole PMD table to an empty destination PUD entry."""
+    if st.dry:
+        if dry_present(new_pud, st, 1, new_addr, PUD_SHIFT):
+            return False
+        st.last[1] = <int64_t>(new_addr >> PUD_SHIFT)
+        return True
+    if new_pud[0] != 0:
+        return False
+    new_pud[0] = old_pud[0]
+    old_pud[0] = 0
+    st.puds += 1
+    return True
+
+
+cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t new_addr,
+                          move_state* st) noexcept nogil:
+    """move_normal_pmd: relink a whole PTE table to an empty destination PMD entry.
+
+    The table frame, its pt_share and pt_owner are unchanged; no table is allocated or
+    freed. Leaves out: the THP collapse race (pmd_leaf)."""
+    if st.dry:
+        if dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
+            return False
+        st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
+        return True
+    if new_pmd[0] != 0:
+        return False
+    new_pmd[0] = old_pmd[0]
+    old_pmd[0] = 0
+    st.pmds += 1
+    return True
+
+
+cdef void move_ptes(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t old_addr,
+                    uint64_t new_addr, uint64_t extent, move_state* st) noexcept nogil:
+    """move_ptes: move each non-none entry of [old_addr, old_addr+extent) as it is,
+    setting soft-dirty on present ones (move_soft_dirty_pte). Leaves out: uffd-wp."""
+    cdef pte_t* src = table_ptr(pm, pte_pfn(old_pmd[0]))
+    cdef pte_t* dst = table_ptr(pm, pte_pfn(new_pmd[0]))
+    cdef int i0 = pte_index(old_addr), j = pte_index(new_addr)
+    cdef int n = <int>(extent >> PAGE_SHIFT), k
+    cdef pte_t e
+    for k in range(n):
+        e = src[i0 + k]
+        if e == 0:
+            continue
+        src[i0 + k] = 0
+        if pte_present(e):
+            e |= _bit(BIT_SOFT_DIRTY)
+        dst[j + k] = e
+        st.ptes += 1
+
+
+cdef int64_t move_page_tables(physmem_t* pm, mm_t* mm, uint64_t old_addr, uint64_t new_addr,
+                              uint64_t old_end, move_state* st) noexcept nogil:
+    """move_page_tables over [old_addr, old_end) to new_addr; returns the bytes done
+    (less than the length only when a table allocation failed)."""
+    cdef uint64_t start = old_addr, extent
+    cdef pte_t* old_pud
+    cdef pte_t* new_pud
+    cdef pte_t* old_pmd
+    cdef pte_t* new_pmd
+    cdef pfn_t t
+    cdef bint fail = False
+    while old_addr < old_end:
+        extent = get_extent(PUD_SIZE, old_addr, old_end, new_addr)
+        old_pud = get_old_pud(pm, mm, old_addr)
+        if old_pud == NULL:
+            old_addr += extent
+            new_addr += extent
+            continue
+        new_pud = alloc_new_pud(pm, mm, new_addr, st, &fail)
+        if fail:
+            break
+        if extent == PUD_SIZE and move_normal_pud(pm, old_pud, new_pud, new_addr, st):
+            old_addr += extent
+            new_addr += extent
+            continue
+        extent = get_extent(PMD_SIZE, old_addr, old_end, new_addr)
+        old_pmd = get_old_pmd(pm, mm, old_addr)
+        if old_pmd == NULL:
+            old_addr += extent
+            new_addr += extent
+            continue
+        new_pmd = alloc_new_pmd(pm, mm, new_addr, st, &fail)
+        if fail:
+            break
+        if extent == PMD_SIZE and move_normal_pmd(pm, old_pmd, new_pmd, new_addr, st):
+            old_addr += extent
+            new_addr += extent
+            continue
+        if st.dry:
+            if not dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
+                st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
+                st.need += 1
+        else:
+            if new_pmd[0] == 0:
+                t = pgtable_alloc(pm, mm, LEVEL_PTE)
+                if t < 0:
+                    break
+                new_pmd[0] = mk_table_entry(t)
+            move_ptes(pm, old_pmd, new_pmd, old_addr, new_addr, extent, st)
+        old_addr += extent
+        new_addr += extent
+    if not st.dry:
+        pm.ev[EV_PTES_MOVED] += st.ptes
+        pm.ev[EV_PMDS_MOVED] += st.pmds
+        if st.ptes or st.pmds or st.puds:
+            pm.ev[EV_TLB_FLUSH] += 1
+    return <int64_t>(old_addr - start) if old_addr > start else 0
+
+
+cdef void _init(move_state* st, bint dry) noexcept nogil:
+    st.dry = dry
+    st.need = 0
+    st.last[0] = st.last[1] = st.last[2] = -1
+    st.ptes = st.pmds = st.puds = 0
+
+
+def count_move_tables(MMCore mmc, uint64_t old_addr, uint64_t new_addr, uint64_t old_end):
+    """Page tables move_page_tables(old_addr, new_addr, old_end) would allocate."""
+    cdef move_state st
+    _init(&st, True)
+    with nogil:
+        move_page_tables(&mmc.phys.pm, &mmc.mm, old_addr, new_addr, old_end, &st)
+    return st.need
+
+
+def move_range(MMCore mmc, uint64_t old_addr, uint64_t new_addr, uint64_t old_end):
+    """move_page_tables: returns (bytes moved, ptes moved, PTE tables relinked, PMD tables relinked)."""
+    cdef move_state st
+    cdef int64_t done
+    _init(&st, False)
+    with nogil:
+        done = move_page_tables(&mmc.phys.pm, &mmc.mm, old_addr, new_addr, old_end, &st)
+    return done, st.ptes, st.pmds, st.puds

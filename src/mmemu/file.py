@@ -1,0 +1,328 @@
+"""In-emulator files: an inode with a size, contents and a page cache.
+
+A File is what a VMA's ``backing`` points at for file mappings (``Process.mmap(...,
+file=f)``), the way a vm_area_struct points at a struct file. Its page cache maps page
+index -> PFN (-1 for a hole) in an int64 array that the Cython fault path reads through
+``vma_from_py`` (``cache``, ``npages``, ``swapbacked``).
+
+Model (tmpfs-like lifetime, regular-file accounting):
+
+* Every page that holds data lives in a page-cache frame (there is no disk, no writeback
+  and no reclaim); holes read as zeros and get a cache frame on a fault, not on read(2).
+* Cache frames count in Cached (nr_file_pages) and, when mapped, in Mapped and RssFile;
+  never in Shmem/RssShmem (``swapbacked = False``).
+* write_file marks the touched pages dirty (folio_mark_dirty, smaps *_Dirty); a hole
+  filled by a fault is clean. Growing a file does not zero the old partial last page
+  (tmpfs; verified on Linux 6.18: ext4 zeroes it, tmpfs does not).
+* truncate shrinking runs truncate_pagecache: unmap_mapping_range(even_cows=1) in every
+  process, zero the tail of the new partial last page, free the cache pages past EOF.
+* The page cache stays while the file exists; unlink frees it once no VMA maps it.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Optional
+
+import numpy as np
+
+from .errors import MMError, enomem
+from .flags import VmFlags
+from .vma import PAGE_SHIFT, PAGE_SIZE
+
+MAX_LFS_FILESIZE = (1 << 63) - 1
+FILE_DEV = (0, 0x2A)        # the device all emulated files live on (an anonymous-dev fs)
+
+
+def _pages(size: int) -> int:
+    return (size + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+
+class File:
+    """A file on the emulated machine. Create with ``Machine.create_file``.
+
+    Attributes
+    ----------
+    size : int
+        i_size in bytes.
+    writable : bool
+        Whether the file is open for writing (FMODE_WRITE). A read-only file refuses
+        MAP_SHARED with PROT_WRITE (EACCES), its MAP_SHARED mappings lose VM_MAYWRITE,
+        and write_file/truncate give EBADF/EINVAL like write(2)/ftruncate(2) on an
+        O_RDONLY descriptor.
+    cache : numpy.ndarray
+        The page cache: int64 PFN per page index, -1 for a hole. At least ``npages`` long.
+    """
+
+    swapbacked = False
+
+    def __init__(self, machine, path: str, inode: int, writable: bool = True):
+        self.machine = machine
+        self.path = path
+        self.inode = inode
+        self.dev = FILE_DEV
+        self.writable = writable
+        self.size = 0
+        self.cache = np.full(0, -1, dtype=np.int64)
+        self.users = 0              # VMAs mapping the file (mm.insert / fork / mm.remove)
+        self.unlinked = False
+
+    def __repr__(self) -> str:
+        return f"<File {self.name!r} ino={self.inode} size={self.size} cached={self.nr_cached}>"
+
+    # ---- what the fault path and /proc read ----
+    @property
+    def npages(self) -> int:
+        """Pages up to EOF (a fault at this index or beyond is SIGBUS)."""
+        return _pages(self.size)
+
+    @property
+    def name(self) -> str:
+        """The path shown in /proc/PID/maps (d_path appends " (deleted)" once unlinked)."""
+        return self.path + " (deleted)" if self.unlinked else self.path
+
+    @property
+    def nr_cached(self) -> int:
+        """Pages in the page cache."""
+        return int(np.count_nonzero(self.cache >= 0))
+
+    # ---- page cache ----
+    def _reserve(self, npages: int) -> None:
+        """Make the cache array cover npages. Replacing the array is fine: every VMA reads
+        ``backing.cache`` afresh on each Cython call."""
+        if npages > len(self.cache):
+            new = np.full(max(npages, 2 * len(self.cache)), -1, dtype=np.int64)
+            new[:len(self.cache)] = self.cache
+            self.cache = new
+
+    def _find_or_create(self, idx: int) -> int:
+        """shmem_get_folio(SGP_WRITE): the cache frame of page idx, allocated if a hole."""
+        pfn = int(self.cache[idx])
+        if pfn < 0:
+            pfn = self.machine.phys.cache_alloc(self.swapbacked)
+            if pfn < 0:
+                raise enomem("no frame for a page-cache page")
+            self.cache[idx] = pfn
+        return pfn
+
+    # ---- read(2) / write(2) / ftruncate(2) ----
+    def read(self, offset: int, n: int) -> bytes:
+        """pread(2): up to n bytes at offset, short at EOF; holes read as zeros and are not
+        instantiated (shmem_file_read_iter uses the zero page for holes)."""
+        if offset < 0 or n < 0:
+            raise MMError(errno.EINVAL, "negative offset or count")
+        end = min(offset + n, self.size)
+        if offset >= end:
+            return b""
+        out = bytearray(end - offset)
+        phys = self.machine.phys
+        pos = offset
+        while pos < end:
+            idx = pos >> PAGE_SHIFT
+            stop = min(end, (idx + 1) << PAGE_SHIFT)
+            pfn = int(self.cache[idx])
+            if pfn >= 0:
+                off = pos & (PAGE_SIZE - 1)
+                out[pos - offset:stop - offset] = phys.frame(pfn)[off:off + (stop - pos)]
+            pos = stop
+        return bytes(out)
+
+    def write(self, offset: int, data) -> int:
+        """pwrite(2): write data at offset through the page cache (mapped pages see it at
+        once); extends the file past EOF. Returns the byte count.
+
+        Raises EBADF on a read-only file, EINVAL/EFBIG on a bad offset, ENOMEM (with
+        nothing changed) when the pages it needs cannot be allocated."""
+        if not self.writable:
+            raise MMError(errno.EBADF, "file not open for writing")
+        buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        n = len(buf)
+        if offset < 0:
+            raise MMError(errno.EINVAL, "negative offset")
+        if n == 0:
+            return 0
+        end = offset + n
+        if end > MAX_LFS_FILESIZE:
+            raise MMError(errno.EFBIG, "write past the maximum file size")
+        first, last = offset >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        self._reserve(last + 1)
+        holes = int(np.count_nonzero(self.cache[first:last + 1] < 0))
+        if holes > self.machine.phys.nr_free:
+            raise enomem(f"write needs {holes} page-cache pages")
+        phys = self.machine.phys
+        pos = offset
+        while pos < end:
+            idx = pos >> PAGE_SHIFT
+            stop = min(end, (idx + 1) << PAGE_SHIFT)
+            pfn = self._find_or_create(idx)
+            phys.cache_write(pfn, pos & (PAGE_SIZE - 1), buf[pos - offset:stop - offset], True)
+            pos = stop
+        if end > self.size:
+            self.size = end
+        return n
+
+    def truncate(self, size: int) -> None:
+        """ftruncate(2). Shrinking unmaps the pages past the new EOF from every process
+        (private COW copies too: unmap_mapping_range even_cows=1), zeroes the tail of the
+        new last page and frees the cache pages past EOF; accesses there then raise
+        BusError. Growing only moves EOF (holes read as zeros)."""
+        if not self.writable:
+            raise MMError(errno.EINVAL, "ftruncate on a descriptor not open for writing")
+        if size < 0:
+            raise MMError(errno.EINVAL, "negative size")
+        if size > MAX_LFS_FILESIZE:
+            raise MMError(errno.EFBIG, "size past the maximum file size")
+        old = self.size
+        if size >= old:
+            self._reserve(_pages(size))
+            self.size = size
+            return
+        self.size = size
+        keep = _pages(size)
+        unmap_mapping_range(self.machine, self, keep, _pages(old), even_cows=True)
+        if size & (PAGE_SIZE - 1):
+            # truncate_inode_partial_folio: zero the cached tail beyond the new EOF
+            pfn = int(self.cache[keep - 1])
+            if pfn >= 0:
+                tail = PAGE_SIZE - (size & (PAGE_SIZE - 1))
+                self.machine.phys.cache_write(pfn, size & (PAGE_SIZE - 1),
+                                              np.zeros(tail, dtype=np.uint8), False)
+        self.machine.phys.release_cache(self.cache[keep:], self.swapbacked)
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) for whole pages: unmap the
+        page-cache pages from every mapping (private COW copies stay: even_cows=0) and free
+        them; the range then reads as zeros. Used by MADV_REMOVE."""
+        punch_hole(self.machine, self, (offset + PAGE_SIZE - 1) >> PAGE_SHIFT,
+                   (offset + length) >> PAGE_SHIFT)
+
+    def unlink(self) -> None:
+        """unlink(2): the name goes; the page cache is freed once no VMA maps the file."""
+        self.machine.unlink(self)
+
+    def _free(self) -> None:
+        """evict(): the last reference went (unlinked and unmapped): drop the page cache."""
+        self.machine.phys.release_cache(self.cache, self.swapbacked)
+        self.machine._backings.discard(self)
+
+
+# include/linux/mman.h LEGACY_MAP_MASK on x86-64: SHARED PRIVATE FIXED ANONYMOUS 32BIT ABOVE4G
+# GROWSDOWN DENYWRITE EXECUTABLE LOCKED NORESERVE POPULATE NONBLOCK STACK HUGETLB UNINITIALIZED
+# and the MAP_HUGE_2MB/1GB encodings. Verified on Linux 6.18 bit by bit with
+# MAP_SHARED_VALIDATE on a tmpfs file: 0x200, 0x400, MAP_SYNC, MAP_FIXED_NOREPLACE and every
+# bit from 0x200000 up (but the huge-size field) give EOPNOTSUPP.
+LEGACY_MAP_MASK = 0x7C07F9F3
+
+
+def _file_mmap_checks(file: File, prot: int, flags: int, length: int, pgoff: int,
+                      vm_flags: int) -> int:
+    """The file part of do_mmap after the address is chosen: file_mmap_ok (EOVERFLOW), the
+    MAP_SHARED_VALIDATE flag check (EOPNOTSUPP), write permission (EACCES), VM_MAYWRITE /
+    VM_SHARED trimmed for a read-only file, GROWSDOWN (EINVAL), unknown map type (EINVAL).
+    Returns the new vm_flags."""
+    maxsize = MAX_LFS_FILESIZE
+    if length > maxsize or pgoff > (maxsize - length) >> PAGE_SHIFT:
+        raise MMError(errno.EOVERFLOW, "offset + length beyond the maximum file size")
+    maptype = flags & 0x0F
+    if maptype in (0x01, 0x03):                     # MAP_SHARED, MAP_SHARED_VALIDATE
+        if maptype == 0x01:
+            flags &= LEGACY_MAP_MASK
+        if flags & ~LEGACY_MAP_MASK:
+            raise MMError(errno.EOPNOTSUPP, f"MAP_SHARED_VALIDATE with unknown flags "
+                                            f"{flags & ~LEGACY_MAP_MASK:#x}")
+        if prot & 0x2 and not file.writable:        # PROT_WRITE without FMODE_WRITE
+            raise MMError(errno.EACCES, "shared writable mapping of a read-only file")
+        vm_flags |= VmFlags.SHARED | VmFlags.MAYSHARE
+        if not file.writable:
+            vm_flags &= ~(VmFlags.MAYWRITE | VmFlags.SHARED)
+    elif maptype != 0x02:                           # MAP_PRIVATE
+        raise MMError(errno.EINVAL, "map type must be MAP_SHARED, MAP_SHARED_VALIDATE or MAP_PRIVATE")
+    if vm_flags & VmFlags.GROWSDOWN:
+        raise MMError(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
+    return vm_flags
+
+
+def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) -> None:
+    """unmap_mapping_range: zap the PTEs of page indexes [first, last) of obj in every VMA
+    of every process that maps obj.
+
+    With even_cows, private COW copies (anon pages) there are zapped too (truncate); without
+    it only PTEs mapping page-cache pages go (hole punch). Each range first gets private
+    page tables (``_unshare_pte_tables``) and raises hiwater_rss, like zap_page_range_single.
+    """
+    from ._core import zap as _zap
+    for proc in machine.processes:
+        mm = proc.mm
+        for v in list(mm.vmas):
+            if v.backing is not obj:
+                continue
+            lo = max(first, v.pgoff)
+            hi = min(last, v.pgoff + v.npages)
+            if lo >= hi:
+                continue
+            start = v.start + ((lo - v.pgoff) << PAGE_SHIFT)
+            end = v.start + ((hi - v.pgoff) << PAGE_SHIFT)
+            proc._unshare_pte_tables(start, end)
+            mm.update_hiwater_rss()
+            if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
+                _zap.zap(mm.core, start, end, False)
+                continue
+            for s, e in file_pte_runs(proc, start, end):
+                _zap.zap(mm.core, s, e, False)
+
+
+def punch_hole(machine, obj, first: int, last: int) -> None:
+    """shmem_fallocate(PUNCH_HOLE) over page indexes [first, last) of any page-cache object
+    (a File or the shmem object of MAP_SHARED|MAP_ANONYMOUS): unmap_mapping_range without
+    even_cows, then free the cache pages (shmem_truncate_range)."""
+    last = min(last, len(obj.cache))
+    if first >= last:
+        return
+    unmap_mapping_range(machine, obj, first, last, even_cows=False)
+    machine.phys.release_cache(obj.cache[first:last], obj.swapbacked)
+
+
+PM_PRESENT = 1 << 63
+PM_FILE = 1 << 61
+PM_MMAP_EXCLUSIVE = 1 << 56
+
+
+def _runs(mask: np.ndarray, start: int):
+    """[(s, e)] address runs where mask is true, pages from start."""
+    if not mask.any():
+        return []
+    m = np.concatenate(([False], mask, [False])).astype(np.int8)
+    d = np.flatnonzero(np.diff(m))
+    return [(start + (int(a) << PAGE_SHIFT), start + (int(b) << PAGE_SHIFT))
+            for a, b in zip(d[::2], d[1::2])]
+
+
+def file_pte_runs(proc, start: int, end: int):
+    """Runs of present PTEs mapping page-cache pages (pagemap PM_FILE) in [start, end)."""
+    pm = proc.pagemap(start, (end - start) >> PAGE_SHIFT)
+    return _runs((pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE), start)
+
+
+def exclusive_anon_runs(proc, start: int, end: int):
+    """Runs of present PTEs mapping anon pages mapped only here (pagemap: present, not
+    PM_FILE, PM_MMAP_EXCLUSIVE; the zero page has neither flag)."""
+    pm = proc.pagemap(start, (end - start) >> PAGE_SHIFT)
+    want = np.uint64(PM_PRESENT | PM_MMAP_EXCLUSIVE)
+    mask = (pm & np.uint64(PM_PRESENT | PM_FILE | PM_MMAP_EXCLUSIVE)) == want
+    return _runs(mask, start)
+
+
+def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
+                writable: bool = True) -> File:
+    """Machine.create_file: a new file of max(size, len(data)) bytes, data written at 0."""
+    if size < 0:
+        raise MMError(errno.EINVAL, "negative size")
+    n = 0 if data is None else len(memoryview(data).cast("B"))
+    f = File(machine, name, next(machine._inodes), True)
+    if n:
+        f._reserve(_pages(max(size, n)))
+        if _pages(n) > machine.phys.nr_free:
+            raise enomem(f"file data needs {_pages(n)} page-cache pages")
+        f.write(0, data)
+    f.truncate(max(size, n))
+    f.writable = writable
+    return f
