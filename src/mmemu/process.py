@@ -541,7 +541,8 @@ class Process:
         """
         self._check_alive()
         flags = int(flags)
-        known = self._CLONE_LEGACY | CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP | CloneFlags.COW_PGTABLE
+        known = self._CLONE_LEGACY | int(CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP
+                                         | CloneFlags.COW_PGTABLE)
         if flags & ~known or flags & 0xFF:
             raise einval("unknown clone3 flags (or an exit signal in flags)")
         if (flags & (CloneFlags.NEWNS | CloneFlags.FS)) == (CloneFlags.NEWNS | CloneFlags.FS):

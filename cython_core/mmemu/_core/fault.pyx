@@ -156,7 +156,10 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     if ptep == NULL:
         return FAULT_OOM
     if pmd_cow(pmdp[0]):
-        # handle_cow_pte_fault: the fault will change this table, so it must be private
+        # handle_cow_pte_fault: the fault will change this table, so it must be private.
+        # A copy plus the pages the fault may allocate must fit, or nothing changes.
+        if pm.pt_share[pte_pfn(pmdp[0])] > 1 and pm.nr_free < 1 + (2 if vma.has_vm_ops else 1):
+            return FAULT_OOM
         if break_cow_pte(pm, mm, pmdp, addr) < 0:
             return FAULT_OOM
         ptep = &table_ptr(pm, pte_pfn(pmdp[0]))[pte_index(addr)]

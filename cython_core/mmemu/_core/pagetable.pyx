@@ -364,6 +364,13 @@ cdef class MMCore:
         else:
             raise KeyError(field)
 
+    def _debug_set_pmd(self, uint64_t addr, pte_t value):
+        """Overwrite the PMD entry covering addr. For checker tests only."""
+        cdef pte_t* p = pmd_offset(&self.phys.pm, &self.mm, addr)
+        if p == NULL:
+            raise KeyError("no PMD table for that address")
+        p[0] = value
+
     def _debug_set_pte(self, uint64_t addr, pte_t value):
         """Overwrite the PTE mapping addr (the table must exist). For checker tests only."""
         cdef pte_t* p = pte_offset(&self.phys.pm, &self.mm, addr, NULL)

@@ -332,6 +332,8 @@ cdef class PhysMem:
             self.pm.flags[pfn] = <uint32_t>value
         elif field == "pt_share":
             self.pm.pt_share[pfn] = <int32_t>value
+        elif field == "pt_owner":
+            self.pm.pt_owner[pfn] = <int32_t>value
         elif field == "nr_anon_mapped":
             self.pm.nr_anon_mapped = value
         else:
