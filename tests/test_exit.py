@@ -5,8 +5,10 @@ Conventions (SEMANTICS R1.3/R1.4): VmPTE counts PUD+PMD+PTE tables of the mm (no
 PGD); meminfo PageTables counts every level including the 4 kB PGD of each process. The
 machine's only permanent allocation is the 4 kB zero page.
 
-Tests whose MemFree deltas depend on classic fork copying the child's PTE tables are pinned
-to classic fork (``one_design``); the COW page-table designs share those tables.
+Every test runs in all three fork designs. Where a MemFree/PageTables delta or a counter
+depends on whether fork copied or shared a PTE table, it is asserted per design
+(``per_design``; README "Copy-on-write page tables"): a table shared with another process
+stays when one of them exits (held by the other).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 import mmemu
 from mmemu import MAP_FIXED, PROT_NONE, PROT_READ
 
-from conftest import PG, PRIV, RW, SHARED
+from conftest import PG, PRIV, RW, SHARED, per_design
 
 GB = 1 << 30
 BASE = 0x100000000000          # a 512 GiB PGD slot
@@ -97,25 +99,39 @@ def test_exit_accounting_child_with_shared_pages(m, p):
         assert pfn_of(p, a + i * PG) == f
 
 
-@pytest.mark.one_design
-def test_exit_parent_first_child_keeps_pages(m, p):
+def test_exit_parent_first_child_keeps_pages(m, p, fork_design):
     """exit_mmap (R7.5): pages still mapped by the other process survive with refcount -1.
     P exits first: AnonPages unchanged (every page is still mapped by C), MemFree recovers
     only P's tables and PGD; C then writes every page and reuses it in place (refcount 1,
-    memory.c:wp_can_reuse_anon_folio) without allocating."""
+    memory.c:wp_can_reuse_anon_folio) without allocating.
+
+    COW page tables: the PTE table is shared, so P's exit drops its share and frees only
+    its PGD, PUD and PMD (the table stays, held by C). Deferred: P owned the table, so its
+    RSS and VmPTE for it pass to C. C's first write reuses the table (share count 1):
+    eager write-protected the entries at fork, so every page is then a wp_page_reuse as
+    classic; deferred never write-protected them and the pages stayed exclusive, so the
+    entries stay writable and only that first access faults (spuriously)."""
     n = 6
     a = p.mmap(0, n * PG, RW, PRIV)
     p.write(a, b"q" * (n * PG))
     c = p.fork()
-    free0, anon0 = mi(m, "MemFree"), mi(m, "AnonPages")
+    assert st(c, "RssAnon") == per_design(fork_design, 4 * n, deferred=0)
+    assert st(c, "VmPTE") == per_design(fork_design, 12, deferred=8)
+    free0, anon0, pt0 = mi(m, "MemFree"), mi(m, "AnonPages"), mi(m, "PageTables")
     p.exit()
     assert_mm_gone(p)
     assert mi(m, "AnonPages") == anon0 == 4 * n
-    assert mi(m, "MemFree") == free0 + 12 + 4
+    assert mi(m, "MemFree") == free0 + per_design(fork_design, 12, deferred=8, eager=8) + 4
+    assert mi(m, "PageTables") == pt0 - per_design(fork_design, 12, deferred=8, eager=8) - 4
+    assert st(c, "RssAnon") == 4 * n
+    assert st(c, "VmPTE") == 12
     ev0 = m.vmstat()
     c.touch(a, n * PG, write=True)
     d = m.vmstat() - ev0
-    assert d["wp_reuse"] == n and d["pgalloc"] == 0
+    assert d["wp_reuse"] == per_design(fork_design, n, deferred=0) and d["pgalloc"] == 0
+    assert d["spurious_fault"] == per_design(fork_design, 0, deferred=1)
+    assert d["cow_pte_tables_reused"] == per_design(fork_design, 0, deferred=1, eager=1)
+    assert d["cow_pte_tables_duplicated"] == 0
     assert c.read(a, 3) == b"qqq"
 
 
@@ -271,11 +287,16 @@ def test_execve_accounting(m, p):
     assert st(p, "VmPTE") == 12 and st(p, "RssAnon") == 4
 
 
-@pytest.mark.one_design
-def test_execve_in_child_keeps_parent_pages(m, p):
+def test_execve_in_child_keeps_parent_pages(m, p, fork_design):
     """fork + execve (the usual spawn): the child's execve drops its references to the COW
     pages; AnonPages is unchanged (P still maps them), MemFree recovers only the child's
-    tables, and the parent's next writes reuse its pages without copying."""
+    tables, and the parent's next writes reuse its pages without copying.
+
+    COW page tables: the child's PTE table was P's shared one, so the execve frees only
+    its PUD and PMD (the table stays, held by P). P's first write reuses the table:
+    eager's write-protected entries are then reused page by page as classic; deferred's
+    entries were never write-protected and the pages stayed exclusive, so only the first
+    access faults (spuriously)."""
     n = 4
     a = p.mmap(0, n * PG, RW, PRIV)
     p.write(a, b"z" * (n * PG))
@@ -284,8 +305,14 @@ def test_execve_in_child_keeps_parent_pages(m, p):
     c.execve()
     assert_mm_gone(c)
     assert mi(m, "AnonPages") == anon0 == 4 * n
-    assert mi(m, "MemFree") == free0 + 12          # PUD+PMD+PTE; old PGD swapped for new
+    # PUD+PMD+PTE (COW: PUD+PMD, the table stays with P); old PGD swapped for new
+    assert mi(m, "MemFree") == free0 + per_design(fork_design, 12, deferred=8, eager=8)
+    assert st(p, "RssAnon") == 4 * n and st(p, "VmPTE") == 12
     ev0 = m.vmstat()
     p.touch(a, n * PG, write=True)
     d = m.vmstat() - ev0
-    assert d["wp_reuse"] == n and d["pgalloc"] == 0 and d["cow_fault"] == 0
+    assert d["wp_reuse"] == per_design(fork_design, n, deferred=0)
+    assert d["pgalloc"] == 0 and d["cow_fault"] == 0
+    assert d["spurious_fault"] == per_design(fork_design, 0, deferred=1)
+    assert d["cow_pte_tables_reused"] == per_design(fork_design, 0, deferred=1, eager=1)
+    assert p.read(a, 2) == b"zz"

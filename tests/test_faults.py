@@ -13,7 +13,7 @@ from mmemu import (
     PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED
+from conftest import PG, PRIV, RW, SHARED, per_design
 
 KB = 1024
 
@@ -514,19 +514,24 @@ def test_pagemap_bits_zero_anon_shmem(m, p):
     assert len({z, anon_pfn, shm_pfn}) == 3
 
 
-@pytest.mark.one_design
-def test_pagemap_exclusive_bit_cleared_when_shared(m, p):
+def test_pagemap_exclusive_bit_cleared_when_shared(m, p, fork_design):
     """task_mmu.c:pte_to_pagemap_entry (PM_MMAP_EXCLUSIVE iff the page's mapcount is 1).
     Verified on Linux 6.18: after fork the anon page shows exclusive=0 in both processes;
-    a shmem page mapped by two processes also loses the bit; the file bit stays."""
+    a shmem page mapped by two processes also loses the bit; the file bit stays.
+
+    COW page tables (README table): eager takes the mapcount at fork (not exclusive, as
+    classic); deferred does not, so the page still reads as exclusively mapped in both
+    processes until a table copy. The shmem mapping is never copied nor shared at fork."""
     a = p.mmap(BASE, PG, RW, PRIV | MAP_FIXED)
     s = p.mmap(BASE + (1 << 30), PG, RW, SHARED | MAP_FIXED)
     p.write(a, b"x")
     p.write(s, b"y")
     c = p.fork()
     pfn = pte_pfn(pte_of(p, a))
-    assert int(p.pagemap(a, 1)[0]) == PM_PRESENT | pfn
-    assert int(c.pagemap(a, 1)[0]) == PM_PRESENT | pfn
+    excl = per_design(fork_design, 0, deferred=PM_EXCLUSIVE)
+    assert int(p.pagemap(a, 1)[0]) == PM_PRESENT | excl | pfn
+    assert int(c.pagemap(a, 1)[0]) == PM_PRESENT | excl | pfn
+    assert c.read(a, 1) == b"x"
     spfn = pte_pfn(pte_of(p, s))
     # shmem is not copied at fork: still exclusive in P, not present in C
     assert int(p.pagemap(s, 1)[0]) == PM_PRESENT | PM_FILE | PM_EXCLUSIVE | spfn
@@ -534,6 +539,13 @@ def test_pagemap_exclusive_bit_cleared_when_shared(m, p):
     assert c.read(s, 1) == b"y"
     assert int(p.pagemap(s, 1)[0]) == PM_PRESENT | PM_FILE | spfn
     assert int(c.pagemap(s, 1)[0]) == PM_PRESENT | PM_FILE | spfn
+    # the child's write COWs (after a table copy): both pages exclusive in every design
+    c.write(a, b"c")
+    cpfn = pte_pfn(pte_of(c, a))
+    assert cpfn != pfn
+    assert int(p.pagemap(a, 1)[0]) == PM_PRESENT | PM_EXCLUSIVE | pfn
+    assert int(c.pagemap(a, 1)[0]) == PM_PRESENT | PM_EXCLUSIVE | cpfn
+    assert p.read(a, 1) == b"x" and c.read(a, 1) == b"c"
 
 
 def test_anon_pte_bits_after_write_fault(m, p):

@@ -194,11 +194,16 @@ def test_child_writes_first_then_parent_reuses(m, p):
 
 
 # ------------------------------------------------------------------------------ B.10
-@pytest.mark.one_design
-def test_previously_shared_reuse_after_child_exit(m, p):
+def test_previously_shared_reuse_after_child_exit(m, p, fork_design):
     """cow.c:do_test_ro_pin setup RO_PIN_TEST_PREVIOUSLY_SHARED without the pin;
     memory.c:wp_can_reuse_anon_folio. fork, child exits, parent writes -> refcount 1,
-    reused in place, no allocation (verified on Linux 6.18: same PFN after the write)."""
+    reused in place, no allocation (verified on Linux 6.18: same PFN after the write).
+
+    COW page tables: the child's exit drops its share (the table stays, share count 1) and
+    the parent's PMD stays read-only until its next fault reuses the table. Deferred never
+    cleared AE nor the PTEs' RW, so the reused table keeps them writable: the first write
+    finds the entry already writable (a spurious fault) and the second faults not at all.
+    Eager write-protected the entries at fork: two wp_page_reuse as classic."""
     a = p.mmap(0, 2 * PG, RW, PRIV)
     p.write(a, b"s" * (2 * PG))
     pfns = [pfn_of(p, a), pfn_of(p, a + PG)]
@@ -206,80 +211,121 @@ def test_previously_shared_reuse_after_child_exit(m, p):
     c.exit()
     for f in pfns:
         assert int(m.phys.refcount[f]) == 1 and int(m.phys.mapcount[f]) == 1
-        assert not ae(m, f)
-        assert not pte_of(p, a) & RW_BIT
+        assert ae(m, f) == per_design(fork_design, False, deferred=True)
+        assert not writable(p, a)
+        assert bool(pte_of(p, a) & RW_BIT) == per_design(fork_design, False, deferred=True)
+        assert bool(pmd_of(p, a) & RW_BIT) == cow(fork_design, True, False)
+    assert int(m.phys.pt_share[table_of(p, a)]) == 1
 
     ev0 = m.vmstat()
     p.write(a, b"t")
     p.write(a + PG, b"u")
     d = m.vmstat() - ev0
-    assert d["wp_reuse"] == 2
+    assert d["wp_reuse"] == per_design(fork_design, 2, deferred=0)
+    assert d["spurious_fault"] == per_design(fork_design, 0, deferred=1)
+    assert d["pgfault"] == per_design(fork_design, 2, deferred=1)
+    assert d["cow_pte_tables_reused"] == cow(fork_design, 0, 1)
+    assert d["cow_pte_tables_duplicated"] == 0
     assert d["pgalloc"] == 0 and d["cow_fault"] == 0
+    assert writable(p, a) and writable(p, a + PG)
     assert [pfn_of(p, a), pfn_of(p, a + PG)] == pfns
     assert all(ae(m, f) for f in pfns)
     assert p.read(a, 2) == b"ts" and p.read(a + PG, 2) == b"us"
 
 
 # ------------------------------------------------------------------------------ B.11
-@pytest.mark.one_design
-def test_write_protect_on_fork_pte_bits(m, p):
+def test_write_protect_on_fork_pte_bits(m, p, fork_design):
     """memory.c:__copy_present_ptes. A writable private anon PTE: both P's and C's copies
     lose RW (is_cow_mapping && pte_write); C's is pte_mkold (A=0); D is kept for private
-    mappings; P keeps A. Same PFN on both sides."""
+    mappings; P keeps A. Same PFN on both sides.
+
+    COW page tables: no PTE is copied; the child's PMD points at the parent's table and both
+    PMDs lose RW, so neither side may write (the effective permission is the AND along the
+    walk). The child sees the parent's very entry (its A bit is the parent's). Eager
+    write-protects the entry at fork; deferred keeps the parent's PTE RW."""
     a = p.mmap(0, PG, RW, PRIV)
     p.write(a, b"x")
     pe0 = pte_of(p, a)
     assert pe0 & (RW_BIT | A_BIT | D_BIT) == RW_BIT | A_BIT | D_BIT
+    assert writable(p, a)
 
     ev0 = m.vmstat()
     c = p.fork()
     d = m.vmstat() - ev0
-    assert d["fork_ptes_copied"] == 1
+    assert d["fork_ptes_copied"] == cow(fork_design, 1, 0)
+    assert d["fork_pte_tables_copied"] == cow(fork_design, 1, 0)
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
 
     pe, ce = pte_of(p, a), pte_of(c, a)
-    assert pe == pe0 & ~RW_BIT
-    assert not pe & RW_BIT and pe & A_BIT and pe & D_BIT
-    assert not ce & RW_BIT
-    assert not ce & A_BIT
+    assert not writable(p, a) and not writable(c, a)
+    for x in (p, c):
+        assert bool(pmd_of(x, a) & RW_BIT) == cow(fork_design, True, False)
+    assert (table_of(p, a) == table_of(c, a)) == cow(fork_design, False, True)
+    assert int(m.phys.pt_share[table_of(p, a)]) == cow(fork_design, 1, 2)
+    assert pe == per_design(fork_design, pe0 & ~RW_BIT, deferred=pe0)
+    assert bool(pe & RW_BIT) == per_design(fork_design, False, deferred=True)
+    assert pe & A_BIT and pe & D_BIT
+    assert bool(ce & RW_BIT) == per_design(fork_design, False, deferred=True)
+    assert bool(ce & A_BIT) == cow(fork_design, False, True)
     assert ce & D_BIT
-    assert ce == pe & ~A_BIT
+    assert ce == per_design(fork_design, pe & ~A_BIT, deferred=pe, eager=pe)
     assert (pe & PFN_MASK) == (ce & PFN_MASK)
 
 
 # ------------------------------------------------------------------------------ B.12
-@pytest.mark.one_design
-def test_stats_after_fork(m, p):
+def test_stats_after_fork(m, p, fork_design):
     """SCENARIOS B.12; memory.c:copy_pte_range; fork.c:dup_mm; rmap.c.
     N written pages: C RssAnon = P RssAnon = N; AnonPages unchanged by fork (R5.7);
     C VmHWM = C VmRSS (verified on Linux 6.18); C VmPTE = P VmPTE for the copied VMA
     (PUD+PMD+PTE = 12 kB); fork costs C's three tables plus its PGD (16 kB of MemFree and of
-    PageTables). C writes k pages: AnonPages +k. C exits: AnonPages -k."""
+    PageTables). C writes k pages: AnonPages +k. C exits: AnonPages -k.
+
+    COW page tables: the PTE table is shared, so the fork costs only C's PGD, PUD and PMD
+    (12 kB). Deferred: C counts neither the shared pages (RssAnon/VmRSS 0) nor the table
+    (VmPTE 8 = PUD+PMD); eager counts both as classic. C's first write breaks the table:
+    C gets a private copy (4 kB more, so MemFree/PageTables end where classic's do);
+    deferred then takes the per-page references and C's RSS/VmPTE grow to classic's, eager
+    copies the accounted entries verbatim (VmPTE unchanged)."""
     n, k = 8, 3
     a = p.mmap(0, n * PG, RW, PRIV)
     p.touch(a, n * PG, write=True)
     anon0, free0, pt0 = mi(m, "AnonPages"), mi(m, "MemFree"), mi(m, "PageTables")
     assert anon0 == 4 * n
+    f0 = pfn_of(p, a)
 
     ev0 = m.vmstat()
     c = p.fork()
     d = m.vmstat() - ev0
-    assert d["fork_ptes_copied"] == n
-    assert d["fork_pte_tables_copied"] == 1
+    assert d["fork_ptes_copied"] == cow(fork_design, n, 0)
+    assert d["fork_pte_tables_copied"] == cow(fork_design, 1, 0)
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
     assert d["pgalloc"] == 0
-    assert st(c, "RssAnon") == st(p, "RssAnon") == 4 * n
-    assert st(c, "VmRSS") == 4 * n
+    assert st(p, "RssAnon") == 4 * n
+    assert st(c, "RssAnon") == per_design(fork_design, 4 * n, deferred=0)
+    assert st(c, "VmRSS") == per_design(fork_design, 4 * n, deferred=0)
     assert st(c, "VmHWM") == st(c, "VmRSS")
-    assert st(c, "VmPTE") == st(p, "VmPTE") == 12
+    assert st(p, "VmPTE") == 12
+    assert st(c, "VmPTE") == per_design(fork_design, 12, deferred=8)
     assert st(c, "VmSize") == st(p, "VmSize") == 4 * n
     assert st(c, "VmData") == st(p, "VmData") == 4 * n
+    assert int(m.phys.refcount[f0]) == per_design(fork_design, 2, deferred=1)
+    assert int(m.phys.mapcount[f0]) == per_design(fork_design, 2, deferred=1)
     assert mi(m, "AnonPages") == anon0
-    assert mi(m, "MemFree") == free0 - 16
-    assert mi(m, "PageTables") == pt0 + 16
+    assert mi(m, "MemFree") == free0 - cow(fork_design, 16, 12)
+    assert mi(m, "PageTables") == pt0 + cow(fork_design, 16, 12)
 
+    ev1 = m.vmstat()
     c.touch(a, k * PG, write=True)
+    d = m.vmstat() - ev1
+    assert d["cow_fault"] == k and d["pgalloc"] == k
+    assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
+    assert d["cow_pte_entries_copied"] == cow(fork_design, 0, n)
     assert mi(m, "AnonPages") == anon0 + 4 * k
     assert st(c, "RssAnon") == st(p, "RssAnon") == 4 * n
+    assert st(c, "VmPTE") == st(p, "VmPTE") == 12
+    assert int(m.phys.refcount[f0]) == 1 and int(m.phys.mapcount[f0]) == 1
     assert mi(m, "MemFree") == free0 - 16 - 4 * k
+    assert mi(m, "PageTables") == pt0 + 16
 
     c.exit()
     assert mi(m, "AnonPages") == anon0
@@ -288,30 +334,48 @@ def test_stats_after_fork(m, p):
     assert st(p, "RssAnon") == 4 * n
 
 
-@pytest.mark.one_design
-def test_fork_copies_all_none_pte_table(m, p):
+def test_fork_copies_all_none_pte_table(m, p, fork_design):
     """memory.c:copy_pte_range allocates the destination table before looking at the
     source entries (R5.3): after MADV_DONTNEED of every written page (less than 2 MiB, so
     no PT reclaim) the VMA keeps its anon_vma and an all-none PTE table, and the child
     still gets PUD+PMD+PTE. Verified on Linux 6.18: the child's VmPTE is +12 kB with such
-    a region and +0 kB for a never-written (read-only) region."""
+    a region and +0 kB for a never-written (read-only) region.
+
+    COW page tables: the all-none table is shared like any other (eager counts it in the
+    child's VmPTE, deferred does not). The child's read fault fills an entry, so it first
+    breaks the table: the child's own copy (deferred VmPTE 8 -> 12)."""
     a = p.mmap(0, 4 * PG, RW, PRIV)
     p.write(a, b"x")
     p.madvise(a, 4 * PG, MADV_DONTNEED)
     assert st(p, "RssAnon") == 0
     assert st(p, "VmPTE") == 12
+    free0 = mi(m, "MemFree")
+    ev0 = m.vmstat()
     c = p.fork()
+    d = m.vmstat() - ev0
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
+    assert d["fork_pte_tables_copied"] == cow(fork_design, 1, 0)
+    assert mi(m, "MemFree") == free0 - cow(fork_design, 16, 12)
+    assert st(c, "VmPTE") == per_design(fork_design, 12, deferred=8)
+    assert st(c, "RssAnon") == 0
+    ev1 = m.vmstat()
+    assert c.read(a, 1) == b"\x00"
+    d = m.vmstat() - ev1
+    assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
+    assert d["cow_pte_entries_copied"] == 0
     assert st(c, "VmPTE") == 12
     assert st(c, "RssAnon") == 0
-    assert c.read(a, 1) == b"\x00"
 
 
 # ------------------------------------------------------------------------------ B.13
-@pytest.mark.one_design
-def test_zero_page_region_not_copied(m, p):
+def test_zero_page_region_not_copied(m, p, fork_design):
     """SCENARIOS B.13; memory.c:vma_needs_copy (no anon_vma -> no PTEs copied);
     do_anonymous_page. Verified on Linux 6.18: the child's pagemap for a parent-read-only
-    region is not present and its VmPTE lacks the region's 12 kB."""
+    region is not present and its VmPTE lacks the region's 12 kB.
+
+    COW page tables: vma_needs_copy still skips the read-only region (no table for it in
+    the child); the written VMA's table is shared, which deferred does not count in the
+    child's VmPTE (PUD+PMD only) or RssAnon."""
     z = m.phys.zero_pfn
     r = p.mmap(BASE, 4 * PG, RW, PRIV | MAP_FIXED)           # read only
     w = p.mmap(BASE + GB, 4 * PG, RW, PRIV | MAP_FIXED)      # written
@@ -322,8 +386,10 @@ def test_zero_page_region_not_copied(m, p):
     ev0 = m.vmstat()
     c = p.fork()
     d = m.vmstat() - ev0
-    assert d["fork_ptes_copied"] == 1
-    assert st(c, "VmPTE") == 4 * 3                 # PUD + PMD + PTE of the written VMA
+    assert d["fork_ptes_copied"] == cow(fork_design, 1, 0)
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
+    # PUD + PMD + PTE of the written VMA (deferred: the shared PTE table is the owner's)
+    assert st(c, "VmPTE") == per_design(fork_design, 4 * 3, deferred=4 * 2)
     assert all(int(v) == 0 for v in c.pagemap(r, 4))
     assert all(int(v) == PM_PRESENT | z for v in p.pagemap(r, 4))
     assert c.mm.core.walk(r)[2] == 0               # no PMD entry for the region
@@ -332,54 +398,85 @@ def test_zero_page_region_not_copied(m, p):
     assert c.read(r, 4 * PG) == bytes(4 * PG)
     d = m.vmstat() - ev1
     assert d["fault_zero_page"] == 4 and d["pgalloc"] == 0
+    assert d["cow_pte_tables_duplicated"] == 0 and d["cow_pte_tables_reused"] == 0
     assert all(int(v) == PM_PRESENT | z for v in c.pagemap(r, 4))
-    assert st(c, "VmPTE") == 4 * 5
-    assert st(c, "RssAnon") == 4
+    assert st(c, "VmPTE") == per_design(fork_design, 4 * 5, deferred=4 * 4)
+    assert st(c, "RssAnon") == per_design(fork_design, 4, deferred=0)
+    assert c.read(w, 1) == b"w"
 
 
-@pytest.mark.one_design
-def test_zero_page_pte_copied_verbatim_in_anon_vma(m, p):
+def test_zero_page_pte_copied_verbatim_in_anon_vma(m, p, fork_design):
     """memory.c:copy_present_ptes (R5.5): in a VMA that has an anon_vma, a zero-page PTE is
-    copied as is (vm_normal_page NULL): present in the child, no RSS, no refcount change."""
+    copied as is (vm_normal_page NULL): present in the child, no RSS, no refcount change.
+
+    COW page tables: the child sees the parent's zero-page entry itself (A bit the
+    parent's, set by its read fault); deferred counts no RSS for the child until its write
+    breaks the table (its copy then counts the anon page) and the zero page COWs."""
     z = m.phys.zero_pfn
     a = p.mmap(0, 2 * PG, RW, PRIV)
     p.write(a, b"x")
     p.read(a + PG, 1)
+    pe = pte_of(p, a + PG)
+    assert pe & A_BIT and not pe & RW_BIT
     zref = int(m.phys.refcount[z])
     ev0 = m.vmstat()
     c = p.fork()
     d = m.vmstat() - ev0
-    assert d["fork_ptes_copied"] == 2
+    assert d["fork_ptes_copied"] == cow(fork_design, 2, 0)
     assert int(c.pagemap(a + PG, 1)[0]) == PM_PRESENT | z
     assert int(m.phys.refcount[z]) == zref
-    assert st(c, "RssAnon") == 4
+    assert st(c, "RssAnon") == per_design(fork_design, 4, deferred=0)
     ce = pte_of(c, a + PG)
-    assert not ce & RW_BIT and not ce & A_BIT
+    assert not ce & RW_BIT
+    assert bool(ce & A_BIT) == cow(fork_design, False, True)
+    assert ce == per_design(fork_design, pe & ~A_BIT, deferred=pe, eager=pe)
     # writing the zero page in the child allocates a zeroed page, P still sees zero page
+    ev1 = m.vmstat()
     c.write(a + PG, b"c")
+    d = m.vmstat() - ev1
+    assert d["cow_zero_fault"] == 1 and d["pgalloc"] == 1
+    assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
+    assert d["cow_pte_entries_copied"] == cow(fork_design, 0, 2)
+    assert int(m.phys.refcount[z]) == zref
+    assert st(c, "RssAnon") == 8
     assert int(p.pagemap(a + PG, 1)[0]) == PM_PRESENT | z
     assert p.read(a + PG, 1) == b"\x00"
+    assert c.read(a, 2) == b"x\x00" and c.read(a + PG, 2) == b"c\x00"
 
 
 # ------------------------------------------------------------------------------ B.17
-@pytest.mark.one_design
 @pytest.mark.parametrize("order", list(itertools.permutations("PCG")),
                          ids=lambda o: "".join(o))
-def test_grandchild_chain(m, p, order):
+def test_grandchild_chain(m, p, order, fork_design):
     """SCENARIOS B.17 (cow.c COW semantics over a P->C->G chain). After two forks the
     page has mapcount 3 and refcount 3. Whatever the order of writes, the first two writers
     copy (refcount > 1, AE clear) and the last reuses (refcount 1, memory.c:
-    wp_can_reuse_anon_folio); each process ends with its own data."""
+    wp_can_reuse_anon_folio); each process ends with its own data.
+
+    COW page tables: C's fork shares the table C already shares with P (share count 3);
+    all three walk the same entry, read-only through their PMDs (deferred keeps the PTE's
+    RW). Eager counts the page per process as classic. Deferred counts it once (refcount
+    and mapcount 1); each of the first two writers breaks the table, taking one reference
+    for its copy, then COWs, dropping it: after the first write the page is still mapped
+    only through the shared table (refcount 1), after the second through the last
+    holder's table (refcount 1, AE cleared by the copies). The last writer reuses the
+    table (its entry write-protected since the page is no longer exclusive), then the page."""
     a = p.mmap(0, PG, RW, PRIV)
     p.write(a, b"0" * PG)
     orig = pfn_of(p, a)
     c = p.fork()
     g = c.fork()
     procs = {"P": p, "C": c, "G": g}
-    assert int(m.phys.mapcount[orig]) == 3
-    assert int(m.phys.refcount[orig]) == 3
+    assert int(m.phys.mapcount[orig]) == per_design(fork_design, 3, deferred=1)
+    assert int(m.phys.refcount[orig]) == per_design(fork_design, 3, deferred=1)
     assert all(pfn_of(x, a) == orig for x in procs.values())
-    assert all(not pte_of(x, a) & RW_BIT for x in procs.values())
+    assert all(not writable(x, a) for x in procs.values())
+    assert all(bool(pte_of(x, a) & RW_BIT) == per_design(fork_design, False, deferred=True)
+               for x in procs.values())
+    assert all(bool(pmd_of(x, a) & RW_BIT) == cow(fork_design, True, False)
+               for x in procs.values())
+    assert len({table_of(x, a) for x in procs.values()}) == cow(fork_design, 3, 1)
+    assert int(m.phys.pt_share[table_of(p, a)]) == cow(fork_design, 1, 3)
 
     for i, name in enumerate(order):
         ev0 = m.vmstat()
@@ -387,12 +484,17 @@ def test_grandchild_chain(m, p, order):
         d = m.vmstat() - ev0
         if i < 2:
             assert d["cow_fault"] == 1 and d["pgalloc"] == 1 and d["wp_reuse"] == 0
+            assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
+            assert d["cow_pte_tables_reused"] == 0
             assert pfn_of(procs[name], a) != orig
-            assert int(m.phys.refcount[orig]) == 2 - i
+            assert int(m.phys.refcount[orig]) == per_design(fork_design, 2 - i, deferred=1)
         else:
             assert d["wp_reuse"] == 1 and d["pgalloc"] == 0 and d["cow_fault"] == 0
+            assert d["cow_pte_tables_duplicated"] == 0
+            assert d["cow_pte_tables_reused"] == cow(fork_design, 0, 1)
             assert pfn_of(procs[name], a) == orig
             assert ae(m, orig)
+        assert writable(procs[name], a)
     for name, x in procs.items():
         assert x.read(a, 2) == name.encode() + b"0"
         assert st(x, "RssAnon") == 4
@@ -401,11 +503,14 @@ def test_grandchild_chain(m, p, order):
 
 
 # ------------------------------------------------------------------------------- C.20
-@pytest.mark.one_design
-def test_madv_dontfork(m, p):
+def test_madv_dontfork(m, p, fork_design):
     """SCENARIOS C.20; mmap.c:dup_mmap (VM_DONTCOPY: absent in the child,
     vm_stat_account(-pages)). Verified on Linux 6.18: the child's VmSize and VmData are
-    16 kB lower for a 4-page RW DONTFORK region. The parent is unaffected."""
+    16 kB lower for a 4-page RW DONTFORK region. The parent is unaffected.
+
+    COW page tables: keep's table (its span has no DONTCOPY VMA) is shared; the DONTFORK
+    span is neither shared nor copied, so the parent's entries and PMD there stay
+    writable."""
     keep = p.mmap(BASE, 2 * PG, RW, PRIV | MAP_FIXED)
     a = p.mmap(BASE + GB, 4 * PG, RW, PRIV | MAP_FIXED)
     p.write(keep, b"k")
@@ -414,12 +519,15 @@ def test_madv_dontfork(m, p):
     ev0 = m.vmstat()
     c = p.fork()
     d = m.vmstat() - ev0
-    assert d["fork_ptes_copied"] == 1
+    assert d["fork_ptes_copied"] == cow(fork_design, 1, 0)
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
     assert vma_spans(c) == [(keep, keep + 2 * PG)]
     assert st(c, "VmSize") == st(p, "VmSize") - 16
     assert st(c, "VmData") == st(p, "VmData") - 16
-    assert st(c, "RssAnon") == 4
-    assert st(c, "VmPTE") == 12                   # only keep's PUD+PMD+PTE
+    assert st(c, "RssAnon") == per_design(fork_design, 4, deferred=0)
+    # only keep's PUD+PMD+PTE (deferred: the shared PTE table is the parent's)
+    assert st(c, "VmPTE") == per_design(fork_design, 12, deferred=8)
+    assert c.read(keep, 1) == b"k"
     with pytest.raises(mmemu.SegmentationFault) as exc:
         c.read(a + 10, 1)
     assert exc.value.code == "SEGV_MAPERR" and exc.value.address == a + 10
@@ -428,34 +536,48 @@ def test_madv_dontfork(m, p):
     assert st(p, "RssAnon") == 20
     assert int(m.phys.refcount[pfn_of(p, a)]) == 1
     assert pte_of(p, a) & RW_BIT                  # never write-protected: not copied
+    assert writable(p, a)
 
 
-@pytest.mark.one_design
-def test_madv_dontfork_partial_then_dofork(m, p):
+def test_madv_dontfork_partial_then_dofork(m, p, fork_design):
     """SCENARIOS C.20 (cow.c THP_RUN_PARTIAL_SHARED uses DONTFORK/DOFORK on part of a
     range). DONTFORK on the middle two of four pages splits the VMA in three; the child
     gets the outer two with a hole between (SEGV_MAPERR). MADV_DOFORK clears VM_DONTCOPY,
-    the VMAs merge back, and the next child sees everything."""
+    the VMAs merge back, and the next child sees everything.
+
+    COW page tables: the first fork may not share the span (it touches a DONTCOPY VMA), so
+    it is a classic copy in every design; the second fork shares it (deferred: the second
+    child counts none of its pages)."""
     a = p.mmap(0, 4 * PG, RW, PRIV)
     for i in range(4):
         p.write(a + i * PG, bytes([0x41 + i]) * PG)
     p.madvise(a + PG, 2 * PG, MADV_DONTFORK)
     assert vma_spans(p) == [(a, a + PG), (a + PG, a + 3 * PG), (a + 3 * PG, a + 4 * PG)]
     assert "dc" in [e for e in p.smaps() if e["start"] == a + PG][0]["VmFlags"]
+    ev0 = m.vmstat()
     c = p.fork()
+    d = m.vmstat() - ev0
+    assert d["fork_ptes_copied"] == 2 and d["fork_pte_tables_copied"] == 1
+    assert d["cow_pte_tables_shared"] == 0
     assert vma_spans(c) == [(a, a + PG), (a + 3 * PG, a + 4 * PG)]
     assert c.read(a, 1) == b"A" and c.read(a + 3 * PG, 1) == b"D"
     with pytest.raises(mmemu.SegmentationFault) as exc:
         c.read(a + 2 * PG, 1)
     assert exc.value.code == "SEGV_MAPERR"
     assert st(c, "VmSize") == 8 and st(c, "RssAnon") == 8
+    assert st(c, "VmPTE") == 12
 
     assert p.madvise(a + PG, 2 * PG, MADV_DOFORK) == 0
     assert vma_spans(p) == [(a, a + 4 * PG)]
+    ev0 = m.vmstat()
     c2 = p.fork()
+    d = m.vmstat() - ev0
+    assert d["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
     assert vma_spans(c2) == [(a, a + 4 * PG)]
     assert c2.read(a + PG, 1) == b"B" and c2.read(a + 2 * PG, 1) == b"C"
-    assert st(c2, "RssAnon") == 16 and st(c2, "VmSize") == 16
+    assert st(c2, "RssAnon") == per_design(fork_design, 16, deferred=0)
+    assert st(c2, "VmSize") == 16
+    assert st(c2, "VmPTE") == per_design(fork_design, 12, deferred=8)
 
 
 # ------------------------------------------------------------------------- C.21 - C.24
@@ -494,15 +616,17 @@ def test_wipeonfork_zeroes_child(m, p):
     assert pte_of(p, addr) & RW_BIT                 # parent's PTEs not write-protected
 
 
-@pytest.mark.one_design
-def test_wipeonfork_zero_length_does_nothing(m, p):
+def test_wipeonfork_zero_length_does_nothing(m, p, fork_design):
     """LTP madvise10 case 2: MADV_WIPEONFORK with length 0 returns 0 and does nothing;
-    the child sees the pattern (madvise.c: len == 0 -> 0)."""
+    the child sees the pattern (madvise.c: len == 0 -> 0). COW page tables: no WIPEONFORK
+    VMA, so the table is shared (deferred: the child counts none of its pages)."""
     addr = _madvise10_setup(p, 0, MADV_NORMAL, MADV_WIPEONFORK)
     assert "wf" not in p.smaps()[0]["VmFlags"]
+    ev0 = m.vmstat()
     c = p.fork()
+    assert (m.vmstat() - ev0)["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
     assert c.read(addr, MAP_SIZE) == PATTERN
-    assert st(c, "RssAnon") == 16
+    assert st(c, "RssAnon") == per_design(fork_design, 16, deferred=0)
 
 
 def test_wipeonfork_grandchild(m, p):
@@ -522,16 +646,19 @@ def test_wipeonfork_grandchild(m, p):
     assert p.read(addr, MAP_SIZE) == PATTERN
 
 
-@pytest.mark.one_design
-def test_keeponfork_undoes_wipeonfork(m, p):
+def test_keeponfork_undoes_wipeonfork(m, p, fork_design):
     """LTP madvise10 case 4: MADV_KEEPONFORK undoes MADV_WIPEONFORK; the child keeps the
-    pattern, shared COW with the parent."""
+    pattern, shared COW with the parent. COW page tables: the VMA is no longer
+    WIPEONFORK, so its table is shared; deferred takes no per-page reference at fork."""
     addr = _madvise10_setup(p, MAP_SIZE, MADV_WIPEONFORK, MADV_KEEPONFORK)
     assert "wf" not in p.smaps()[0]["VmFlags"]
+    ev0 = m.vmstat()
     c = p.fork()
+    assert (m.vmstat() - ev0)["cow_pte_tables_shared"] == cow(fork_design, 0, 1)
     assert c.read(addr, MAP_SIZE) == PATTERN
-    assert st(c, "RssAnon") == 16
-    assert int(m.phys.mapcount[pfn_of(p, addr)]) == 2
+    assert st(c, "RssAnon") == per_design(fork_design, 16, deferred=0)
+    assert int(m.phys.mapcount[pfn_of(p, addr)]) == per_design(fork_design, 2, deferred=1)
+    assert pfn_of(c, addr) == pfn_of(p, addr)
 
 
 # ------------------------------------------------------------------------------- C.26
@@ -568,23 +695,34 @@ def test_shared_anon_after_fork(m, p):
 
 
 # ------------------------------------------------------------------------------- C.27
-@pytest.mark.one_design
-def test_mlock_not_inherited(m, p):
+def test_mlock_not_inherited(m, p, fork_design):
     """SCENARIOS C.27; mmap.c:dup_mmap vm_flags_clear(VM_LOCKED_MASK). Verified on Linux
     6.18: a MAP_LOCKED RW region is populated in the parent (VmLck 16 kB); the child has
     VmLck 0, its pages are still the parent's (COW-shared), and MADV_DONTNEED succeeds in
-    the child while the parent gets EINVAL."""
+    the child while the parent gets EINVAL.
+
+    COW page tables: the table is shared (deferred: the child counts none of its pages);
+    the child's MADV_DONTNEED breaks it first (a private copy it then zaps), so the
+    parent's table and pages are untouched."""
     a = p.mmap(0, 4 * PG, RW, PRIV | MAP_LOCKED)
     assert st(p, "VmLck") == 16
     assert st(p, "RssAnon") == 16                 # populated at mmap
+    pfns = [pfn_of(p, a + i * PG) for i in range(4)]
     c = p.fork()
     assert st(c, "VmLck") == 0
     assert "lo" not in c.smaps()[0]["VmFlags"]
     assert "lo" in p.smaps()[0]["VmFlags"]
-    assert st(c, "RssAnon") == 16
+    assert st(c, "RssAnon") == per_design(fork_design, 16, deferred=0)
     assert pfn_of(c, a) == pfn_of(p, a)
+    ev0 = m.vmstat()
     assert c.madvise(a, 4 * PG, MADV_DONTNEED) == 0
+    d = m.vmstat() - ev0
+    assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
     assert st(c, "RssAnon") == 0
+    assert all(int(v) == 0 for v in c.pagemap(a, 4))
+    assert [pfn_of(p, a + i * PG) for i in range(4)] == pfns
+    for f in pfns:
+        assert int(m.phys.refcount[f]) == 1 and int(m.phys.mapcount[f]) == 1
     with pytest.raises(mmemu.MMError) as exc:
         p.madvise(a, 4 * PG, MADV_DONTNEED)
     import errno
@@ -645,25 +783,35 @@ def test_forked_source_vma_does_not_merge(m, p):
 
 
 # ------------------------------------------------------------------- B.12 (smaps, hiwater)
-@pytest.mark.one_design
-def test_smaps_after_fork_and_partial_cow(m, p):
+def test_smaps_after_fork_and_partial_cow(m, p, fork_design):
     """SCENARIOS B.12 via smaps (task_mmu.c:smaps_account). Verified on Linux 6.18 with 8
     written pages: right after fork the child's VMA shows Rss 32, Pss 16, Shared_Dirty 32,
     Private_* 0 and Referenced 0 (child PTEs are pte_mkold); the parent shows Referenced 32.
     After the child COWs 3 pages, the parent's VMA shows Pss 22 (3*4 + 5*2), Private_Dirty
-    12, Shared_Dirty 20."""
+    12, Shared_Dirty 20.
+
+    COW page tables: the child walks the parent's entries, so Rss is 32 and Referenced is
+    the parent's (32). Eager took the per-page references (shared, Pss halved) as classic;
+    deferred did not, so both sides look private (Pss 32, Private_Dirty 32) until a copy.
+    The child's write breaks the table: deferred's copy takes the references, so from then
+    on Pss/Shared_*/Private_* are classic's in both designs; the copied entries keep the
+    parent's A bit, so the child's Referenced stays 32."""
     n = 8
     a = p.mmap(0, n * PG, RW, PRIV)
     p.touch(a, n * PG, write=True)
     c = p.fork()
     cs = [e for e in c.smaps() if e["start"] == a][0]
-    assert (cs["Rss"], cs["Pss"], cs["Pss_Dirty"]) == (32, 16, 16)
-    assert (cs["Shared_Clean"], cs["Shared_Dirty"]) == (0, 32)
-    assert (cs["Private_Clean"], cs["Private_Dirty"]) == (0, 0)
-    assert cs["Referenced"] == 0
+    assert (cs["Rss"], cs["Pss"], cs["Pss_Dirty"]) == per_design(
+        fork_design, (32, 16, 16), deferred=(32, 32, 32))
+    assert (cs["Shared_Clean"], cs["Shared_Dirty"]) == per_design(
+        fork_design, (0, 32), deferred=(0, 0))
+    assert (cs["Private_Clean"], cs["Private_Dirty"]) == per_design(
+        fork_design, (0, 0), deferred=(0, 32))
+    assert cs["Referenced"] == cow(fork_design, 0, 32)
     assert cs["Anonymous"] == 32
     ps = [e for e in p.smaps() if e["start"] == a][0]
-    assert (ps["Rss"], ps["Pss"], ps["Shared_Dirty"], ps["Private_Dirty"]) == (32, 16, 32, 0)
+    assert (ps["Rss"], ps["Pss"], ps["Shared_Dirty"], ps["Private_Dirty"]) == per_design(
+        fork_design, (32, 16, 32, 0), deferred=(32, 32, 0, 32))
     assert ps["Referenced"] == 32
 
     c.touch(a, 3 * PG, write=True)
@@ -672,21 +820,23 @@ def test_smaps_after_fork_and_partial_cow(m, p):
     assert (ps["Shared_Dirty"], ps["Private_Dirty"]) == (20, 12)
     cs = [e for e in c.smaps() if e["start"] == a][0]
     assert (cs["Rss"], cs["Pss"], cs["Shared_Dirty"], cs["Private_Dirty"]) == (32, 22, 20, 12)
-    assert cs["Referenced"] == 12                 # only the 3 new pages are young
+    # classic: only the 3 new pages are young; COW: the copy kept the parent's A bits
+    assert cs["Referenced"] == cow(fork_design, 12, 32)
 
 
-@pytest.mark.one_design
-def test_hiwater_after_fork(m, p):
+def test_hiwater_after_fork(m, p, fork_design):
     """fork.c:dup_mm: child hiwater_rss = its RSS, hiwater_vm = its total_vm, whatever the
     parent's peaks were. Verified on Linux 6.18: after the parent touched and unmapped
-    10 MiB, the child's VmHWM == VmRSS and VmPeak == VmSize while the parent's are higher."""
+    10 MiB, the child's VmHWM == VmRSS and VmPeak == VmSize while the parent's are higher.
+    COW page tables, deferred: the child counts no RSS for the shared table, so its VmRSS
+    and VmHWM are 0."""
     a = p.mmap(0, 64 * PG, RW, PRIV)
     p.touch(a, 64 * PG, write=True)
     p.munmap(a + 16 * PG, 48 * PG)
     assert (st(p, "VmHWM"), st(p, "VmRSS")) == (256, 64)
     assert (st(p, "VmPeak"), st(p, "VmSize")) == (256, 64)
     c = p.fork()
-    assert (st(c, "VmHWM"), st(c, "VmRSS")) == (64, 64)
+    assert (st(c, "VmHWM"), st(c, "VmRSS")) == per_design(fork_design, (64, 64), deferred=(0, 0))
     assert (st(c, "VmPeak"), st(c, "VmSize")) == (64, 64)
     assert (st(p, "VmHWM"), st(p, "VmPeak")) == (256, 256)
 
@@ -711,20 +861,26 @@ def test_madv_dontfork_shared_anon(m, p):
     assert mi(m, "MemFree") == mi(m, "MemTotal") - 4
 
 
-@pytest.mark.one_design
-def test_locked_parent_child_cow(m, p):
+def test_locked_parent_child_cow(m, p, fork_design):
     """SCENARIOS C.27 follow-up: the child's VMA is no longer VM_LOCKED but its PTEs were
     copied (the populated VMA has an anon_vma) and write-protected, so a child write COWs
-    (one new page) and the parent's locked page is unchanged."""
+    (one new page) and the parent's locked page is unchanged.
+
+    COW page tables: the table is shared and read-only through both PMDs (deferred keeps
+    the parent's PTE RW); the child's write breaks it (a private copy), then COWs."""
     a = p.mmap(0, 2 * PG, RW, PRIV | MAP_LOCKED)
     p.write(a, b"L")
     c = p.fork()
     old = pfn_of(p, a)
-    assert not pte_of(p, a) & RW_BIT
+    assert not writable(p, a) and not writable(c, a)
+    assert bool(pte_of(p, a) & RW_BIT) == per_design(fork_design, False, deferred=True)
+    assert bool(pmd_of(p, a) & RW_BIT) == cow(fork_design, True, False)
     ev0 = m.vmstat()
     c.write(a, b"c")
     d = m.vmstat() - ev0
     assert d["cow_fault"] == 1 and d["pgalloc"] == 1
+    assert d["cow_pte_tables_duplicated"] == cow(fork_design, 0, 1)
+    assert d["cow_pte_entries_copied"] == cow(fork_design, 0, 2)
     assert pfn_of(p, a) == old and pfn_of(c, a) != old
     assert p.read(a, 1) == b"L" and c.read(a, 1) == b"c"
     assert st(p, "VmLck") == 8 and st(c, "VmLck") == 0
