@@ -148,6 +148,7 @@ def test_cow_in_parent_mprotect(m, p):
     e = pte_of(p, a)
     assert e & P_BIT
     assert not e & RW_BIT                 # still write-protected
+    assert not writable(p, a)
     assert (e & PFN_MASK) >> 12 == old
 
     ev0 = m.vmstat()
@@ -188,6 +189,7 @@ def test_child_writes_first_then_parent_reuses(m, p):
     assert pfn_of(p, a) == old
     assert ae(m, old)
     assert pte_of(p, a) & RW_BIT
+    assert writable(p, a)
     assert mi(m, "AnonPages") == anon0 + 4
     assert p.read(a, 2) == b"pP"
     assert c.read(a, 2) == b"CP"
@@ -614,6 +616,7 @@ def test_wipeonfork_zeroes_child(m, p):
     assert p.read(addr, MAP_SIZE) == PATTERN
     assert st(p, "RssAnon") == 16
     assert pte_of(p, addr) & RW_BIT                 # parent's PTEs not write-protected
+    assert writable(p, addr)                        # nor its PMD: the span is not shared
 
 
 def test_wipeonfork_zero_length_does_nothing(m, p, fork_design):
@@ -678,6 +681,7 @@ def test_shared_anon_after_fork(m, p):
     assert st(c, "RssShmem") == 0 and st(c, "VmRSS") == 0
     assert st(c, "VmPTE") == 0
     assert pte_of(p, s) & RW_BIT                  # not a COW mapping: P keeps RW
+    assert writable(p, s)                         # nor shared at fork: the PMD keeps RW
 
     ev1 = m.vmstat()
     c.write(s, b"CHILD")

@@ -53,7 +53,6 @@ def test_free_discards_exclusive_anon_pages(m, p):
     assert len(p.maps()) == 1                     # no VMA change
 
 
-@pytest.mark.one_design
 def test_free_skips_cow_shared_pages(m, p):
     """madvise_free_pte_range skips folios mapped by more than one process."""
     a = mapped(p, B, 2)
@@ -120,7 +119,6 @@ def test_populate_write_private_anon_and_cow_break(m, p):
     assert mi(m, "MemFree") == free0
 
 
-@pytest.mark.one_design
 def test_populate_write_breaks_cow_after_fork(m, p):
     a = mapped(p, B, 2)
     p.write(a, b"q" * (2 * PG))
