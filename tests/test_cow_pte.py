@@ -466,3 +466,29 @@ def test_deferred_fork_is_o_tables_eager_is_o_pages():
         p.fork(cow_pgtable=True)
         assert int(np.count_nonzero(np.array(m.phys.refcount[:1024]) != ref0)) == touched
         m.check()
+
+
+def test_debug_build_aborts_on_a_write_into_a_shared_table():
+    """MMEMU_DEBUG=1 builds assert that no entry of a table shared by several PMDs is ever
+    written: corrupt a child's PMD so a fault would fill the shared table directly. A debug
+    build aborts with a message; a release build has no such check and carries on."""
+    import subprocess
+    import sys
+
+    from mmemu._core.physmem import DEBUG_BUILD
+
+    code = (
+        "import mmemu\n"
+        "from mmemu import MAP_ANONYMOUS, MAP_PRIVATE\n"
+        "m = mmemu.Machine('64M', cow_pgtable=True)\n"
+        "p = m.spawn(); a = p.mmap(0, 8192, 3, MAP_PRIVATE | MAP_ANONYMOUS); p.write(a, b'x')\n"
+        "q = p.fork()\n"
+        "q.mm.core._debug_set_pmd(a, q.mm.core.walk(a)[2] | 2)\n"
+        "q.write(a + 4096, b'y')\n"
+        "print('carried on')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if DEBUG_BUILD:
+        assert r.returncode == -6 and "shared 2 ways" in r.stderr
+    else:
+        assert r.returncode == 0 and r.stdout == "carried on\n"

@@ -22,6 +22,10 @@ from mmemu._core.types cimport PG_FILE, PG_SWAPBACKED, PG_DIRTY
 
 cnp.import_array()
 
+from mmemu._core.types cimport MMEMU_DEBUG_BUILD
+
+DEBUG_BUILD = bool(MMEMU_DEBUG_BUILD)   # built with MMEMU_DEBUG=1: bounds checks and asserts on
+
 cdef extern from "sys/mman.h":
     int MAP_NORESERVE
     int MADV_HUGEPAGE
