@@ -492,3 +492,26 @@ def test_debug_build_aborts_on_a_write_into_a_shared_table():
         assert r.returncode == -6 and "shared 2 ways" in r.stderr
     else:
         assert r.returncode == 0 and r.stdout == "carried on\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mremap_into_a_span_whose_table_is_shared(mode):
+    """Moving pages next to a VMA whose PTE table is COW-shared must not write into the
+    shared table: the destination span is broken first (and the data stays private)."""
+    m = machine(mode)
+    p = m.spawn()
+    a = p.mmap(BASE, 4 * PG, RW, PRIV | MAP_FIXED)              # span 0 of BASE
+    src = p.mmap(BASE + 8 * M2, 2 * PG, RW, PRIV | MAP_FIXED)    # elsewhere
+    p.write(a, b"neighbour")
+    p.write(src, b"moving")
+    c = p.fork(cow_pgtable=True)
+    assert table_of(c, a)[1] == table_of(p, a)[1]
+    ev = m.vmstat()
+    assert c.mremap(src, 2 * PG, 2 * PG, 3, BASE + 16 * PG) == BASE + 16 * PG   # MAYMOVE|FIXED
+    assert delta(m, ev)["cow_pte_tables_duplicated"] >= 1
+    assert table_of(c, a)[1] != table_of(p, a)[1]
+    assert c.read(BASE + 16 * PG, 6) == b"moving" and c.read(a, 9) == b"neighbour"
+    with pytest.raises(mmemu.SegmentationFault):
+        p.read(BASE + 16 * PG, 1)                               # nothing leaked into the parent
+    assert p.read(src, 6) == b"moving"
+    m.check()

@@ -219,14 +219,17 @@ class _Remap:
         old_end = addr + old_len
         # frames for private copies of COW-shared source tables and for the destination
         # tables (move_page_tables never frees on the way): all or nothing
+        # (the destination's spans too: a neighbour there may share its table)
         need = 0
         if old_len:
             need = (_mremap.count_move_tables(mm.core, addr, new_addr, old_end)
-                    + _cow_pte.break_count(mm.core, addr, old_end, False))
+                    + _cow_pte.break_count(mm.core, addr, old_end, False)
+                    + _cow_pte.break_count(mm.core, new_addr, new_addr + old_len, False))
         if need > proc.machine.phys.nr_free:
             raise enomem(f"mremap needs {need} page-table frames, {proc.machine.phys.nr_free} free")
         if old_len:
             proc._unshare_pte_tables(addr, old_end)
+            proc._unshare_pte_tables(new_addr, new_addr + old_len)
 
         # copy_vma: an unfaulted anonymous VMA takes the pgoff of its new place
         pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
