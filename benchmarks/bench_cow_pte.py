@@ -21,10 +21,9 @@ def _fork_times(p, cow, rounds):
     return ts[len(ts) // 2]
 
 
-@pytest.mark.parametrize("accounting", ["deferred", "eager"])
-def test_cow_fork_1g(benchmark, accounting):
-    m, p, a = populated(GIB)
-    m.phys.cow_pte_accounting = accounting
+def _bench_cow_fork(benchmark, p, rounds, warmup):
+    """Benchmark p.fork(cow_pgtable=True) (each round exits the previous child), then time
+    classic forks of the same process; returns (COW median, classic median) in seconds."""
     children = []
 
     def setup():
@@ -34,13 +33,21 @@ def test_cow_fork_1g(benchmark, accounting):
     def fork():
         children.append(p.fork(cow_pgtable=True))
 
-    benchmark.pedantic(fork, setup=setup, rounds=50, warmup_rounds=5)
+    benchmark.pedantic(fork, setup=setup, rounds=rounds, warmup_rounds=warmup)
     setup()
-    classic = _fork_times(p, False, 15)
+    classic = _fork_times(p, False, max(5, rounds // 3))
     cow = benchmark.stats.stats.median
     benchmark.extra_info["cow_fork_us_median"] = round(cow * 1e6, 1)
     benchmark.extra_info["classic_fork_us_median"] = round(classic * 1e6, 1)
     benchmark.extra_info["classic_over_cow"] = round(classic / cow, 1)
+    return cow, classic
+
+
+@pytest.mark.parametrize("accounting", ["deferred", "eager"])
+def test_cow_fork_1g(benchmark, accounting):
+    m, p, a = populated(GIB)
+    m.phys.cow_pte_accounting = accounting
+    cow, classic = _bench_cow_fork(benchmark, p, 50, 5)
     m.check()
     if accounting == "deferred":
         assert classic / cow >= 30, f"COW fork only {classic / cow:.1f}x faster than classic"
@@ -49,20 +56,5 @@ def test_cow_fork_1g(benchmark, accounting):
 def test_cow_fork_ratio_16g(benchmark):
     """The same comparison at 16 GiB (8192 PTE tables, 4 Mi pages)."""
     m, p, a = populated(16 * GIB, memory="64G")
-    children = []
-
-    def setup():
-        while children:
-            children.pop().exit()
-
-    def fork():
-        children.append(p.fork(cow_pgtable=True))
-
-    benchmark.pedantic(fork, setup=setup, rounds=20, warmup_rounds=2)
-    setup()
-    classic = _fork_times(p, False, 5)
-    cow = benchmark.stats.stats.median
-    benchmark.extra_info["cow_fork_us_median"] = round(cow * 1e6, 1)
-    benchmark.extra_info["classic_fork_ms_median"] = round(classic * 1e3, 2)
-    benchmark.extra_info["classic_over_cow"] = round(classic / cow, 1)
+    cow, classic = _bench_cow_fork(benchmark, p, 20, 2)
     assert classic / cow >= 30

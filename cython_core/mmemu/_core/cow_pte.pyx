@@ -20,7 +20,7 @@ from libc.stdlib cimport abort
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr, put_page
 from mmemu._core.pagetable cimport (
-    mm_t, MMCore, pgtable_alloc, pmd_offset, LEVEL_PTE,
+    mm_t, MMCore, pgtable_alloc, pmd_offset, pmd_walk_next, LEVEL_PTE,
 )
 
 
@@ -232,19 +232,11 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
     cdef pte_t* pmd
     cdef int64_t n = 0
     cdef bint whole
-    cdef pte_t g, u
-    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
-    while addr < end:
-        g = pgdt[pgd_index(addr)]
-        if g == 0:
-            addr = pgd_addr_end(addr, end)
-            continue
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-        if u == 0:
-            addr = pud_addr_end(addr, end)
-            continue
+    while True:
+        pmd = pmd_walk_next(pm, mm, &addr, end)
+        if pmd == NULL:
+            break
         nxt = pmd_addr_end(addr, end)
-        pmd = &table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
         if pmd_cow(pmd[0]):
             span = addr & ~(PMD_SIZE - 1)
             whole = span >= start and span + PMD_SIZE <= end
@@ -265,37 +257,32 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
     return n
 
 
-def unshare_range(MMCore mmc, uint64_t start, uint64_t end):
-    """break_cow_pte for every COW-ed table overlapping [start, end). Checks first that
-    frames for every copy are free: returns False (ENOMEM, nothing changed) if not."""
+cdef bint _prepare(MMCore mmc, uint64_t start, uint64_t end, int count_mode, int mode) except -1:
+    """Count the frames a cow_range pass needs, then run it only if they are all free."""
     cdef physmem_t* pm = &mmc.phys.pm
     cdef int64_t need
     if mmc.mm.pgd < 0:
         return True
     with nogil:
-        need = cow_range(pm, &mmc.mm, start, end, 0)
+        need = cow_range(pm, &mmc.mm, start, end, count_mode)
     if need > pm.nr_free:
         return False
     with nogil:
-        cow_range(pm, &mmc.mm, start, end, 1)
+        cow_range(pm, &mmc.mm, start, end, mode)
     return True
+
+
+def unshare_range(MMCore mmc, uint64_t start, uint64_t end):
+    """break_cow_pte for every COW-ed table overlapping [start, end). Checks first that
+    frames for every copy are free: returns False (ENOMEM, nothing changed) if not."""
+    return _prepare(mmc, start, end, 0, 1)
 
 
 def unmap_range(MMCore mmc, uint64_t start, uint64_t end):
     """Before zapping [start, end) for munmap/exit: whole shared spans are dropped without
     touching their entries, partly covered ones are broken. False (ENOMEM) if the breaks
     would need more frames than are free; nothing is changed then."""
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef int64_t need
-    if mmc.mm.pgd < 0:
-        return True
-    with nogil:
-        need = cow_range(pm, &mmc.mm, start, end, 3)
-    if need > pm.nr_free:
-        return False
-    with nogil:
-        cow_range(pm, &mmc.mm, start, end, 2)
-    return True
+    return _prepare(mmc, start, end, 3, 2)
 
 
 def break_count(MMCore mmc, uint64_t start, uint64_t end, bint unmap=False):

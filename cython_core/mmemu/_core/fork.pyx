@@ -10,7 +10,9 @@ from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
-from mmemu._core.pagetable cimport mm_t, MMCore, pmd_offset_alloc, pgtable_alloc, LEVEL_PTE
+from mmemu._core.pagetable cimport (
+    mm_t, MMCore, pmd_offset_alloc, pmd_walk_next, pgtable_alloc, LEVEL_PTE,
+)
 from mmemu._core.cow_pte cimport account_table_pages, assert_table_private
 
 cimport numpy as cnp
@@ -111,22 +113,14 @@ cdef int copy_page_range(physmem_t* pm, mm_t* dst_mm, mm_t* src_mm, uint64_t sta
 
     With cow, PMD spans not listed in `blocked` share the source table instead."""
     cdef uint64_t addr = start, nxt
-    cdef pte_t* pgdt = table_ptr(pm, src_mm.pgd)
-    cdef pte_t g, u
     cdef pte_t* spmd
     cdef pte_t* dpmd
     cdef pfn_t t
     cdef int64_t pos = 0
-    while addr < end:
-        g = pgdt[pgd_index(addr)]
-        if g == 0:
-            addr = pgd_addr_end(addr, end)
-            continue
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-        if u == 0:
-            addr = pud_addr_end(addr, end)
-            continue
-        spmd = &table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+    while True:
+        spmd = pmd_walk_next(pm, src_mm, &addr, end)
+        if spmd == NULL:
+            break
         nxt = pmd_addr_end(addr, end)
         if spmd[0] != 0:
             dpmd = pmd_offset_alloc(pm, dst_mm, addr)

@@ -82,6 +82,25 @@ cdef pte_t* pmd_offset_alloc(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept no
     return &_next_table(pm, e)[pmd_index(addr)]
 
 
+cdef pte_t* pmd_walk_next(physmem_t* pm, mm_t* mm, uint64_t* addr, uint64_t end) noexcept nogil:
+    """The range walks' descent (walk_pgd_range/walk_pud_range): advance *addr past
+    absent PGD and PUD entries to the next PMD slot below end whose upper tables exist, and
+    return a pointer to that PMD entry (which may itself be none); NULL once end is reached."""
+    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
+    cdef pte_t g, u
+    while addr[0] < end:
+        g = pgdt[pgd_index(addr[0])]
+        if g == 0:
+            addr[0] = pgd_addr_end(addr[0], end)
+            continue
+        u = table_ptr(pm, pte_pfn(g))[pud_index(addr[0])]
+        if u == 0:
+            addr[0] = pud_addr_end(addr[0], end)
+            continue
+        return &table_ptr(pm, pte_pfn(u))[pmd_index(addr[0])]
+    return NULL
+
+
 cdef pte_t* pte_offset(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** pmdp) noexcept nogil:
     """Pointer to the PTE for addr, or NULL if a level above is none; *pmdp gets the PMD entry."""
     cdef pte_t* pmd = pmd_offset(pm, mm, addr)

@@ -11,7 +11,7 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
-    vma_from_py, LEVEL_PTE,
+    pmd_walk_next, vma_from_py, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport assert_table_private
 
@@ -48,20 +48,12 @@ cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t en
                             bint reclaim) noexcept nogil:
     """unmap_page_range over [start, end) (one VMA or part of one)."""
     cdef uint64_t addr = start, nxt
-    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
-    cdef pte_t g, u
     cdef pte_t* pmd
     cdef int64_t n = 0
-    while addr < end:
-        g = pgdt[pgd_index(addr)]
-        if g == 0:
-            addr = pgd_addr_end(addr, end)
-            continue
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-        if u == 0:
-            addr = pud_addr_end(addr, end)
-            continue
-        pmd = &table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+    while True:
+        pmd = pmd_walk_next(pm, mm, &addr, end)
+        if pmd == NULL:
+            break
         nxt = pmd_addr_end(addr, end)
         if pmd[0] != 0:
             n += zap_pte_range(pm, mm, pmd, addr, nxt, reclaim)
@@ -105,22 +97,15 @@ cdef int64_t change_pte_range(physmem_t* pm, pte_t* t, int i0, int i1, pte_t new
 cdef int64_t change_protection(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
                                pte_t newprot, bint try_writable, bint shared) noexcept nogil:
     cdef uint64_t addr = start, nxt
-    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
-    cdef pte_t g, u, d
+    cdef pte_t* pmd
     cdef int64_t n = 0
-    while addr < end:
-        g = pgdt[pgd_index(addr)]
-        if g == 0:
-            addr = pgd_addr_end(addr, end)
-            continue
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-        if u == 0:
-            addr = pud_addr_end(addr, end)
-            continue
-        d = table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
+    while True:
+        pmd = pmd_walk_next(pm, mm, &addr, end)
+        if pmd == NULL:
+            break
         nxt = pmd_addr_end(addr, end)
-        if d != 0:
-            n += change_pte_range(pm, table_ptr(pm, pte_pfn(d)), pte_index(addr),
+        if pmd[0] != 0:
+            n += change_pte_range(pm, table_ptr(pm, pte_pfn(pmd[0])), pte_index(addr),
                                   pte_index(nxt - 1) + 1, newprot, try_writable, shared)
         addr = nxt
     pm.ev[EV_PTES_PROTECTED] += n
