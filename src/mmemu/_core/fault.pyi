@@ -1,0 +1,6 @@
+from typing import Any, Optional, Tuple
+
+from .pagetable import MMCore
+
+def access(mmc: MMCore, vma: Any, start: int, end: int, write: bool,
+           buf: Optional[Any] = ..., mode: int = ...) -> Tuple[int, int, bool]: ...

@@ -1,0 +1,6 @@
+from typing import Tuple
+
+from .pagetable import MMCore
+
+def count_move_tables(mmc: MMCore, old_addr: int, new_addr: int, old_end: int) -> int: ...
+def move_range(mmc: MMCore, old_addr: int, new_addr: int, old_end: int) -> Tuple[int, int, int, int]: ...
