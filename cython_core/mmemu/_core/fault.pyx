@@ -93,7 +93,9 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
     cdef pfn_t pfn = pte_pfn(e)
     cdef uint32_t fl = pm.flags[pfn]
     if vma.flags & VM_SHARED:
+        # wp_page_shared + fault_dirty_shared_page: the folio is dirtied too
         ptep[0] = pte_mkwrite(pte_mkdirty(pte_mkyoung(e)))
+        pm.flags[pfn] |= PG_DIRTY
         pm.ev[EV_WP_SHARED] += 1
         return FAULT_OK
     if (fl & PG_ANON) and ((fl & PG_ANON_EXCLUSIVE) or pm.refcount[pfn] == 1):
@@ -142,7 +144,9 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
     e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
     if write:
+        # do_shared_fault: fault_dirty_shared_page marks the folio dirty
         e = pte_mkwrite(pte_mkdirty(e))
+        pm.flags[pfn] |= PG_DIRTY
     ptep[0] = e
     pm.ev[EV_FAULT_SHMEM] += 1
     return FAULT_OK
