@@ -515,3 +515,33 @@ def test_mremap_into_a_span_whose_table_is_shared(mode):
         p.read(BASE + 16 * PG, 1)                               # nothing leaked into the parent
     assert p.read(src, 6) == b"moving"
     m.check()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_truncate_with_shared_tables_is_all_or_nothing(mode):
+    """Truncating a file mapped privately by a parent and its COW child needs a private
+    copy of the shared table in each process before the zap; if they do not fit, ENOMEM
+    and nothing changed (file size included)."""
+    m = machine(mode, "4M")
+    f = m.create_file("/t", data=b"T" * (8 * PG))
+    p = m.spawn()
+    a = p.mmap(BASE, 8 * PG, RW, MAP_PRIVATE | MAP_FIXED, file=f)
+    p.read(a, 8 * PG)
+    p.write(a, b"w")                                    # anon_vma: the span is shared at fork
+    c = p.fork(cow_pgtable=True)
+    filler = m.spawn()
+    b = filler.mmap(0, 4 << 20, RW, PRIV)
+    with pytest.raises(mmemu.MMError):
+        filler.touch(b, 4 << 20)
+    before = snapshot(m)
+    with pytest.raises(mmemu.MMError) as e:
+        f.truncate(2 * PG)
+    assert e.value.errno == errno.ENOMEM
+    assert snapshot(m) == before and f.size == 8 * PG
+    filler.munmap(b, 2 * PG)                            # room for both copies
+    f.truncate(2 * PG)
+    for q in (p, c):
+        assert q.read(a + PG, 1) == b"T"
+        with pytest.raises(mmemu.BusError):
+            q.read(a + 3 * PG, 1)
+    m.check()

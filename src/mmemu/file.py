@@ -176,9 +176,9 @@ class File:
             self._reserve(_pages(size))
             self.size = size
             return
-        self.size = size
         keep = _pages(size)
         unmap_mapping_range(self.machine, self, keep, _pages(old), even_cows=True)
+        self.size = size
         if size & (PAGE_SIZE - 1):
             # truncate_inode_partial_folio: zero the cached tail beyond the new EOF
             pfn = int(self.cache[keep - 1])
@@ -249,25 +249,32 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
     it only PTEs mapping page-cache pages go (hole punch). Each range first gets private
     page tables (``_unshare_pte_tables``) and raises hiwater_rss, like zap_page_range_single.
     """
+    from ._core import cow_pte as _cow_pte
     from ._core import zap as _zap
+    ranges = []
     for proc in machine.processes:
-        mm = proc.mm
-        for v in list(mm.vmas):
+        for v in proc.mm.vmas:
             if v.backing is not obj:
                 continue
             lo = max(first, v.pgoff)
             hi = min(last, v.pgoff + v.npages)
-            if lo >= hi:
-                continue
-            start = v.start + ((lo - v.pgoff) << PAGE_SHIFT)
-            end = v.start + ((hi - v.pgoff) << PAGE_SHIFT)
-            proc._unshare_pte_tables(start, end)
-            mm.update_hiwater_rss()
-            if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
-                _zap.zap(mm.core, start, end, False)
-                continue
-            for s, e in file_pte_runs(proc, start, end):
-                _zap.zap(mm.core, s, e, False)
+            if lo < hi:
+                ranges.append((proc, v, v.start + ((lo - v.pgoff) << PAGE_SHIFT),
+                               v.start + ((hi - v.pgoff) << PAGE_SHIFT)))
+    # all or nothing: the private copies of COW-shared tables in every process must fit
+    # (a table met by two ranges of one process is counted twice: conservative)
+    need = sum(_cow_pte.break_count(proc.mm.core, start, end) for proc, _, start, end in ranges)
+    if need > machine.phys.nr_free:
+        raise enomem(f"{need} private page-table copies needed to unmap the file's pages")
+    for proc, v, start, end in ranges:
+        mm = proc.mm
+        proc._unshare_pte_tables(start, end)
+        mm.update_hiwater_rss()
+        if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
+            _zap.zap(mm.core, start, end, False)
+            continue
+        for s, e in file_pte_runs(proc, start, end):
+            _zap.zap(mm.core, s, e, False)
 
 
 def punch_hole(machine, obj, first: int, last: int) -> None:
