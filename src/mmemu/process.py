@@ -135,9 +135,7 @@ class Process:
                                  and file is None) else 0
             hint_ok = (addr and addr <= TASK_SIZE - length
                        and not mm.overlapping(addr, addr + length))
-            if hint_ok:
-                pass
-            else:
+            if not hint_ok:
                 a = mm.get_unmapped_area(length, align)
                 if a is None:
                     raise enomem("no free range of that size")
