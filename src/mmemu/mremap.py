@@ -80,12 +80,16 @@ class _Remap:
 
     # ---------------------------------------------------------------- helpers
     def _overlaps(self) -> bool:
-        return (self.addr + self.old_len > self.new_addr
-                and self.new_addr + self.new_len > self.addr)
+        """The kernel's test, in 64-bit unsigned arithmetic (the sums may wrap)."""
+        return (((self.addr + self.old_len) & _U64) > self.new_addr
+                and ((self.new_addr + self.new_len) & _U64) > self.addr)
 
     def _unmap(self, start: int, end: int) -> None:
-        """do_vmi_munmap: the max_map_count check of a split, then the unmap."""
+        """do_vmi_munmap: munmap's argument checks, the max_map_count check of a split,
+        then the unmap."""
         proc = self.proc
+        if start & (PAGE_SIZE - 1) or start > TASK_SIZE or end - start > TASK_SIZE - start:
+            raise einval("range to unmap is outside the address space")
         proc._munmap_check_split(start, end)     # also counts COW page-table breaks
         proc._do_munmap(start, end)
 

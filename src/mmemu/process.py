@@ -79,7 +79,8 @@ class Process:
         """
         self._check_alive()
         mm = self.mm
-        prot, flags = int(prot), int(flags)
+        addr, length = int(addr) & _U64, int(length) & _U64    # unsigned long, as the ABI passes them
+        prot, flags = int(prot) & 0xFFFFFFFF, int(flags) & 0xFFFFFFFF
         if offset & (PAGE_SIZE - 1):
             raise einval("offset not page aligned")
         if file is None and isinstance(fd, File):
@@ -208,6 +209,7 @@ class Process:
     def munmap(self, addr: int, length: int) -> int:
         """munmap(2). Returns 0."""
         self._check_alive()
+        addr, length = int(addr) & _U64, int(length) & _U64
         if addr & (PAGE_SIZE - 1) or addr > TASK_SIZE or length > TASK_SIZE - addr:
             raise einval("bad address or length")
         length = page_align(length)
@@ -278,7 +280,8 @@ class Process:
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """mprotect(2). Not atomic over holes, like Linux: earlier VMAs keep the change."""
         self._check_alive()
-        prot = int(prot)
+        addr, length = int(addr) & _U64, int(length) & _U64
+        prot = int(prot) & 0xFFFFFFFF
         grows = prot & (Prot.GROWSDOWN | Prot.GROWSUP)
         prot &= ~(Prot.GROWSDOWN | Prot.GROWSUP)
         if grows == (Prot.GROWSDOWN | Prot.GROWSUP):
@@ -360,6 +363,7 @@ class Process:
         """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
         WIPEONFORK/KEEPONFORK, and the hints. GUARD_INSTALL/REMOVE: NotImplementedError."""
         self._check_alive()
+        addr, length = int(addr) & _U64, int(length) & _U64
         try:
             advice = Madv(advice)
         except ValueError:
@@ -602,8 +606,9 @@ class Process:
     def _access(self, addr: int, length: int, write: bool, buf, mode: int) -> None:
         """The MMU and the fault handler's access_error over [addr, addr+length)."""
         self._check_alive()
-        if addr < 0 or length < 0 or addr + length > (1 << 64):
-            raise ValueError("bad address or length")
+        if length < 0:
+            raise ValueError("negative length")
+        addr = int(addr) & _U64        # past the last VMA the walk below raises SIGSEGV
         end = addr + length
         pos = addr
         mm = self.mm
@@ -625,6 +630,8 @@ class Process:
 
     def read(self, addr: int, n: int) -> bytes:
         """Read n bytes at addr as the process would (read faults as needed)."""
+        if n < 0:
+            raise ValueError("negative length")
         out = np.empty(n, dtype=np.uint8)
         self._access(addr, n, False, out, 1)
         return out.tobytes()
@@ -662,4 +669,6 @@ class Process:
         from ._core.task_mmu import pagemap
         if addr & (PAGE_SIZE - 1):
             raise einval("pagemap address must be page aligned")
+        if not 0 <= addr < (1 << 64) or npages < 0 or addr + npages * PAGE_SIZE > (1 << 64):
+            raise ValueError("pagemap range outside the 64-bit address space")
         return pagemap(self.mm.core, addr, npages)
