@@ -265,10 +265,12 @@ def live_results(tmp_path_factory):
 
 
 def comparable(snap, kind, cow):
-    """What must be equal. File pages: the page cache's clean/dirty state and referenced
-    bit depend on the kernel's writeback and LRU, which mmemu does not model, so they are
-    compared as Shared and Private totals without Referenced. COW designs: Referenced is
-    theirs (a shared or copied table keeps the parent's accessed bits)."""
+    """What must be equal. Referenced is left out: smaps counts a page as referenced when
+    its PTE is young *or* the folio is PageReferenced/young, and the host's LRU aging sets
+    those folio bits on its own schedule (seen once under load: a page the child never
+    touched reported referenced), so only the PTE part is deterministic. File pages: the
+    page cache's clean/dirty state depends on writeback, which mmemu does not model, so
+    they are compared as Shared and Private totals."""
     out = {"pagemap": snap["pagemap"]}
     for key in ("main", "moved"):
         v = snap[key]
@@ -277,18 +279,17 @@ def comparable(snap, kind, cow):
             if kind == "file":
                 v["Shared"] = v.pop("Shared_Clean") + v.pop("Shared_Dirty")
                 v["Private"] = v.pop("Private_Clean") + v.pop("Private_Dirty")
-            if kind == "file" or cow:
-                v.pop("Referenced")
+            v.pop("Referenced")
         out[key] = v
     return out
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_smaps_and_pagemap_match_the_live_kernel(name, live_results, fork_design):
-    """Classic fork is what the live kernel does, so classic must match it field by field.
-    The COW page-table designs must match it in everything but the statistics they define
-    (the README's table): data-carrying fields are compared for them after the child's
-    first write, when every shared table it touched has been copied."""
+    """Classic fork is what the live kernel does, so classic must match it field by field
+    (Referenced aside, see comparable). The COW page-table designs must match it in
+    everything but the statistics they define (the README's table): they are compared after
+    the child's first write, when every shared table it touched has been copied."""
     kind = SCENARIOS[name]["kind"]
     cow = fork_design != "classic"
     live = live_results[name]
