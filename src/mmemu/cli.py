@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -168,6 +169,11 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"mmemu: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`mmemu fork-table | head`): exit quietly, as CLI tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
