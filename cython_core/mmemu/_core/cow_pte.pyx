@@ -156,8 +156,6 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
     cdef pte_t* src
     cdef pte_t* dst
     cdef pte_t e
-    cdef pfn_t p
-    cdef uint32_t fl
     cdef int i
     cdef int64_t n = 0
     if pm.pt_share[old] <= 1:
@@ -178,21 +176,13 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
                 n += 1
         mm.pgtables_bytes -= 4096          # mm_dec_nr_ptes for the table it leaves
     else:
+        # the copy is a classic fork of this table: per-page references and rss now
+        account_table_pages(pm, mm, old, 1)
         for i in range(512):
             e = src[i]
-            if e == 0:
-                continue
-            n += 1
-            if pte_present(e) and not pte_special(e):
-                p = pte_pfn(e)
-                fl = pm.flags[p]
-                if not (fl & PG_ZERO):
-                    pm.refcount[p] += 1
-                    pm.mapcount[p] += 1
-                    if fl & PG_ANON:
-                        pm.flags[p] = fl & ~PG_ANON_EXCLUSIVE
-                    mm.rss[_rss_class(fl)] += 1
-            dst[i] = pte_wrprotect(e)
+            if e != 0:
+                dst[i] = pte_wrprotect(e)
+                n += 1
         if pm.pt_owner[old] == mm.id:
             # the owner leaves: its counts for `old` go to a remaining holder, and it keeps
             # exactly the counts the copy just added
