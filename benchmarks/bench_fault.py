@@ -7,7 +7,6 @@ np.copyto (COW: the data movement itself).
 import time
 
 import numpy as np
-import pytest
 
 import mmemu
 from conftest import GIB, PRIV, RW, populated, ratio

@@ -91,9 +91,16 @@ def assert_errno(err, fn, *args, **kwargs):
     return exc.value
 
 
-def status_kb(proc, key):
+def st(proc, key):
+    """A /proc/PID/status value in kB."""
     return proc.status()[key]
 
 
-def meminfo_kb(machine, key):
+def mi(machine, key):
+    """A /proc/meminfo value in kB."""
     return machine.meminfo()[key]
+
+
+def anon_line(start, end, perms="rw-p"):
+    """A /proc/PID/maps line of an anonymous VMA (note Linux's trailing blank)."""
+    return f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mmemu import MAP_FIXED, PROT_READ
 from mmemu.layout import DEFAULT_BRK
-from conftest import PG, PRIV, RW, SHARED
+from conftest import PG, RW, SHARED
 
 
 def test_spawn_sets_break(m, p):

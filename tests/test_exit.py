@@ -19,7 +19,7 @@ import pytest
 import mmemu
 from mmemu import MAP_FIXED, PROT_NONE, PROT_READ
 
-from conftest import PG, PRIV, RW, SHARED, per_design
+from conftest import PG, PRIV, RW, SHARED, mi, per_design, st
 
 GB = 1 << 30
 BASE = 0x100000000000          # a 512 GiB PGD slot
@@ -28,14 +28,6 @@ PM_PFN = (1 << 55) - 1
 
 ZERO_SIZES = ("VmSize", "VmLck", "VmRSS", "RssAnon", "RssFile", "RssShmem", "VmData",
               "VmStk", "VmExe", "VmLib", "VmPTE", "VmSwap")
-
-
-def st(proc, key):
-    return proc.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def pfn_of(proc, addr):

@@ -9,11 +9,11 @@ import pytest
 
 import mmemu
 from mmemu import (
-    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ,
+    MAP_FIXED, PROT_EXEC, PROT_NONE, PROT_READ,
     PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED, per_design
+from conftest import PG, PRIV, RW, SHARED, mi, per_design, st
 
 KB = 1024
 
@@ -50,14 +50,6 @@ def pte_pfn(e):
 
 def pm_pfn(proc, addr):
     return int(proc.pagemap(addr, 1)[0]) & PM_PFN
-
-
-def st(proc, key):
-    return proc.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 # ---------------------------------------------------------------------------------- A.1

@@ -23,21 +23,12 @@ import pytest
 import mmemu
 from mmemu import (
     MADV_DONTNEED, MADV_WIPEONFORK, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
-    MAP_HUGETLB, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_SYNC, PROT_NONE,
-    PROT_READ, PROT_WRITE,
+    MAP_HUGETLB, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_SYNC, PROT_READ, PROT_WRITE,
 )
 
-from conftest import PG, RW, assert_errno, per_design
+from conftest import PG, RW, assert_errno, mi, per_design, st
 
 B = 0x500000000000          # an otherwise empty 512 GiB span: first touch costs PUD+PMD+PTE
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def fmap(p, f, npages, prot=RW, flags=MAP_SHARED, offset=0, addr=B):

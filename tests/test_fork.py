@@ -22,7 +22,7 @@ from mmemu import (
     MAP_FIXED, MAP_LOCKED, MAP_NORESERVE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED, per_design
+from conftest import PG, PRIV, RW, SHARED, mi, per_design, st
 
 P_BIT = 1 << 0
 RW_BIT = 1 << 1
@@ -62,14 +62,6 @@ def cow(design, classic, shared):
 
 def pfn_of(proc, addr):
     return int(proc.pagemap(addr, 1)[0]) & PM_PFN
-
-
-def st(proc, key):
-    return proc.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def ae(m, pfn):

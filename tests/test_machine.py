@@ -1,8 +1,6 @@
 """The machine itself: sizes, O(1) creation, host memory cost, running out of memory."""
 import errno
-import os
 
-import numpy as np
 import pytest
 
 import mmemu

@@ -15,25 +15,13 @@ import mmemu
 from mmemu import (
     MADV_DODUMP, MADV_DOFORK, MADV_DONTDUMP, MADV_DONTFORK, MADV_DONTNEED, MADV_DONTNEED_LOCKED,
     MADV_HUGEPAGE, MADV_KEEPONFORK, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL,
-    MADV_WILLNEED, MADV_WIPEONFORK, MAP_FIXED_NOREPLACE, MAP_LOCKED, PROT_EXEC, PROT_READ,
+    MADV_WILLNEED, MADV_WIPEONFORK, MAP_FIXED_NOREPLACE, MAP_LOCKED, PROT_EXEC,
 )
 
-from conftest import PG, PRIV, RW, SHARED, assert_errno, per_design, snapshot
+from conftest import PG, PRIV, RW, SHARED, anon_line, assert_errno, mi, per_design, snapshot, st
 
 M2 = 2 << 20
 B = 0x500000000000
-
-
-def anon_line(start, end, perms="rw-p"):
-    return f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 "
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def mapped(p, addr, length, prot=RW, flags=PRIV):

@@ -16,21 +16,13 @@ import pytest
 
 import mmemu
 from mmemu import (
-    MADV_FREE, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_REMOVE, MAP_FIXED, MAP_FIXED_NOREPLACE,
+    MADV_FREE, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_REMOVE, MAP_FIXED_NOREPLACE,
     MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PROT_NONE, PROT_READ, PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED, assert_errno
+from conftest import PG, PRIV, RW, SHARED, assert_errno, mi, st
 
 B = 0x500000000000
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def mapped(p, addr, npages, prot=RW, flags=PRIV, **kw):

@@ -16,26 +16,13 @@ from mmemu import (
     MAP_SHARED, MAP_SHARED_VALIDATE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED, assert_errno, snapshot
+from conftest import PG, PRIV, RW, SHARED, anon_line, assert_errno, mi, st
 
 KB = 1024
 M2 = 2 << 20
 B = 0x500000000000              # start of an otherwise unused 512 GiB (PGD-entry) span
 TASK_SIZE = 0x7FFFFFFFF000
 MMAP_MIN_ADDR = 0x10000         # vm.mmap_min_addr as mmemu documents it (vma.py)
-
-
-def anon_line(start, end, perms):
-    """A /proc/PID/maps line of an anonymous private VMA (note Linux's trailing blank)."""
-    return f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 "
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 # ----------------------------------------------------------------------------- errors

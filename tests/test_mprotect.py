@@ -17,25 +17,13 @@ from mmemu import (
     PROT_READ, PROT_SEM, PROT_WRITE,
 )
 
-from conftest import PG, PRIV, RW, SHARED, assert_errno, snapshot
+from conftest import PG, PRIV, RW, SHARED, anon_line, assert_errno, mi, snapshot, st
 
 B = 0x500000000000
 PTE_PRESENT = 1 << 0
 PTE_RW = 1 << 1
 PTE_PROTNONE = 1 << 8
 PFN_MASK = ((1 << 52) - 1) & ~0xFFF
-
-
-def anon_line(start, end, perms):
-    return f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 "
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def pte(p, addr):

@@ -10,7 +10,6 @@ import pytest
 import mmemu
 from mmemu import (
     MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-    PROT_NONE, PROT_READ,
 )
 from conftest import PG, PRIV, RW, SHARED, assert_errno
 

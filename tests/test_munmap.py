@@ -11,25 +11,13 @@ import errno
 import pytest
 
 import mmemu
-from mmemu import MAP_FIXED_NOREPLACE, PROT_READ
+from mmemu import MAP_FIXED_NOREPLACE
 
-from conftest import PG, PRIV, RW, assert_errno, snapshot
+from conftest import PG, PRIV, RW, anon_line, assert_errno, mi, snapshot, st
 
 M2 = 2 << 20
 B = 0x500000000000              # 512 GiB aligned, unused span
 TASK_SIZE = 0x7FFFFFFFF000
-
-
-def anon_line(start, end, perms="rw-p"):
-    return f"{start:08x}-{end:08x} {perms} 00000000 00:00 0 "
-
-
-def st(p, key):
-    return p.status()[key]
-
-
-def mi(m, key):
-    return m.meminfo()[key]
 
 
 def mapped(p, addr, length, prot=RW):

@@ -1,7 +1,6 @@
 """/proc text formats, byte for byte against what Linux 6.18 prints."""
 import numpy as np
 
-import mmemu
 from conftest import PG, PRIV, RW, SHARED, per_design
 from mmemu import MAP_FIXED, PROT_EXEC, PROT_READ
 

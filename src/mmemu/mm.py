@@ -12,7 +12,7 @@ from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
 from .vma import (
-    MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VMA, AnonVma,
+    MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VMA,
 )
 
 _EXEC, _WRITE, _STACK = int(VmFlags.EXEC), int(VmFlags.WRITE), int(VM_STACK)

@@ -12,7 +12,6 @@ from typing import List, Optional
 import numpy as np
 
 from ._core import fault as _fault
-from ._core import fork as _fork
 from ._core import cow_pte as _cow_pte
 from ._core import zap as _zap
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
@@ -21,7 +20,7 @@ from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags, Madv, MapFlags, P
 from .mm import MM
 from .vma import (
     MMAP_MIN_ADDR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_ACCESS_FLAGS, VMA,
-    AnonVma, vm_get_page_prot,
+    AnonVma,
 )
 
 FAULT_OK, FAULT_OOM, FAULT_SIGBUS = 0, 1, 2
@@ -216,7 +215,6 @@ class Process:
         if length == 0:
             raise einval("length is 0")
         end = addr + length
-        mm = self.mm
         self._munmap_check_split(addr, end)
         self._do_munmap(addr, end)
         return 0
