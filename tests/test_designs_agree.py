@@ -1,8 +1,8 @@
 """The three fork designs must agree on everything a program can observe, for every
 syscall the emulator has: random mmap (anonymous, shared, file-backed), munmap, mprotect,
-mremap, brk, madvise (incl. FREE and POPULATE), file writes and truncates, reads, writes,
-forks and exits run in lockstep on a classic machine and on COW page-table machines with
-deferred and eager accounting. Every result, error, signal and byte must be the same, and
+mremap, brk, madvise (incl. FREE, POPULATE and guard regions), file writes and truncates,
+reads, writes, forks and exits run in lockstep on a classic machine and on COW page-table
+machines with deferred and eager accounting. Every result, error, signal and byte must be the same, and
 each machine's invariant checker must pass after every step."""
 import hypothesis.strategies as st
 import pytest
@@ -20,7 +20,8 @@ NPAGES = 64
 DESIGNS = [dict(cow_pgtable=False), dict(cow_pgtable=True, cow_pte_accounting="deferred"),
            dict(cow_pgtable=True, cow_pte_accounting="eager")]
 ADVICE = [Madv.DONTNEED, Madv.FREE, Madv.DONTFORK, Madv.DOFORK, Madv.WIPEONFORK,
-          Madv.KEEPONFORK, Madv.POPULATE_READ, Madv.POPULATE_WRITE, Madv.REMOVE]
+          Madv.KEEPONFORK, Madv.POPULATE_READ, Madv.POPULATE_WRITE, Madv.REMOVE,
+          Madv.GUARD_INSTALL, Madv.GUARD_REMOVE]
 
 
 def outcome(fn, *args, **kw):

@@ -53,6 +53,8 @@ def _smaps_fields(path, addr):
                     out["range"] = head
             elif on and head[:-1] in FIELDS:
                 out[head[:-1]] = int(line.split()[1])
+            elif on and head == "VmFlags:":
+                out["VmFlags"] = line.split()[1:]
     return out or None
 
 
@@ -124,6 +126,7 @@ class Emulated:
             share = mmemu.MAP_SHARED if kind == "shared" else mmemu.MAP_PRIVATE
             a = p.mmap(ADDR, NPAGES * PG, 3, share | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED)
         assert a == ADDR
+        p.madvise(ADDR, NPAGES * PG, MADV_NOHUGEPAGE)     # as the live region is advised
         return cls(p)
 
     def write(self, page, n, byte):
@@ -149,6 +152,7 @@ class Emulated:
                 return None
             out = {k: s[0][k] for k in FIELDS}
             out["range"] = f"{s[0]['start']:x}-{s[0]['end']:x}"
+            out["VmFlags"] = s[0]["VmFlags"]
             return out
         return {"main": fields(ADDR), "moved": fields(ADDR2),
                 "pagemap": _pagemap_flags(int(x) for x in self.p.pagemap(ADDR, NPAGES))}
@@ -186,6 +190,12 @@ SCENARIOS = {
         before=[("read", (0, 16)), ("write", (0, 3, 0x31))],
         child=[("write", (5, 2, 0x32)), ("madvise", (6, 1, 4))],       # DONTNEED re-reads the file
         after=[("write", (1, 1, 0x33)), ("write", (10, 1, 0x34))],
+    ),
+    "guard_regions": dict(
+        kind="private",
+        before=[("write", (0, 16, 0x51)), ("madvise", (2, 2, 102))],          # GUARD_INSTALL
+        child=[("write", (5, 1, 0x52)), ("madvise", (0, 8, 4)), ("read", (4, 2))],
+        after=[("madvise", (2, 1, 103)), ("write", (2, 1, 0x53)), ("madvise", (9, 1, 102))],
     ),
     "mremap_after_fork": dict(
         kind="private",

@@ -77,7 +77,6 @@ def do_brk_flags(proc, addr: int, length: int) -> bool:
     else:
         mm.insert(new)
         vma = new
-    vma.set_flags(vma.flags | VmFlags.SOFTDIRTY)
     mm.total_vm += npages
     mm.data_vm += npages
     mm.update_hiwater_vm()

@@ -32,6 +32,7 @@ class MapFlags(enum.IntFlag):
     GROWSDOWN = 0x0100
     DENYWRITE = 0x0800
     EXECUTABLE = 0x1000
+    MAYBE_GUARD = 0x800         # the VMA may hold guard-region markers (Linux 6.18)
     LOCKED = 0x2000
     NORESERVE = 0x4000
     POPULATE = 0x8000
@@ -131,6 +132,7 @@ class VmFlags(enum.IntFlag):
     MAYSHARE = 0x80
     GROWSDOWN = 0x100
     PFNMAP = 0x400
+    MAYBE_GUARD = 0x800         # the VMA may hold guard-region markers (Linux 6.18)
     LOCKED = 0x2000
     IO = 0x4000
     SEQ_READ = 0x8000

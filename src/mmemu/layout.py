@@ -31,7 +31,6 @@ DEFAULT_BRK = 0x555555559000        # start_brk of the typical layout (ASLR off)
 
 _R, _W, _X = VmFlags.READ, VmFlags.WRITE, VmFlags.EXEC
 _MAY = VmFlags.MAYREAD | VmFlags.MAYWRITE | VmFlags.MAYEXEC
-_SD = VmFlags.SOFTDIRTY
 
 PROG = "/usr/bin/prog"
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -89,7 +88,7 @@ def _map(proc, start: int, end: int, flags: int, name, pgoff) -> VMA:
     mm = proc.mm
     if pgoff is None:
         pgoff = start >> PAGE_SHIFT
-    v = VMA(start, end, flags | _SD, pgoff, None, None, name)
+    v = VMA(start, end, flags, pgoff, None, None, name)
     mm.insert(v)
     mm.vm_stat_account(v.flags, v.npages)
     return v

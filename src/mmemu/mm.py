@@ -12,7 +12,7 @@ from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
 from .vma import (
-    MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VMA,
+    MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VM_STICKY, VMA,
 )
 
 _EXEC, _WRITE, _STACK = int(VmFlags.EXEC), int(VmFlags.WRITE), int(VM_STACK)
@@ -178,11 +178,13 @@ class MM:
             right = False
         if right:
             vma.end = nxt.end
+            vma.set_flags(vma.flags | (nxt.flags & VM_STICKY))
             if vma.anon_vma is None:
                 vma.anon_vma = nxt.anon_vma
             self.remove(nxt)
         if left:
             prev.end = vma.end
+            prev.set_flags(prev.flags | (vma.flags & VM_STICKY))
             if prev.anon_vma is None:
                 prev.anon_vma = vma.anon_vma
             self.remove(vma)

@@ -23,7 +23,7 @@ from .vma import (
     AnonVma,
 )
 
-FAULT_OK, FAULT_OOM, FAULT_SIGBUS = 0, 1, 2
+FAULT_OK, FAULT_OOM, FAULT_SIGBUS, FAULT_SIGSEGV = 0, 1, 2, 3
 
 _PROT_VALID = Prot.READ | Prot.WRITE | Prot.EXEC | Prot.SEM
 _MAP_KNOWN = (
@@ -160,7 +160,6 @@ class Process:
             pgoff = 0
         elif not (vm_flags & VmFlags.NORESERVE) and vm_flags & VmFlags.WRITE:
             vm_flags |= VmFlags.ACCOUNT
-        vm_flags |= VmFlags.SOFTDIRTY
 
         if flags & MapFlags.FIXED:
             self._do_munmap(addr, end)
@@ -184,7 +183,7 @@ class Process:
             write = (v.flags & (VmFlags.WRITE | VmFlags.SHARED)) == VmFlags.WRITE
             try:
                 self._access_vma(v, max(start, v.start), min(end, v.end), write, None, 0)
-            except (MMError, BusError):
+            except (MMError, BusError, SegmentationFault):
                 if not ignore_errors:
                     raise
                 return
@@ -239,7 +238,7 @@ class Process:
         prev, nxt = mm.neighbours(start, end)
         mm.update_hiwater_rss()
         for v in victims:
-            _zap.zap(mm.core, v.start, v.end, False)
+            _zap.zap(mm.core, v.start, v.end, False, True)       # guard markers go too
         # free_pgtables: batch VMAs within PMD_SIZE of each other
         floor = prev.end if prev is not None else 0
         ceiling = nxt.start if nxt is not None else 0
@@ -359,7 +358,7 @@ class Process:
 
     def madvise(self, addr: int, length: int, advice: int) -> int:
         """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
-        WIPEONFORK/KEEPONFORK, and the hints. GUARD_INSTALL/REMOVE: NotImplementedError."""
+        WIPEONFORK/KEEPONFORK, GUARD_INSTALL/GUARD_REMOVE, and the hints."""
         self._check_alive()
         addr, length = int(addr) & _U64, int(length) & _U64
         try:
@@ -380,8 +379,6 @@ class Process:
             raise einval("range wraps")
         if end == addr:
             return 0
-        if advice in (Madv.GUARD_INSTALL, Madv.GUARD_REMOVE):
-            raise NotImplementedError(f"madvise {advice.name} is not modelled yet")
         if advice not in self._MADV_HINTS:
             self._check_cow_frames(addr, end)     # breaking shared page tables: all or nothing
         if advice in (Madv.POPULATE_READ, Madv.POPULATE_WRITE):
@@ -407,6 +404,29 @@ class Process:
             raise enomem("range has unmapped parts (the mapped parts were advised)")
         return 0
 
+    def _madvise_guard(self, vma: VMA, start: int, end: int, install: bool) -> None:
+        """madvise_guard_install / madvise_guard_remove: guard-region PTE markers.
+
+        Install zaps the range (its pages go) and puts a marker in every PTE; an access
+        there raises SIGSEGV. Markers survive DONTNEED, FREE, mprotect and truncation,
+        move with mremap, are copied at fork (the VMA gets VM_MAYBE_GUARD, without a
+        split), and go with munmap/exit or GUARD_REMOVE. VM_SPECIAL, hugetlb and (for
+        install) VM_LOCKED mappings give EINVAL."""
+        disallowed = (VmFlags.IO | VmFlags.DONTEXPAND | VmFlags.PFNMAP | VmFlags.MIXEDMAP
+                      | VmFlags.HUGETLB | (VmFlags.LOCKED if install else 0))
+        if vma.flags & disallowed:
+            raise einval("guard regions are not allowed in this mapping")
+        mm = self.mm
+        self._unshare_pte_tables(start, end)
+        if not install:
+            _zap.guard_remove(mm.core, start, end)
+            return
+        mm.update_hiwater_rss()
+        _zap.zap(mm.core, start, end, False)
+        if _zap.guard_install(mm.core, start, end) < 0:
+            raise enomem("no frame for the page tables of a guard region")
+        vma.set_flags(vma.flags | VmFlags.MAYBE_GUARD)
+
     def _madvise_populate(self, start: int, end: int, write: bool) -> int:
         """madvise_populate / faultin_page_range: fault in [start, end) page by page like
         MAP_POPULATE, but report errors: no VMA at an address -> ENOMEM (earlier pages stay
@@ -426,13 +446,16 @@ class Process:
             stop = min(end, vma.end)
             try:
                 self._access_vma(vma, pos, stop, write, None, 0)
-            except BusError as e:
-                raise MMError(errno.EFAULT, f"MADV_POPULATE: SIGBUS at {e.address:#x}") from None
+            except (BusError, SegmentationFault) as e:
+                raise MMError(errno.EFAULT, f"MADV_POPULATE: fault at {e.address:#x}") from None
             pos = stop
         return 0
 
     def _madvise_vma(self, vma: VMA, start: int, end: int, advice: Madv) -> None:
         mm = self.mm
+        if advice in (Madv.GUARD_INSTALL, Madv.GUARD_REMOVE):
+            self._madvise_guard(vma, start, end, advice == Madv.GUARD_INSTALL)
+            return
         if advice == Madv.FREE:
             # madvise_free_single_vma. Lazy free is modelled as the reclaim that discards
             # the clean lazyfree pages at once: exclusive anon pages are zapped now (reads
@@ -600,6 +623,8 @@ class Process:
             raise enomem(f"out of emulated memory at {fail:#x}")
         if rc == FAULT_SIGBUS:
             raise BusError(fail)
+        if rc == FAULT_SIGSEGV:
+            raise SegmentationFault(fail, "SEGV_MAPERR", "guard region")
 
     def _access(self, addr: int, length: int, write: bool, buf, mode: int) -> None:
         """The MMU and the fault handler's access_error over [addr, addr+length)."""

@@ -176,6 +176,7 @@ _MNEMONICS = [
     (VmFlags.READ, "rd"), (VmFlags.WRITE, "wr"), (VmFlags.EXEC, "ex"), (VmFlags.SHARED, "sh"),
     (VmFlags.MAYREAD, "mr"), (VmFlags.MAYWRITE, "mw"), (VmFlags.MAYEXEC, "me"),
     (VmFlags.MAYSHARE, "ms"), (VmFlags.GROWSDOWN, "gd"), (VmFlags.PFNMAP, "pf"),
+    (VmFlags.MAYBE_GUARD, "gu"),
     (VmFlags.LOCKED, "lo"), (VmFlags.IO, "io"), (VmFlags.SEQ_READ, "sr"),
     (VmFlags.RAND_READ, "rr"), (VmFlags.DONTCOPY, "dc"), (VmFlags.DONTEXPAND, "de"),
     (VmFlags.LOCKONFAULT, "lf"), (VmFlags.ACCOUNT, "ac"), (VmFlags.NORESERVE, "nr"),

@@ -38,8 +38,11 @@ PROTECTION_MAP = [
 
 VM_ACCESS_FLAGS = VmFlags.READ | VmFlags.WRITE | VmFlags.EXEC
 VM_STACK = VmFlags.GROWSDOWN
-# flags that do not stop two VMAs from merging (VM_IGNORE_MERGE)
-VM_IGNORE_MERGE = VmFlags.SOFTDIRTY
+# flags that do not stop two VMAs from merging (VM_IGNORE_MERGE); the sticky ones survive
+# a merge on the merged VMA (VM_STICKY). VM_SOFTDIRTY is never set: the modelled kernel,
+# like the development machines' 6.18, is built without CONFIG_MEM_SOFT_DIRTY.
+VM_IGNORE_MERGE = VmFlags.SOFTDIRTY | VmFlags.MAYBE_GUARD
+VM_STICKY = VmFlags.SOFTDIRTY | VmFlags.MAYBE_GUARD
 
 
 def vm_get_page_prot(vm_flags: int) -> int:

@@ -159,6 +159,8 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     cdef pte_t e
     if ptep == NULL:
         return FAULT_OOM
+    if is_guard_pte(ptep[0]):
+        return FAULT_SIGSEGV        # handle_pte_marker: a guard region, before any COW break
     if pmd_cow(pmdp[0]):
         # handle_cow_pte_fault: the fault will change this table, so it must be private.
         # A copy plus the pages the fault may allocate must fit, or nothing changes.

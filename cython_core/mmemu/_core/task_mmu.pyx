@@ -22,6 +22,10 @@ cdef uint64_t PM_MMAP_EXCLUSIVE = (<uint64_t>1) << 56
 cdef uint64_t PM_FILE = (<uint64_t>1) << 61
 cdef uint64_t PM_SWAP = (<uint64_t>1) << 62
 cdef uint64_t PM_PRESENT = (<uint64_t>1) << 63
+cdef uint64_t PM_GUARD_REGION = (<uint64_t>1) << 58
+# a guard marker reads as a swap entry of the marker type (31) with PTE_MARKER_GUARD (4) as
+# its offset, swp_type | offset << 5 -- 0x440000000000009f, verified on Linux 6.18
+cdef uint64_t PM_GUARD_ENTRY = PM_SWAP | PM_GUARD_REGION | 31 | (4 << 5)
 
 
 cdef inline pte_t* _pte_table(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t* pmd_out) noexcept nogil:
@@ -64,6 +68,9 @@ def pagemap(MMCore mmc, uint64_t start, int64_t npages):
             if t == NULL:
                 continue
             e = t[pte_index(addr)]
+            if is_guard_pte(e):
+                o[i] = PM_GUARD_ENTRY
+                continue
             if e == 0 or not pte_present(e):
                 continue
             pfn = pte_pfn(e)
@@ -221,7 +228,7 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
                 ptet = table_ptr(pm, tp)
                 for l in range(512):
                     e = ptet[l]
-                    if e == 0:
+                    if e == 0 or is_guard_pte(e):
                         continue
                     if not pte_present(e):
                         problems.append(f"unexpected non-present PTE {e:#x}")

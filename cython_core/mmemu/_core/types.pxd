@@ -62,6 +62,14 @@ cdef inline bint pte_present(pte_t e) noexcept nogil:
     # pte_present(): P or PROTNONE
     return (e & (_bit(BIT_PRESENT) | _bit(BIT_PROTNONE))) != 0
 
+# A guard-region PTE marker (PTE_MARKER_GUARD): not present, not PROTNONE, no RW bit, so
+# pte_present() is false and write-protecting it changes nothing. mmemu's own encoding.
+cdef enum:
+    GUARD_PTE = 0x400
+
+cdef inline bint is_guard_pte(pte_t e) noexcept nogil:
+    return e == GUARD_PTE
+
 cdef inline bint pte_write(pte_t e) noexcept nogil:
     return (e & _bit(BIT_RW)) != 0
 
@@ -198,3 +206,4 @@ cdef enum:
     FAULT_OK = 0
     FAULT_OOM = 1       # VM_FAULT_OOM: no frame for a page or a table
     FAULT_SIGBUS = 2    # VM_FAULT_SIGBUS: file page beyond EOF
+    FAULT_SIGSEGV = 3   # VM_FAULT_SIGSEGV: a guard-region marker (handle_pte_marker)

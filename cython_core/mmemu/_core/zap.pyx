@@ -11,14 +11,17 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
-    pmd_walk_next, vma_from_py, LEVEL_PTE,
+    pmd_walk_next, pte_offset_alloc, tables_needed, vma_from_py, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport assert_table_private
 
 
 cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, uint64_t end,
-                           bint reclaim) noexcept nogil:
-    """zap_pte_range over [addr, end) inside one PMD span; returns entries cleared."""
+                           bint reclaim, bint drop_markers) noexcept nogil:
+    """zap_pte_range over [addr, end) inside one PMD span; returns entries cleared.
+
+    Guard markers stay unless drop_markers (ZAP_FLAG_DROP_MARKER: munmap and exit); a
+    table holding one is not empty, so PT reclaim keeps it."""
     cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
     cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef int64_t n = 0
@@ -26,7 +29,7 @@ cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, u
     cdef pfn_t tp
     for i in range(i0, i1):
         e = t[i]
-        if e == 0:
+        if e == 0 or (is_guard_pte(e) and not drop_markers):
             continue
         assert_table_private(pm, &t[i])
         zap_pte_entry(pm, mm, e)
@@ -45,7 +48,7 @@ cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, u
 
 
 cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
-                            bint reclaim) noexcept nogil:
+                            bint reclaim, bint drop_markers) noexcept nogil:
     """unmap_page_range over [start, end) (one VMA or part of one)."""
     cdef uint64_t addr = start, nxt
     cdef pte_t* pmd
@@ -56,7 +59,7 @@ cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t en
             break
         nxt = pmd_addr_end(addr, end)
         if pmd[0] != 0:
-            n += zap_pte_range(pm, mm, pmd, addr, nxt, reclaim)
+            n += zap_pte_range(pm, mm, pmd, addr, nxt, reclaim, drop_markers)
         addr = nxt
     pm.ev[EV_PTES_ZAPPED] += n
     if n:
@@ -114,11 +117,67 @@ cdef int64_t change_protection(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t
     return n
 
 
-def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False):
-    """Zap [start, end); with reclaim_pt, free PTE tables emptied over a whole 2 MiB span."""
+def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False, bint drop_markers=False):
+    """Zap [start, end); with reclaim_pt, free PTE tables emptied over a whole 2 MiB span;
+    with drop_markers, guard markers go too (munmap)."""
     cdef int64_t n
     with nogil:
-        n = zap_page_range(&mmc.phys.pm, &mmc.mm, start, end, reclaim_pt)
+        n = zap_page_range(&mmc.phys.pm, &mmc.mm, start, end, reclaim_pt, drop_markers)
+    return n
+
+
+def guard_install(MMCore mmc, uint64_t start, uint64_t end):
+    """madvise_guard_install's walk: a guard marker in every none PTE of [start, end)
+    (allocating tables). Returns the markers set, or -1 (ENOMEM) with nothing changed if
+    the tables it may need (counted per 2 MiB span, an upper bound) are not free. The
+    range must already be zapped and private."""
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef uint64_t addr = start
+    cdef int64_t need = 0, n = 0
+    cdef pte_t* ptep
+    with nogil:
+        while addr < end:
+            need += tables_needed(pm, &mmc.mm, addr)
+            addr = pmd_addr_end(addr, end)
+    if need > pm.nr_free:
+        return -1
+    addr = start
+    with nogil:
+        while addr < end:
+            ptep = pte_offset_alloc(pm, &mmc.mm, addr, NULL)
+            if ptep == NULL:        # cannot happen: counted above (conservatively)
+                n = -1
+                break
+            if ptep[0] == 0:
+                assert_table_private(pm, ptep)
+                ptep[0] = GUARD_PTE
+                n += 1
+            addr += PAGE_SIZE
+    return n
+
+
+def guard_remove(MMCore mmc, uint64_t start, uint64_t end):
+    """madvise_guard_remove's walk: clear the guard markers of [start, end)."""
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef uint64_t addr = start, nxt
+    cdef pte_t* pmd
+    cdef pte_t* t
+    cdef int i
+    cdef int64_t n = 0
+    with nogil:
+        while True:
+            pmd = pmd_walk_next(pm, &mmc.mm, &addr, end)
+            if pmd == NULL:
+                break
+            nxt = pmd_addr_end(addr, end)
+            if pmd[0] != 0:
+                t = table_ptr(pm, pte_pfn(pmd[0]))
+                for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+                    if is_guard_pte(t[i]):
+                        assert_table_private(pm, &t[i])
+                        t[i] = 0
+                        n += 1
+            addr = nxt
     return n
 
 
@@ -143,7 +202,7 @@ def exit_mmap(MMCore mmc, list spans):
     cdef uint64_t s, e
     for s, e in spans:
         with nogil:
-            zap_page_range(&mmc.phys.pm, &mmc.mm, s, e, False)
+            zap_page_range(&mmc.phys.pm, &mmc.mm, s, e, False, True)
     if mmc.mm.pgd >= 0:
         with nogil:
             free_all_tables(&mmc.phys.pm, &mmc.mm)
