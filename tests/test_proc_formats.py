@@ -1,6 +1,7 @@
 """/proc text formats, byte for byte against what Linux 6.18 prints."""
 import numpy as np
 
+import mmemu
 from conftest import PG, PRIV, RW, SHARED, per_design
 from mmemu import MAP_FIXED, PROT_EXEC, PROT_READ
 
@@ -83,3 +84,41 @@ def test_pagemap_bits(m, p):
     assert int(p.pagemap(a, 1)[0]) == present | pfn(e[0])      # now mapped twice
     assert int(c.pagemap(a, 1)[0]) == present | pfn(e[0])
     assert int(c.pagemap(s, 1)[0]) == 0                         # shared VMAs are not copied
+
+
+def test_statm(m, p):
+    """task_statm: size, resident, shared (file + shmem), text, lib 0, data (data_vm +
+    stack_vm), dt 0 -- pages, one line, as "765 422 394 5 0 123 0" on Linux 6.18."""
+    a = p.mmap(0, 16 * PG, RW, PRIV)
+    p.write(a, b"x" * (5 * PG))
+    s = p.mmap(0, 4 * PG, RW, SHARED)
+    p.write(s, b"s" * (2 * PG))
+    st = p.statm()
+    assert dict(st) == {"size": 20, "resident": 7, "shared": 2, "text": 0, "lib": 0,
+                        "data": 16, "dt": 0}
+    assert str(st) == "20 7 2 0 0 16 0\n"
+
+
+def test_smaps_rollup_sums_pss_before_rounding(m, p, fork_design):
+    """show_smaps_rollup: one header line spanning all VMAs with [rollup] at column 73,
+    then the smaps fields summed over the VMAs. PSS is summed in fixed point (bytes << 12)
+    and rounded once: two VMAs of three pages, each page mapped by three processes, give
+    (4096 << 12) // 3 per page; per VMA 3 of those = 4095 bytes = 3 kB, the rollup 6 of
+    them = 8191 bytes = 7 kB, not 3 + 3. Deferred COW page tables take no page references
+    at fork, so there every page still counts in full for the parent."""
+    base = 0x7F0000000000
+    for start in (base, base + 4 * PG):
+        p.mmap(start, 3 * PG, RW, PRIV | mmemu.MAP_FIXED)
+        p.write(start, b"x" * (3 * PG))
+    c = p.fork()
+    g = c.fork()
+    assert [e["Pss"] for e in p.smaps()] == per_design(fork_design, [3, 3], deferred=[12, 12])
+    r = p.smaps_rollup()
+    head = f"{base:08x}-{base + 7 * PG:08x} ---p 00000000 00:00 0 "
+    assert r.header == head + " " * (73 - len(head)) + "[rollup]"
+    assert r["Rss"] == r["Anonymous"] == 24
+    assert r["Pss"] == r["Pss_Anon"] == r["Pss_Dirty"] == per_design(fork_design, 7, deferred=24)
+    assert str(r).startswith(r.header + "\nRss:                  24 kB\nPss:    ")
+    assert list(r)[:3] == ["Rss", "Pss", "Pss_Dirty"]
+    g.exit()
+    c.exit()

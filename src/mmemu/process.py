@@ -687,6 +687,16 @@ class Process:
         from .stats import proc_smaps
         return proc_smaps(self)
 
+    def smaps_rollup(self):
+        """/proc/PID/smaps_rollup: smaps summed over the whole address space (kB)."""
+        from .stats import proc_smaps_rollup
+        return proc_smaps_rollup(self)
+
+    def statm(self):
+        """/proc/PID/statm in pages (size resident shared text lib data dt)."""
+        from .stats import proc_statm
+        return proc_statm(self)
+
     def pagemap(self, addr: int, npages: int) -> np.ndarray:
         """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr."""
         from ._core.task_mmu import pagemap

@@ -246,6 +246,57 @@ def proc_maps(proc) -> Maps:
     return Maps(maps_line(proc, v) for v in proc.mm.vmas)
 
 
+class Statm(ProcView):
+    """/proc/PID/statm (pages): size resident shared text lib data dt."""
+
+    def __str__(self):
+        return " ".join(str(v) for v in self._d.values()) + "\n"
+
+
+def proc_statm(proc) -> Statm:
+    """task_statm: lib and dt are always 0 since Linux 2.6."""
+    mm = proc.mm
+    f, a, _s, sh = mm.core.rss
+    text = (((mm.end_code + 4095) & ~4095) - (mm.start_code & ~4095)) >> PAGE_SHIFT
+    return Statm([("size", mm.total_vm), ("resident", f + a + sh), ("shared", f + sh),
+                  ("text", text), ("lib", 0), ("data", mm.data_vm + mm.stack_vm), ("dt", 0)])
+
+
+class SmapsRollup(MemInfo):
+    """/proc/PID/smaps_rollup: the smaps fields summed over every VMA (kB)."""
+
+    def __init__(self, header, items):
+        super().__init__(items)
+        self.header = header
+
+    def __str__(self):
+        return self.header + "\n" + super().__str__()
+
+
+_ROLLUP = ["Rss", "Pss", "Pss_Dirty", "Pss_Anon", "Pss_File", "Pss_Shmem", "Shared_Clean",
+           "Shared_Dirty", "Private_Clean", "Private_Dirty", "Referenced", "Anonymous", "KSM",
+           "LazyFree", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb",
+           "Private_Hugetlb", "Swap", "SwapPss", "Locked"]
+_PSS = {"Pss", "Pss_Dirty", "Pss_Anon", "Pss_File", "Pss_Shmem"}
+
+
+def proc_smaps_rollup(proc) -> SmapsRollup:
+    """show_smaps_rollup: sums in bytes (PSS in bytes << 12) over all VMAs, then kB."""
+    vmas = proc.mm.vmas
+    tot = dict.fromkeys(_ROLLUP, 0)
+    for v in vmas:
+        r = smaps_range(proc.mm.core, v.start, v.end)
+        for k, val in r.items():
+            tot[k] += val
+        if v.flags & VmFlags.LOCKED:
+            tot["Locked"] += r["Pss"]
+    start = vmas[0].start if vmas else 0
+    end = vmas[-1].end if vmas else 0
+    header = f"{f'{start:08x}-{end:08x} ---p 00000000 00:00 0 ':<72} [rollup]"
+    return SmapsRollup(header, [(k, (tot[k] >> 12 if k in _PSS or k == "Locked" else tot[k]) >> 10)
+                                for k in _ROLLUP])
+
+
 def proc_smaps(proc) -> Smaps:
     out = Smaps()
     for v in proc.mm.vmas:
