@@ -545,3 +545,25 @@ def test_truncate_with_shared_tables_is_all_or_nothing(mode):
         with pytest.raises(mmemu.BusError):
             q.read(a + 3 * PG, 1)
     m.check()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_child_sees_entries_classic_fork_would_not_copy(mode):
+    """A VMA without an anon_vma (only read: zero-page entries) shares a span with one
+    that has pages: classic fork gives the child no entries for it; a shared table shows
+    the child the parent's zero-page entries (pagemap present, no RSS, same zeros)."""
+    for cow in (False, True):
+        m = machine(mode)
+        p = m.spawn()
+        a = p.mmap(BASE, 4 * PG, RW, PRIV | MAP_FIXED)
+        b = p.mmap(BASE + 8 * PG, 4 * PG, PROT_READ, PRIV | MAP_FIXED)
+        p.write(a, b"w")
+        p.read(b, 4 * PG)
+        c = p.fork(cow_pgtable=cow)
+        entries = [int(x) for x in c.pagemap(b, 4)]
+        if cow:
+            assert entries == [(1 << 63) | m.phys.zero_pfn] * 4
+        else:
+            assert entries == [0] * 4
+        assert c.read(b, 4 * PG) == bytes(4 * PG) and c.status()["RssAnon"] in (0, 4)
+        m.check()

@@ -426,6 +426,8 @@ class Process:
         if _zap.guard_install(mm.core, start, end) < 0:
             raise enomem("no frame for the page tables of a guard region")
         vma.set_flags(vma.flags | VmFlags.MAYBE_GUARD)
+        if vma.is_anonymous and vma.anon_vma is None:
+            vma.anon_vma = AnonVma()      # anon_vma_prepare: the range has page-table state
 
     def _madvise_populate(self, start: int, end: int, write: bool) -> int:
         """madvise_populate / faultin_page_range: fault in [start, end) page by page like
