@@ -68,9 +68,11 @@ class Live:
         if kind == "shared":
             flags = _mmap.MAP_SHARED | _mmap.MAP_ANONYMOUS
         elif kind == "file":
-            path = tmp_path / "live.bin"
-            path.write_bytes(FILE_DATA)
-            fd = os.open(path, os.O_RDONLY)
+            # page-sized writes keep ext4's page cache in order-0 folios, as mmemu's is: one
+            # large write makes large folios, which Linux maps whole when they fit the VMA
+            fd = os.open(tmp_path / "live.bin", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+            for off in range(0, len(FILE_DATA), PG):
+                os.write(fd, FILE_DATA[off:off + PG])
             flags = _mmap.MAP_PRIVATE
         a = libc.mmap(ADDR, NPAGES * PG, 3, flags | MAP_FIXED_NOREPLACE, fd, 0)
         if fd >= 0:
@@ -317,11 +319,13 @@ def test_smaps_and_pagemap_match_the_live_kernel(name, live_results, fork_design
 
 
 def random_scenario(seed):
-    """A random but legal scenario for the private anonymous region: only accesses the
-    current protections and guard markers allow (an illegal one would kill the live test
-    process), so both sides must agree on every number afterwards."""
+    """A random but legal scenario (private anonymous, shared anonymous or private file
+    region, by seed): only accesses the current protections and guard markers allow (an
+    illegal one would kill the live test process), so both sides must agree on every
+    number afterwards."""
     import random
     rng = random.Random(seed)
+    kind = ["private", "shared", "file"][seed % 3]
     prot = [3] * NPAGES
     guard = [False] * NPAGES
 
@@ -358,7 +362,7 @@ def random_scenario(seed):
     child = phase(8)
     prot[:], guard[:] = saved            # the parent's view is its own after the fork
     after = phase(8)
-    return dict(kind="private", before=before, child=child, after=after)
+    return dict(kind=kind, before=before, child=child, after=after)
 
 
 RANDOM_SEEDS = list(range(12))
@@ -379,5 +383,5 @@ def test_random_scenarios_match_the_live_kernel(seed, random_live_results, fork_
     for label, a, b in list(zip(["parent at fork", "child at fork", "child after its steps",
                                  "parent while the child lives", "parent after the child exits"],
                                 live, emu))[2 if cow else 0:]:
-        a, b = comparable(a, "private", cow), comparable(b, "private", cow)
+        a, b = comparable(a, sc["kind"], cow), comparable(b, sc["kind"], cow)
         assert a == b, f"seed {seed}: {label}: live {a} != emulated {b}\nsteps {sc}"

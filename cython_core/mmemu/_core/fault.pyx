@@ -107,13 +107,59 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
     return wp_page_copy(pm, mm, vma, ptep, e)
 
 
+cdef inline void _map_cache_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pfn_t pfn) noexcept nogil:
+    """set_pte_range for one page-cache page: mapcount, refcount, rss, NR_FILE_MAPPED."""
+    pm.refcount[pfn] += 1
+    pm.mapcount[pfn] += 1
+    if pm.mapcount[pfn] == 1:
+        pm.nr_file_mapped += 1
+    mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
+    ptep[0] = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+
+
+DEF FAULT_AROUND_PAGES = 16     # fault_around_bytes (64 KiB) / PAGE_SIZE
+
+
+cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep) noexcept nogil:
+    """do_fault_around + filemap_map_pages: map every cached page in the 16-page aligned
+    window around addr (clamped to the VMA, the PTE table and EOF) whose PTE is none.
+    Returns whether the faulting page itself got mapped. Prefaulted PTEs are young (x86)."""
+    cdef int64_t pte_off = pte_index(addr)
+    cdef int64_t vma_off = <int64_t>((addr - vma.start) >> PAGE_SHIFT)
+    cdef int64_t vma_pages = <int64_t>((vma.end - vma.start) >> PAGE_SHIFT)
+    cdef int64_t from_pte, to_pte, i, idx
+    cdef pte_t* table = ptep - pte_off
+    cdef pfn_t pfn
+    from_pte = pte_off - (pte_off if pte_off < vma_off else vma_off)
+    if (pte_off & ~(FAULT_AROUND_PAGES - 1)) > from_pte:
+        from_pte = pte_off & ~(FAULT_AROUND_PAGES - 1)
+    to_pte = from_pte + FAULT_AROUND_PAGES
+    if to_pte > PTRS_PER_TABLE:
+        to_pte = PTRS_PER_TABLE
+    if to_pte > pte_off + vma_pages - vma_off:
+        to_pte = pte_off + vma_pages - vma_off
+    for i in range(from_pte, to_pte):
+        idx = vma.pgoff + vma_off + (i - pte_off)
+        if idx < 0 or idx >= vma.cache_pages:
+            continue
+        pfn = vma.cache[idx]
+        if pfn < 0 or table[i] != 0:
+            continue
+        _map_cache_page(pm, mm, vma, &table[i], pfn)
+    return ptep[0] != 0
+
+
 cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write) noexcept nogil:
-    """do_read_fault / do_cow_fault / do_shared_fault on a page-cache-backed VMA (no fault-around)."""
+    """do_read_fault (with fault-around) / do_cow_fault / do_shared_fault on a
+    page-cache-backed VMA."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
     cdef pte_t e
     if idx >= vma.cache_pages or vma.cache == NULL:
         return FAULT_SIGBUS
+    if not write and do_fault_around(pm, mm, vma, addr, ptep):
+        pm.ev[EV_FAULT_SHMEM] += 1
+        return FAULT_OK
     pfn = vma.cache[idx]
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
@@ -137,17 +183,11 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         ptep[0] = _anon_pte(new, vma)
         pm.ev[EV_COW_FAULT] += 1
         return FAULT_OK
-    pm.refcount[pfn] += 1
-    pm.mapcount[pfn] += 1
-    if pm.mapcount[pfn] == 1:
-        pm.nr_file_mapped += 1
-    mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
-    e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    _map_cache_page(pm, mm, vma, ptep, pfn)
     if write:
         # do_shared_fault: fault_dirty_shared_page marks the folio dirty
-        e = pte_mkwrite(pte_mkdirty(e))
+        ptep[0] = pte_mkwrite(pte_mkdirty(ptep[0]))
         pm.flags[pfn] |= PG_DIRTY
-    ptep[0] = e
     pm.ev[EV_FAULT_SHMEM] += 1
     return FAULT_OK
 
