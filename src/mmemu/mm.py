@@ -126,16 +126,6 @@ class MM:
         self.insert(new)
         return new
 
-    def split_needed(self, start: int, end: int) -> int:
-        """How many VMAs isolating [start, end) would add."""
-        n = 0
-        for v in self.overlapping(start, end):
-            if v.start < start < v.end:
-                n += 1
-            if v.start < end < v.end:
-                n += 1
-        return n
-
     def isolate(self, start: int, end: int) -> List[VMA]:
         """Split so that [start, end) is covered by whole VMAs; return those VMAs."""
         for v in self.overlapping(start, end):

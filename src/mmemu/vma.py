@@ -50,10 +50,6 @@ def vm_get_page_prot(vm_flags: int) -> int:
     return PROTECTION_MAP[vm_flags & 0xF]
 
 
-def is_cow_mapping(vm_flags: int) -> bool:
-    return (vm_flags & (VmFlags.SHARED | VmFlags.MAYWRITE)) == VmFlags.MAYWRITE
-
-
 class AnonVma:
     """An anon_vma. Identity matters: VMAs merge only with a compatible anon_vma.
 

@@ -115,20 +115,27 @@ cdef pte_t* alloc_new_pmd(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st
     return &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
 
 
+cdef inline bint _relink(pte_t* old, pte_t* new, uint64_t new_addr, move_state* st,
+                         int level, int shift, int64_t* moved) noexcept nogil:
+    """Move a whole lower table from entry old to an empty entry new (or, in a dry run,
+    note that the destination slot needs no table of its own)."""
+    if st.dry:
+        if dry_present(new, st, level, new_addr, shift):
+            return False
+        st.last[level] = <int64_t>(new_addr >> shift)
+        return True
+    if new[0] != 0:
+        return False
+    new[0] = old[0]
+    old[0] = 0
+    moved[0] += 1
+    return True
+
+
 cdef bint move_normal_pud(physmem_t* pm, pte_t* old_pud, pte_t* new_pud, uint64_t new_addr,
                           move_state* st) noexcept nogil:
     """move_normal_pud: relink a whole PMD table to an empty destination PUD entry."""
-    if st.dry:
-        if dry_present(new_pud, st, 1, new_addr, PUD_SHIFT):
-            return False
-        st.last[1] = <int64_t>(new_addr >> PUD_SHIFT)
-        return True
-    if new_pud[0] != 0:
-        return False
-    new_pud[0] = old_pud[0]
-    old_pud[0] = 0
-    st.puds += 1
-    return True
+    return _relink(old_pud, new_pud, new_addr, st, 1, PUD_SHIFT, &st.puds)
 
 
 cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t new_addr,
@@ -137,17 +144,7 @@ cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_
 
     The table frame, its pt_share and pt_owner are unchanged; no table is allocated or
     freed. Leaves out: the THP collapse race (pmd_leaf)."""
-    if st.dry:
-        if dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
-            return False
-        st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
-        return True
-    if new_pmd[0] != 0:
-        return False
-    new_pmd[0] = old_pmd[0]
-    old_pmd[0] = 0
-    st.pmds += 1
-    return True
+    return _relink(old_pmd, new_pmd, new_addr, st, 2, PMD_SHIFT, &st.pmds)
 
 
 cdef void move_ptes(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t old_addr,
