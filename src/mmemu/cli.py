@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     ft.add_argument("--check", action="store_true", help="run the invariant checker afterwards")
     ft.add_argument("--quiet", action="store_true", help="no progress output")
     ft.set_defaults(func=cmd_fork_table)
+    from .bench.cli import add_parser as add_bench_parser
+    add_bench_parser(sub)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

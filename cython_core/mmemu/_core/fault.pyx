@@ -71,7 +71,8 @@ cdef int wp_page_copy(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
     cdef pfn_t old = pte_pfn(e)
     cdef uint32_t fl = pm.flags[old]
     cdef bint from_zero = (fl & PG_ZERO) != 0
-    cdef pfn_t new = alloc_frame(pm, False, True)
+    # copy_frame overwrites all 4096 bytes (or zeroes them): zero only for the zero page
+    cdef pfn_t new = alloc_frame(pm, False, from_zero)
     if new < 0:
         return FAULT_OOM
     vma.anon_vma = 1
@@ -174,7 +175,7 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         pm.ev[EV_FAULT_SHMEM_ALLOC] += 1
     if write and not (vma.flags & VM_SHARED):
         # do_cow_fault: a private anon copy; the cache page is not mapped
-        new = alloc_frame(pm, False, True)
+        new = alloc_frame(pm, False, False)     # copy_frame writes every byte
         if new < 0:
             return FAULT_OOM
         vma.anon_vma = 1

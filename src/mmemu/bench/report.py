@@ -1,0 +1,199 @@
+"""Ratios, targets and the text table of a benchmark run.
+
+Every ratio is mmemu's median over a baseline's median measured in the same run (lower is
+better), except the reference model's, printed as a speedup (reference / mmemu).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from .runner import size_name
+
+LABELS = {
+    "fork": "fork {design}",
+    "touch": "first-touch write faults",
+    "zero_read": "zero-page read faults",
+    "cow_data": "COW breaks with data",
+    "fork_write": "fork, child writes every page, {design}",
+    "break_cow_pte": "break_cow_pte, one write per 2 MiB, {design}",
+    "munmap": "munmap",
+    "exit": "exit",
+    "read": "read (page-table walks + copy)",
+}
+LOWER_BOUND_OF = {"fork": "fork", "touch": "touch", "zero_read": "touch", "cow_data": "cow_data",
+                  "munmap": "munmap", "exit": "munmap", "read": "read", "break_cow_pte": "fork"}
+
+
+def fmt_time(s) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if s >= scale or unit == "ns":
+            v = s / scale
+            return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
+
+
+def fmt_ratio(r) -> str:
+    if r is None:
+        return "-"
+    return f"{r:.3g}" if r >= 0.01 else f"1/{1 / r:.0f}"
+
+
+def _get(results, key, field="median_s"):
+    r = results.get(key)
+    if not r or "skipped" in r:
+        return None
+    return r.get(field)
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def ratios(results: dict) -> dict:
+    """Every same-run ratio this run can form: {name: mmemu / baseline}."""
+    out = {}
+    for key, r in results.items():
+        if r.get("kind") != "mmemu" or "skipped" in r:
+            continue
+        s = size_name(r["size"])
+        op, design = r["op"], r["design"]
+        tag = f"{op}.{design}.{s}" if design else f"{op}.{s}"
+        if op == "fork":
+            out[f"{tag}/kernel.fork"] = _div(r["median_s"], _get(results, f"kernel.fork.{s}"))
+            out[f"{tag}/numpy.fork"] = _div(r["median_s"], _get(results, f"numpy.fork.{s}"))
+        elif op == "cow_data":
+            out[f"{tag}.warm/kernel.cow.warm"] = _div(r["warm_s"], _get(results, f"kernel.fork.{s}", "cow_warm_s"))
+            out[f"{tag}.cold/kernel.cow.cold"] = _div(r["cold_s"], _get(results, f"kernel.fork.{s}", "cow_cold_s"))
+            out[f"{tag}.warm/numpy.cow_data"] = _div(r["warm_s"], _get(results, f"numpy.cow_data.{s}"))
+        elif op == "fork_write":
+            out[f"{tag}/reference.fork_write"] = _div(r["median_s"], _get(results, f"reference.fork_write.{s}"))
+        if op in LOWER_BOUND_OF and op not in ("fork", "cow_data"):
+            lb = LOWER_BOUND_OF[op]
+            out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
+        if r.get("must_hold"):
+            out[f"{tag}.host/must_hold"] = r["host_peak"] / r["must_hold"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def targets(results: dict, rs: dict) -> list:
+    """The issue's targets, at 1 GiB / 16 GiB when measured (64 MiB in a quick run)."""
+    s = "1G" if f"fork.classic.1G" in results else "64M"
+    big = "16G" if "fork.classic.16G" in results else s
+    rows = [
+        (f"classic fork {s} <= 1/10 of the kernel's fork", rs.get(f"fork.classic.{s}/kernel.fork"), 0.1),
+        (f"classic fork {s} <= 3x the numpy lower bound", rs.get(f"fork.classic.{s}/numpy.fork"), 3.0),
+        (f"COW page-table fork (deferred) {s} <= 1/300 of the kernel's fork",
+         rs.get(f"fork.deferred.{s}/kernel.fork"), 1 / 300),
+        (f"COW fault with 4 KiB copy {s}, warm <= 1/10 of the kernel's",
+         rs.get(f"cow_data.{s}.warm/kernel.cow.warm"), 0.1),
+        (f"COW fault with 4 KiB copy {s}, cold <= 1/10 of the kernel's",
+         rs.get(f"cow_data.{s}.cold/kernel.cow.cold"), 0.1),
+        ("fork-then-write 64M >= 100x faster than the reference model",
+         rs.get("fork_write.classic.64M/reference.fork_write"), 0.01),
+        (f"classic fork of {big} < 0.5 s (seconds)", _get(results, f"fork.classic.{big}"), 0.5),
+        (f"host memory of classic fork {big} <= 1.3x page tables + metadata",
+         rs.get(f"fork.classic.{big}.host/must_hold"), 1.3),
+    ]
+    return [{"target": t, "value": v, "limit": lim, "met": None if v is None else v <= lim}
+            for t, v, lim in rows]
+
+
+def meta(quick: bool) -> dict:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    import numpy
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick,
+            "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "numpy": numpy.__version__}
+
+
+def _row_label(r):
+    return LABELS[r["op"]].format(design=r["design"] or "")
+
+
+def table(results: dict, rs: dict, tg: list, info: dict) -> str:
+    w = [44, 5, 10, 9, 18, 18, 14, 8, 8, 6]
+    head = ["operation", "size", "mmemu", "per page", "÷ kernel", "÷ numpy bound",
+            "ref. speedup", "host MB", "hold MB", "ratio"]
+    lines = [f"mmemu bench{' --quick' if info['quick'] else ''}: {info['date']}, Linux "
+             f"{info['kernel']}, {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}, "
+             f"numpy {info['numpy']}",
+             "medians of each scenario's rounds; ÷ = mmemu / baseline measured in the same run "
+             "(lower is better); host MB = peak RSS growth of the scenario's own process; "
+             "hold MB = page tables + frame metadata (+ data) it must hold",
+             "",
+             "".join(h.ljust(w[0]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head))]
+    for key, r in results.items():
+        if r.get("kind") != "mmemu":
+            continue
+        s = size_name(r["size"])
+        if "skipped" in r:
+            lines.append(f"{_row_label(r):<{w[0]}}{s:>{w[1]}}  skipped: {r['skipped']}")
+            continue
+        tag = f"{r['op']}.{r['design']}.{s}" if r["design"] else f"{r['op']}.{s}"
+        variants = [("", r["median_s"])]
+        if r["op"] == "cow_data":
+            variants = [(", warm", r["warm_s"]), (", cold", r["cold_s"])]
+        for suffix, t in variants:
+            kern = numpy_ = ref = None
+            kb = nb = None
+            if r["op"] == "fork":
+                kb, kern = _get(results, f"kernel.fork.{s}"), rs.get(f"{tag}/kernel.fork")
+                nb, numpy_ = _get(results, f"numpy.fork.{s}"), rs.get(f"{tag}/numpy.fork")
+            elif r["op"] == "cow_data":
+                w_ = suffix.strip(", ")
+                kb = _get(results, f"kernel.fork.{s}", f"cow_{w_}_s")
+                kern = rs.get(f"{tag}.{w_}/kernel.cow.{w_}")
+                if w_ == "warm":
+                    nb, numpy_ = _get(results, f"numpy.cow_data.{s}"), rs.get(f"{tag}.warm/numpy.cow_data")
+            elif r["op"] in LOWER_BOUND_OF:
+                lb = LOWER_BOUND_OF[r["op"]]
+                nb, numpy_ = _get(results, f"numpy.{lb}.{s}"), rs.get(f"{tag}/numpy.{lb}")
+            if r["op"] == "fork_write":
+                rb = rs.get(f"{tag}/reference.fork_write")
+                ref = f"{1 / rb:.1f}x" if rb else "-"
+            per_page = t / r["pages"] if r["op"] != "break_cow_pte" else None
+            cells = [
+                _row_label(r) + suffix, s, fmt_time(t),
+                fmt_time(per_page) if per_page else f"{fmt_time(t / r['pages'])}/tbl",
+                f"{fmt_ratio(kern)} of {fmt_time(kb)}" if kern is not None else "-",
+                f"{fmt_ratio(numpy_)} of {fmt_time(nb)}" if numpy_ is not None else "-",
+                ref or "-",
+                f"{r['host_peak'] / 2**20:.1f}", f"{r['must_hold'] / 2**20:.1f}",
+                f"{r['host_peak'] / r['must_hold']:.2f}" if r["must_hold"] else "-",
+            ]
+            lines.append("".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells)))
+    lines += ["", "baselines measured in this run:"]
+    for key, r in results.items():
+        if r.get("kind") == "mmemu":
+            continue
+        if "skipped" in r:
+            lines.append(f"  {key:<28} skipped: {r['skipped']}")
+            continue
+        extra = ""
+        if r["kind"] == "kernel":
+            extra = f"fork median {fmt_time(r['median_s'])}"
+            if r.get("cow_s"):
+                n = r["pages"]
+                extra += (f"; child's COW faults per page: cold {fmt_time(r['cow_cold_s'] / n)}, "
+                          f"warm {fmt_time(r['cow_warm_s'] / n)}")
+            extra += f"; child VmPTE {r.get('child_VmPTE_kb')} kB (MADV_NOHUGEPAGE)"
+        elif r["kind"] == "reference":
+            extra = f"fork + child writes every page: {fmt_time(r['median_s'])} ({os.path.basename(r['model'])})"
+        else:
+            extra = f"{fmt_time(r['median_s'])}"
+        lines.append(f"  {key:<28} {extra}")
+    lines += ["", "targets:"]
+    for t in tg:
+        v = t["value"]
+        mark = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        shown = fmt_time(v) if "seconds" in t["target"] else fmt_ratio(v)
+        lines.append(f"  {mark:<7}{t['target']:<70} measured {shown}  (limit {fmt_ratio(t['limit'])})")
+    return "\n".join(lines)
