@@ -14,6 +14,7 @@ import numpy as np
 PAGE = 4096
 RW = np.uint64(2)
 PTE_FLAGS = np.uint64(0x8000000000000067)   # NX | dirty | accessed | user | RW | present
+PFN_MASK = np.uint64(0x000FFFFFFFFFF000)
 
 
 def _times(fn, rounds):
@@ -44,7 +45,7 @@ def fork(size: int, rounds: int = 10):
     def work():
         np.bitwise_and(parent, mask, out=child)
         parent[:] = child
-        pfns = (child >> np.uint64(12)).astype(np.intp)
+        pfns = ((child & PFN_MASK) >> np.uint64(12)).astype(np.intp)
         ref[pfns] += 1
         mapc[pfns] += 1
     return _times(work, rounds)
@@ -90,7 +91,7 @@ def zap(size: int, rounds: int = 5):
     mapc = np.full(2 * n, 2, np.int32)
 
     def work():
-        pfns = (ptes >> np.uint64(12)).astype(np.intp)
+        pfns = ((ptes & PFN_MASK) >> np.uint64(12)).astype(np.intp)
         ref[pfns] -= 1
         mapc[pfns] -= 1
         ptes[:] = 0

@@ -84,10 +84,9 @@ def _vm_kb(field: str) -> int:
 def run_one(op: str, size: int, rounds: int, design=None) -> dict:
     """One mmemu scenario in this process, with its host memory: VmHWM at the end minus
     VmRSS before the scenario started (the interpreter, numpy and mmemu themselves)."""
-    from .scenarios import SCENARIOS
+    from .scenarios import run
     base = _vm_kb("VmRSS")
-    fn = SCENARIOS[op]
-    r = fn(size, design, rounds) if design else fn(size, rounds)
+    r = run(op, size, design, rounds)
     r["host_base"] = base << 10
     r["host_peak"] = (_vm_kb("VmHWM") - base) << 10
     return r

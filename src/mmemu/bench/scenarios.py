@@ -1,11 +1,13 @@
-"""The timed mmemu scenarios, one function per hot path.
+"""The timed mmemu scenarios, one class per hot path.
 
-Each scenario builds its own machine, times `rounds` repetitions of one operation with
-`time.perf_counter` and returns a dict: ``times`` (seconds, in round order), ``pages`` (the
-pages the operation covers, for per-page figures), ``work`` (vmstat deltas of one round)
-and ``must_hold`` (the bytes of page tables, frame metadata and frame data the emulator
-had to keep at its peak). The pytest-benchmark suites in ``benchmarks/`` call the same
-functions; ``mmemu bench`` runs each in a fresh process so peak host RSS is per scenario.
+A scenario builds its machine when constructed (untimed); each round calls ``setup()``
+(untimed: it also cleans up the previous round) and then ``op()``, the timed operation.
+``measure()`` drives the rounds with ``time.perf_counter`` and returns a dict: ``times``
+(seconds, in round order), ``pages`` (pages the operation covers), ``work`` (vmstat deltas
+of the first round) and ``must_hold`` (bytes of page tables, frame metadata and frame data
+the emulator had to keep at its peak). The pytest-benchmark suites in ``benchmarks/``
+drive the same classes with ``benchmark.pedantic(s.op, setup=s.setup)``; ``mmemu bench``
+runs each in a fresh process so its peak host RSS is its own.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ PG_HASDATA = 1 << 6                # types.pxd
 def machine_for(size: int, accounting: str = "deferred") -> Machine:
     """An emulated machine with room for a size-byte process, a child's copies and tables."""
     memory = max(4 << 30, 1 << (3 * size - 1).bit_length())
-    return Machine(memory, cow_pte_accounting=accounting)
+    return Machine(memory, cow_pte_accounting=accounting, cow_pgtable=False)
 
 
 def populated(size: int, data: bool = False, accounting: str = "deferred"):
@@ -57,175 +59,227 @@ def must_hold(m: Machine) -> int:
     return (n - lwm) * PAGE + with_data * PAGE + ever * METADATA_BYTES + max(0, ever - in_use) * 8
 
 
-def _result(times, pages, work, m, **extra):
-    return {"times": list(times), "pages": int(pages),
-            "work": {k: int(v) for k, v in work.items() if v and not k.startswith("nr_")},
-            "must_hold": must_hold(m), **extra}
+class Scenario:
+    """Base: subclasses set up self.m in __init__ and define op (and setup if needed)."""
+    rounds = 5
+    unit = "page"           # what `pages` counts
+
+    def __init__(self, size: int, design: str = None):
+        self.size, self.design = size, design
+        self.pages = size // PAGE
+        self.accounting = "eager" if design == "eager" else "deferred"
+        self.cow = design in ("deferred", "eager")
+
+    def setup(self):
+        pass
+
+    def op(self):
+        raise NotImplementedError
+
+    def finish(self):
+        self.setup()        # the last round's leftovers
+
+    def measure(self, rounds: int = None) -> dict:
+        times, work, hold = [], None, 0
+        for i in range(rounds or self.rounds):
+            self.setup()
+            ev = self.m.vmstat() if i == 0 else None
+            t = time.perf_counter()
+            self.op()
+            times.append(time.perf_counter() - t)
+            if i == 0:
+                work = self.m.vmstat() - ev
+                hold = must_hold(self.m)
+        self.finish()
+        out = {"times": times, "pages": self.pages, "unit": self.unit,
+               "work": {k: int(v) for k, v in work.items() if v and not k.startswith("nr_")},
+               "must_hold": max(hold, must_hold(self.m))}
+        out["child_pgtables_kb"] = out["work"].get("pgtable_alloc", 0) * 4
+        return out
 
 
-def _clock(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+class Fork(Scenario):
+    """fork() of a process with size bytes populated (copy_page_range, or sharing PTE
+    tables with COW page tables); the child exits in the next setup. One untimed warm-up
+    fork first, as `mmemu fork-table` does."""
+    rounds = 10
+
+    def __init__(self, size, design="classic"):
+        super().__init__(size, design)
+        self.m, self.p, self.a = populated(size, accounting=self.accounting)
+        self.p.fork(cow_pgtable=self.cow).exit()
+        self.child = None
+
+    def setup(self):
+        if self.child is not None:
+            self.child.exit()
+            self.child = None
+
+    def op(self):
+        self.child = self.p.fork(cow_pgtable=self.cow)
 
 
-def fork(size: int, design: str = "classic", rounds: int = 10):
-    """fork() of a process with size bytes populated; the child exits between rounds (not
-    timed). One untimed warm-up fork first, as `mmemu fork-table` does."""
-    accounting = "eager" if design == "eager" else "deferred"
-    cow = design != "classic"
-    m, p, a = populated(size, accounting=accounting)
-    p.fork(cow_pgtable=cow).exit()
-    times, work, hold = [], None, 0
-    for _ in range(rounds):
-        ev = m.vmstat()
-        t = time.perf_counter()
-        c = p.fork(cow_pgtable=cow)
-        times.append(time.perf_counter() - t)
-        if work is None:
-            work = m.vmstat() - ev
-            hold = must_hold(m)
-        c.exit()
-    r = _result(times, size // PAGE, work, m)
-    r["must_hold"] = max(hold, r["must_hold"])
-    r["child_pgtables_kb"] = work.get("pgtable_alloc", 0) * 4
-    return r
+class Touch(Scenario):
+    """First-touch faults over a fresh mapping: one write fault (do_anonymous_page) per page,
+    or with write=False one read fault mapping the shared zero page per page."""
+    write = True
+
+    def __init__(self, size, design=None):
+        super().__init__(size, design)
+        self.m = machine_for(size)
+        self.p = None
+
+    def setup(self):
+        if self.p is not None:
+            self.p.exit()
+        self.p = self.m.spawn()
+        self.a = self.p.mmap(0, self.size, RW, PRIV)
+
+    def op(self):
+        self.p.touch(self.a, self.size, write=self.write)
 
 
-def touch(size: int, rounds: int = 5, write: bool = True):
-    """First-touch faults: a fresh mapping, then one write fault (do_anonymous_page) per
-    page -- or with write=False one read fault mapping the shared zero page per page."""
-    m = machine_for(size)
-    times, work = [], None
-    for _ in range(rounds):
-        p = m.spawn()
-        a = p.mmap(0, size, RW, PRIV)
-        ev = m.vmstat()
-        times.append(_clock(lambda: p.touch(a, size, write=write)))
-        work = work or (m.vmstat() - ev)
-        p.exit()
-    return _result(times, size // PAGE, work, m)
+class ZeroRead(Touch):
+    write = False
 
 
-def zero_read(size: int, rounds: int = 5):
-    return touch(size, rounds, write=False)
+class CowData(Scenario):
+    """COW breaks with data: the parent filled every page and forks (untimed); the child
+    writes every page (timed: one wp_page_copy of 4 KiB each). Round 0 is cold (its copies
+    land on host memory never touched before); later rounds are warm (they reuse the
+    frames the previous child freed)."""
+    rounds = 4
+
+    def __init__(self, size, design="classic"):
+        super().__init__(size, design or "classic")
+        self.m, self.p, self.a = populated(size, data=True, accounting=self.accounting)
+        self.child = None
+
+    def setup(self):
+        if self.child is not None:
+            self.child.exit()
+        self.child = self.p.fork(cow_pgtable=self.cow)
+
+    def op(self):
+        self.child.touch(self.a, self.size)
+
+    def finish(self):
+        self.child.exit()
+        self.child = None
 
 
-def cow_data(size: int, rounds: int = 4, design: str = "classic"):
-    """COW breaks with data: the parent filled every page, forks; the child writes every
-    page (one wp_page_copy of 4 KiB each). Round 0 is cold (its copies land on host memory
-    never touched before); later rounds are warm (they reuse the frames the previous child
-    freed). Only the child's writes are timed."""
-    accounting = "eager" if design == "eager" else "deferred"
-    cow = design != "classic"
-    m, p, a = populated(size, data=True, accounting=accounting)
-    times, work, hold = [], None, 0
-    for _ in range(rounds):
-        c = p.fork(cow_pgtable=cow)
-        ev = m.vmstat()
-        times.append(_clock(lambda: c.touch(a, size)))
-        if work is None:
-            work = m.vmstat() - ev
-            hold = must_hold(m)
-        c.exit()
-    r = _result(times, size // PAGE, work, m)
-    r["must_hold"] = max(hold, r["must_hold"])
-    return r
-
-
-def fork_write(size: int, design: str = "classic", rounds: int = 3):
+class ForkWrite(Fork):
     """The fork-then-write workload: fork, then the child writes every page of a region the
-    parent filled with data (fork and the child's writes timed together; warm rounds)."""
-    accounting = "eager" if design == "eager" else "deferred"
-    cow = design != "classic"
-    m, p, a = populated(size, data=True, accounting=accounting)
-    p.fork(cow_pgtable=cow).exit()
-    times, work = [], None
-    for _ in range(rounds):
-        ev = m.vmstat()
-        t = time.perf_counter()
-        c = p.fork(cow_pgtable=cow)
-        c.touch(a, size)
-        times.append(time.perf_counter() - t)
-        work = work or (m.vmstat() - ev)
-        c.exit()
-    return _result(times, size // PAGE, work, m)
+    parent filled with data, timed together (warm rounds)."""
+    rounds = 3
+
+    def __init__(self, size, design="classic"):
+        Scenario.__init__(self, size, design)
+        self.m, self.p, self.a = populated(size, data=True, accounting=self.accounting)
+        self.p.fork(cow_pgtable=self.cow).exit()
+        self.child = None
+
+    def op(self):
+        self.child = self.p.fork(cow_pgtable=self.cow)
+        self.child.touch(self.a, self.size)
 
 
-def break_cow_pte(size: int, design: str = "deferred", rounds: int = 5):
-    """break_cow_pte: after a COW page-table fork, the child writes one page in every 2 MiB
-    span, so every shared PTE table is copied once (plus one COW page copy each)."""
-    m, p, a = populated(size, accounting=design)
-    times, work = [], None
-    spans = range(a, a + size, SPAN)
-    for _ in range(rounds):
-        c = p.fork(cow_pgtable=True)
-        ev = m.vmstat()
+class BreakCowPte(Scenario):
+    """break_cow_pte: after a COW page-table fork (untimed), the child writes one page in
+    every 2 MiB span (timed), so every shared PTE table is copied once."""
+    unit = "table"
 
-        def write_each_span():
-            for s in spans:
-                c.touch(s, PAGE)
-        times.append(_clock(write_each_span))
-        work = work or (m.vmstat() - ev)
-        c.exit()
-    return _result(times, size // SPAN, work, m)
+    def __init__(self, size, design="deferred"):
+        super().__init__(size, design or "deferred")
+        self.m, self.p, self.a = populated(size, accounting=self.accounting)
+        self.pages = size // SPAN
+        self.child = None
+
+    def setup(self):
+        if self.child is not None:
+            self.child.exit()
+        self.child = self.p.fork(cow_pgtable=True)
+
+    def op(self):
+        c = self.child
+        for s in range(self.a, self.a + self.size, SPAN):
+            c.touch(s, PAGE)
+
+    def finish(self):
+        self.child.exit()
+        self.child = None
 
 
-def munmap(size: int, rounds: int = 5):
+class Munmap(Scenario):
     """munmap of a whole populated region (zap_page_range + free_pgtables)."""
-    m = machine_for(size)
-    p = m.spawn()
-    times, work, hold = [], None, 0
-    for _ in range(rounds):
-        a = p.mmap(0, size, RW, PRIV)
-        p.touch(a, size)
-        hold = max(hold, must_hold(m))
-        ev = m.vmstat()
-        times.append(_clock(lambda: p.munmap(a, size)))
-        work = work or (m.vmstat() - ev)
-    r = _result(times, size // PAGE, work, m)
-    r["must_hold"] = hold
-    return r
+
+    def __init__(self, size, design=None):
+        super().__init__(size, design)
+        self.m = machine_for(size)
+        self.p = self.m.spawn()
+        self.a = None
+
+    def setup(self):
+        if self.a is not None:
+            self.p.munmap(self.a, self.size)
+        self.a = self.p.mmap(0, self.size, RW, PRIV)
+        self.p.touch(self.a, self.size)
+
+    def op(self):
+        self.p.munmap(self.a, self.size)
+        self.a = None
 
 
-def exit_(size: int, rounds: int = 5):
+class Exit(Scenario):
     """exit of a process with size bytes populated (exit_mmap)."""
-    m = machine_for(size)
-    times, work, hold = [], None, 0
-    for _ in range(rounds):
-        p = m.spawn()
-        a = p.mmap(0, size, RW, PRIV)
-        p.touch(a, size)
-        hold = max(hold, must_hold(m))
-        ev = m.vmstat()
-        times.append(_clock(p.exit))
-        work = work or (m.vmstat() - ev)
-    r = _result(times, size // PAGE, work, m)
-    r["must_hold"] = hold
-    return r
+
+    def __init__(self, size, design=None):
+        super().__init__(size, design)
+        self.m = machine_for(size)
+
+    def setup(self):
+        self.p = self.m.spawn()
+        a = self.p.mmap(0, self.size, RW, PRIV)
+        self.p.touch(a, self.size)
+
+    def op(self):
+        self.p.exit()
+
+    def finish(self):
+        pass
 
 
-def read(size: int, rounds: int = 5):
-    """Process.read of a whole populated region: one page-table walk per page and a copy
-    of its bytes into the result."""
-    m, p, a = populated(size, data=True)
-    times = []
-    for _ in range(rounds):
-        times.append(_clock(lambda: p.read(a, size)))
-    ev = m.vmstat()
-    out = p.read(a, size)
-    assert out[:1] == b"\x5a" and out[-1:] == b"\x5a"
-    return _result(times, size // PAGE, m.vmstat() - ev, m)
+class Read(Scenario):
+    """Process.read of a whole region the process filled: one page-table walk per page
+    and a copy of its bytes into the result."""
+
+    def __init__(self, size, design=None):
+        super().__init__(size, design)
+        self.m, self.p, self.a = populated(size, data=True)
+        self.out = None
+
+    def setup(self):
+        self.out = None
+
+    def op(self):
+        self.out = self.p.read(self.a, self.size)
 
 
 SCENARIOS = {
-    "fork": fork,
-    "touch": touch,
-    "zero_read": zero_read,
-    "cow_data": cow_data,
-    "fork_write": fork_write,
-    "break_cow_pte": break_cow_pte,
-    "munmap": munmap,
-    "exit": exit_,
-    "read": read,
+    "fork": Fork,
+    "touch": Touch,
+    "zero_read": ZeroRead,
+    "cow_data": CowData,
+    "fork_write": ForkWrite,
+    "break_cow_pte": BreakCowPte,
+    "munmap": Munmap,
+    "exit": Exit,
+    "read": Read,
 }
+
+
+def run(op: str, size: int, design: str = None, rounds: int = None) -> dict:
+    """Build and measure one scenario."""
+    cls = SCENARIOS[op]
+    s = cls(size, design) if design else cls(size)
+    return s.measure(rounds)
