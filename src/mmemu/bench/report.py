@@ -68,6 +68,7 @@ def ratios(results: dict) -> dict:
             out[f"{tag}.warm/kernel.cow.warm"] = _div(r["warm_s"], _get(results, f"kernel.fork.{s}", "cow_warm_s"))
             out[f"{tag}.cold/kernel.cow.cold"] = _div(r["cold_s"], _get(results, f"kernel.fork.{s}", "cow_cold_s"))
             out[f"{tag}.warm/numpy.cow_data"] = _div(r["warm_s"], _get(results, f"numpy.cow_data.{s}"))
+            out[f"{tag}.cold/host.first_touch"] = _div(r["cold_s"], _get(results, f"numpy.first_touch.{s}"))
         elif op == "fork_write":
             out[f"{tag}/reference.fork_write"] = _div(r["median_s"], _get(results, f"reference.fork_write.{s}"))
         if op in LOWER_BOUND_OF and op not in ("fork", "cow_data"):
@@ -121,14 +122,16 @@ def _row_label(r):
 
 def table(results: dict, rs: dict, tg: list, info: dict) -> str:
     w = [44, 5, 10, 12, 19, 19, 13, 8, 8, 6]
-    head = ["operation", "size", "mmemu", "per page", "÷ kernel", "÷ numpy bound",
+    head = ["operation", "size", "mmemu", "per page", "÷ kernel", "÷ lower bound",
             "ref. speedup", "host MB", "hold MB", "ratio"]
     lines = [f"mmemu bench{' --quick' if info['quick'] else ''}: {info['date']}, Linux "
              f"{info['kernel']}, {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}, "
              f"numpy {info['numpy']}",
              "medians of each scenario's rounds; ÷ = mmemu / baseline measured in the same run "
-             "(lower is better); host MB = peak RSS growth of the scenario's own process; "
-             "hold MB = page tables + frame metadata (+ data) it must hold",
+             "(lower is better); lower bound = numpy doing the same data movement (for cold COW: "
+             "the host's first touch of as much fresh memory); ref. speedup = reference model / "
+             "mmemu; host MB = peak RSS growth of the scenario's own process; hold MB = page "
+             "tables + frame metadata (+ frame data) it must hold",
              "",
              "".join(h.ljust(w[0]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(head))]
     for key, r in results.items():
@@ -154,6 +157,8 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
                 kern = rs.get(f"{tag}.{w_}/kernel.cow.{w_}")
                 if w_ == "warm":
                     nb, numpy_ = _get(results, f"numpy.cow_data.{s}"), rs.get(f"{tag}.warm/numpy.cow_data")
+                else:   # cold: the host's first touch of as much fresh memory
+                    nb, numpy_ = _get(results, f"numpy.first_touch.{s}"), rs.get(f"{tag}.cold/host.first_touch")
             elif r["op"] in LOWER_BOUND_OF:
                 lb = LOWER_BOUND_OF[r["op"]]
                 nb, numpy_ = _get(results, f"numpy.{lb}.{s}"), rs.get(f"{tag}/numpy.{lb}")

@@ -35,6 +35,7 @@ def plan(quick: bool) -> list:
         add("numpy", "fork", s, 15)
         add("mmemu", "cow_data", s, 6)
         add("numpy", "cow_data", s, 5)
+        add("numpy", "first_touch", s, 1)
         add("mmemu", "touch", s, 5)
         add("numpy", "touch", s, 5)
         add("mmemu", "fork_write", s, 5, "classic")
@@ -58,7 +59,7 @@ def plan(quick: bool) -> list:
     for s in (64 * MIB, GIB):
         add("mmemu", "cow_data", s, 5)
         add("numpy", "cow_data", s, 5)
-    add("numpy", "first_touch", GIB, 1)
+        add("numpy", "first_touch", s, 1)
     for d in ("classic", "deferred", "eager"):
         add("mmemu", "fork_write", 64 * MIB, 5, d)
     add("reference", "fork_write", 64 * MIB, 3)
@@ -109,7 +110,7 @@ def _measure(kind, op, size, opt):
         return _subprocess(op, size, rounds, design)
     if kind == "numpy":
         fn = lower_bound.first_touch_host if op == "first_touch" else lower_bound.LOWER_BOUNDS[op]
-        times = fn(size) if op == "first_touch" else fn(size, rounds)
+        times = fn(size, rounds)
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
         return reference.fork_write(size, rounds)

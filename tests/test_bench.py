@@ -1,0 +1,144 @@
+"""The benchmark machinery (mmemu.bench) produces real outcomes: scenarios do the work they
+claim, the kernel helper runs, ratios, targets and the 2x rule compute what they say.
+No timing is asserted here; timing lives in benchmarks/ and `mmemu bench --quick`."""
+import json
+from pathlib import Path
+
+import pytest
+
+from mmemu.bench import counters, kernel, lower_bound, reference, report, runner, track
+from mmemu.bench.scenarios import SCENARIOS, must_hold, run
+from mmemu.cli import main
+
+pytestmark = pytest.mark.one_design
+MIB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("design,copied,shared", [("classic", 1024, 0), ("deferred", 0, 2), ("eager", 0, 2)])
+def test_fork_scenario_work(design, copied, shared):
+    r = run("fork", 4 * MIB, design, 2)
+    assert len(r["times"]) == 2 and r["pages"] == 1024
+    assert r["work"].get("fork_ptes_copied", 0) == copied
+    assert r["work"].get("cow_pte_tables_shared", 0) == shared
+    assert r["must_hold"] > 0
+
+
+def test_every_scenario_runs_and_counts_its_work():
+    expect = {"touch": ("fault_anon", 1024), "zero_read": ("fault_zero_page", 1024),
+              "cow_data": ("pages_copied", 1024), "fork_write": ("pages_copied", 1024),
+              "break_cow_pte": ("cow_pte_tables_duplicated", 2), "munmap": ("ptes_zapped", 1024),
+              "exit": ("ptes_zapped", 1024), "read": ("pgfault", 0)}
+    assert set(expect) | {"fork"} == set(SCENARIOS)
+    for op, (counter, n) in expect.items():
+        r = run(op, 4 * MIB, None, 2)
+        assert r["work"].get(counter, 0) == n, (op, r["work"])
+
+
+def test_must_hold_counts_tables_metadata_and_data():
+    from mmemu.bench.scenarios import populated
+    m, p, a = populated(4 * MIB, data=True)
+    tables = m.meminfo()["PageTables"] * 1024
+    held = must_hold(m)
+    # 1024 data frames + the zero page, their metadata, and every table frame
+    assert held == tables + 1024 * 4096 + (1024 + 1 + tables // 4096) * 20
+
+
+def test_kernel_helper_measures_fork_and_cow():
+    k = kernel.measure(4 * MIB, 2)
+    assert len(k["fork_s"]) == 2 and len(k["cow_s"]) == 2
+    assert k["pages"] == 1024 and k["madv_nohugepage"]
+    assert k["child_VmPTE_kb"] >= 4 and k["VmHWM_kb"] >= 4096
+
+
+def test_lower_bounds_return_times():
+    for op, fn in lower_bound.LOWER_BOUNDS.items():
+        assert len(fn(1 * MIB, 2)) == 2
+    assert len(lower_bound.first_touch_host(1 * MIB, 1)) == 1
+
+
+def test_reference_model_found_from_the_checkout():
+    path = reference.locate()
+    assert path.parent == ROOT / "tests"
+    r = reference.fork_write(64 * 4096, 1)
+    assert r["pages"] == 64 and len(r["times"]) == 1
+
+
+def test_reference_model_missing_gives_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMEMU_REFERENCE", str(tmp_path / "nope.py"))
+    with pytest.raises(reference.Unavailable, match="not a file"):
+        reference.locate()
+
+
+def _fake_results():
+    res = {}
+
+    def put(key, kind, op, size, design=None, **kw):
+        res[key] = runner.summarize({"id": key, "kind": kind, "op": op, "size": size,
+                                     "design": design, **kw})
+    g = 1 << 30
+    put("kernel.fork.1G", "kernel", "fork", g, times=[0.02], pages=262144,
+        cow_s=[2.0, 1.0, 1.0], child_VmPTE_kb=2100)
+    put("numpy.fork.1G", "numpy", "fork", g, times=[0.002], pages=262144)
+    put("fork.classic.1G", "mmemu", "fork", g, "classic", times=[0.001], pages=262144,
+        host_peak=11 << 20, must_hold=10 << 20, work={}, child_pgtables_kb=2064)
+    put("fork.deferred.1G", "mmemu", "fork", g, "deferred", times=[1e-5], pages=262144,
+        host_peak=1 << 20, must_hold=1 << 20, work={}, child_pgtables_kb=16)
+    put("cow_data.1G", "mmemu", "cow_data", g, times=[1.0, 0.2, 0.2], pages=262144,
+        host_peak=1, must_hold=1, work={})
+    return res
+
+
+def test_ratios_and_targets():
+    res = _fake_results()
+    rs = report.ratios(res)
+    assert rs["fork.classic.1G/kernel.fork"] == pytest.approx(0.05)
+    assert rs["fork.classic.1G/numpy.fork"] == pytest.approx(0.5)
+    assert rs["fork.deferred.1G/kernel.fork"] == pytest.approx(1 / 2000)
+    assert rs["cow_data.1G.warm/kernel.cow.warm"] == pytest.approx(0.2)
+    assert rs["cow_data.1G.cold/kernel.cow.cold"] == pytest.approx(0.5)
+    assert rs["fork.classic.1G.host/must_hold"] == pytest.approx(1.1)
+    tg = {t["target"]: t["met"] for t in report.targets(res, rs)}
+    assert tg["classic fork 1G <= 1/10 of the kernel's fork"] is True
+    assert tg["COW fault with 4 KiB copy 1G, warm <= 1/10 of the kernel's"] is False
+    assert tg["fork-then-write 64M >= 100x faster than the reference model"] is None
+    text = report.table(res, rs, report.targets(res, rs), report.meta(False))
+    assert "fork classic" in text and "0.05 of 20 ms" in text and "MISSED" in text
+
+
+def test_two_x_rule(tmp_path):
+    f = tmp_path / "ratios.json"
+    track.record(f, {"fork.classic.64M/kernel.fork": 0.02, "unrelated": 5.0})
+    assert json.loads(f.read_text())["ratios"] == {"fork.classic.64M/kernel.fork": 0.02}
+    fails, _ = track.check(f, {"fork.classic.64M/kernel.fork": 0.039})
+    assert fails == []
+    fails, _ = track.check(f, {"fork.classic.64M/kernel.fork": 0.04})
+    assert fails == [("fork.classic.64M/kernel.fork", 0.02, 0.04)]
+    fails, notes = track.check(f, {})
+    assert fails == [] and "not measured" in notes[0]
+
+
+def test_quick_plan_is_64m_and_tracks_what_it_measures():
+    jobs = runner.plan(True)
+    assert {size for _, _, _, size, _ in jobs} == {64 * MIB}
+    names = {n for n, *_ in jobs}
+    for t in track.TRACKED:
+        num, den = t.split("/")
+        assert any(n.startswith(num.split(".")[0] + ".") for n in names), t
+        assert any(n.startswith(den.split(".")[0] + ".") for n in names), t
+
+
+def test_cli_checks_the_recorded_counters(capsys):
+    assert main(["bench", "--check-counters", str(ROOT / "benchmarks" / "baseline.json")]) == 0
+    assert "work counters match" in capsys.readouterr().out
+
+
+def test_cli_reports_counter_changes(tmp_path, capsys):
+    f = tmp_path / "baseline.json"
+    data = counters.compute()
+    data["munmap 64M"]["ptes_zapped"] += 1
+    f.write_text(json.dumps({"scenarios": data}))
+    assert main(["bench", "--check-counters", str(f)]) == 1
+    out = capsys.readouterr().out
+    assert "munmap 64M: ptes_zapped recorded 16385, now 16384" in out
+    assert "mmemu bench --record-counters" in out
