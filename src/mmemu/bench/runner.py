@@ -29,7 +29,7 @@ def plan(quick: bool) -> list:
 
     if quick:
         s = 64 * MIB
-        add("kernel", "fork", s, 7, cow=True)
+        add("kernel", "fork", s, 9, cow=True)
         for d in ("classic", "deferred", "eager"):
             add("mmemu", "fork", s, 25, d)
         add("numpy", "fork", s, 15)
