@@ -37,8 +37,47 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
 
     Data frames come from the bottom of memory, table frames from the top, so tables pack
     densely in host huge pages. A frame that held data is zeroed when `zero` is asked for.
+    A table frame comes from the reservation pool first (reserve_frames), which cannot fail.
     """
+    cdef pfn_t pfn
+    if table and pm.pool_head < pm.pool_len:
+        pfn = pm.pool[pm.pool_head]
+        pm.pool_head += 1
+    else:
+        pfn = _take(pm, table)
+        if pfn < 0:
+            return -1
+        if not table:
+            pm.ev[EV_PGALLOC] += 1
+    if zero and (pm.flags[pfn] & PG_HASDATA):
+        memset(frame_ptr(pm, pfn), 0, 4096)
+        pm.ev[EV_PAGES_ZEROED] += 1
+        pm.flags[pfn] = PG_USED
+    return pfn
+
+
+cdef inline bint _should_fail(physmem_t* pm) noexcept nogil:
+    """should_fail_alloc_page: the fault-injection countdown (fail_page_alloc)."""
+    if pm.fail_countdown <= 0:
+        return False
+    pm.fail_countdown -= 1
+    if pm.fail_countdown > 0:
+        return False
+    if pm.fail_times > 0:
+        pm.fail_times -= 1
+    if pm.fail_times != 0:
+        pm.fail_countdown = 1       # keep failing: the next attempt fails too
+    return True
+
+
+cdef pfn_t _take(physmem_t* pm, bint table) noexcept nogil:
+    """Take a frame off the free lists (or the never-used ranges) and make it in use, with
+    one reference; no events are counted here. -1 if none (or an injected failure)."""
     cdef pfn_t pfn = -1
+    pm.alloc_calls += 1
+    if _should_fail(pm):
+        pm.alloc_failed += 1
+        return -1
     if table:
         if pm.nfree_table > 0:
             pm.nfree_table -= 1
@@ -60,21 +99,28 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
             pm.nfree_table -= 1
             pfn = pm.free_table[pm.nfree_table]
     if pfn < 0:
+        pm.alloc_failed += 1
         return -1
-    if zero and (pm.flags[pfn] & PG_HASDATA):
-        memset(frame_ptr(pm, pfn), 0, 4096)
-        pm.ev[EV_PAGES_ZEROED] += 1
-        pm.flags[pfn] = PG_USED
-    else:
-        pm.flags[pfn] = PG_USED | (pm.flags[pfn] & PG_HASDATA)
+    pm.flags[pfn] = PG_USED | (pm.flags[pfn] & PG_HASDATA)
     pm.refcount[pfn] = 1
     pm.mapcount[pfn] = 0
     pm.pt_share[pfn] = 0
     pm.pt_owner[pfn] = 0
     pm.nr_free -= 1
-    if not table:
-        pm.ev[EV_PGALLOC] += 1
     return pfn
+
+
+cdef void _put_back(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """Undo _take for a frame never handed out: back on its free list, no events."""
+    pm.flags[pfn] = pm.flags[pfn] & PG_HASDATA
+    pm.refcount[pfn] = 0
+    pm.nr_free += 1
+    if pfn >= pm.table_lwm:
+        pm.free_table[pm.nfree_table] = pfn
+        pm.nfree_table += 1
+    else:
+        pm.free_data[pm.nfree_data] = pfn
+        pm.nfree_data += 1
 
 
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil:
@@ -115,7 +161,56 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
 
 
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil:
-    return pm.nr_free
+    """Frames a table allocation can still get: the free ones and the reserved ones."""
+    return pm.nr_free + pm.pool_len - pm.pool_head
+
+
+cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=True) noexcept nogil:
+    """Open a reservation scope holding at least n unused table frames: 0, or -1 with
+    nothing taken (and no scope opened) if the allocator refuses one of them. With
+    scope=False, top up the current scope instead of opening one.
+
+    Frames are taken in the order the operation would have allocated them and handed out
+    first-in first-out, so a reserved operation gets the same frames an unreserved one
+    would have; taking, giving back and handing out count the same events as an
+    unreserved allocation would (none until a frame is handed out)."""
+    cdef int64_t start, i
+    cdef pfn_t pfn
+    if pm.pool_head == pm.pool_len:
+        pm.pool_head = pm.pool_len = 0
+    start = pm.pool_len
+    if n - (pm.pool_len - pm.pool_head) > pm.nr_free:
+        pm.alloc_failed += 1
+        return -1
+    while pm.pool_len - pm.pool_head < n:
+        pfn = _take(pm, True)
+        if pfn < 0:
+            # give back this call's frames, last taken first, so that the first one
+            # taken is the next frame handed out (as if nothing had been reserved)
+            i = pm.pool_len - 1
+            while i >= start:
+                _put_back(pm, pm.pool[i])
+                i -= 1
+            pm.pool_len = start
+            return -1
+        pm.pool[pm.pool_len] = pfn
+        pm.pool_len += 1
+    if scope:
+        pm.pool_depth += 1
+    return 0
+
+
+cdef void release_reserve(physmem_t* pm) noexcept nogil:
+    """Close a reservation scope; the outermost one gives back what was not used."""
+    cdef int64_t i
+    pm.pool_depth -= 1
+    if pm.pool_depth > 0:
+        return
+    i = pm.pool_len - 1
+    while i >= pm.pool_head:
+        _put_back(pm, pm.pool[i])
+        i -= 1
+    pm.pool_head = pm.pool_len = 0
 
 
 cdef object _view(void* ptr, int64_t n, object dtype, int typenum):
@@ -150,6 +245,7 @@ cdef class PhysMem:
         self.pm.pt_owner = <int32_t*>self._map(<size_t>nframes * 4, False)
         self.pm.free_data = <int64_t*>self._map(<size_t>nframes * 8, False)
         self.pm.free_table = <int64_t*>self._map(<size_t>nframes * 8, False)
+        self.pm.pool = <int64_t*>self._map(<size_t>nframes * 8, False)
         self.pm.data_hwm = 0
         self.pm.table_lwm = nframes
         self.pm.nr_free = nframes
@@ -215,6 +311,59 @@ cdef class PhysMem:
     @property
     def nr_free(self):
         return self.pm.nr_free
+
+    @property
+    def available(self):
+        """Frames a page-table allocation can still get (free + reserved, unused)."""
+        return frames_available(&self.pm)
+
+    # ---- reservations and fault injection ----
+    def reserve(self, int64_t n, bint scope=True):
+        """Open a reservation scope with at least n table frames set aside (the scope's
+        table allocations then cannot fail). False, with nothing taken, if they cannot all
+        be had. Every True must be paired with release(). With scope=False, top up the
+        innermost open scope to n unused frames instead."""
+        if n < 0:
+            raise ValueError("negative reservation")
+        if not scope and self.pm.pool_depth <= 0:
+            raise RuntimeError("no reservation scope is open")
+        return reserve_frames(&self.pm, n, scope) == 0
+
+    def release(self):
+        """Close the innermost reservation scope; the outermost frees what was not used."""
+        if self.pm.pool_depth <= 0:
+            raise RuntimeError("release() without a reservation")
+        release_reserve(&self.pm)
+
+    @property
+    def reservation_depth(self):
+        return self.pm.pool_depth
+
+    def fail_page_alloc(self, int64_t nth, int64_t times=1):
+        """Fault injection: the nth allocation attempt from now fails (nth >= 1), and the
+        times - 1 attempts after it (times < 0: every attempt from then on). nth = 0 turns
+        injection off. Frames already reserved are not affected."""
+        if nth < 0:
+            raise ValueError("nth must be >= 0")
+        if times == 0 and nth:
+            raise ValueError("times must be nonzero")
+        self.pm.fail_countdown = nth
+        self.pm.fail_times = times if nth else 0
+
+    @property
+    def fail_pending(self):
+        """True while an injected failure is still to come."""
+        return self.pm.fail_countdown > 0
+
+    @property
+    def alloc_calls(self):
+        """Allocation attempts so far (reserved frames handed out are not attempts)."""
+        return self.pm.alloc_calls
+
+    @property
+    def alloc_failed(self):
+        """Allocation attempts that failed: memory full or an injected failure."""
+        return self.pm.alloc_failed
 
     def counters(self):
         """Global page counters (pages) as a dict."""
