@@ -362,8 +362,8 @@ cdef class PhysMem:
         scalars is a JSON-able dict (sizes, high/low-water marks, counters, events,
         accounting mode, the mm id counter); arrays maps names to numpy copies: each
         per-frame array over the used ranges only ([0, data_hwm) then [table_lwm,
-        nframes)), the two free stacks, and ``data_pfns``: the frames whose bytes are
-        not all zero (only frames flagged PG_HASDATA can be; see ``read_frames``).
+        nframes)), the two free stacks, and ``data_pfns``: the frames in use whose bytes
+        are not all zero (their contents: ``read_frames``).
         """
         cdef int64_t i, n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
         scalars = {
@@ -384,7 +384,11 @@ cdef class PhysMem:
         return scalars, arrays
 
     def _nonzero_frames(self):
-        """PFNs in the used ranges flagged PG_HASDATA whose 4096 bytes are not all zero."""
+        """PFNs of frames in use flagged PG_HASDATA whose 4096 bytes are not all zero.
+
+        A free frame's stale bytes are left out: no one reads them, and every allocation
+        zeroes a PG_HASDATA frame before handing it out (its flag is kept, so the zeroing,
+        and EV_PAGES_ZEROED, happen after a restore as they would have)."""
         cdef int64_t n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
         out = np.empty(d1 + (n - t0), dtype=np.int64)
         cdef int64_t[::1] o = out
@@ -397,7 +401,7 @@ cdef class PhysMem:
                     pfn = t0
                     if pfn >= n:
                         break
-                if self.pm.flags[pfn] & PG_HASDATA:
+                if (self.pm.flags[pfn] & (PG_USED | PG_HASDATA)) == PG_USED | PG_HASDATA:
                     w = <uint64_t*>frame_ptr(&self.pm, pfn)
                     for j in range(512):
                         if w[j] != 0:
