@@ -321,6 +321,9 @@ def _read_header(f, size):
         if len(sha) != 64:
             raise _bad(f"{where}: bad sha256")
         pos += length
+    want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames"}
+    if not want <= names:
+        raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
         raise _bad(f"sections end at byte {pos}, header says the file has {fsize} bytes")
     if size < fsize:
@@ -332,9 +335,6 @@ def _read_header(f, size):
     if size != fsize:
         raise SnapshotError(f"bad snapshot: {size - fsize} bytes after the end of the "
                             f"snapshot ({fsize} bytes)")
-    want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames"}
-    if not want <= names:
-        raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     return header
 
 
@@ -434,15 +434,20 @@ def load(path, cls=None, check: bool = False):
         if fs["shape"] != [len(arrays["data_pfns"]), PAGE_SIZE] or \
                 fs["raw_length"] != len(arrays["data_pfns"]) * PAGE_SIZE:
             raise _bad("section 'frames' does not match 'data_pfns'")
+        partial = []
         try:
-            return _build(f, state, arrays, fs, cls, check)
+            return _build(f, state, arrays, fs, cls, check, partial)
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+            # the half-built machine is unreachable; break its reference cycles (processes
+            # point at it and at each other) so its host mappings go now, not at a later gc
+            for obj in partial:
+                obj.__dict__.clear()
             if isinstance(e, SnapshotError):
                 raise
             raise _bad(f"inconsistent contents: {type(e).__name__}: {e}") from None
 
 
-def _build(f, state, arrays, frames_sec, cls, check):
+def _build(f, state, arrays, frames_sec, cls, check, partial):
     from .check import InvariantError
     from .machine import Machine, ShmemFile
     from .mm import MM
@@ -466,6 +471,7 @@ def _build(f, state, arrays, frames_sec, cls, check):
         raise _bad("physmem: events must be integers")
 
     m = cls.__new__(cls)
+    partial.append(m)
     m.memory = memory
     m.phys = phys = PhysMem(nframes)
     phys.restore_state(scalars, arrays)
@@ -534,6 +540,7 @@ def _build(f, state, arrays, frames_sec, cls, check):
     for i, pr in enumerate(procs):
         where = f"process {i}"
         p = Process.__new__(Process)
+        partial.append(p)
         p.machine = m
         p.pid = _int(pr, "pid", where, 1)
         if p.pid in m._procs:
