@@ -55,7 +55,7 @@ FORMAT_VERSION = 1
 _PRE = struct.Struct("<10sIIQ32s")          # magic, version, flags, header length, SHA-256
 PREAMBLE_SIZE = _PRE.size                   # 58
 _FRAME_CHUNK = 4096                         # frames per read_frames/write_frames call
-_IO_CHUNK = 1 << 20
+_IO_CHUNK = 1 << 22
 _ZLIB_LEVEL = 1
 
 # The attributes save() knows how to store. Anything else on these objects is state the
@@ -187,6 +187,13 @@ def save(machine, path, compress: bool = True) -> None:
         for i in range(0, len(pfns), _FRAME_CHUNK):
             yield phys.read_frames(pfns[i:i + _FRAME_CHUNK]).tobytes()
     sections.append(("frames", "|u1", [len(pfns), PAGE_SIZE], frames()))
+    codecs = {name: codec for name, _, _, _ in sections}
+    if compress and len(pfns):
+        # page tables compress ~20x, random user data not at all (and zlib would spend
+        # ~10 s per GiB on it): a sample of frames decides the codec of the frames section
+        sample = phys.read_frames(pfns[np.unique(np.linspace(0, len(pfns) - 1, 64).astype(np.int64))])
+        if len(zlib.compress(sample.tobytes(), _ZLIB_LEVEL)) > 0.7 * len(sample):
+            codecs["frames"] = "none"
 
     big = (1 << 64) - 1
     template = _header([{"name": n, "offset": big, "length": big, "codec": codec,
@@ -202,7 +209,7 @@ def save(machine, path, compress: bool = True) -> None:
             recs = []
             for name, dt, shape, payload in sections:
                 h = hashlib.sha256()
-                comp = zlib.compressobj(_ZLIB_LEVEL) if compress else None
+                comp = zlib.compressobj(_ZLIB_LEVEL) if codecs[name] == "zlib" else None
                 raw = stored = 0
                 for chunk in ([payload] if isinstance(payload, bytes) else payload):
                     raw += len(chunk)
@@ -215,7 +222,7 @@ def save(machine, path, compress: bool = True) -> None:
                     h.update(out)
                     f.write(out)
                     stored += len(out)
-                recs.append({"name": name, "offset": pos, "length": stored, "codec": codec,
+                recs.append({"name": name, "offset": pos, "length": stored, "codec": codecs[name],
                              "raw_length": raw, "dtype": dt, "shape": shape,
                              "sha256": h.hexdigest()})
                 pos += stored
@@ -482,14 +489,19 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         raise _bad("data_pfns holds frames outside the used ranges")
     buf, done = bytearray(), 0
     for piece in _chunks(f, frames_sec, _FRAME_CHUNK * PAGE_SIZE):
+        if not buf and len(piece) % PAGE_SIZE == 0:
+            k = len(piece) // PAGE_SIZE
+            phys.write_frames(pfns[done:done + k], piece)
+            done += k
+            continue
         buf += piece
         k = len(buf) // PAGE_SIZE
-        if k >= _FRAME_CHUNK:
+        if k:
             phys.write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
             del buf[:k * PAGE_SIZE]
             done += k
     if buf:
-        phys.write_frames(pfns[done:], bytes(buf))
+        raise _bad("section 'frames' is not a whole number of frames")
     m.cow_pgtable = bool(_typed(ms, "cow_pgtable", bool, "machine"))
     m.max_map_count = _int(ms, "max_map_count", "machine", 0)
     m._pids = itertools.count(_int(ms, "next_pid", "machine", 1))
