@@ -410,6 +410,8 @@ def test_header_with_wrong_types(tmp_path, good, change, pattern):
     (lambda s: s["machine"].update(memory=4096), "memory 4096 bytes but"),
     (lambda s: s["processes"][0]["mm"]["vmas"][0].__setitem__(0, "x"), "VMA fields must be integers"),
     (lambda s: s["processes"][0]["mm"]["vmas"][0].__setitem__(4, 99), "backing index 99 out of range"),
+    (lambda s: s["processes"][0]["mm"]["vmas"][0].__setitem__(3, 1 << 63), "field out of range"),
+    (lambda s: s["anon_vmas"].append(3), "anon_vmas must be booleans"),
     (lambda s: s["processes"][0]["mm"]["core"].update(pgd=1 << 40), "outside memory"),
     (lambda s: s["processes"][1].update(parent=999), "parent 999 is not a live process"),
     (lambda s: s["processes"][1].update(pid=1), "pid 1 appears twice"),
@@ -495,3 +497,85 @@ def test_readme_snapshot_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README Snapshots", "exec"), {})
     assert (tmp_path / "machine.mms").stat().st_size < 400 * 1024
+
+
+# ---------------------------------------------------------------- random runs
+RBASE = 0x7F0000000000 - 64 * PG      # a 128-page window over two PMD spans
+
+
+def random_step(m, rng):
+    """One random syscall or access (an error or signal is part of the run)."""
+    procs = m.processes
+    if not procs:
+        q = m.spawn()
+        q.mmap(RBASE, 128 * PG, RW, PRIV | mmemu.MAP_FIXED)
+        q.write(RBASE, bytes(range(1, 256)) * (100 * PG // 255))
+        return
+    p = rng.choice(procs)
+    pg = rng.randrange(128)
+    n = rng.randrange(1, 24)
+    addr, length = RBASE + pg * PG, n * PG
+    op = rng.randrange(16)
+    if op in (5, 6, 7, 14) and p.mm.vmas and rng.random() < 0.8:
+        v = rng.choice(p.mm.vmas)                 # an access inside a mapping
+        addr = v.start + rng.randrange((v.end - v.start) // PG) * PG
+        length = min(length, v.end - addr)
+    try:
+        if op == 0:
+            p.mmap(addr, length, RW, PRIV | mmemu.MAP_FIXED)
+        elif op == 1:
+            p.mmap(addr, length, RW, SHARED | mmemu.MAP_FIXED)
+        elif op == 2:
+            f = m.files[0] if m.files else m.create_file("/r", data=bytes(range(256)) * 64)
+            p.mmap(addr, length, RW, rng.choice([MAP_SHARED, MAP_PRIVATE]) | mmemu.MAP_FIXED, file=f)
+        elif op == 3:
+            p.munmap(addr, length)
+        elif op == 4:
+            p.mprotect(addr, length, rng.choice([0, 1, 3]))
+        elif op in (5, 6):
+            p.write(addr, bytes([rng.randrange(1, 256)]) * rng.randrange(1, 3 * PG))
+        elif op == 7:
+            p.read(addr, rng.randrange(1, 2 * PG))
+        elif op == 8:
+            p.fork(cow_pgtable=rng.random() < 0.6)
+        elif op == 9 and len(procs) > 1:
+            p.exit()
+        elif op == 10:
+            p.madvise(addr, length, rng.choice([Madv.DONTNEED, Madv.FREE, Madv.GUARD_INSTALL,
+                                                Madv.GUARD_REMOVE, Madv.WIPEONFORK]))
+        elif op == 11:
+            p.mremap(addr, length, rng.randrange(1, 24) * PG, MREMAP_MAYMOVE)
+        elif op == 12:
+            p.brk(p.brk(0) + rng.randrange(-4, 8) * PG)
+        elif op == 13 and m.files:
+            f = m.files[0]
+            if rng.random() < 0.5:
+                m.write_file(f, rng.randrange(64 * PG), b"w" * rng.randrange(1, 2 * PG))
+            else:
+                f.truncate(rng.randrange(64 * PG))
+        elif op == 14:
+            p.touch(addr, length, write=rng.random() < 0.5)
+        elif op == 15:
+            p.prctl(PR_SET_COW_PTE, rng.randrange(2))
+    except (mmemu.MMError, mmemu.SegmentationFault, mmemu.BusError):
+        pass
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_runs_continue_identically_after_load(tmp_path, fork_design, seed):
+    import random
+    rng = random.Random(seed)
+    m = mmemu.Machine("64M")
+    for _ in range(rng.randrange(30, 70)):
+        random_step(m, rng)
+    path = tmp_path / "r.mms"
+    m.save(path)
+    m2 = mmemu.Machine.load(path, check=True)
+    assert_same(observe(m), observe(m2))
+    state = rng.getstate()
+    for machine in (m, m2):
+        rng.setstate(state)
+        for _ in range(60):
+            random_step(machine, rng)
+        machine.check()
+    assert_same(observe(m), observe(m2))

@@ -533,7 +533,9 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         else:
             raise _bad(f"{where}: unknown kind {kind!r}")
         dev = _typed(b, "dev", list, where)
-        obj.dev = (int(dev[0]), int(dev[1]))
+        if len(dev) != 2 or not all(isinstance(x, int) for x in dev):
+            raise _bad(f"{where}: 'dev' must be two integers")
+        obj.dev = (dev[0], dev[1])
         obj.cache = cache
         obj.users = 0
         backings.append((obj, _int(b, "users", where, 0)))
@@ -545,7 +547,10 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         if not isinstance(obj, File) or obj.unlinked or obj.path in m._files:
             raise _bad(f"files: backing {i} is not a named file")
         m._files[obj.path] = obj
-    anon = [AnonVma(forked=bool(x)) for x in _typed(state, "anon_vmas", list, "state")]
+    anon = _typed(state, "anon_vmas", list, "state")
+    if not all(isinstance(x, bool) for x in anon):
+        raise _bad("anon_vmas must be booleans")
+    anon = [AnonVma(forked=x) for x in anon]
 
     procs = _typed(state, "processes", list, "state")
     built = []
@@ -589,6 +594,8 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
                 raise _bad(f"{where}: VMA fields must be integers")
             if not (prev_end <= start < end <= 1 << 47) or (start | end) & (PAGE_SIZE - 1):
                 raise _bad(f"{where}: bad or overlapping VMA {start:#x}-{end:#x}")
+            if not (0 <= pgoff < 1 << 52 and 0 <= flags < 1 << 64 and 0 <= prot < 1 << 64):
+                raise _bad(f"{where}: VMA {start:#x}-{end:#x} has a field out of range")
             prev_end = end
             if name is not None and not isinstance(name, str):
                 raise _bad(f"{where}: VMA name must be a string")

@@ -445,6 +445,8 @@ cdef class PhysMem:
         never touched (it is zero in a fresh PhysMem). The mm registry is not touched: each
         MMCore registers itself in MMCore.restore_state."""
         cdef int64_t n = self.pm.nframes, i
+        if self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.nfree_data or self.pm.nfree_table:
+            raise ValueError("restore_state needs a freshly created PhysMem")
         if scalars["nframes"] != n:
             raise ValueError(f"snapshot has {scalars['nframes']} frames, this memory {n}")
         cdef int64_t d1 = scalars["data_hwm"], t0 = scalars["table_lwm"]
