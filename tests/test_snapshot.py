@@ -579,3 +579,24 @@ def test_random_runs_continue_identically_after_load(tmp_path, fork_design, seed
             random_step(machine, rng)
         machine.check()
     assert_same(observe(m), observe(m2))
+
+
+@pytest.mark.one_design
+def test_identical_runs_in_separate_interpreters(tmp_path):
+    """Another interpreter (another hash seed, other object addresses) writes the same bytes."""
+    import subprocess
+    import sys
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import mmemu, test_snapshot as t\n"
+        "m = mmemu.Machine('1G', cow_pgtable=True); i = t.build_deterministic(m)\n"
+        "t.further(m, i); m.save(sys.argv[2])\n")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONHASHSEED="12345",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(mmemu.__path__[0]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code, here, str(tmp_path / "other.mms")],
+                   check=True, env=env)
+    m = mmemu.Machine("1G", cow_pgtable=True)
+    further(m, build_deterministic(m))
+    m.save(tmp_path / "here.mms")
+    assert (tmp_path / "other.mms").read_bytes() == (tmp_path / "here.mms").read_bytes()

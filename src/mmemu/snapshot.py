@@ -202,7 +202,10 @@ def save(machine, path, compress: bool = True) -> None:
     hlen = len(template)
     d = os.path.dirname(os.path.abspath(os.fspath(path)))
     fd, tmp = tempfile.mkstemp(prefix=".mmemu-snapshot-", dir=d)
+    umask = os.umask(0o22)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)        # as open(path, "wb") would create it
         with os.fdopen(fd, "wb") as f:
             f.write(b"\0" * (PREAMBLE_SIZE + hlen))
             pos = PREAMBLE_SIZE + hlen
