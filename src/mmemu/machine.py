@@ -274,6 +274,31 @@ class Machine:
         if f.users == 0:
             f._free()
 
+    # ---- snapshots (mmemu.snapshot) ----
+    def save(self, path, *, compress: bool = True) -> None:
+        """Write the whole machine to one file: processes, VMAs, page tables, frame
+        metadata, allocator state, counters, files and every non-zero byte of memory.
+
+        ``Machine.load(path)`` gives back an identical machine. The file is written to a
+        temporary name and renamed, so path is never left half written. compress=False
+        stores the sections raw (zlib level 1 otherwise). See mmemu.snapshot for the format.
+        """
+        from .snapshot import save
+        save(self, path, compress=compress)
+
+    @classmethod
+    def load(cls, path, *, check: bool = False) -> "Machine":
+        """A machine read from a snapshot written by ``save``.
+
+        The file's magic, version, sizes and SHA-256 checksums are verified before anything
+        is built; a bad file raises ``mmemu.SnapshotError`` saying what is wrong (truncated
+        at byte N, checksum mismatch in section X, not an mmemu snapshot, unsupported
+        version V) and no machine is returned. check=True also runs ``check()`` on the
+        loaded machine (SnapshotError if it fails).
+        """
+        from .snapshot import load
+        return load(path, cls, check)
+
     # ---- views ----
     def fail_page_alloc(self, nth: int, times: int = 1) -> None:
         """Fault injection, like the kernel's fail_page_alloc: the nth page allocation

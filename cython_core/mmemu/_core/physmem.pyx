@@ -491,3 +491,192 @@ cdef class PhysMem:
             self.pm.nr_anon_mapped = value
         else:
             raise KeyError(field)
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def _frame_arrays(self):
+        """name -> writable view of every per-frame metadata array a snapshot saves and
+        restores. A new per-frame array in physmem_t needs exactly one line here."""
+        cdef int64_t n = self.pm.nframes
+        return {
+            "refcount": _wview(self.pm.refcount, n, cnp.NPY_INT32),
+            "mapcount": _wview(self.pm.mapcount, n, cnp.NPY_INT32),
+            "flags": _wview(self.pm.flags, n, cnp.NPY_UINT32),
+            "pt_share": _wview(self.pm.pt_share, n, cnp.NPY_INT32),
+            "pt_owner": _wview(self.pm.pt_owner, n, cnp.NPY_INT32),
+        }
+
+    def dump_state(self):
+        """The allocator and "struct page" state as (scalars, arrays), for a snapshot.
+
+        scalars is a JSON-able dict (sizes, high/low-water marks, counters, events,
+        accounting mode, the mm id counter); arrays maps names to numpy copies: each
+        per-frame array over the used ranges only ([0, data_hwm) then [table_lwm,
+        nframes)), the two free stacks, and ``data_pfns``: the frames in use whose bytes
+        are not all zero (their contents: ``read_frames``).
+        """
+        cdef int64_t i, n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
+        scalars = {
+            "nframes": n, "data_hwm": d1, "table_lwm": t0, "zero_pfn": self.pm.zero_pfn,
+            "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
+            "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
+            "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
+            "events": [self.pm.ev[i] for i in range(NR_EVENTS)],
+            "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
+        }
+        arrays = {}
+        for name, view in self._frame_arrays().items():
+            arrays["frame." + name] = np.concatenate([view[:d1], view[t0:]])
+        d, t = self.free_pfns()
+        arrays["free_data"] = d
+        arrays["free_table"] = t
+        arrays["data_pfns"] = self._nonzero_frames()
+        return scalars, arrays
+
+    def _nonzero_frames(self):
+        """PFNs of frames in use flagged PG_HASDATA whose 4096 bytes are not all zero.
+
+        A free frame's stale bytes are left out: no one reads them, and every allocation
+        zeroes a PG_HASDATA frame before handing it out (its flag is kept, so the zeroing,
+        and EV_PAGES_ZEROED, happen after a restore as they would have)."""
+        cdef int64_t n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
+        out = np.empty(d1 + (n - t0), dtype=np.int64)
+        cdef int64_t[::1] o = out
+        cdef int64_t k = 0, pfn, j
+        cdef uint64_t* w
+        with nogil:
+            pfn = 0
+            while pfn < n:
+                if pfn == d1:
+                    pfn = t0
+                    if pfn >= n:
+                        break
+                if (self.pm.flags[pfn] & (PG_USED | PG_HASDATA)) == PG_USED | PG_HASDATA:
+                    w = <uint64_t*>frame_ptr(&self.pm, pfn)
+                    for j in range(512):
+                        if w[j] != 0:
+                            o[k] = pfn
+                            k += 1
+                            break
+                pfn += 1
+        return out[:k].copy()
+
+    def read_frames(self, const int64_t[::1] pfns):
+        """The contents of these frames, concatenated (a uint8 copy, 4096 bytes each)."""
+        cdef int64_t i, k = pfns.shape[0]
+        for i in range(k):
+            if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
+                raise IndexError(pfns[i])
+        out = np.empty(k * 4096, dtype=np.uint8)
+        cdef uint8_t[::1] o = out
+        with nogil:
+            for i in range(k):
+                memcpy(&o[i * 4096], frame_ptr(&self.pm, pfns[i]), 4096)
+        return out
+
+    def write_frames(self, const int64_t[::1] pfns, const uint8_t[::1] data):
+        """Restore frame contents (the inverse of read_frames; metadata is untouched)."""
+        cdef int64_t i, k = pfns.shape[0]
+        if data.shape[0] != k * 4096:
+            raise ValueError(f"{data.shape[0]} bytes of data for {k} frames")
+        for i in range(k):
+            if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
+                raise ValueError(f"frame {pfns[i]} outside memory")
+        if k == 0:
+            return
+        with nogil:
+            for i in range(k):
+                memcpy(frame_ptr(&self.pm, pfns[i]), &data[i * 4096], 4096)
+
+    def restore_state(self, dict scalars, dict arrays):
+        """Load what dump_state returned into this freshly created PhysMem (frame contents
+        come separately, through write_frames). Everything is validated before anything is
+        written; ValueError says what is wrong. Host memory between the used ranges is
+        never touched (it is zero in a fresh PhysMem). The mm registry is not touched: each
+        MMCore registers itself in MMCore.restore_state."""
+        cdef int64_t n = self.pm.nframes, i
+        if self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.nfree_data or self.pm.nfree_table:
+            raise ValueError("restore_state needs a freshly created PhysMem")
+        if scalars["nframes"] != n:
+            raise ValueError(f"snapshot has {scalars['nframes']} frames, this memory {n}")
+        cdef int64_t d1 = scalars["data_hwm"], t0 = scalars["table_lwm"]
+        if not (1 <= d1 <= t0 <= n):
+            raise ValueError(f"bad used ranges: data_hwm {d1}, table_lwm {t0}, nframes {n}")
+        used = d1 + (n - t0)
+        views = self._frame_arrays()
+        for name, view in views.items():
+            a = arrays.get("frame." + name)
+            if a is None:
+                raise ValueError(f"per-frame array {name!r} missing")
+            if a.dtype != view.dtype or a.shape != (used,):
+                raise ValueError(f"per-frame array {name!r}: {a.dtype}{a.shape}, expected "
+                                 f"{view.dtype}({used},)")
+        fd, ft = arrays["free_data"], arrays["free_table"]
+        for a, what in ((fd, "free_data"), (ft, "free_table")):
+            if a.dtype != np.int64 or a.ndim != 1 or len(a) > used:
+                raise ValueError(f"bad free stack {what}")
+            if len(a) and (np.any(a < 0) or np.any(a >= n) or np.any((a >= d1) & (a < t0))):
+                raise ValueError(f"free stack {what} holds frames outside the used ranges")
+        if len(fd) + len(ft) + (t0 - d1) != scalars["nr_free"]:
+            raise ValueError(f"free stacks hold {len(fd) + len(ft)} + {t0 - d1} never-used "
+                             f"frames, nr_free is {scalars['nr_free']}")
+        z = scalars["zero_pfn"]
+        if not 0 <= z < d1:
+            raise ValueError(f"zero page {z} outside the data range")
+        ev = scalars["events"]
+        if len(ev) != NR_EVENTS:
+            raise ValueError(f"{len(ev)} event counters, expected {NR_EVENTS}")
+        if scalars["cow_eager"] not in (0, 1):
+            raise ValueError("bad accounting mode")
+        nid = scalars["next_mm_id"]
+        if not 0 <= nid < (1 << 31) - 1:
+            raise ValueError(f"bad mm id counter {nid}")
+        # validated: write
+        for name, view in views.items():
+            a = arrays["frame." + name]
+            view[:d1] = a[:d1]          # [d1, t0) stays as a fresh PhysMem has it: zeros
+            view[t0:] = a[d1:]
+        self.pm.data_hwm = d1
+        self.pm.table_lwm = t0
+        self.pm.nfree_data = len(fd)
+        self.pm.nfree_table = len(ft)
+        if len(fd):
+            _wview(self.pm.free_data, n, cnp.NPY_INT64)[:len(fd)] = fd
+        if len(ft):
+            _wview(self.pm.free_table, n, cnp.NPY_INT64)[:len(ft)] = ft
+        self.pm.zero_pfn = z
+        self.pm.nr_free = scalars["nr_free"]
+        self.pm.nr_anon_mapped = scalars["nr_anon_mapped"]
+        self.pm.nr_file_mapped = scalars["nr_file_mapped"]
+        self.pm.nr_shmem = scalars["nr_shmem"]
+        self.pm.nr_file_pages = scalars["nr_file_pages"]
+        self.pm.nr_pagetable = scalars["nr_pagetable"]
+        for i in range(NR_EVENTS):
+            self.pm.ev[i] = ev[i]
+        self.pm.cow_eager = scalars["cow_eager"]
+        self._set_next_mm_id(nid)
+
+    def _set_next_mm_id(self, int64_t nid):
+        """Restore the mm id counter (the next new_mm_id returns nid + 1)."""
+        self._next_mm_id = nid
+        self._mm_slot(nid)
+
+    def _mm_slot(self, int64_t mm_id):
+        """Grow the mm registry so that mm_id has a slot (NULL if new)."""
+        cdef int64_t i, n = mm_id + 1
+        cdef void** p
+        if n > self.pm.mms_len:
+            n = max(n, 2 * self.pm.mms_len, 64)
+            p = <void**>realloc(self.pm.mms, n * sizeof(void*))
+            if p == NULL:
+                raise MemoryError()
+            for i in range(self.pm.mms_len, n):
+                p[i] = NULL
+            self.pm.mms = p
+            self.pm.mms_len = n
+
+
+cdef object _wview(void* ptr, int64_t n, int typenum):
+    """A writable numpy view of `n` elements of a metadata array (snapshot restore only)."""
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    return cnp.PyArray_SimpleNewFromData(1, dims, typenum, ptr)
