@@ -60,7 +60,7 @@ _ZLIB_LEVEL = 1
 
 # The attributes save() knows how to store. Anything else on these objects is state the
 # format would lose, so save() refuses it rather than write an inexact snapshot.
-_MACHINE_ATTRS = {"memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_pids",
+_MACHINE_ATTRS = {"memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_next_pid",
                   "_inodes", "_backings", "_files"}
 _PROCESS_ATTRS = {"machine", "pid", "parent", "children", "alive", "mm"}
 _MM_INTS = ("total_vm", "data_vm", "exec_vm", "stack_vm", "locked_vm", "hiwater_vm",
@@ -151,7 +151,7 @@ def _collect(machine):
     state = {
         "machine": {"memory": machine.memory, "max_map_count": machine.max_map_count,
                     "cow_pgtable": bool(machine.cow_pgtable),
-                    "next_pid": _peek_count(machine, "_pids"),
+                    "next_pid": int(machine._next_pid),
                     "next_inode": _peek_count(machine, "_inodes")},
         "physmem": scalars,
         "backings": brecs,
@@ -474,7 +474,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         raise _bad(f"memory {memory} bytes but {nframes} frames")
     for k in ("data_hwm", "table_lwm", "zero_pfn", "nr_free", "nr_anon_mapped",
               "nr_file_mapped", "nr_shmem", "nr_file_pages", "nr_pagetable", "cow_eager",
-              "next_mm_id"):
+              "next_mm_id", "alloc_calls", "alloc_failed"):
         _int(scalars, k, "physmem")
     ev = _typed(scalars, "events", list, "physmem")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in ev):
@@ -507,7 +507,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         raise _bad("section 'frames' is not a whole number of frames")
     m.cow_pgtable = bool(_typed(ms, "cow_pgtable", bool, "machine"))
     m.max_map_count = _int(ms, "max_map_count", "machine", 0)
-    m._pids = itertools.count(_int(ms, "next_pid", "machine", 1))
+    m._next_pid = _int(ms, "next_pid", "machine", 1)
     m._inodes = itertools.count(_int(ms, "next_inode", "machine", 0))
     m._procs, m._files = {}, {}
 

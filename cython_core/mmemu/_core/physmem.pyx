@@ -515,6 +515,8 @@ cdef class PhysMem:
         are not all zero (their contents: ``read_frames``).
         """
         cdef int64_t i, n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
+        if self.pm.pool_depth or self.pm.pool_len:
+            raise RuntimeError("cannot dump physical memory inside a reservation scope")
         scalars = {
             "nframes": n, "data_hwm": d1, "table_lwm": t0, "zero_pfn": self.pm.zero_pfn,
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
@@ -522,6 +524,7 @@ cdef class PhysMem:
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
             "events": [self.pm.ev[i] for i in range(NR_EVENTS)],
             "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
+            "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
         }
         arrays = {}
         for name, view in self._frame_arrays().items():
@@ -630,6 +633,9 @@ cdef class PhysMem:
         nid = scalars["next_mm_id"]
         if not 0 <= nid < (1 << 31) - 1:
             raise ValueError(f"bad mm id counter {nid}")
+        calls, failed = scalars["alloc_calls"], scalars["alloc_failed"]
+        if not (0 <= failed <= calls < (1 << 62)):
+            raise ValueError(f"bad allocation counters {calls}, {failed}")
         # validated: write
         for name, view in views.items():
             a = arrays["frame." + name]
@@ -653,6 +659,8 @@ cdef class PhysMem:
         for i in range(NR_EVENTS):
             self.pm.ev[i] = ev[i]
         self.pm.cow_eager = scalars["cow_eager"]
+        self.pm.alloc_calls = calls
+        self.pm.alloc_failed = failed
         self._set_next_mm_id(nid)
 
     def _set_next_mm_id(self, int64_t nid):
