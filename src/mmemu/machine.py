@@ -299,7 +299,7 @@ class Machine:
         from .snapshot import load
         return load(path, cls, check)
 
-    # ---- views ----
+    # ---- fault injection ----
     def fail_page_alloc(self, nth: int, times: int = 1) -> None:
         """Fault injection, like the kernel's fail_page_alloc: the nth page allocation
         attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
@@ -308,6 +308,7 @@ class Machine:
         page tables reserves them first, so a failure leaves it with nothing changed."""
         self.phys.fail_page_alloc(nth, times)
 
+    # ---- views ----
     def meminfo(self):
         """/proc/meminfo (kB) as a read-only mapping; str() gives the text."""
         from .stats import meminfo
