@@ -1,6 +1,8 @@
 """Shared fixtures and helpers for the mmemu test suite."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import mmemu
@@ -19,6 +21,12 @@ DESIGNS = ["classic", "cow-deferred", "cow-eager"]
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "one_design: the test picks its fork designs itself (not parametrised)")
+    if os.environ.get("MMEMU_REQUIRE_DEBUG_BUILD"):
+        # tools/debug_build_check.py: make sure the debug build is the one under test
+        from mmemu._core import physmem
+        if not physmem.DEBUG_BUILD:
+            raise pytest.UsageError(f"MMEMU_REQUIRE_DEBUG_BUILD is set but {physmem.__file__} "
+                                    "is a release build")
 
 
 def pytest_generate_tests(metafunc):

@@ -4,7 +4,7 @@ Emulated physical memory and x86-64 4-level page tables, VMAs, page faults, copy
 and fork, with every number Linux reports (/proc/meminfo, /proc/PID/status, smaps, maps,
 pagemap) and an invariant checker.
 """
-from .errors import BusError, MMError, SegmentationFault
+from .errors import BusError, MMError, SegmentationFault, SnapshotError
 from .check import InvariantError
 from .flags import *  # noqa: F401,F403  (PROT_*, MAP_*, MADV_*, CLONE_* and the enums)
 from .flags import __all__ as _flag_names
@@ -14,4 +14,4 @@ from .process import Process
 __version__ = "0.1.0"
 
 __all__ = ["Machine", "Process", "MMError", "SegmentationFault", "BusError", "InvariantError",
-           "parse_size"] + list(_flag_names)
+           "SnapshotError", "parse_size"] + list(_flag_names)

@@ -49,3 +49,11 @@ def einval(msg: str | None = None) -> MMError:
 
 def enomem(msg: str | None = None) -> MMError:
     return MMError(_errno.ENOMEM, msg)
+
+
+class SnapshotError(ValueError):
+    """``Machine.load`` refused a file: not an mmemu snapshot, an unsupported format
+    version, truncated, corrupted (a checksum mismatch names the section) or inconsistent.
+    A ValueError, not an OSError: the file was read, its contents are wrong (an unreadable
+    or missing file raises the usual OSError). ``Machine.save`` raises it when the machine
+    holds state the format cannot store."""

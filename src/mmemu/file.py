@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import MMError, enomem
+from .reserve import reserving
 from .flags import VmFlags
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
@@ -131,7 +132,9 @@ class File:
         once); extends the file past EOF. Returns the byte count.
 
         Raises EBADF on a read-only file, EINVAL/EFBIG on a bad offset, ENOMEM (with
-        nothing changed) when the pages it needs cannot be allocated."""
+        nothing changed) when the pages it needs are not free; if an allocation fails
+        half way all the same, the bytes before that page stay written and their count is
+        returned (a short write, as generic_perform_write does)."""
         if not self.writable:
             raise MMError(errno.EBADF, "file not open for writing")
         buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
@@ -153,12 +156,17 @@ class File:
         while pos < end:
             idx = pos >> PAGE_SHIFT
             stop = min(end, (idx + 1) << PAGE_SHIFT)
-            pfn = self._find_or_create(idx)
+            try:
+                pfn = self._find_or_create(idx)
+            except MMError:
+                if pos == offset:
+                    raise
+                break       # generic_perform_write: a short write if anything was written
             phys.cache_write(pfn, pos & (PAGE_SIZE - 1), buf[pos - offset:stop - offset], True)
             pos = stop
-        if end > self.size:
-            self.size = end
-        return n
+        if pos > self.size:
+            self.size = pos
+        return pos - offset
 
     def truncate(self, size: int) -> None:
         """ftruncate(2). Shrinking unmaps the pages past the new EOF from every process
@@ -264,17 +272,16 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
     # all or nothing: the private copies of COW-shared tables in every process must fit
     # (a table met by two ranges of one process is counted twice: conservative)
     need = sum(_cow_pte.break_count(proc.mm.core, start, end) for proc, _, start, end in ranges)
-    if need > machine.phys.nr_free:
-        raise enomem(f"{need} private page-table copies needed to unmap the file's pages")
-    for proc, v, start, end in ranges:
-        mm = proc.mm
-        proc._unshare_pte_tables(start, end)
-        mm.update_hiwater_rss()
-        if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
-            _zap.zap(mm.core, start, end, False)
-            continue
-        for s, e in file_pte_runs(proc, start, end):
-            _zap.zap(mm.core, s, e, False)
+    with reserving(machine.phys, need, "unmapping the file's pages (private page-table copies)"):
+        for proc, v, start, end in ranges:
+            mm = proc.mm
+            proc._unshare_pte_tables(start, end)
+            mm.update_hiwater_rss()
+            if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
+                _zap.zap(mm.core, start, end, False)
+                continue
+            for s, e in file_pte_runs(proc, start, end):
+                _zap.zap(mm.core, s, e, False)
 
 
 def punch_hole(machine, obj, first: int, last: int) -> None:

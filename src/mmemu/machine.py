@@ -18,6 +18,7 @@ from .file import File
 from .flags import VmFlags
 from .mm import MM
 from .process import Process
+from .reserve import reserving
 from .vma import PAGE_SIZE, AnonVma
 
 _NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
@@ -97,7 +98,7 @@ class Machine:
         self.cow_pgtable = bool(cow_pgtable)
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
-        self._pids = itertools.count(1)
+        self._next_pid = 1
         self._inodes = itertools.count(1024)
         self._backings: set = set()
         self._files: Dict[str, "File"] = {}     # path -> File (the namespace)
@@ -121,9 +122,8 @@ class Machine:
     def spawn(self, layout: Optional[str] = None) -> Process:
         """A new process. By default its address space is empty (only the program break
         is set); ``layout="typical"`` maps a small C program (see mmemu.layout)."""
-        if self.phys.nr_free < 1:
-            raise enomem("no frame for the PGD")
-        p = Process(self, next(self._pids))
+        p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
+        self._next_pid += 1
         p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
         from .layout import apply_layout
@@ -159,9 +159,15 @@ class Machine:
         ]
         blocked = self._cow_blocked_spans(mm) if cow else None
         need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
-        if self.phys.nr_free < need:
-            raise enomem(f"fork needs {need} page-table frames, {self.phys.nr_free} free")
-        child = Process(self, next(self._pids), parent)
+        with reserving(self.phys, need, "fork"):
+            return self._dup_mmap(parent, copy_spans, cow, blocked)
+
+    def _dup_mmap(self, parent: Process, copy_spans, cow: bool, blocked) -> Process:
+        """dup_mmap inside fork's reservation: the child's tables cannot fail to allocate.
+        Should copy_page_range fail all the same, the child is torn down (as dup_mmap's
+        error path does with mmput) and fork fails with ENOMEM; the pid is not used."""
+        mm = parent.mm
+        child = Process(self, self._next_pid, parent)
         cm = child.mm
         cm.total_vm, cm.data_vm = mm.total_vm, mm.data_vm
         cm.exec_vm, cm.stack_vm = mm.exec_vm, mm.stack_vm
@@ -182,8 +188,10 @@ class Machine:
                 nv.backing.users += 1
         cm.cow_pgtable = mm.cow_pgtable
         rc = _fork.fork_copy_ranges(cm.core, mm.core, copy_spans, cow, blocked)
-        if rc != 0:    # cannot happen: the frames were counted above
-            raise RuntimeError("copy_page_range ran out of frames after the pre-count")
+        if rc != 0:    # the reservation makes this unreachable; keep dup_mmap's error path
+            self._exit_mmap(cm)
+            raise enomem("copy_page_range could not allocate a page table")
+        self._next_pid += 1
         cm.hiwater_rss = cm.rss
         cm.hiwater_vm = cm.total_vm
         self._procs[child.pid] = child
@@ -265,6 +273,40 @@ class Machine:
         f.unlinked = True
         if f.users == 0:
             f._free()
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def save(self, path, *, compress: bool = True) -> None:
+        """Write the whole machine to one file: processes, VMAs, page tables, frame
+        metadata, allocator state, counters, files and every non-zero byte of memory.
+
+        ``Machine.load(path)`` gives back an identical machine. The file is written to a
+        temporary name and renamed, so path is never left half written. compress=False
+        stores the sections raw (zlib level 1 otherwise). See mmemu.snapshot for the format.
+        """
+        from .snapshot import save
+        save(self, path, compress=compress)
+
+    @classmethod
+    def load(cls, path, *, check: bool = False) -> "Machine":
+        """A machine read from a snapshot written by ``save``.
+
+        The file's magic, version, sizes and SHA-256 checksums are verified before anything
+        is built; a bad file raises ``mmemu.SnapshotError`` saying what is wrong (truncated
+        at byte N, checksum mismatch in section X, not an mmemu snapshot, unsupported
+        version V) and no machine is returned. check=True also runs ``check()`` on the
+        loaded machine (SnapshotError if it fails).
+        """
+        from .snapshot import load
+        return load(path, cls, check)
+
+    # ---- fault injection ----
+    def fail_page_alloc(self, nth: int, times: int = 1) -> None:
+        """Fault injection, like the kernel's fail_page_alloc: the nth page allocation
+        attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
+        every one from then on); ``fail_page_alloc(0)`` turns it off.
+        ``m.phys.alloc_calls`` counts the attempts. A syscall that allocates several
+        page tables reserves them first, so a failure leaves it with nothing changed."""
+        self.phys.fail_page_alloc(nth, times)
 
     # ---- views ----
     def meminfo(self):

@@ -18,6 +18,7 @@ from ._core import cow_pte as _cow_pte
 from ._core import mremap as _mremap
 from .errors import MMError, einval, enomem
 from .flags import MremapFlags, VmFlags
+from .reserve import top_up
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE
 
 _U64 = (1 << 64) - 1
@@ -229,8 +230,7 @@ class _Remap:
             need = (_mremap.count_move_tables(mm.core, addr, new_addr, old_end)
                     + _cow_pte.break_count(mm.core, addr, old_end, False)
                     + _cow_pte.break_count(mm.core, new_addr, new_addr + old_len, False))
-        if need > proc.machine.phys.nr_free:
-            raise enomem(f"mremap needs {need} page-table frames, {proc.machine.phys.nr_free} free")
+        top_up(proc.machine.phys, need, "mremap")
         if old_len:
             proc._unshare_pte_tables(addr, old_end)
             proc._unshare_pte_tables(new_addr, new_addr + old_len)

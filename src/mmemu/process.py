@@ -18,6 +18,7 @@ from .errors import BusError, MMError, SegmentationFault, einval, enomem
 from .file import File, _file_mmap_checks, exclusive_anon_runs, punch_hole
 from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags, Madv, MapFlags, Prot, VmFlags
 from .mm import MM
+from .reserve import syscall_scope, top_up
 from .vma import (
     MMAP_MIN_ADDR, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_ACCESS_FLAGS, VMA,
     AnonVma,
@@ -67,6 +68,7 @@ class Process:
             raise MMError(errno.ESRCH, f"process {self.pid} has exited")
 
     # ------------------------------------------------------------------ mmap
+    @syscall_scope
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
              *, file=None) -> int:
         """mmap(2): anonymous memory (MAP_ANONYMOUS, MAP_PRIVATE or MAP_SHARED) or a file
@@ -196,14 +198,13 @@ class Process:
             raise enomem("no free frame for a private copy of a shared page table")
 
     def _check_cow_frames(self, start: int, end: int, unmap: bool = False) -> None:
-        """Before a syscall changes anything: ENOMEM if breaking the COW-shared page tables of
-        [start, end) would need more frames than are free (so the call is all or nothing)."""
+        """Before a syscall changes anything: reserve the frames that breaking the COW-shared
+        page tables of [start, end) needs, or ENOMEM (so the call is all or nothing)."""
         need = _cow_pte.break_count(self.mm.core, start, end, unmap)
-        if need > self.machine.phys.nr_free:
-            raise enomem(f"{need} private page-table copies needed, "
-                         f"{self.machine.phys.nr_free} frames free")
+        top_up(self.machine.phys, need, "breaking the shared page tables of the range")
 
     # ------------------------------------------------------------------ munmap
+    @syscall_scope
     def munmap(self, addr: int, length: int) -> int:
         """munmap(2). Returns 0."""
         self._check_alive()
@@ -261,6 +262,7 @@ class Process:
             mm.remove(v)
 
     # ------------------------------------------------------------------ mremap / brk
+    @syscall_scope
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
         """mremap(2) with MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP (see mmemu.mremap).
 
@@ -268,12 +270,14 @@ class Process:
         from .mremap import do_mremap
         return do_mremap(self, old_addr, old_len, new_len, flags, new_addr)
 
+    @syscall_scope
     def brk(self, addr: int) -> int:
         """brk(2): returns the new break, or the unchanged old one on failure (no errno)."""
         from .brk import do_brk
         return do_brk(self, addr)
 
     # ------------------------------------------------------------------ mprotect
+    @syscall_scope
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """mprotect(2). Not atomic over holes, like Linux: earlier VMAs keep the change."""
         self._check_alive()
@@ -356,6 +360,7 @@ class Process:
     # advice with no effect on a machine without swap, KSM or readahead: accepted, no change
     _MADV_HINTS = {Madv.WILLNEED, Madv.COLD, Madv.PAGEOUT, Madv.MERGEABLE, Madv.UNMERGEABLE}
 
+    @syscall_scope
     def madvise(self, addr: int, length: int, advice: int) -> int:
         """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
         WIPEONFORK/KEEPONFORK, GUARD_INSTALL/GUARD_REMOVE, and the hints."""

@@ -18,7 +18,7 @@ from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, table_ptr, put_page
+from mmemu._core.physmem cimport physmem_t, table_ptr, put_page, reserve_frames, release_reserve
 from mmemu._core.pagetable cimport (
     mm_t, MMCore, pgtable_alloc, pmd_offset, pmd_walk_next, LEVEL_PTE,
 )
@@ -248,17 +248,24 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
 
 
 cdef bint _prepare(MMCore mmc, uint64_t start, uint64_t end, int count_mode, int mode) except -1:
-    """Count the frames a cow_range pass needs, then run it only if they are all free."""
+    """Count the frames a cow_range pass needs and reserve them, then run it: the pass
+    cannot fail half way. False, with nothing changed, if they cannot be had."""
     cdef physmem_t* pm = &mmc.phys.pm
-    cdef int64_t need
+    cdef int64_t need, rc
     if mmc.mm.pgd < 0:
         return True
     with nogil:
         need = cow_range(pm, &mmc.mm, start, end, count_mode)
-    if need > pm.nr_free:
+        if need > 0 and reserve_frames(pm, need) < 0:
+            need = -1
+        else:
+            rc = cow_range(pm, &mmc.mm, start, end, mode)
+            if need > 0:
+                release_reserve(pm)
+    if need < 0:
         return False
-    with nogil:
-        cow_range(pm, &mmc.mm, start, end, mode)
+    if rc < 0:
+        raise RuntimeError("break_cow_pte ran out of reserved frames (count and break disagree)")
     return True
 
 

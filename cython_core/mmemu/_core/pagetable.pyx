@@ -398,6 +398,85 @@ cdef class MMCore:
         p[0] = value
 
 
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self):
+        """The mm_t fields as a JSON-able dict (id, pgd, rss, pgtables_bytes)."""
+        return {"id": self.mm.id, "pgd": self.mm.pgd,
+                "rss": [self.mm.rss[i] for i in range(NR_MM_COUNTERS)],
+                "pgtables_bytes": self.mm.pgtables_bytes}
+
+    def restore_state(self, dict s):
+        """Take the fields dump_state gave (on a fresh MMCore of a restored PhysMem) and,
+        if the mm has a PGD, register it under its saved id. ValueError if they are bad."""
+        cdef int64_t mm_id = s["id"], pgd = s["pgd"]
+        cdef int i
+        rss = s["rss"]
+        if not 1 <= mm_id < (1 << 31) - 1:
+            raise ValueError(f"bad mm id {mm_id}")
+        if not -1 <= pgd < self.phys.pm.nframes:
+            raise ValueError(f"mm {mm_id}: PGD {pgd} outside memory")
+        if len(rss) != NR_MM_COUNTERS:
+            raise ValueError(f"mm {mm_id}: {len(rss)} rss counters")
+        self.phys._mm_slot(mm_id)
+        if pgd >= 0 and self.phys.pm.mms[mm_id] != NULL:
+            raise ValueError(f"two address spaces with mm id {mm_id}")
+        self._unregister()
+        self.mm.id = <int32_t>mm_id
+        self.mm.pgd = pgd
+        for i in range(NR_MM_COUNTERS):
+            self.mm.rss[i] = rss[i]
+        self.mm.pgtables_bytes = s["pgtables_bytes"]
+        if pgd >= 0:
+            self.phys.pm.mms[mm_id] = <void*>&self.mm
+
+    def validate_tables(self):
+        """A loaded snapshot's page tables are safe to walk: every upper-level entry points
+        at a table frame inside memory (no huge entries), every present PTE at a non-table
+        frame inside memory. Raises ValueError naming the first bad entry."""
+        cdef physmem_t* pm = &self.phys.pm
+        cdef int64_t n = pm.nframes
+        cdef pte_t* tabs[4]
+        cdef int i, j, k, l
+        cdef pte_t e
+        cdef pfn_t t
+        if self.mm.pgd < 0:
+            return
+        if not (pm.flags[self.mm.pgd] & PG_TABLE):
+            raise ValueError(f"mm {self.mm.id}: PGD frame {self.mm.pgd} is not a page table")
+        tabs[0] = table_ptr(pm, self.mm.pgd)
+        for i in range(512):
+            e = tabs[0][i]
+            if e == 0:
+                continue
+            t = pte_pfn(e)
+            if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
+                raise ValueError(f"mm {self.mm.id}: bad PGD entry {i}: {e:#x}")
+            tabs[1] = table_ptr(pm, t)
+            for j in range(512):
+                e = tabs[1][j]
+                if e == 0:
+                    continue
+                t = pte_pfn(e)
+                if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
+                    raise ValueError(f"mm {self.mm.id}: bad PUD entry {i}/{j}: {e:#x}")
+                tabs[2] = table_ptr(pm, t)
+                for k in range(512):
+                    e = tabs[2][k]
+                    if e == 0:
+                        continue
+                    t = pte_pfn(e)
+                    if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
+                        raise ValueError(f"mm {self.mm.id}: bad PMD entry {i}/{j}/{k}: {e:#x}")
+                    tabs[3] = table_ptr(pm, t)
+                    for l in range(512):
+                        e = tabs[3][l]
+                        if e == 0 or not pte_present(e):
+                            continue
+                        t = pte_pfn(e)
+                        if t >= n or pm.flags[t] & PG_TABLE:
+                            raise ValueError(f"mm {self.mm.id}: bad PTE {i}/{j}/{k}/{l}: {e:#x}")
+
+
 cdef int vma_from_py(vma_t* v, object vma) except -1:
     """Flatten a Python VMA (mmemu.vma.VMA) into the struct the kernels read."""
     cdef int64_t[::1] cache

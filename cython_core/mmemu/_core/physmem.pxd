@@ -28,12 +28,25 @@ cdef struct physmem_t:
     int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
     void** mms              # mm_t* of every live mm, indexed by mm id (NULL when gone)
     int64_t mms_len         # ids [0, mms_len) have a slot
+    # reservations: table frames taken ahead so that a multi-table operation (fork, a
+    # syscall's page-table breaks, mremap) cannot fail half way; handed out first
+    int64_t* pool           # pool[pool_head:pool_len] are reserved and not handed out yet
+    int64_t pool_head
+    int64_t pool_len
+    int pool_depth          # nested reservation scopes; the outermost returns leftovers
+    # fault injection (like the kernel's fail_page_alloc)
+    int64_t fail_countdown  # > 0: the allocation that brings it to 0 fails
+    int64_t fail_times      # failures still to inject from then on (< 0: every one)
+    int64_t alloc_calls     # allocation attempts outside the pool (injected failures too)
+    int64_t alloc_failed    # allocations that failed (memory full or injected)
 
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil
+cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=*) noexcept nogil
+cdef void release_reserve(physmem_t* pm) noexcept nogil
 
 cdef inline uint8_t* frame_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
     return pm.mem + (<uint64_t>pfn << 12)
@@ -43,8 +56,8 @@ cdef inline pte_t* table_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
 
 cdef class PhysMem:
     cdef physmem_t pm
-    cdef void* _addr[8]     # host mappings, unmapped on dealloc
-    cdef size_t _len[8]
+    cdef void* _addr[16]    # host mappings, unmapped on dealloc
+    cdef size_t _len[16]
     cdef int _nregions
     cdef int64_t _next_mm_id
     cdef void* _map(self, size_t length, bint hugepage) except NULL

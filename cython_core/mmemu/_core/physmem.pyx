@@ -59,8 +59,47 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
 
     Data frames come from the bottom of memory, table frames from the top, so tables pack
     densely in host huge pages. A frame that held data is zeroed when `zero` is asked for.
+    A table frame comes from the reservation pool first (reserve_frames), which cannot fail.
     """
+    cdef pfn_t pfn
+    if table and pm.pool_head < pm.pool_len:
+        pfn = pm.pool[pm.pool_head]
+        pm.pool_head += 1
+    else:
+        pfn = _take(pm, table)
+        if pfn < 0:
+            return -1
+        if not table:
+            pm.ev[EV_PGALLOC] += 1
+    if zero and (pm.flags[pfn] & PG_HASDATA):
+        memset(frame_ptr(pm, pfn), 0, 4096)
+        pm.ev[EV_PAGES_ZEROED] += 1
+        pm.flags[pfn] = PG_USED
+    return pfn
+
+
+cdef inline bint _should_fail(physmem_t* pm) noexcept nogil:
+    """should_fail_alloc_page: the fault-injection countdown (fail_page_alloc)."""
+    if pm.fail_countdown <= 0:
+        return False
+    pm.fail_countdown -= 1
+    if pm.fail_countdown > 0:
+        return False
+    if pm.fail_times > 0:
+        pm.fail_times -= 1
+    if pm.fail_times != 0:
+        pm.fail_countdown = 1       # keep failing: the next attempt fails too
+    return True
+
+
+cdef pfn_t _take(physmem_t* pm, bint table) noexcept nogil:
+    """Take a frame off the free lists (or the never-used ranges) and make it in use, with
+    one reference; no events are counted here. -1 if none (or an injected failure)."""
     cdef pfn_t pfn = -1
+    pm.alloc_calls += 1
+    if _should_fail(pm):
+        pm.alloc_failed += 1
+        return -1
     if table:
         if pm.nfree_table > 0:
             pm.nfree_table -= 1
@@ -82,21 +121,28 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
             pm.nfree_table -= 1
             pfn = pm.free_table[pm.nfree_table]
     if pfn < 0:
+        pm.alloc_failed += 1
         return -1
-    if zero and (pm.flags[pfn] & PG_HASDATA):
-        memset(frame_ptr(pm, pfn), 0, 4096)
-        pm.ev[EV_PAGES_ZEROED] += 1
-        pm.flags[pfn] = PG_USED
-    else:
-        pm.flags[pfn] = PG_USED | (pm.flags[pfn] & PG_HASDATA)
+    pm.flags[pfn] = PG_USED | (pm.flags[pfn] & PG_HASDATA)
     pm.refcount[pfn] = 1
     pm.mapcount[pfn] = 0
     pm.pt_share[pfn] = 0
     pm.pt_owner[pfn] = 0
     pm.nr_free -= 1
-    if not table:
-        pm.ev[EV_PGALLOC] += 1
     return pfn
+
+
+cdef void _put_back(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """Undo _take for a frame never handed out: back on its free list, no events."""
+    pm.flags[pfn] = pm.flags[pfn] & PG_HASDATA
+    pm.refcount[pfn] = 0
+    pm.nr_free += 1
+    if pfn >= pm.table_lwm:
+        pm.free_table[pm.nfree_table] = pfn
+        pm.nfree_table += 1
+    else:
+        pm.free_data[pm.nfree_data] = pfn
+        pm.nfree_data += 1
 
 
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil:
@@ -137,7 +183,56 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
 
 
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil:
-    return pm.nr_free
+    """Frames a table allocation can still get: the free ones and the reserved ones."""
+    return pm.nr_free + pm.pool_len - pm.pool_head
+
+
+cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=True) noexcept nogil:
+    """Open a reservation scope holding at least n unused table frames: 0, or -1 with
+    nothing taken (and no scope opened) if the allocator refuses one of them. With
+    scope=False, top up the current scope instead of opening one.
+
+    Frames are taken in the order the operation would have allocated them and handed out
+    first-in first-out, so a reserved operation gets the same frames an unreserved one
+    would have; taking, giving back and handing out count the same events as an
+    unreserved allocation would (none until a frame is handed out)."""
+    cdef int64_t start, i
+    cdef pfn_t pfn
+    if pm.pool_head == pm.pool_len:
+        pm.pool_head = pm.pool_len = 0
+    start = pm.pool_len
+    if n - (pm.pool_len - pm.pool_head) > pm.nr_free:
+        pm.alloc_failed += 1
+        return -1
+    while pm.pool_len - pm.pool_head < n:
+        pfn = _take(pm, True)
+        if pfn < 0:
+            # give back this call's frames, last taken first, so that the first one
+            # taken is the next frame handed out (as if nothing had been reserved)
+            i = pm.pool_len - 1
+            while i >= start:
+                _put_back(pm, pm.pool[i])
+                i -= 1
+            pm.pool_len = start
+            return -1
+        pm.pool[pm.pool_len] = pfn
+        pm.pool_len += 1
+    if scope:
+        pm.pool_depth += 1
+    return 0
+
+
+cdef void release_reserve(physmem_t* pm) noexcept nogil:
+    """Close a reservation scope; the outermost one gives back what was not used."""
+    cdef int64_t i
+    pm.pool_depth -= 1
+    if pm.pool_depth > 0:
+        return
+    i = pm.pool_len - 1
+    while i >= pm.pool_head:
+        _put_back(pm, pm.pool[i])
+        i -= 1
+    pm.pool_head = pm.pool_len = 0
 
 
 cdef object _view(void* ptr, int64_t n, object dtype, int typenum):
@@ -175,6 +270,7 @@ cdef class PhysMem:
         self.pm.pt_owner = <int32_t*>self._map(<size_t>nframes * 4, False)
         self.pm.free_data = <int64_t*>self._map(<size_t>nframes * 8, False)
         self.pm.free_table = <int64_t*>self._map(<size_t>nframes * 8, False)
+        self.pm.pool = <int64_t*>self._map(<size_t>nframes * 8, False)
         self.pm.data_hwm = 0
         self.pm.table_lwm = nframes
         self.pm.nr_free = nframes
@@ -240,6 +336,59 @@ cdef class PhysMem:
     @property
     def nr_free(self):
         return self.pm.nr_free
+
+    @property
+    def available(self):
+        """Frames a page-table allocation can still get (free + reserved, unused)."""
+        return frames_available(&self.pm)
+
+    # ---- reservations and fault injection ----
+    def reserve(self, int64_t n, bint scope=True):
+        """Open a reservation scope with at least n table frames set aside (the scope's
+        table allocations then cannot fail). False, with nothing taken, if they cannot all
+        be had. Every True must be paired with release(). With scope=False, top up the
+        innermost open scope to n unused frames instead."""
+        if n < 0:
+            raise ValueError("negative reservation")
+        if not scope and self.pm.pool_depth <= 0:
+            raise RuntimeError("no reservation scope is open")
+        return reserve_frames(&self.pm, n, scope) == 0
+
+    def release(self):
+        """Close the innermost reservation scope; the outermost frees what was not used."""
+        if self.pm.pool_depth <= 0:
+            raise RuntimeError("release() without a reservation")
+        release_reserve(&self.pm)
+
+    @property
+    def reservation_depth(self):
+        return self.pm.pool_depth
+
+    def fail_page_alloc(self, int64_t nth, int64_t times=1):
+        """Fault injection: the nth allocation attempt from now fails (nth >= 1), and the
+        times - 1 attempts after it (times < 0: every attempt from then on). nth = 0 turns
+        injection off. Frames already reserved are not affected."""
+        if nth < 0:
+            raise ValueError("nth must be >= 0")
+        if times == 0 and nth:
+            raise ValueError("times must be nonzero")
+        self.pm.fail_countdown = nth
+        self.pm.fail_times = times if nth else 0
+
+    @property
+    def fail_pending(self):
+        """True while an injected failure is still to come."""
+        return self.pm.fail_countdown > 0
+
+    @property
+    def alloc_calls(self):
+        """Allocation attempts so far (reserved frames handed out are not attempts)."""
+        return self.pm.alloc_calls
+
+    @property
+    def alloc_failed(self):
+        """Allocation attempts that failed: memory full or an injected failure."""
+        return self.pm.alloc_failed
 
     def counters(self):
         """Global page counters (pages) as a dict."""
@@ -367,3 +516,200 @@ cdef class PhysMem:
             self.pm.nr_anon_mapped = value
         else:
             raise KeyError(field)
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def _frame_arrays(self):
+        """name -> writable view of every per-frame metadata array a snapshot saves and
+        restores. A new per-frame array in physmem_t needs exactly one line here."""
+        cdef int64_t n = self.pm.nframes
+        return {
+            "refcount": _wview(self.pm.refcount, n, cnp.NPY_INT32),
+            "mapcount": _wview(self.pm.mapcount, n, cnp.NPY_INT32),
+            "flags": _wview(self.pm.flags, n, cnp.NPY_UINT32),
+            "pt_share": _wview(self.pm.pt_share, n, cnp.NPY_INT32),
+            "pt_owner": _wview(self.pm.pt_owner, n, cnp.NPY_INT32),
+        }
+
+    def dump_state(self):
+        """The allocator and "struct page" state as (scalars, arrays), for a snapshot.
+
+        scalars is a JSON-able dict (sizes, high/low-water marks, counters, events,
+        accounting mode, the mm id counter); arrays maps names to numpy copies: each
+        per-frame array over the used ranges only ([0, data_hwm) then [table_lwm,
+        nframes)), the two free stacks, and ``data_pfns``: the frames in use whose bytes
+        are not all zero (their contents: ``read_frames``).
+        """
+        cdef int64_t i, n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
+        if self.pm.pool_depth or self.pm.pool_len:
+            raise RuntimeError("cannot dump physical memory inside a reservation scope")
+        scalars = {
+            "nframes": n, "data_hwm": d1, "table_lwm": t0, "zero_pfn": self.pm.zero_pfn,
+            "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
+            "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
+            "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
+            "events": [self.pm.ev[i] for i in range(NR_EVENTS)],
+            "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
+            "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
+        }
+        arrays = {}
+        for name, view in self._frame_arrays().items():
+            arrays["frame." + name] = np.concatenate([view[:d1], view[t0:]])
+        d, t = self.free_pfns()
+        arrays["free_data"] = d
+        arrays["free_table"] = t
+        arrays["data_pfns"] = self._nonzero_frames()
+        return scalars, arrays
+
+    def _nonzero_frames(self):
+        """PFNs of frames in use flagged PG_HASDATA whose 4096 bytes are not all zero.
+
+        A free frame's stale bytes are left out: no one reads them, and every allocation
+        zeroes a PG_HASDATA frame before handing it out (its flag is kept, so the zeroing,
+        and EV_PAGES_ZEROED, happen after a restore as they would have)."""
+        cdef int64_t n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
+        out = np.empty(d1 + (n - t0), dtype=np.int64)
+        cdef int64_t[::1] o = out
+        cdef int64_t k = 0, pfn, j
+        cdef uint64_t* w
+        with nogil:
+            pfn = 0
+            while pfn < n:
+                if pfn == d1:
+                    pfn = t0
+                    if pfn >= n:
+                        break
+                if (self.pm.flags[pfn] & (PG_USED | PG_HASDATA)) == PG_USED | PG_HASDATA:
+                    w = <uint64_t*>frame_ptr(&self.pm, pfn)
+                    for j in range(512):
+                        if w[j] != 0:
+                            o[k] = pfn
+                            k += 1
+                            break
+                pfn += 1
+        return out[:k].copy()
+
+    def read_frames(self, const int64_t[::1] pfns):
+        """The contents of these frames, concatenated (a uint8 copy, 4096 bytes each)."""
+        cdef int64_t i, k = pfns.shape[0]
+        for i in range(k):
+            if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
+                raise IndexError(pfns[i])
+        out = np.empty(k * 4096, dtype=np.uint8)
+        cdef uint8_t[::1] o = out
+        with nogil:
+            for i in range(k):
+                memcpy(&o[i * 4096], frame_ptr(&self.pm, pfns[i]), 4096)
+        return out
+
+    def write_frames(self, const int64_t[::1] pfns, const uint8_t[::1] data):
+        """Restore frame contents (the inverse of read_frames; metadata is untouched)."""
+        cdef int64_t i, k = pfns.shape[0]
+        if data.shape[0] != k * 4096:
+            raise ValueError(f"{data.shape[0]} bytes of data for {k} frames")
+        for i in range(k):
+            if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
+                raise ValueError(f"frame {pfns[i]} outside memory")
+        if k == 0:
+            return
+        with nogil:
+            for i in range(k):
+                memcpy(frame_ptr(&self.pm, pfns[i]), &data[i * 4096], 4096)
+
+    def restore_state(self, dict scalars, dict arrays):
+        """Load what dump_state returned into this freshly created PhysMem (frame contents
+        come separately, through write_frames). Everything is validated before anything is
+        written; ValueError says what is wrong. Host memory between the used ranges is
+        never touched (it is zero in a fresh PhysMem). The mm registry is not touched: each
+        MMCore registers itself in MMCore.restore_state."""
+        cdef int64_t n = self.pm.nframes, i
+        if self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.nfree_data or self.pm.nfree_table:
+            raise ValueError("restore_state needs a freshly created PhysMem")
+        if scalars["nframes"] != n:
+            raise ValueError(f"snapshot has {scalars['nframes']} frames, this memory {n}")
+        cdef int64_t d1 = scalars["data_hwm"], t0 = scalars["table_lwm"]
+        if not (1 <= d1 <= t0 <= n):
+            raise ValueError(f"bad used ranges: data_hwm {d1}, table_lwm {t0}, nframes {n}")
+        used = d1 + (n - t0)
+        views = self._frame_arrays()
+        for name, view in views.items():
+            a = arrays.get("frame." + name)
+            if a is None:
+                raise ValueError(f"per-frame array {name!r} missing")
+            if a.dtype != view.dtype or a.shape != (used,):
+                raise ValueError(f"per-frame array {name!r}: {a.dtype}{a.shape}, expected "
+                                 f"{view.dtype}({used},)")
+        fd, ft = arrays["free_data"], arrays["free_table"]
+        for a, what in ((fd, "free_data"), (ft, "free_table")):
+            if a.dtype != np.int64 or a.ndim != 1 or len(a) > used:
+                raise ValueError(f"bad free stack {what}")
+            if len(a) and (np.any(a < 0) or np.any(a >= n) or np.any((a >= d1) & (a < t0))):
+                raise ValueError(f"free stack {what} holds frames outside the used ranges")
+        if len(fd) + len(ft) + (t0 - d1) != scalars["nr_free"]:
+            raise ValueError(f"free stacks hold {len(fd) + len(ft)} + {t0 - d1} never-used "
+                             f"frames, nr_free is {scalars['nr_free']}")
+        z = scalars["zero_pfn"]
+        if not 0 <= z < d1:
+            raise ValueError(f"zero page {z} outside the data range")
+        ev = scalars["events"]
+        if len(ev) != NR_EVENTS:
+            raise ValueError(f"{len(ev)} event counters, expected {NR_EVENTS}")
+        if scalars["cow_eager"] not in (0, 1):
+            raise ValueError("bad accounting mode")
+        nid = scalars["next_mm_id"]
+        if not 0 <= nid < (1 << 31) - 1:
+            raise ValueError(f"bad mm id counter {nid}")
+        calls, failed = scalars["alloc_calls"], scalars["alloc_failed"]
+        if not (0 <= failed <= calls < (1 << 62)):
+            raise ValueError(f"bad allocation counters {calls}, {failed}")
+        # validated: write
+        for name, view in views.items():
+            a = arrays["frame." + name]
+            view[:d1] = a[:d1]          # [d1, t0) stays as a fresh PhysMem has it: zeros
+            view[t0:] = a[d1:]
+        self.pm.data_hwm = d1
+        self.pm.table_lwm = t0
+        self.pm.nfree_data = len(fd)
+        self.pm.nfree_table = len(ft)
+        if len(fd):
+            _wview(self.pm.free_data, n, cnp.NPY_INT64)[:len(fd)] = fd
+        if len(ft):
+            _wview(self.pm.free_table, n, cnp.NPY_INT64)[:len(ft)] = ft
+        self.pm.zero_pfn = z
+        self.pm.nr_free = scalars["nr_free"]
+        self.pm.nr_anon_mapped = scalars["nr_anon_mapped"]
+        self.pm.nr_file_mapped = scalars["nr_file_mapped"]
+        self.pm.nr_shmem = scalars["nr_shmem"]
+        self.pm.nr_file_pages = scalars["nr_file_pages"]
+        self.pm.nr_pagetable = scalars["nr_pagetable"]
+        for i in range(NR_EVENTS):
+            self.pm.ev[i] = ev[i]
+        self.pm.cow_eager = scalars["cow_eager"]
+        self.pm.alloc_calls = calls
+        self.pm.alloc_failed = failed
+        self._set_next_mm_id(nid)
+
+    def _set_next_mm_id(self, int64_t nid):
+        """Restore the mm id counter (the next new_mm_id returns nid + 1)."""
+        self._next_mm_id = nid
+        self._mm_slot(nid)
+
+    def _mm_slot(self, int64_t mm_id):
+        """Grow the mm registry so that mm_id has a slot (NULL if new)."""
+        cdef int64_t i, n = mm_id + 1
+        cdef void** p
+        if n > self.pm.mms_len:
+            n = max(n, 2 * self.pm.mms_len, 64)
+            p = <void**>realloc(self.pm.mms, n * sizeof(void*))
+            if p == NULL:
+                raise MemoryError()
+            for i in range(self.pm.mms_len, n):
+                p[i] = NULL
+            self.pm.mms = p
+            self.pm.mms_len = n
+
+
+cdef object _wview(void* ptr, int64_t n, int typenum):
+    """A writable numpy view of `n` elements of a metadata array (snapshot restore only)."""
+    cdef cnp.npy_intp dims[1]
+    dims[0] = n
+    return cnp.PyArray_SimpleNewFromData(1, dims, typenum, ptr)

@@ -8,7 +8,7 @@ reclaim of emptied PTE tables for MADV_DONTNEED), change_protection/change_pte_r
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, table_ptr
+from mmemu._core.physmem cimport physmem_t, table_ptr, reserve_frames, release_reserve
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
     pmd_walk_next, pte_offset_alloc, tables_needed, vma_from_py, LEVEL_PTE,
@@ -139,13 +139,13 @@ def guard_install(MMCore mmc, uint64_t start, uint64_t end):
         while addr < end:
             need += tables_needed(pm, &mmc.mm, addr)
             addr = pmd_addr_end(addr, end)
-    if need > pm.nr_free:
+    if reserve_frames(pm, need) < 0:
         return -1
     addr = start
     with nogil:
         while addr < end:
             ptep = pte_offset_alloc(pm, &mmc.mm, addr, NULL)
-            if ptep == NULL:        # cannot happen: counted above (conservatively)
+            if ptep == NULL:
                 n = -1
                 break
             if ptep[0] == 0:
@@ -153,6 +153,9 @@ def guard_install(MMCore mmc, uint64_t start, uint64_t end):
                 ptep[0] = GUARD_PTE
                 n += 1
             addr += PAGE_SIZE
+        release_reserve(pm)
+    if n < 0:       # the tables were reserved (an upper bound): cannot happen
+        raise RuntimeError("guard_install ran out of reserved frames")
     return n
 
 
