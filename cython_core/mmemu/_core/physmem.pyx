@@ -58,7 +58,7 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
     """__alloc_pages(order 0): freed frames LIFO first, then never-used ones; -1 if none.
 
     Data frames come from the bottom of memory, table frames from the top, so tables pack
-    densely in host huge pages. A frame that held data is zeroed when `zero` is asked for.
+    densely in host memory. A frame that held data is zeroed when `zero` is asked for.
     A table frame comes from the reservation pool first (reserve_frames), which cannot fail.
     """
     cdef pfn_t pfn
