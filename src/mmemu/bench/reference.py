@@ -66,16 +66,33 @@ def _mmap(proc, npages):
         raise Unavailable(f"cannot drive RefProcess.mmap: {e}") from None
 
 
+def _filled(size):
+    mod, path = load()
+    parent = mod.RefProcess()
+    _mmap(parent, size // PAGE)
+    page = b"\x5a" * PAGE
+    for i in range(size // PAGE):
+        parent.write(ADDR + i * PAGE, page)
+    return parent, path
+
+
+def fork(size: int, rounds: int = 5) -> dict:
+    """Parent fills size bytes (untimed); timed: fork alone (no data moves)."""
+    parent, path = _filled(size)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        child = parent.fork()
+        times.append(time.perf_counter() - t)
+        del child
+    return {"times": times, "pages": size // PAGE, "model": str(path)}
+
+
 def fork_write(size: int, rounds: int = 3) -> dict:
     """Parent fills size bytes (untimed); timed: fork, then the child writes one byte to
     every page. Returns {"times": [...], "model": path}."""
-    mod, path = load()
+    parent, path = _filled(size)
     npages = size // PAGE
-    parent = mod.RefProcess()
-    _mmap(parent, npages)
-    page = b"\x5a" * PAGE
-    for i in range(npages):
-        parent.write(ADDR + i * PAGE, page)
     times = []
     for _ in range(rounds):
         t = time.perf_counter()

@@ -33,6 +33,7 @@ def plan(quick: bool) -> list:
         for d in ("classic", "deferred", "eager"):
             add("mmemu", "fork", s, 25, d)
         add("numpy", "fork", s, 15)
+        add("reference", "fork", s, 5)
         add("mmemu", "cow_data", s, 6)
         add("numpy", "cow_data", s, 5)
         add("numpy", "first_touch", s, 1)
@@ -53,6 +54,7 @@ def plan(quick: bool) -> list:
         for d in ("classic", "deferred", "eager"):
             add("mmemu", "fork", s, {64 * MIB: 30, GIB: 20, 4 * GIB: 8, 16 * GIB: 5}[s], d)
         add("numpy", "fork", s, 5 if big else 15)
+    add("reference", "fork", 64 * MIB, 5)
     add("mmemu", "touch", GIB, 5)
     add("mmemu", "zero_read", GIB, 5)
     add("numpy", "touch", GIB, 5)
@@ -113,7 +115,7 @@ def _measure(kind, op, size, opt):
         times = fn(size, rounds)
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
-        return reference.fork_write(size, rounds)
+        return (reference.fork if op == "fork" else reference.fork_write)(size, rounds)
     if kind == "kernel":
         cow = opt.get("cow", True)
         if not kernel.can_measure(size, cow):

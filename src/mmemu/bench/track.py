@@ -16,6 +16,7 @@ TRACKED = [
     "cow_data.64M.warm/kernel.cow.warm",
     "cow_data.64M.warm/numpy.cow_data",
     "fork_write.classic.64M/reference.fork_write",
+    "fork.classic.64M/reference.fork",
     "touch.64M/numpy.touch",
     "break_cow_pte.deferred.64M/numpy.fork",
     "munmap.64M/numpy.munmap",
