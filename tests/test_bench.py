@@ -142,3 +142,16 @@ def test_cli_reports_counter_changes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "munmap 64M: ptes_zapped recorded 16385, now 16384" in out
     assert "mmemu bench --record-counters" in out
+
+
+def test_recorded_ratios_are_the_tracked_ones():
+    doc = json.loads((ROOT / "benchmarks" / "ratios.json").read_text())
+    assert set(doc["ratios"]) == set(track.TRACKED)
+    assert doc["factor"] == 2.0 and all(v > 0 for v in doc["ratios"].values())
+
+
+def test_readme_names_the_bench_commands():
+    text = (ROOT / "README.md").read_text()
+    assert "mmemu bench --quick --check-ratios benchmarks/ratios.json" in text
+    assert "mmemu bench --record-counters benchmarks/baseline.json" in text
+    assert (ROOT / "docs" / "bench-fork.png").is_file()
