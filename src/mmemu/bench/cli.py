@@ -12,7 +12,7 @@ HELP = "benchmark the hot paths against the real kernel, numpy and the reference
 def add_parser(sub) -> None:
     b = sub.add_parser("bench", help=HELP, description=HELP)
     b.add_argument("--quick", action="store_true",
-                   help="64 MiB only, few rounds (the CI timing pass, about a minute)")
+                   help="64 MiB only, few rounds (the CI timing pass, about 10 s)")
     b.add_argument("--json", metavar="FILE", help="write every measurement, ratio and target as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="draw fork time and PageTables against size (needs matplotlib)")
     b.add_argument("--check-ratios", metavar="FILE",
