@@ -301,18 +301,8 @@ cdef class PhysMem:
 
     def new_mm_id(self):
         """A fresh mm id, with a NULL registry slot."""
+        self._mm_slot(self._next_mm_id + 1)
         self._next_mm_id += 1
-        cdef int64_t i, n = self._next_mm_id + 1
-        cdef void** p
-        if n > self.pm.mms_len:
-            n = max(n, 2 * self.pm.mms_len, 64)
-            p = <void**>realloc(self.pm.mms, n * sizeof(void*))
-            if p == NULL:
-                raise MemoryError()
-            for i in range(self.pm.mms_len, n):
-                p[i] = NULL
-            self.pm.mms = p
-            self.pm.mms_len = n
         return self._next_mm_id
 
     @property
