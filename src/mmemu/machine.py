@@ -23,6 +23,7 @@ from .vma import PAGE_SIZE, AnonVma
 _NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
 _DONTCOPY, _WIPEONFORK = int(VmFlags.DONTCOPY), int(VmFlags.WIPEONFORK)
 _MAYBE_GUARD = int(VmFlags.MAYBE_GUARD)     # vma_needs_copy: guard markers must reach the child
+_PFN_COPY = int(VmFlags.PFNMAP | VmFlags.MIXEDMAP)   # vma_needs_copy: (imported) PFN mappings
 _NOT_LOCKED = ~int(VmFlags.LOCKED | VmFlags.LOCKONFAULT)
 _NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFlags.IO
                   | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
@@ -155,7 +156,7 @@ class Machine:
         mm = parent.mm
         copy_spans = [
             (v.start, v.end, v.flags) for v in mm.vmas
-            if not (v.flags & _NO_COPY) and (v.anon_vma is not None or v.flags & _MAYBE_GUARD)
+            if not (v.flags & _NO_COPY) and (v.anon_vma is not None or v.flags & (_MAYBE_GUARD | _PFN_COPY))
         ]
         blocked = self._cow_blocked_spans(mm) if cow else None
         need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
