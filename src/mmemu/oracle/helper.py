@@ -117,7 +117,10 @@ class Helper:
             write_file(c["path"], bytes.fromhex(c["data"]) if "data" in c
                        else bytes([c.get("byte", 0)]) * c["len"])
             return {"ret": 0}
-        if op == "fill":            # plain stores: memset page by page
+        if op == "fill":            # plain stores: memset, or one byte every stride bytes
+            if c.get("stride", PG) == PG and "stride" not in c:
+                ctypes.memset(c["addr"], c.get("byte", 1), c["len"])
+                return {"ret": 0}
             for off in range(0, c["len"], c.get("stride", PG)):
                 ctypes.memset(c["addr"] + off, c.get("byte", 1), 1)
             return {"ret": 0}
