@@ -84,5 +84,10 @@ def test_import_save(tmp_path, capsys):
 
 @live
 def test_import_without_save(capsys):
-    assert main(["import", str(os.getpid())]) == 0
-    assert "RssAnon" in capsys.readouterr().out
+    h = LiveHelper()
+    try:
+        assert main(["import", str(h.pid)]) == 0
+        out = capsys.readouterr().out
+        assert "RssAnon" in out and "imported process" in out
+    finally:
+        h.close()
