@@ -113,7 +113,7 @@ class Oracle:
     def _warm_up(self, h: LiveHelper) -> None:
         """Run every command once outside the region, so the helper's own code paths and
         heap are in place before the baseline VmPTE is taken."""
-        scratch = REGION + (256 << 30)          # same PGD slot, its own 1 GiB
+        scratch = REGION + (512 << 30)          # the next PGD slot: its tables all go again
         h.call("mmap", addr=scratch, len=PG, prot=3, flags=0x22 | MAP_FIXED_NOREPLACE)
         for _ in range(3):
             h.call("write", addr=scratch, data="00" * 64)
