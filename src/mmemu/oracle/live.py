@@ -47,8 +47,12 @@ class LiveHelper:
 
     def __init__(self, proc=None, rd=None, wr=None, pid=None):
         if proc is None and rd is None:
+            # glibc malloc on the brk heap, never trimmed: the helper's own page tables
+            # stay put while it serves commands
+            env = dict(os.environ, PYTHONMALLOC="malloc", MALLOC_TRIM_THRESHOLD_="1073741824",
+                       MALLOC_MMAP_THRESHOLD_="1073741824")
             proc = subprocess.Popen([sys.executable, HELPER], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True, bufsize=1)
+                                    stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.proc = proc
         self.rd = rd if rd is not None else proc.stdout
         self.wr = wr if wr is not None else proc.stdin
