@@ -54,10 +54,11 @@ DEPARTURES = {
                              "grow as it runs after the fork; its VmPTE is compared as the "
                              "change since its first command (the fork itself is compared "
                              "exactly, before either side runs, by tests/test_procfs.py).",
-    "mremap_multi_vma_move": "mremap(MREMAP_FIXED) of a range spanning several VMAs: Linux "
-                             "6.17+ moves them all (mm/mremap: permit moves of multiple "
-                             "VMAs); mmemu answers EFAULT as earlier kernels did. Found by "
-                             "this oracle; such calls are skipped on both sides and counted.",
+    "mremap_multi_vma_move": "mremap(MREMAP_FIXED) of a range that is not inside one VMA "
+                             "(several VMAs, or one and a gap): Linux 6.17+ moves what is "
+                             "mapped (mm/mremap: permit moves of multiple VMAs); mmemu "
+                             "answers EFAULT as earlier kernels did. Found by this oracle; "
+                             "such calls are skipped on both sides and counted.",
     "helper_own_tables": "The helper's Python heap sometimes reaches a new 2 MiB span and "
                          "the kernel gives it a PTE table outside the region; the oracle "
                          "counts the helper's own tables from its present pages and takes "
@@ -277,9 +278,11 @@ class Oracle:
         self._record(f"mremap({page}, {old_pages}, {new_pages}, {to_page}, proc={proc})")
         addr = REGION + page * PG
         flags, to = 0, 0
-        if to_page is not None and len(self.emu[proc].mm.overlapping(addr, addr + old_pages * PG)) > 1:
-            self._departure("mremap_multi_vma_move")
-            return None
+        if to_page is not None:
+            ov = self.emu[proc].mm.overlapping(addr, addr + old_pages * PG)
+            if ov and (len(ov) > 1 or ov[0].start > addr or ov[0].end < addr + old_pages * PG):
+                self._departure("mremap_multi_vma_move")
+                return None
         if to_page is not None:
             flags, to = 3, REGION + to_page * PG
         r = self.live[proc].call("mremap", addr=addr, old=old_pages * PG, new=new_pages * PG,
