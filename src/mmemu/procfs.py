@@ -105,6 +105,7 @@ class ImportReport:
     kernel_status: Dict[str, int] = field(default_factory=dict)
     emulated_status: Dict[str, int] = field(default_factory=dict)
     contents_pages: int = 0
+    changed_while_read: bool = False    # status differed before and after reading pagemap
 
     def mismatches(self, names=("VmPTE", "RssAnon", "RssFile", "RssShmem", "VmSize")):
         """{field: (kernel, emulated)} where the imported process differs from the kernel."""
@@ -344,6 +345,9 @@ def _read_live(pid: int) -> dict:
 def _build(machine, pid: int, live: dict, contents: bool):
     report = ImportReport(pid)
     report.kernel_status = {k: v for k, v in live["status"].items() if isinstance(v, int)}
+    after = {k: v for k, v in live["status_after"].items() if isinstance(v, int)}
+    report.changed_while_read = any(after.get(k) != report.kernel_status.get(k)
+                                    for k in ("VmSize", "VmRSS", "VmPTE", "VmSwap"))
     vmas: List[LiveVma] = live["vmas"]
     zpfn = zero_pfn()
     plans: List[_Plan] = []
