@@ -146,6 +146,9 @@ class Machine:
                                           and v.end > mm.start_brk)
             if heap or v.flags & _NO_COW_PTE:
                 spans.append(np.arange(v.start >> 21, ((v.end - 1) >> 21) + 1, dtype=np.int64))
+        if mm.core.rss[2]:      # tables holding swap entries are copied, not shared
+            from ._core.swap import swap_spans
+            spans.append(swap_spans(mm.core))
         if not spans:
             return np.empty(0, dtype=np.int64)
         return np.unique(np.concatenate(spans))

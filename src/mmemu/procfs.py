@@ -26,7 +26,9 @@ Policy (README "Real processes"):
   pagemap cannot show: the importer adds empty tables in mapped spans until the emulated
   VmPTE equals the kernel's, choosing the spans (a guess, reported in ``report``).
 * Transparent huge pages are imported as base pages and counted in the report. Swapped
-  entries are refused (ImportFailed ENOTSUP): mmemu models no swap yet.
+  entries become swap entries on the machine's emulated swap device (mmemu.swap), one
+  slot per kernel swap entry (shared by imported processes that hold the same one); their
+  data is not read (that would swap them in), so a fault reads back zeros.
 """
 from __future__ import annotations
 
@@ -62,8 +64,8 @@ class ImportFailed(OSError):
     """The process could not be imported; nothing was added to the machine.
 
     ``errno``: ESRCH (no such process, or it exited), EACCES (permission denied), ENOTSUP
-    (the kernel hides pagemap, or the process has swapped pages, which mmemu does not
-    model), EINVAL (a kernel thread: no address space)."""
+    (the kernel hides pagemap), EINVAL (a kernel thread: no address space), ENOMEM (the
+    emulated machine is too small)."""
 
 
 @dataclass
@@ -358,12 +360,6 @@ def _build(machine, pid: int, live: dict, contents: bool):
                                   "vsyscall gate page, not a VMA of the mm)")
             continue
         pm = v.pm
-        swapped = (pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP)
-        guards = pm == np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))
-        if np.any(swapped & ~guards):
-            raise ImportFailed(errno.ENOTSUP, f"{v.start:#x}-{v.end:#x} {v.path}: "
-                               f"{int(np.count_nonzero(swapped & ~guards))} swapped pages "
-                               "(mmemu does not model swap)")
         pres = (pm & np.uint64(PM_PRESENT)) != 0
         pfns = pm[pres] & np.uint64(PM_PFN_MASK)
         if len(pfns):
@@ -419,6 +415,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
     registry = machine.__dict__.setdefault("_import_registry", {
         "anon": {},        # real pfn -> emulated pfn (anonymous pages not exclusively mapped)
         "shmem": {},       # key -> ShmemFile
+        "swap": {},        # (swap type, offset) -> emulated swap slot
     })
     created_files = []
     p = machine.spawn()
@@ -460,7 +457,8 @@ def _build(machine, pid: int, live: dict, contents: bool):
         st = live["stat"]
         mm.start_code, mm.end_code = st["start_code"], st["end_code"]
         mm.start_stack = st["start_stack"]
-        counts = {"anon": 0, "zero": 0, "file": 0, "shmem": 0, "pfnmap": 0, "guard": 0}
+        counts = {"anon": 0, "zero": 0, "file": 0, "shmem": 0, "pfnmap": 0, "guard": 0,
+                  "swap": 0}
         anon_reg = registry["anon"]
         to_fill = []
         for pl in plans:
@@ -539,6 +537,11 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if pfns_ok:
                 for i in shared_anon.tolist():
                     anon_reg.setdefault(int(rpfn[i]), int(frames[i]))
+            swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
+                                      & (pm != np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))))
+            if len(swap_idx):
+                counts["swap"] += len(swap_idx)
+                _import_swap(machine, mm, vma, v, pm, swap_idx, registry["swap"])
             if len(guard_idx):
                 from ._core import zap as _zap
                 for g in guard_idx.tolist():
@@ -576,6 +579,30 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if not f.unlinked:
                 machine.unlink(f)
         raise
+
+
+def _import_swap(machine, mm, vma, v: LiveVma, pm, idx, reg) -> None:
+    """Swap entries: one emulated slot per (swap type, offset) of the kernel, shared by
+    every imported process that holds it (a fork's copies); the data is not readable (a
+    read of /proc/PID/mem would swap the page in), so a fault reads back zeros."""
+    from . import swap as _swapmod
+    from ._core import swap as _swap
+    keys = (pm[idx] & np.uint64(PM_PFN_MASK)).tolist()
+    missing = len({k for k in keys if k and k not in reg}) + sum(1 for k in keys if not k)
+    free = iter(_swapmod.alloc_slots(machine, missing).tolist())
+    sl = np.empty(len(keys), dtype=np.int64)
+    for i, k in enumerate(keys):
+        if not k:                   # the offset is hidden (no PFN rights): never shared
+            sl[i] = next(free)
+            continue
+        if k not in reg:
+            reg[k] = next(free)
+        sl[i] = reg[k]
+    addrs = (v.start + (idx.astype(np.uint64) << np.uint64(PAGE_SHIFT))).astype(np.uint64)
+    if _swap.install_swap_entries(mm.core, addrs, sl) < 0:
+        raise _oom()
+    if vma.anon_vma is None:
+        vma.anon_vma = AnonVma()     # a swapped anonymous page was mapped: the VMA had one
 
 
 def _oom():

@@ -11,7 +11,7 @@ from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr,
+    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
@@ -192,11 +192,43 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     return FAULT_OK
 
 
+cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) noexcept nogil:
+    """do_swap_page without a swap cache: a new anonymous page gets the slot's data. A slot
+    only this entry references gives an exclusive page, writable if the VMA is (as Linux
+    maps it on a read fault too); otherwise a read-only page another fork may also read
+    in (Linux would share one swap-cache page between them)."""
+    cdef int64_t slot = swap_pte_slot(e)
+    cdef bint exclusive = 0 <= slot < pm.swap_slots and pm.swap_map[slot] == 1
+    cdef pfn_t pfn = alloc_frame(pm, False, True)
+    cdef pte_t n
+    if pfn < 0:
+        return FAULT_OOM
+    if 0 <= slot < pm.swap_slots:
+        memcpy(frame_ptr(pm, pfn), pm.swap_data + (<uint64_t>slot << PAGE_SHIFT), 4096)
+        pm.flags[pfn] |= PG_HASDATA
+        swap_free(pm, slot)
+    vma.anon_vma = 1
+    pm.flags[pfn] |= PG_ANON
+    pm.mapcount[pfn] = 1
+    pm.nr_anon_mapped += 1
+    mm.rss[MM_ANONPAGES] += 1
+    mm.rss[MM_SWAPENTS] -= 1
+    n = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    if exclusive:
+        pm.flags[pfn] |= PG_ANON_EXCLUSIVE
+        if vma.flags & VM_WRITE:
+            n = pte_mkwrite(pte_mkdirty(n))
+    ptep[0] = n
+    pm.ev[EV_SWAPIN] += 1
+    return FAULT_OK
+
+
 cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil:
     """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
     cdef pte_t* pmdp
     cdef pte_t* ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
     cdef pte_t e
+    cdef int rc
     if ptep == NULL:
         return FAULT_OOM
     if is_guard_pte(ptep[0]):
@@ -212,6 +244,11 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     assert_table_private(pm, ptep)
     pm.ev[EV_PGFAULT] += 1
     e = ptep[0]
+    if is_swap_pte(e):
+        rc = do_swap_page(pm, mm, vma, ptep, e)
+        if rc != FAULT_OK or not write or pte_write(ptep[0]):
+            return rc
+        return do_wp_page(pm, mm, vma, ptep, ptep[0])
     if e == 0:
         if not vma.has_vm_ops:
             return do_anonymous_page(pm, mm, vma, ptep, write)
