@@ -250,3 +250,41 @@ def test_hidden_pagemap(monkeypatch):
         import_process(m, os.getpid())
     assert e.value.errno == errno.ENOTSUP
     assert m.processes == [] and m.files == []
+
+
+@live
+def test_swapped_entries_are_imported(monkeypatch):
+    """No swap device here, so the kernel's swap entries are simulated in the pagemap the
+    importer reads: they become swap entries on the emulated swap device; the same kernel
+    entry in two processes is one slot."""
+    import numpy as np
+    import mmemu.procfs as pf
+    h = LiveHelper()
+    try:
+        a = _mmap(h, BASE, 64 * PG)
+        _ok(h.call("fill", addr=a, len=64 * PG))
+        real = pf.read_pagemap
+
+        def with_swap(fd, start, npages):
+            pm = real(fd, start, npages).copy()
+            if start == BASE:
+                for i in range(8):         # swap type 0, offsets 100..107
+                    pm[i] = np.uint64((1 << 62) | ((100 + i) << 5))
+            return pm
+
+        monkeypatch.setattr(pf, "read_pagemap", with_swap)
+        m = mmemu.Machine("4G")
+        p = import_process(m, h.pid)
+        q = import_process(m, h.pid)
+        for x in (p, q):
+            assert x.import_report.pages["swap"] == 8
+            assert x.status()["VmSwap"] == 32
+            assert x.status()["RssAnon"] == x.import_report.kernel_status["RssAnon"] - 32
+            e = int(x.pagemap(a, 1)[0])
+            assert (e >> 62) & 1 and not (e >> 63) & 1
+        assert m.meminfo()["SwapTotal"] - m.meminfo()["SwapFree"] == 32     # 8 shared slots
+        m.check()
+        assert p.read(a, 4) == b"\0\0\0\0"       # contents of swapped pages are not imported
+        m.check()
+    finally:
+        h.close()
