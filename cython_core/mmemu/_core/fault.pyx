@@ -14,7 +14,8 @@ from mmemu._core.physmem cimport (
     physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
+    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
+    pgtable_free, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte, assert_table_private
 
@@ -155,11 +156,15 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
     cdef pte_t e
-    if idx >= vma.cache_pages or vma.cache == NULL:
+    if vma.cache == NULL:
         return FAULT_SIGBUS
+    # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
+    # even when the faulting page lies past it), then __do_fault's SIGBUS
     if not write and do_fault_around(pm, mm, vma, addr, ptep):
         pm.ev[EV_FAULT_SHMEM] += 1
         return FAULT_OK
+    if idx >= vma.cache_pages:
+        return FAULT_SIGBUS
     pfn = vma.cache[idx]
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
@@ -226,11 +231,37 @@ cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
 cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil:
     """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
     cdef pte_t* pmdp
-    cdef pte_t* ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
+    cdef pte_t* ptep
     cdef pte_t e
-    cdef int rc
+    cdef int rc, i
+    cdef pte_t* t
+    cdef bint new_table = False
+    cdef pte_t* pmd = pmd_offset_alloc(pm, mm, addr)
+    if pmd == NULL:
+        return FAULT_OOM
+    new_table = pmd[0] == 0
+    ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
     if ptep == NULL:
         return FAULT_OOM
+    if new_table and vma.has_vm_ops:
+        # do_fault preallocates the PTE table (vmf->prealloc_pte) and installs it only
+        # when it maps a page: a fault that maps nothing (SIGBUS) leaves no table
+        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+        if rc != FAULT_OK:
+            t = ptep - pte_index(addr)
+            for i in range(512):
+                if t[i] != 0:
+                    return rc
+            pgtable_free(pm, mm, pte_pfn(pmdp[0]), LEVEL_PTE)
+            pmdp[0] = 0
+        return rc
+    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+
+
+cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write,
+                           pte_t* ptep, pte_t* pmdp) noexcept nogil:
+    cdef pte_t e
+    cdef int rc
     if is_guard_pte(ptep[0]):
         return FAULT_SIGSEGV        # handle_pte_marker: a guard region, before any COW break
     if pmd_cow(pmdp[0]):

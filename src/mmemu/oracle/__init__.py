@@ -290,13 +290,18 @@ class Oracle:
         e = _errno_of(lambda: self.emu[proc].mremap(addr, old_pages * PG, new_pages * PG, flags, to))
         return self._compare_ret("mremap", r, e, proc)
 
-    def _signal_live(self, i: int, addr: int) -> str:
+    def _signal_live(self, i: int, addr: int, write: bool) -> str:
+        """The signal a load/store at addr would raise: SIGSEGV without a VMA or without
+        the permission (access_error), SIGBUS for a file page past EOF."""
         _, vmas = self._live_region(i)
         for v in vmas:
             if v.start <= addr < v.end:
+                allowed = "w" in v.perms[:3] if write else any(c in v.perms[:3] for c in "rwx")
+                if not allowed:
+                    return "SIGSEGV"
                 if v.path and v.path.startswith("/") and not v.path.startswith("/dev/zero"):
                     idx = (v.offset + addr - v.start) // PG
-                    if idx >= (len(self.data) + PG - 1) // PG and self.file.size == len(self.data):
+                    if idx >= (len(self.data) + PG - 1) // PG:
                         return "SIGBUS"
                 return "SIGSEGV"
         return "SIGSEGV"
@@ -312,7 +317,7 @@ class Oracle:
         if live["n"] < n:
             self._departure("signals_inferred")
             fault = addr + live["n"]
-            live["signal"] = (self._signal_live(proc, fault), fault // PG)
+            live["signal"] = (self._signal_live(proc, fault, kind == "write"), fault // PG)
         emu: Dict[str, object] = {}
         try:
             if kind == "read":
