@@ -3,7 +3,8 @@
 
 Models handle_mm_fault/handle_pte_fault, do_anonymous_page, do_fault (do_read_fault,
 do_cow_fault, do_shared_fault), do_wp_page (wp_page_reuse, wp_page_copy, wp_page_shared)
-from mm/memory.c. Leaves out: THP, swap-in, userfaultfd, fault-around, NUMA hinting.
+and do_swap_page (without a swap cache) from mm/memory.c. Leaves out: THP, userfaultfd,
+NUMA hinting.
 The access check (access_error, SIGSEGV) is policy and is done in Python per VMA.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
