@@ -288,3 +288,25 @@ def test_swapped_entries_are_imported(monkeypatch):
         m.check()
     finally:
         h.close()
+
+
+@live
+def test_stale_shared_frame_is_not_reused():
+    """A parent imported, exited in the emulator, then its child imported: the frames the
+    parent had are gone, so the child gets frames of its own."""
+    h = LiveHelper()
+    try:
+        a = _mmap(h, BASE, 64 * PG)
+        _ok(h.call("fill", addr=a, len=64 * PG))
+        c = h.fork_helper()
+        try:
+            m = mmemu.Machine("4G")
+            p = import_process(m, h.pid)
+            p.exit()
+            q = import_process(m, c.pid)
+            assert q.import_report.shared_frames == 0
+            m.check()
+        finally:
+            c.close()
+    finally:
+        h.close()

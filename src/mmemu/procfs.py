@@ -521,9 +521,11 @@ def _build(machine, pid: int, live: dict, contents: bool):
             kinds[zero] = _install.KIND_ZERO
             shared_anon = np.flatnonzero(anon & ~excl & ~zero)
             if pfns_ok and len(shared_anon) and anon_reg:
+                fl, mc = machine.phys.flags, machine.phys.mapcount
                 for i in shared_anon.tolist():
                     got = anon_reg.get(int(rpfn[i]))
-                    if got is not None:
+                    # still an anonymous page someone maps (not freed since, nor reused)
+                    if got is not None and fl[got] & 2 and mc[got] > 0:
                         frames[i] = got
                         report.shared_frames += 1
             addrs = (v.start + (idx.astype(np.uint64) << np.uint64(PAGE_SHIFT))).astype(np.uint64)
@@ -536,7 +538,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                 vma.anon_vma = AnonVma()
             if pfns_ok:
                 for i in shared_anon.tolist():
-                    anon_reg.setdefault(int(rpfn[i]), int(frames[i]))
+                    anon_reg[int(rpfn[i])] = int(frames[i])
             swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
                                       & (pm != np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))))
             if len(swap_idx):
