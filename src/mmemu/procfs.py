@@ -413,7 +413,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
             present_pages[pl.key] = max(present_pages.get(pl.key, 0), pgoff + int(fp[-1]) + 1)
 
     registry = machine.__dict__.setdefault("_import_registry", {
-        "anon": {},        # real pfn -> emulated pfn (anonymous pages not exclusively mapped)
+        "anon": {},        # real pfn -> (process, address, emulated pfn) of a not exclusively mapped anon page
         "shmem": {},       # key -> ShmemFile
         "swap": {},        # (swap type, offset) -> emulated swap slot
     })
@@ -521,12 +521,10 @@ def _build(machine, pid: int, live: dict, contents: bool):
             kinds[zero] = _install.KIND_ZERO
             shared_anon = np.flatnonzero(anon & ~excl & ~zero)
             if pfns_ok and len(shared_anon) and anon_reg:
-                fl, mc = machine.phys.flags, machine.phys.mapcount
                 for i in shared_anon.tolist():
                     got = anon_reg.get(int(rpfn[i]))
-                    # still an anonymous page someone maps (not freed since, nor reused)
-                    if got is not None and fl[got] & 2 and mc[got] > 0:
-                        frames[i] = got
+                    if got is not None and _still_maps(*got):
+                        frames[i] = got[2]
                         report.shared_frames += 1
             addrs = (v.start + (idx.astype(np.uint64) << np.uint64(PAGE_SHIFT))).astype(np.uint64)
             rc, got_anon = _install.install_pages(mm.core, vma, addrs, kinds, frames)
@@ -538,7 +536,8 @@ def _build(machine, pid: int, live: dict, contents: bool):
                 vma.anon_vma = AnonVma()
             if pfns_ok:
                 for i in shared_anon.tolist():
-                    anon_reg[int(rpfn[i])] = int(frames[i])
+                    if int(rpfn[i]) not in anon_reg or not _still_maps(*anon_reg[int(rpfn[i])]):
+                        anon_reg[int(rpfn[i])] = (p, int(addrs[i]), int(frames[i]))
             swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
                                       & (pm != np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))))
             if len(swap_idx):
@@ -605,6 +604,15 @@ def _import_swap(machine, mm, vma, v: LiveVma, pm, idx, reg) -> None:
         raise _oom()
     if vma.anon_vma is None:
         vma.anon_vma = AnonVma()     # a swapped anonymous page was mapped: the VMA had one
+
+
+def _still_maps(proc, addr: int, pfn: int) -> bool:
+    """Does the imported process that first mapped this frame still map it at addr? (It
+    may have exited or unmapped it since, and the frame been reused.)"""
+    if not proc.alive:
+        return False
+    e = proc.mm.core.walk(addr)[3]
+    return bool(e & 1) and ((e >> 12) & ((1 << 40) - 1)) == pfn
 
 
 def _oom():
