@@ -98,6 +98,14 @@ def layout_dontfork_wipeonfork(h, tmp_path):
     _ok(h.call("madvise", addr=b + 2 * MiB, len=4 * MiB, advice=18))       # MADV_WIPEONFORK
 
 
+def layout_dontneed_empty_span(h, tmp_path):
+    """A table the kernel keeps without entries: the pages of part of a span were written,
+    then MADV_DONTNEED'd (the span is not whole, so the table stays)."""
+    a = _mmap(h, BASE, 4 * MiB)
+    _ok(h.call("fill", addr=a, len=MiB))
+    _ok(h.call("madvise", addr=a, len=MiB, advice=4))
+
+
 LAYOUTS = {
     "large_anon": layout_large,
     "sparse_holes": layout_sparse,
@@ -107,6 +115,7 @@ LAYOUTS = {
     "shared_anon": layout_shared_anon,
     "mprotect_split": layout_mprotect_split,
     "dontfork_wipeonfork": layout_dontfork_wipeonfork,
+    "dontneed_empty_span": layout_dontneed_empty_span,
 }
 
 

@@ -620,8 +620,11 @@ def _oom():
 
 
 def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
-    """Add empty PTE tables in mapped spans until VmPTE is the kernel's (smallest cost
-    first, then lowest address); the kernel's own choice is invisible to pagemap."""
+    """Add empty PTE tables until VmPTE is the kernel's; the kernel's own choice is
+    invisible to pagemap. Spans of VMAs without any present entry come first (their pages
+    went: MADV_DONTNEED, or a munmap inside the span), then the others, each in address
+    order, taking a span whenever its cost (1-3 tables) still fits. A private anonymous VMA
+    given a table gets an anon_vma (it was faulted, so most likely written)."""
     want = report.kernel_status.get("VmPTE")
     if want is None:
         return
@@ -629,29 +632,32 @@ def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
     deficit = (want << 10) - core.pgtables_bytes
     if deficit <= 0:
         return
-    spans = []
+    empty, other = [], []
     for pl in plans:
         v = pl.live
+        has = bool(np.any(pl.pm & np.uint64(PM_PRESENT | PM_SWAP)))
         a = v.start & ~(PMD_SIZE - 1)
-        while a < v.end:
-            spans.append(a)
+        n = 0
+        while a < v.end and n < 4096:
+            (other if has else empty).append((a, v.start))
             a += PMD_SIZE
-            if len(spans) > 1 << 16:
-                break
-    spans = sorted(set(spans))
-    while deficit > 0:
-        best = None
-        for a in spans:
+            n += 1
+    vma_at = {v.start: v for v in p.mm.vmas}
+    progress = True
+    while deficit > 0 and progress:
+        progress = False
+        for a, vstart in empty + other:
             c = _install.tables_cost(core, a)
-            if c and c * PAGE_SIZE <= deficit and (best is None or c < best[0]):
-                best = (c, a)
-                if c == 1:
-                    break
-        if best is None:
-            break
-        _install.ensure_pte_table(core, best[1])
-        report.extra_tables.append(best[1])
-        deficit -= best[0] * PAGE_SIZE
+            if c and c * PAGE_SIZE <= deficit:
+                _install.ensure_pte_table(core, a)
+                report.extra_tables.append(a)
+                deficit -= c * PAGE_SIZE
+                v = vma_at.get(vstart)
+                if v is not None and v.is_anonymous and not (v.flags & VmFlags.SHARED) \
+                        and v.anon_vma is None and v.flags & VmFlags.WRITE:
+                    v.anon_vma = AnonVma()
+                progress = True
+                break
 
 
 def _copy_contents(machine, pid: int, to_fill) -> int:
