@@ -164,6 +164,8 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     if not write and do_fault_around(pm, mm, vma, addr, ptep):
         pm.ev[EV_FAULT_SHMEM] += 1
         return FAULT_OK
+    if write and not (vma.flags & VM_SHARED):
+        vma.anon_vma = 1        # do_cow_fault: vmf_anon_prepare comes before __do_fault
     if idx >= vma.cache_pages:
         return FAULT_SIGBUS
     pfn = vma.cache[idx]

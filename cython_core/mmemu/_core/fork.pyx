@@ -125,10 +125,12 @@ cdef int copy_page_range(physmem_t* pm, mm_t* dst_mm, mm_t* src_mm, uint64_t sta
         if spmd == NULL:
             break
         nxt = pmd_addr_end(addr, end)
+        # copy_pud_range / copy_pmd_range: pud_alloc and pmd_alloc for every source PUD
+        # entry present, even where no PTE table hangs below (found by mmemu.oracle)
+        dpmd = pmd_offset_alloc(pm, dst_mm, addr)
+        if dpmd == NULL:
+            return -1
         if spmd[0] != 0:
-            dpmd = pmd_offset_alloc(pm, dst_mm, addr)
-            if dpmd == NULL:
-                return -1
             if cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), blocked, nblocked, &pos):
                 if dpmd[0] == 0:        # shared once, however many VMAs cover the span
                     share_pte_table(pm, dst_mm, spmd, dpmd)
