@@ -148,7 +148,13 @@ def test_import_and_fork_match_kernel(name, tmp_path):
             seen["emulated_child"] = c.status()
             m2.check()
 
-        h.fork_traced(at_stop)
+        try:
+            h.fork_traced(at_stop)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                pytest.skip(f"ptrace of the helper is not permitted here ({e}): the real fork "
+                            "cannot be caught before its child runs")
+            raise
         assert seen["parent_mismatch"] == {}
         assert _fields(seen["emulated_child"]) == _fields(seen["child"])
     finally:
