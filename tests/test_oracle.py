@@ -26,12 +26,17 @@ KIND = st.sampled_from(["private", "private", "shared", "file_private", "file_sh
 ADVICE = st.sampled_from([4, 10, 11, 18, 19, 22, 23])   # DONTNEED DONTFORK DOFORK WIPE/KEEPONFORK POPULATE_*
 
 
+SEEN = {}      # departures met by name, over the whole run
+
+
 class OracleMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.o = Oracle()
 
     def teardown(self):
+        for k, n in self.o.departures_seen.items():
+            SEEN[k] = SEEN.get(k, 0) + n
         self.o.close()
 
     def _proc(self, pick):
@@ -86,6 +91,8 @@ def test_oracle_random_sequences():
                             derandomize=True, database=None,
                             suppress_health_check=list(HealthCheck))
     run().runTest()
+    print(f"oracle: {EXAMPLES} sequences agree with the kernel; departures met by name: {SEEN}")
+    assert set(SEEN) <= set(DEPARTURES)
 
 
 @live
