@@ -111,8 +111,9 @@ def build(m):
     p.madvise(w, 4 * PG, Madv.WIPEONFORK)
     p.madvise(a + (2 << 20), 16 * PG, MADV_DONTNEED)
     p.mprotect(a + (1 << 20), 4 * PG, 1)
+    p.swap_out(a + (4 << 20), 8 * PG)              # swap entries (and their data) ...
 
-    c1 = p.fork()                                  # classic
+    c1 = p.fork()                                  # ... shared with the children
     c1.write(a + 5, b"child1")
     c2 = p.fork(cow_pgtable=True)                  # shares tables
     c2.write(a + (1 << 21) + 7, b"c2 breaks one table")
@@ -140,6 +141,7 @@ def further(m, info):
     p, c2, c3, gc3, qc = (m.process(pid) for pid in info["pids"])
     a = info["a"]
     c3.write(a + 100, b"c3 breaks")
+    assert c3.read(a + (4 << 20) + 123, 4) == p.read(a + (4 << 20) + 123, 4)   # swap-ins
     gc3.touch(a + (1 << 21), 64 * PG)
     qc.write(info["qa"] + 9000, b"qc writes")
     n = p.fork(cow_pgtable=True)

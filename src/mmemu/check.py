@@ -38,6 +38,8 @@ def check_machine(machine) -> None:
     owners = np.zeros(n, dtype=np.int32)
     level = np.zeros(n, dtype=np.uint8)
 
+    from .swap import check as _swap_check
+    _swap_check(machine, problems)
     for p in machine.processes:
         core = p.mm.core
         lvl = np.zeros(n, dtype=np.uint8)

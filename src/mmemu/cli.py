@@ -149,6 +149,61 @@ def cmd_fork_table(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, format_compare
+    from .procfs import ImportFailed
+    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    try:
+        res = compare(args.pid, designs, memory=args.memory, check=args.check, stop=args.stop)
+    except ImportFailed as e:
+        print(f"mmemu: cannot import process {args.pid}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(json.dumps(res, indent=2) if args.json else format_compare(res))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .procfs import ImportFailed, import_process
+    m = Machine(args.memory)
+    try:
+        p = import_process(m, args.pid, contents=args.contents, stop=args.stop)
+    except ImportFailed as e:
+        print(f"mmemu: cannot import process {args.pid}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    rep = p.import_report
+    print(f"imported process {args.pid}: {rep.vmas} VMAs, pages {rep.pages}, "
+          f"THP pages (as base pages) {rep.thp_pages}, extra PTE tables {len(rep.extra_tables)}")
+    for f in ("VmSize", "VmPTE", "RssAnon", "RssFile", "RssShmem"):
+        print(f"  {f:<9} kernel {rep.kernel_status.get(f)} kB  emulated {rep.emulated_status.get(f)} kB")
+    if args.save:
+        if not hasattr(m, "save"):
+            print("mmemu: --save needs machine snapshots (Machine.save), not in this build",
+                  file=sys.stderr)
+            return 1
+        m.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def _add_procfs_commands(sub) -> None:
+    """`mmemu compare PID` and `mmemu import PID --save FILE` (mmemu.procfs)."""
+    cp = sub.add_parser("compare", help="what would classic and COW page-table forks of a live process cost")
+    cp.add_argument("pid", type=int)
+    cp.add_argument("--designs", default="classic,deferred,eager")
+    cp.add_argument("--memory", default="64G", help="emulated physical memory (default 64G)")
+    cp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cp.add_argument("--check", action="store_true", help="run the invariant checker afterwards")
+    cp.add_argument("--stop", action="store_true", help="SIGSTOP the process while reading it")
+    cp.set_defaults(func=cmd_compare)
+    ip = sub.add_parser("import", help="import a live process (and save a machine snapshot)")
+    ip.add_argument("pid", type=int)
+    ip.add_argument("--save", metavar="FILE", help="write a machine snapshot (Machine.save)")
+    ip.add_argument("--memory", default="64G", help="emulated physical memory (default 64G)")
+    ip.add_argument("--contents", action="store_true", help="copy page contents where readable")
+    ip.add_argument("--stop", action="store_true", help="SIGSTOP the process while reading it")
+    ip.set_defaults(func=cmd_import)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="mmemu", description="Linux memory-management emulator")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -165,6 +220,7 @@ def main(argv=None) -> int:
     ft.set_defaults(func=cmd_fork_table)
     from .bench.cli import add_parser as add_bench_parser
     add_bench_parser(sub)
+    _add_procfs_commands(sub)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

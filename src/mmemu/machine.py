@@ -24,6 +24,7 @@ from .vma import PAGE_SIZE, AnonVma
 _NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
 _DONTCOPY, _WIPEONFORK = int(VmFlags.DONTCOPY), int(VmFlags.WIPEONFORK)
 _MAYBE_GUARD = int(VmFlags.MAYBE_GUARD)     # vma_needs_copy: guard markers must reach the child
+_PFN_COPY = int(VmFlags.PFNMAP | VmFlags.MIXEDMAP)   # vma_needs_copy: (imported) PFN mappings
 _NOT_LOCKED = ~int(VmFlags.LOCKED | VmFlags.LOCKONFAULT)
 _NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFlags.IO
                   | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
@@ -145,6 +146,9 @@ class Machine:
                                           and v.end > mm.start_brk)
             if heap or v.flags & _NO_COW_PTE:
                 spans.append(np.arange(v.start >> 21, ((v.end - 1) >> 21) + 1, dtype=np.int64))
+        if mm.core.rss[2]:      # tables holding swap entries are copied, not shared
+            from ._core.swap import swap_spans
+            spans.append(swap_spans(mm.core))
         if not spans:
             return np.empty(0, dtype=np.int64)
         return np.unique(np.concatenate(spans))
@@ -155,7 +159,7 @@ class Machine:
         mm = parent.mm
         copy_spans = [
             (v.start, v.end, v.flags) for v in mm.vmas
-            if not (v.flags & _NO_COPY) and (v.anon_vma is not None or v.flags & _MAYBE_GUARD)
+            if not (v.flags & _NO_COPY) and (v.anon_vma is not None or v.flags & (_MAYBE_GUARD | _PFN_COPY))
         ]
         blocked = self._cow_blocked_spans(mm) if cow else None
         need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)

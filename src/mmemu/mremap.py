@@ -55,6 +55,13 @@ def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_a
             raise einval("MREMAP_FIXED/MREMAP_DONTUNMAP without MREMAP_MAYMOVE")
         if flags & MremapFlags.DONTUNMAP and old_len != new_len:
             raise einval("MREMAP_DONTUNMAP cannot resize")
+        # the range checks come before the VMA lookup (found by mmemu.oracle on 6.18:
+        # an overlapping move of an unmapped range is EINVAL, not EFAULT)
+        a_old, a_new = _page_align(old_len), _page_align(new_len)
+        if a_new > TASK_SIZE or new_addr > TASK_SIZE - a_new:
+            raise einval("new range beyond TASK_SIZE")
+        if ((addr + a_old) & _U64) > new_addr and ((new_addr + a_new) & _U64) > addr:
+            raise einval("old and new ranges overlap")
         if mm.map_count + 2 >= proc.machine.max_map_count - 3:
             raise enomem("a move could exceed max_map_count")
     old_len = _page_align(old_len)

@@ -678,6 +678,22 @@ class Process:
         """Access every page of [addr, addr+length) once (a write or read fault per page)."""
         self._access(addr, length, write, None, 0)
 
+    @syscall_scope
+    def swap_out(self, addr: int, length: int) -> int:
+        """Reclaim to the emulated swap device (what MADV_PAGEOUT does on a machine with
+        swap): every exclusive anonymous page of [addr, addr+length) is written to a swap
+        slot and its PTE becomes a swap entry (VmSwap, pagemap bit 62); the next access
+        reads it back. Returns the number of pages swapped out."""
+        self._check_alive()
+        if addr & (PAGE_SIZE - 1):
+            raise einval("address not page aligned")
+        end = addr + page_align(length)
+        self._check_cow_frames(addr, end)
+        self._unshare_pte_tables(addr, end)
+        self.mm.update_hiwater_rss()
+        from .swap import swap_out
+        return swap_out(self, addr, end)
+
     # ------------------------------------------------------------------ statistics
     def status(self):
         """/proc/PID/status memory lines (kB), as a read-only mapping; str() gives the text."""

@@ -35,6 +35,7 @@ No pickle: a foreign file cannot run code.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import itertools
 import json
 import os
@@ -61,8 +62,13 @@ _ZLIB_LEVEL = 1
 # The attributes save() knows how to store. Anything else on these objects is state the
 # format would lose, so save() refuses it rather than write an inexact snapshot.
 _MACHINE_ATTRS = {"memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_next_pid",
-                  "_inodes", "_backings", "_files"}
-_PROCESS_ATTRS = {"machine", "pid", "parent", "children", "alive", "mm"}
+                  "_inodes", "_backings", "_files", "_swap_dev",
+                  # not saved: which host frames mmemu.procfs imported pages came from
+                  # (meaningless on another host; a later import into a loaded machine
+                  # shares no frames with the earlier ones)
+                  "_import_registry"}
+_PROCESS_ATTRS = {"machine", "pid", "parent", "children", "alive", "mm",
+                  "imported_from", "import_report"}     # mmemu.procfs
 _MM_INTS = ("total_vm", "data_vm", "exec_vm", "stack_vm", "locked_vm", "hiwater_vm",
             "hiwater_rss", "start_brk", "brk", "start_stack", "start_code", "end_code")
 _MM_ATTRS = {"machine", "core", "cow_pgtable", "vmas"} | set(_MM_INTS)
@@ -72,7 +78,7 @@ _FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "size", "cache", "
 _SHMEM_ATTRS = {"npages", "cache", "users", "inode", "name", "dev"}
 
 _ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "page_caches": "<i8",
-                 "data_pfns": "<i8"}
+                 "data_pfns": "<i8", "swap_map": "<i4", "swap_data": "|u1"}
 
 
 def _check_attrs(obj, known, what):
@@ -117,6 +123,13 @@ def _collect(machine):
             raise SnapshotError(f"cannot save: unknown backing object {b!r}")
         pos += len(c)
     arrays["page_caches"] = np.concatenate(caches) if caches else np.empty(0, np.int64)
+    # the swap device (mmemu.swap): every slot's count, and the data of the slots in use
+    dev = machine.__dict__.get("_swap_dev")
+    smap = dev["map"] if dev is not None else np.zeros(0, np.int32)
+    used = np.flatnonzero(smap)
+    arrays["swap_map"] = np.ascontiguousarray(smap, dtype=np.int32)
+    arrays["swap_data"] = (dev["data"].reshape(-1, PAGE_SIZE)[used].ravel() if len(used)
+                           else np.zeros(0, np.uint8))
     files = []
     for path, f in machine._files.items():
         if id(f) not in bidx or f.path != path:
@@ -146,8 +159,12 @@ def _collect(machine):
             vmas.append([v.start, v.end, v.flags, v.pgoff, b, a, v.name, v.page_prot])
         rec = {k: int(getattr(mm, k)) for k in _MM_INTS}
         rec.update(core=mm.core.dump_state(), cow_pgtable=bool(mm.cow_pgtable), vmas=vmas)
-        procs.append({"pid": p.pid, "parent": None if p.parent is None else p.parent.pid,
-                      "children": [c.pid for c in p.children], "mm": rec})
+        rec = {"pid": p.pid, "parent": None if p.parent is None else p.parent.pid,
+               "children": [c.pid for c in p.children], "mm": rec}
+        if "imported_from" in vars(p):
+            rec["imported"] = {"from": int(p.imported_from),
+                               "report": dataclasses.asdict(p.import_report)}
+        procs.append(rec)
     state = {
         "machine": {"memory": machine.memory, "max_map_count": machine.max_map_count,
                     "cow_pgtable": bool(machine.cow_pgtable),
@@ -179,8 +196,9 @@ def save(machine, path, compress: bool = True) -> None:
         a = arrays[name]
         dt = a.dtype.newbyteorder("<").str
         sections.append((name, dt, [len(a)], _le(a, dt).tobytes()))
-    for name in ("free_data", "free_table", "page_caches"):
-        sections.append((name, "<i8", [len(arrays[name])], _le(arrays[name], "<i8").tobytes()))
+    for name in ("free_data", "free_table", "page_caches", "swap_map", "swap_data"):
+        dt = _ARRAY_DTYPES[name]
+        sections.append((name, dt, [len(arrays[name])], _le(arrays[name], dt).tobytes()))
     sections.append(("data_pfns", "<i8", [len(pfns)], pfns.tobytes()))
 
     def frames():
@@ -331,7 +349,8 @@ def _read_header(f, size):
         if len(sha) != 64:
             raise _bad(f"{where}: bad sha256")
         pos += length
-    want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames"}
+    want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames",
+            "swap_map", "swap_data"}
     if not want <= names:
         raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
@@ -566,6 +585,8 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         if p.pid in m._procs:
             raise _bad(f"pid {p.pid} appears twice")
         p.alive = True
+        if "imported" in pr:
+            _restore_import(p, _typed(pr, "imported", dict, where), where)
         p.parent = None
         p.children = []
         ms_ = _typed(pr, "mm", dict, where)
@@ -638,6 +659,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
             raise _bad(f"backing object (inode {obj.inode}) has {users} users recorded, "
                        f"{obj.users} VMAs map it")
     phys._set_next_mm_id(scalars["next_mm_id"])
+    _build_swap(m, arrays)
     for p in m._procs.values():
         p.mm.core.validate_tables()
     if check:
@@ -646,3 +668,33 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         except InvariantError as e:
             raise SnapshotError(f"the loaded machine fails Machine.check(): {e}") from None
     return m
+
+
+def _build_swap(m, arrays):
+    """Re-create the swap device (mmemu.swap) from its two sections."""
+    from ._core import swap as _swap
+    smap, sdata = arrays["swap_map"], arrays["swap_data"]
+    if not len(smap):
+        if len(sdata):
+            raise _bad("swap data without a swap device")
+        return
+    if np.any(smap < 0):
+        raise _bad("a swap slot has a negative count")
+    used = np.flatnonzero(smap)
+    if len(sdata) != len(used) * PAGE_SIZE:
+        raise _bad(f"swap data holds {len(sdata)} bytes for {len(used)} slots in use")
+    data = np.zeros(len(smap) * PAGE_SIZE, np.uint8)
+    data.reshape(-1, PAGE_SIZE)[used] = sdata.reshape(-1, PAGE_SIZE)
+    m._swap_dev = {"map": np.ascontiguousarray(smap, dtype=np.int32), "data": data}
+    _swap.attach(m.phys, m._swap_dev["map"], data)
+
+
+def _restore_import(p, rec, where):
+    """A process made by mmemu.procfs.import_process: its source pid and ImportReport."""
+    from .procfs import ImportReport
+    p.imported_from = _int(rec, "from", where + " import", 0)
+    report = _typed(rec, "report", dict, where + " import")
+    try:
+        p.import_report = ImportReport(**report)
+    except TypeError as e:
+        raise _bad(f"{where}: bad import report: {e}") from None

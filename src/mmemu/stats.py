@@ -21,6 +21,7 @@ EVENT_NAMES = [
     "ptes_zapped", "ptes_protected",
     "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
     "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
+    "pswpin", "pswpout",
 ]
 
 EVENT_HELP = {
@@ -52,6 +53,8 @@ EVENT_HELP = {
     "tlb_flush": "range TLB flushes",
     "mremap_ptes_moved": "PTEs moved by move_ptes",
     "mremap_pmds_moved": "whole PTE tables relinked by move_normal_pmd",
+    "pswpin": "pages read back from the emulated swap device (do_swap_page)",
+    "pswpout": "pages written to the emulated swap device (Process.swap_out)",
 }
 
 
@@ -109,6 +112,16 @@ class Counters(ProcView):
         return Counters((k, v - other.get(k, 0)) for k, v in self._d.items())
 
 
+def _swap_total(machine) -> int:
+    from .swap import slots_total
+    return slots_total(machine)
+
+
+def _swap_used(machine) -> int:
+    from .swap import slots_used
+    return slots_used(machine)
+
+
 def meminfo(machine) -> MemInfo:
     c = machine.phys.counters()
     kb = lambda pages: pages << (PAGE_SHIFT - 10)  # noqa: E731
@@ -125,8 +138,8 @@ def meminfo(machine) -> MemInfo:
         ("Mapped", kb(c["nr_file_mapped"])),
         ("Shmem", kb(c["nr_shmem"])),
         ("PageTables", kb(c["nr_page_table_pages"])),
-        ("SwapTotal", 0),
-        ("SwapFree", 0),
+        ("SwapTotal", kb(_swap_total(machine))),
+        ("SwapFree", kb(_swap_total(machine) - _swap_used(machine))),
         ("AnonHugePages", 0),
     ])
 

@@ -3,7 +3,8 @@
 
 Models handle_mm_fault/handle_pte_fault, do_anonymous_page, do_fault (do_read_fault,
 do_cow_fault, do_shared_fault), do_wp_page (wp_page_reuse, wp_page_copy, wp_page_shared)
-from mm/memory.c. Leaves out: THP, swap-in, userfaultfd, fault-around, NUMA hinting.
+and do_swap_page (without a swap cache) from mm/memory.c. Leaves out: THP, userfaultfd,
+NUMA hinting.
 The access check (access_error, SIGSEGV) is policy and is done in Python per VMA.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
@@ -11,10 +12,11 @@ from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr,
+    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
+    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
+    pgtable_free, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte, assert_table_private
 
@@ -156,11 +158,17 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
     cdef pte_t e
-    if idx >= vma.cache_pages or vma.cache == NULL:
+    if vma.cache == NULL:
         return FAULT_SIGBUS
+    # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
+    # even when the faulting page lies past it), then __do_fault's SIGBUS
     if not write and do_fault_around(pm, mm, vma, addr, ptep):
         pm.ev[EV_FAULT_SHMEM] += 1
         return FAULT_OK
+    if write and not (vma.flags & VM_SHARED):
+        vma.anon_vma = 1        # do_cow_fault: vmf_anon_prepare comes before __do_fault
+    if idx >= vma.cache_pages:
+        return FAULT_SIGBUS
     pfn = vma.cache[idx]
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
@@ -193,13 +201,71 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     return FAULT_OK
 
 
+cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) noexcept nogil:
+    """do_swap_page without a swap cache: a new anonymous page gets the slot's data. A slot
+    only this entry references gives an exclusive page, writable if the VMA is (as Linux
+    maps it on a read fault too); otherwise a read-only page another fork may also read
+    in (Linux would share one swap-cache page between them)."""
+    cdef int64_t slot = swap_pte_slot(e)
+    cdef bint exclusive = 0 <= slot < pm.swap_slots and pm.swap_map[slot] == 1
+    cdef pfn_t pfn = alloc_frame(pm, False, True)
+    cdef pte_t n
+    if pfn < 0:
+        return FAULT_OOM
+    if 0 <= slot < pm.swap_slots:
+        memcpy(frame_ptr(pm, pfn), pm.swap_data + (<uint64_t>slot << PAGE_SHIFT), 4096)
+        pm.flags[pfn] |= PG_HASDATA
+        swap_free(pm, slot)
+    vma.anon_vma = 1
+    pm.flags[pfn] |= PG_ANON
+    pm.mapcount[pfn] = 1
+    pm.nr_anon_mapped += 1
+    mm.rss[MM_ANONPAGES] += 1
+    mm.rss[MM_SWAPENTS] -= 1
+    n = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    if exclusive:
+        pm.flags[pfn] |= PG_ANON_EXCLUSIVE
+        if vma.flags & VM_WRITE:
+            n = pte_mkwrite(pte_mkdirty(n))
+    ptep[0] = n
+    pm.ev[EV_SWAPIN] += 1
+    return FAULT_OK
+
+
 cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil:
     """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
     cdef pte_t* pmdp
-    cdef pte_t* ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
+    cdef pte_t* ptep
     cdef pte_t e
+    cdef int rc, i
+    cdef pte_t* t
+    cdef bint new_table = False
+    cdef pte_t* pmd = pmd_offset_alloc(pm, mm, addr)
+    if pmd == NULL:
+        return FAULT_OOM
+    new_table = pmd[0] == 0
+    ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
     if ptep == NULL:
         return FAULT_OOM
+    if new_table and vma.has_vm_ops:
+        # do_fault preallocates the PTE table (vmf->prealloc_pte) and installs it only
+        # when it maps a page: a fault that maps nothing (SIGBUS) leaves no table
+        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+        if rc != FAULT_OK:
+            t = ptep - pte_index(addr)
+            for i in range(512):
+                if t[i] != 0:
+                    return rc
+            pgtable_free(pm, mm, pte_pfn(pmdp[0]), LEVEL_PTE)
+            pmdp[0] = 0
+        return rc
+    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+
+
+cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write,
+                           pte_t* ptep, pte_t* pmdp) noexcept nogil:
+    cdef pte_t e
+    cdef int rc
     if is_guard_pte(ptep[0]):
         return FAULT_SIGSEGV        # handle_pte_marker: a guard region, before any COW break
     if pmd_cow(pmdp[0]):
@@ -213,6 +279,11 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     assert_table_private(pm, ptep)
     pm.ev[EV_PGFAULT] += 1
     e = ptep[0]
+    if is_swap_pte(e):
+        rc = do_swap_page(pm, mm, vma, ptep, e)
+        if rc != FAULT_OK or not write or pte_write(ptep[0]):
+            return rc
+        return do_wp_page(pm, mm, vma, ptep, ptep[0])
     if e == 0:
         if not vma.has_vm_ops:
             return do_anonymous_page(pm, mm, vma, ptep, write)

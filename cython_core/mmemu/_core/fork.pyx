@@ -9,7 +9,7 @@ pinned pages (copy_present_page), uffd-wp, device-private and migration entries.
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, table_ptr
+from mmemu._core.physmem cimport physmem_t, table_ptr, swap_dup
 from mmemu._core.pagetable cimport (
     mm_t, MMCore, pmd_offset_alloc, pmd_walk_next, pgtable_alloc, LEVEL_PTE,
 )
@@ -45,7 +45,10 @@ cdef void copy_pte_range(physmem_t* pm, mm_t* dst_mm, pte_t* dst, pte_t* src,
             continue
         copied += 1
         if not pte_present(e):
-            dst[i] = e          # swap entries: not modelled yet
+            if is_swap_pte(e):  # copy_nonpresent_pte: swap_duplicate + MM_SWAPENTS
+                swap_dup(pm, swap_pte_slot(e))
+                dst_mm.rss[MM_SWAPENTS] += 1
+            dst[i] = e
             continue
         if not (e & _bit(BIT_SPECIAL)):
             pfn = pte_pfn(e)
@@ -122,10 +125,12 @@ cdef int copy_page_range(physmem_t* pm, mm_t* dst_mm, mm_t* src_mm, uint64_t sta
         if spmd == NULL:
             break
         nxt = pmd_addr_end(addr, end)
+        # copy_pud_range / copy_pmd_range: pud_alloc and pmd_alloc for every source PUD
+        # entry present, even where no PTE table hangs below (found by mmemu.oracle)
+        dpmd = pmd_offset_alloc(pm, dst_mm, addr)
+        if dpmd == NULL:
+            return -1
         if spmd[0] != 0:
-            dpmd = pmd_offset_alloc(pm, dst_mm, addr)
-            if dpmd == NULL:
-                return -1
             if cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), blocked, nblocked, &pos):
                 if dpmd[0] == 0:        # shared once, however many VMAs cover the span
                     share_pte_table(pm, dst_mm, spmd, dpmd)

@@ -12,7 +12,7 @@ import numpy as np
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, PhysMem, alloc_frame, free_frame, put_page, table_ptr,
+    physmem_t, PhysMem, alloc_frame, free_frame, put_page, table_ptr, swap_free,
 )
 
 
@@ -146,6 +146,10 @@ cdef void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
     """The per-entry part of zap_present_folio_ptes: rss, rmap and reference of one PTE."""
     cdef pfn_t pfn
     cdef uint32_t fl
+    if is_swap_pte(e):
+        swap_free(pm, swap_pte_slot(e))        # zap_nonpresent_ptes: free_swap_and_cache
+        mm.rss[MM_SWAPENTS] -= 1
+        return
     if e == 0 or not pte_present(e):
         return
     pfn = pte_pfn(e)

@@ -39,6 +39,11 @@ cdef struct physmem_t:
     int64_t fail_times      # failures still to inject from then on (< 0: every one)
     int64_t alloc_calls     # allocation attempts outside the pool (injected failures too)
     int64_t alloc_failed    # allocations that failed (memory full or injected)
+    # the emulated swap device (mmemu._core.swap): per-slot swap count and 4 KiB of data
+    int32_t* swap_map
+    uint8_t* swap_data
+    int64_t swap_slots
+    int64_t nr_swap_used    # slots with a count (pages on swap)
 
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
@@ -47,6 +52,18 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil
 cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=*) noexcept nogil
 cdef void release_reserve(physmem_t* pm) noexcept nogil
+
+cdef inline void swap_dup(physmem_t* pm, int64_t slot) noexcept nogil:
+    """swap_duplicate: one more PTE references the slot (fork)."""
+    if 0 <= slot < pm.swap_slots:
+        pm.swap_map[slot] += 1
+
+cdef inline void swap_free(physmem_t* pm, int64_t slot) noexcept nogil:
+    """free_swap_and_cache: one reference fewer; the slot is free at zero."""
+    if 0 <= slot < pm.swap_slots and pm.swap_map[slot] > 0:
+        pm.swap_map[slot] -= 1
+        if pm.swap_map[slot] == 0:
+            pm.nr_swap_used -= 1
 
 cdef inline uint8_t* frame_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
     return pm.mem + (<uint64_t>pfn << 12)

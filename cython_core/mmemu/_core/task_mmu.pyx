@@ -71,6 +71,10 @@ def pagemap(MMCore mmc, uint64_t start, int64_t npages):
             if is_guard_pte(e):
                 o[i] = PM_GUARD_ENTRY
                 continue
+            if is_swap_pte(e):
+                # swap type 0 in bits 0-4, the offset from bit 5 (MAX_SWAPFILES_SHIFT)
+                o[i] = PM_SWAP | ((<uint64_t>swap_pte_slot(e) << 5) & PM_PFN_MASK)
+                continue
             if e == 0 or not pte_present(e):
                 continue
             pfn = pte_pfn(e)
@@ -229,6 +233,9 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
                 for l in range(512):
                     e = ptet[l]
                     if e == 0 or is_guard_pte(e):
+                        continue
+                    if is_swap_pte(e):
+                        rss[MM_SWAPENTS] += 1
                         continue
                     if not pte_present(e):
                         problems.append(f"unexpected non-present PTE {e:#x}")

@@ -70,6 +70,17 @@ cdef enum:
 cdef inline bint is_guard_pte(pte_t e) noexcept nogil:
     return e == GUARD_PTE
 
+# A swap entry (x86-64 __swp_entry, type 0): the inverted offset in bits 9..58, type in
+# 59..63, P and PROTNONE clear. Any other non-present non-zero PTE but the guard marker.
+cdef inline bint is_swap_pte(pte_t e) noexcept nogil:
+    return e != 0 and (e & ((<pte_t>1) | ((<pte_t>1) << 8))) == 0 and e != GUARD_PTE
+
+cdef inline pte_t mk_swap_pte(int64_t slot) noexcept nogil:
+    return ((~(<uint64_t>slot)) << 14) >> 5
+
+cdef inline int64_t swap_pte_slot(pte_t e) noexcept nogil:
+    return <int64_t>((~(e << 5)) >> 14)
+
 cdef inline bint pte_write(pte_t e) noexcept nogil:
     return (e & _bit(BIT_RW)) != 0
 
@@ -199,6 +210,8 @@ cdef enum:
     EV_TLB_FLUSH = 25          # TLB flushes (one per range operation that changed entries)
     EV_PTES_MOVED = 26         # mremap: PTEs moved
     EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
+    EV_SWAPIN = 28             # do_swap_page: a page read back from the emulated swap device
+    EV_SWAPOUT = 29            # swap_out: a page written to the emulated swap device
     NR_EVENTS = 32
 
 # ---- fault results ----

@@ -1,0 +1,106 @@
+"""``mmemu compare PID``: what would a classic fork and a COW-page-table fork of this live
+process cost? Each design gets a fresh emulated machine holding the imported process; it
+forks once to warm up (the child exits), then the measured fork runs, as in
+``mmemu fork-table``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+from .machine import Machine
+from .procfs import import_process
+
+DESIGNS = {
+    "classic": ("classic fork", "deferred", False),
+    "deferred": ("COW PTE deferred", "deferred", True),
+    "eager": ("COW PTE eager", "eager", True),
+}
+MEMINFO = ["MemFree", "AnonPages", "Mapped", "PageTables"]
+CHILD = ["VmPTE", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def compare(pid: int, designs: Sequence[str] = ("classic", "deferred", "eager"),
+            memory="64G", check: bool = False, stop: bool = False) -> Dict[str, object]:
+    """Import process ``pid`` once per design and fork it there; returns a dict with the
+    import summary and, per design, meminfo deltas, the child's status, the parent's
+    VmPTE, the fork's vmstat work counters and its emulated wall time."""
+    out: Dict[str, object] = {"pid": int(pid), "comm": _comm(pid), "designs": {}}
+    for d in designs:
+        if d not in DESIGNS:
+            raise ValueError(f"unknown design {d!r}; choose from {', '.join(DESIGNS)}")
+        title, accounting, cow = DESIGNS[d]
+        m = Machine(memory, cow_pte_accounting=accounting)
+        p = import_process(m, pid, stop=stop)
+        rep = p.import_report
+        if "import" not in out:
+            out["import"] = {
+                "vmas": rep.vmas, "pages": rep.pages, "thp_pages": rep.thp_pages,
+                "extra_tables": len(rep.extra_tables), "skipped": rep.skipped,
+                "pfns_readable": rep.pfns_readable,
+                "kernel": {k: rep.kernel_status.get(k) for k in ["VmSize", "VmRSS"] + CHILD[2:] + ["VmPTE"]},
+                "mismatches": {k: list(v) for k, v in rep.mismatches().items()},
+            }
+        p.fork(cow_pgtable=cow).exit()          # warm-up, as mmemu fork-table does
+        before = dict(m.meminfo())
+        ev0 = m.vmstat()
+        t0 = time.perf_counter()
+        child = p.fork(cow_pgtable=cow)
+        fork_s = time.perf_counter() - t0
+        after = dict(m.meminfo())
+        work = m.vmstat() - ev0
+        cs, ps = child.status(), p.status()
+        if check:
+            m.check()
+        out["designs"][d] = {
+            "title": title,
+            "accounting": accounting if cow else None,
+            "delta": {k: after[k] - before[k] for k in MEMINFO},
+            "child": {k: cs[k] for k in CHILD},
+            "parent": {"VmPTE": ps["VmPTE"], "VmRSS": ps["VmRSS"]},
+            "fork_ms": fork_s * 1e3,
+            "work": {k: v for k, v in work.items() if v and not k.startswith("nr_")},
+        }
+    return out
+
+
+def format_compare(res: Dict[str, object]) -> str:
+    imp = res["import"]
+    ds: List[dict] = list(res["designs"].values())
+    w = 18
+    k = imp["kernel"]
+    pg = imp["pages"]
+    lines = [
+        f"process {res['pid']} ({res['comm']}): {imp['vmas']} VMAs, VmSize {k['VmSize']} kB, "
+        f"VmRSS {k['VmRSS']} kB, VmPTE {k['VmPTE']} kB",
+        f"imported: {pg.get('anon', 0)} anonymous, {pg.get('file', 0)} file, "
+        f"{pg.get('shmem', 0)} shmem, {pg.get('zero', 0)} zero-page entries"
+        + (f"; {imp['thp_pages']} pages of transparent huge pages imported as base pages"
+           if imp["thp_pages"] else "")
+        + (f"; {imp['extra_tables']} empty PTE tables added to match VmPTE" if imp["extra_tables"] else ""),
+    ]
+    if imp["mismatches"]:
+        lines.append("differs from the kernel: " + ", ".join(
+            f"{f} kernel {a} emulated {b}" for f, (a, b) in imp["mismatches"].items()))
+    lines += ["", f"{'fork of it (kB)':<24}" + "".join(f"{d['title']:>{w}}" for d in ds)]
+    for f in MEMINFO:
+        lines.append(f"{'meminfo ' + f + ' delta':<24}" + "".join(f"{d['delta'][f]:>+{w}}" for d in ds))
+    for f in CHILD:
+        lines.append(f"{'child ' + f:<24}" + "".join(f"{d['child'][f]:>{w}}" for d in ds))
+    lines.append(f"{'parent VmPTE':<24}" + "".join(f"{d['parent']['VmPTE']:>{w}}" for d in ds))
+    lines.append(f"{'fork wall time (ms)':<24}" + "".join(f"{d['fork_ms']:>{w}.3f}" for d in ds))
+    lines += ["", "work done by the fork (vmstat deltas):"]
+    names: List[str] = []
+    for d in ds:
+        names += [n for n in d["work"] if n not in names]
+    for n in names:
+        lines.append(f"  {n:<22}" + "".join(f"{d['work'].get(n, 0):>{w}}" for d in ds))
+    return "\n".join(lines)

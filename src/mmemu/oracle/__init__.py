@@ -1,0 +1,400 @@
+"""mmemu.oracle: the live Linux kernel as a test oracle.
+
+An ``Oracle`` runs every syscall on a real helper process (mmemu/oracle/helper.py, driven
+over a pipe; a fork makes the child a second helper on its own FIFOs) and on an emulated
+machine, and after every step compares:
+
+* the return value or errno of the call;
+* for read/write: the bytes, and where the access stopped, the signal (SIGSEGV/SIGBUS)
+  and its page;
+* for the dedicated region (``REGION``, one 512 GiB PGD slot no other mapping uses):
+  RssAnon, RssFile and RssShmem (summed from /proc/PID/smaps over the region's VMAs),
+  VmSize (the region's VMA sizes), VmPTE (the change of /proc/PID/status VmPTE since the
+  baseline) and the pagemap present / exclusive / file / swap bits of every page.
+
+Where mmemu departs from the kernel on purpose, the departure has a name in
+``DEPARTURES``; the oracle either keeps the random sequences away from it (and says so) or
+reports it by name instead of failing. A divergence raises ``Divergence``, whose message
+ends with the whole sequence as Python calls that replay it (``Oracle.replay``).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import Machine
+from ..errors import BusError, MMError, SegmentationFault
+from ..flags import MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_ANONYMOUS
+from ..procfs import parse_smaps, read_status, _read_proc
+from .live import LiveHelper, linux_proc_available
+
+PG = 4096
+REGION = 0x300000000000         # 48 TiB: PGD slot 96, nothing else maps there
+REGION_PAGES = 1024             # 4 MiB: two PMD spans
+FILE_PAGES = 96                 # the data file: mappings past it raise SIGBUS
+MAP_FIXED_NOREPLACE = 0x100000
+
+DEPARTURES = {
+    "madv_free_is_immediate": "MADV_FREE: mmemu frees exclusive pages at once (the reclaim "
+                              "that would discard them), Linux only under memory pressure: "
+                              "RSS and the old bytes differ until then. Not generated.",
+    "brk_not_driven": "brk: the live helper's heap belongs to Python's malloc, so the oracle "
+                      "does not move its break; brk is checked against the reference model "
+                      "and the other fork designs (tests/test_designs_agree.py).",
+    "signals_inferred": "The helper accesses memory with process_vm_readv/writev, which "
+                        "stop with EFAULT where a load or store would raise a signal; the "
+                        "oracle names the signal from the VMA at that page (none or no "
+                        "permission: SIGSEGV, file page past EOF: SIGBUS).",
+    "child_vmpte_from_fork": "A forked helper is a Python process whose own page tables "
+                             "grow as it runs after the fork; its VmPTE is compared as the "
+                             "change since its first command (the fork itself is compared "
+                             "exactly, before either side runs, by tests/test_procfs.py).",
+    "mremap_multi_vma_move": "mremap(MREMAP_FIXED) of a range that is not inside one VMA "
+                             "(several VMAs, or one and a gap): Linux 6.17+ moves what is "
+                             "mapped (mm/mremap: permit moves of multiple VMAs); mmemu "
+                             "answers EFAULT as earlier kernels did. Found by this oracle; "
+                             "such calls are skipped on both sides and counted.",
+    "helper_own_tables": "The helper's Python heap sometimes reaches a new 2 MiB span and "
+                         "the kernel gives it a PTE table outside the region; the oracle "
+                         "counts the helper's own tables from its present pages and takes "
+                         "such growth out of the VmPTE comparison (counted by this name).",
+    "no_memory_pressure": "MADV_COLD/PAGEOUT and reclaim are not generated: mmemu has no "
+                          "reclaim or swap, so reclaimed file pages would differ.",
+    "order0_file_folios": "The oracle's file is written page by page, so its page cache "
+                          "holds order-0 folios as mmemu's does (large folios make Linux map "
+                          "a whole folio on one fault).",
+}
+
+_ANON_KINDS = ("private", "shared")
+_KINDS = ("private", "shared", "file_private", "file_shared")
+
+
+class Divergence(AssertionError):
+    """mmemu and the kernel disagree. ``sequence`` replays it."""
+
+    def __init__(self, what: str, live, emulated, sequence: List[str]):
+        self.what, self.live, self.emulated, self.sequence = what, live, emulated, sequence
+        code = "\n".join(["o = Oracle()"] + [f"o.{s}" for s in sequence] + ["o.close()"])
+        super().__init__(f"{what}: kernel {live!r}, mmemu {emulated!r}\n"
+                         f"replay:\n{code}")
+
+
+def _errno_of(fn):
+    try:
+        return {"ret": fn()}
+    except MMError as e:
+        return {"err": e.errno}
+
+
+class Oracle:
+    """A live helper and an emulated process driven in lockstep over ``REGION``."""
+
+    def __init__(self, tmpdir: Optional[str] = None):
+        why = linux_proc_available()
+        if why:
+            raise RuntimeError(f"the oracle {why}")
+        self._own_tmp = tmpdir is None
+        self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="mmemu-oracle-")
+        self.path = os.path.join(self.tmpdir, "oracle.bin")
+        self.data = bytes((i * 7 + 1) & 0xFF for i in range(FILE_PAGES * PG))
+        from .helper import write_file
+        write_file(self.path, self.data)
+        self.m = Machine("1G", cow_pte_accounting="deferred")
+        self.file = self.m.create_file("/oracle.bin", data=self.data)
+        self.live: List[LiveHelper] = [LiveHelper()]
+        self.emu = [self.m.spawn()]
+        self.sequence: List[str] = []
+        self.departures_seen: Dict[str, int] = {}
+        self._warm_up(self.live[0])
+        self.base_pte = [self._live_vmpte(0)]
+        self.base_own = [self._own_tables(0)]
+        self.emu_base_pte = [0]
+
+    # ---- plumbing ----
+    def _warm_up(self, h: LiveHelper) -> None:
+        """Run every command once outside the region, so the helper's own code paths and
+        heap are in place before the baseline VmPTE is taken."""
+        scratch = REGION + (512 << 30)          # the next PGD slot: its tables all go again
+        h.call("mmap", addr=scratch, len=PG, prot=3, flags=0x22 | MAP_FIXED_NOREPLACE)
+        for _ in range(3):
+            h.call("write", addr=scratch, data="00" * 64)
+            h.call("read", addr=scratch, len=64)
+            h.call("mprotect", addr=scratch, len=PG, prot=3)
+            h.call("madvise", addr=scratch, len=PG, advice=4)
+        h.call("munmap", addr=scratch, len=PG)
+
+    def _own_tables(self, i: int) -> int:
+        """kB of page tables the helper needs outside the region for its present pages
+        (PTE tables per 2 MiB span, PMD per 1 GiB, PUD per 512 GiB)."""
+        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+                if v.end <= (1 << 47) and not REGION <= v.start < REGION + (512 << 30)]
+        spans = set()
+        with open(f"/proc/{self.live[i].pid}/pagemap", "rb") as f:
+            for v in vmas:
+                f.seek(v.start // PG * 8)
+                pm = np.frombuffer(f.read(8 * ((v.end - v.start) // PG)), dtype=np.uint64)
+                idx = np.flatnonzero(pm >> np.uint64(63))
+                spans.update(((v.start + idx * PG) >> 21).tolist())
+        return 4 * (len(spans) + len({s >> 9 for s in spans}) + len({s >> 18 for s in spans}))
+
+    def _live_vmpte(self, i: int) -> int:
+        return int(read_status(self.live[i].pid)["VmPTE"])
+
+    def close(self) -> None:
+        for h in reversed(self.live):
+            if h is not None:
+                h.close()
+        self.live = []
+        if self._own_tmp:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _departure(self, name: str) -> None:
+        self.departures_seen[name] = self.departures_seen.get(name, 0) + 1
+
+    def _record(self, call: str) -> None:
+        self.sequence.append(call)
+
+    def _diverge(self, what, live, emu):
+        raise Divergence(what, live, emu, list(self.sequence))
+
+    # ---- the state compared after every step ----
+    def _live_region(self, i: int):
+        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+                if REGION <= v.start < REGION + (512 << 30)]
+        anon = file = shmem = size = 0
+        for v in vmas:
+            size += (v.end - v.start) >> 10
+            a = v.fields.get("Anonymous", 0)
+            anon += a
+            rest = v.fields.get("Rss", 0) - a
+            if v.path.startswith("/dev/zero") or v.path.startswith("/SYSV"):
+                shmem += rest
+            else:
+                file += rest
+        return {"RssAnon": anon, "RssFile": file, "RssShmem": shmem, "VmSize": size}, vmas
+
+    def _live_pagemap(self, i: int) -> np.ndarray:
+        with open(f"/proc/{self.live[i].pid}/pagemap", "rb") as f:
+            f.seek(REGION // PG * 8)
+            raw = f.read(8 * 2 * REGION_PAGES)
+        return np.frombuffer(raw, dtype=np.uint64)
+
+    def check(self, i: int) -> None:
+        live, _ = self._live_region(i)
+        st = self.emu[i].status()
+        emu = {k: st[k] for k in live}
+        if live != emu:
+            self._diverge(f"process {i} region status", live, emu)
+        lpte = self._live_vmpte(i) - self.base_pte[i]
+        epte = st["VmPTE"] - self.emu_base_pte[i]
+        if lpte != epte:
+            # the helper is a Python process: its own heap may have reached a new 2 MiB span
+            # (a new PTE table outside the region); count that from its present pages
+            own = self._own_tables(i)
+            drift = own - self.base_own[i]
+            if drift and lpte - drift == epte:
+                self._departure("helper_own_tables")
+                self.base_pte[i] += drift
+                self.base_own[i] = own
+            else:
+                self._diverge(f"process {i} VmPTE change", lpte, epte)
+        mask = np.uint64((1 << 63) | (1 << 62) | (1 << 61) | (1 << 56))
+        lp = self._live_pagemap(i) & mask
+        ep = self.emu[i].pagemap(REGION, 2 * REGION_PAGES) & mask
+        if not np.array_equal(lp, ep):
+            bad = np.flatnonzero(lp != ep)
+            pg = int(bad[0])
+            bits = lambda e: {"present": int(e >> 63) & 1, "swap": int(e >> 62) & 1,  # noqa: E731
+                              "file": int(e >> 61) & 1, "exclusive": int(e >> 56) & 1}
+            self._diverge(f"process {i} pagemap page {pg} (of {len(bad)} differing)",
+                          bits(int(lp[pg])), bits(int(ep[pg])))
+
+    def _compare_ret(self, what, live, emu, i):
+        if live != emu:
+            self._diverge(what, live, emu)
+        self.check(i)
+        return live
+
+    # ---- syscalls (page units inside the region) ----
+    def mmap(self, page: int, npages: int, prot: int, kind: str = "private", offset: int = 0,
+             proc: int = 0):
+        self._record(f"mmap({page}, {npages}, {prot}, {kind!r}, {offset}, proc={proc})")
+        addr, length = REGION + page * PG, npages * PG
+        flags = MAP_FIXED | (MAP_SHARED if kind.endswith("shared") else MAP_PRIVATE)
+        if kind in _ANON_KINDS:
+            flags |= MAP_ANONYMOUS
+            r = self.live[proc].call("mmap", addr=addr, len=length, prot=prot, flags=int(flags))
+            e = _errno_of(lambda: self.emu[proc].mmap(addr, length, prot, flags))
+        else:
+            r = self.live[proc].call("mmap", addr=addr, len=length, prot=prot, flags=int(flags),
+                                     path=self.path, offset=offset * PG)
+            e = _errno_of(lambda: self.emu[proc].mmap(addr, length, prot, flags, file=self.file,
+                                                      offset=offset * PG))
+            if "ret" in e:
+                self.emu[proc].madvise(addr, length, 15)    # as the helper does
+        if "ret" in e and kind in _ANON_KINDS:
+            self.emu[proc].madvise(addr, length, 15)
+        return self._compare_ret("mmap", r, e, proc)
+
+    def munmap(self, page: int, npages: int, proc: int = 0):
+        self._record(f"munmap({page}, {npages}, proc={proc})")
+        addr, length = REGION + page * PG, npages * PG
+        r = self.live[proc].call("munmap", addr=addr, len=length)
+        e = _errno_of(lambda: self.emu[proc].munmap(addr, length))
+        return self._compare_ret("munmap", r, e, proc)
+
+    def mprotect(self, page: int, npages: int, prot: int, proc: int = 0):
+        self._record(f"mprotect({page}, {npages}, {prot}, proc={proc})")
+        addr, length = REGION + page * PG, npages * PG
+        r = self.live[proc].call("mprotect", addr=addr, len=length, prot=prot)
+        e = _errno_of(lambda: self.emu[proc].mprotect(addr, length, prot))
+        return self._compare_ret("mprotect", r, e, proc)
+
+    def madvise(self, page: int, npages: int, advice: int, proc: int = 0):
+        self._record(f"madvise({page}, {npages}, {advice}, proc={proc})")
+        if advice in (8, 20, 21):          # MADV_FREE, MADV_COLD, MADV_PAGEOUT
+            name = "madv_free_is_immediate" if advice == 8 else "no_memory_pressure"
+            raise ValueError(f"not compared: departure {name!r}: {DEPARTURES[name]}")
+        addr, length = REGION + page * PG, npages * PG
+        r = self.live[proc].call("madvise", addr=addr, len=length, advice=advice)
+        e = _errno_of(lambda: self.emu[proc].madvise(addr, length, advice))
+        return self._compare_ret("madvise", r, e, proc)
+
+    def mremap(self, page: int, old_pages: int, new_pages: int, to_page: Optional[int] = None,
+               proc: int = 0):
+        """In place (no flags), or MREMAP_MAYMOVE|MREMAP_FIXED to to_page when given (a
+        move without FIXED would land wherever each address space has room)."""
+        self._record(f"mremap({page}, {old_pages}, {new_pages}, {to_page}, proc={proc})")
+        addr = REGION + page * PG
+        flags, to = 0, 0
+        if to_page is not None:
+            ov = self.emu[proc].mm.overlapping(addr, addr + old_pages * PG)
+            if ov and (len(ov) > 1 or ov[0].start > addr or ov[0].end < addr + old_pages * PG):
+                self._departure("mremap_multi_vma_move")
+                return None
+        if to_page is not None:
+            flags, to = 3, REGION + to_page * PG
+        r = self.live[proc].call("mremap", addr=addr, old=old_pages * PG, new=new_pages * PG,
+                                 flags=flags, to=to)
+        e = _errno_of(lambda: self.emu[proc].mremap(addr, old_pages * PG, new_pages * PG, flags, to))
+        return self._compare_ret("mremap", r, e, proc)
+
+    def _signal_live(self, i: int, addr: int, write: bool) -> str:
+        """The signal a load/store at addr would raise: SIGSEGV without a VMA or without
+        the permission (access_error), SIGBUS for a file page past EOF."""
+        _, vmas = self._live_region(i)
+        for v in vmas:
+            if v.start <= addr < v.end:
+                allowed = "w" in v.perms[:3] if write else any(c in v.perms[:3] for c in "rwx")
+                if not allowed:
+                    return "SIGSEGV"
+                if v.path and v.path.startswith("/") and not v.path.startswith("/dev/zero"):
+                    idx = (v.offset + addr - v.start) // PG
+                    if idx >= (len(self.data) + PG - 1) // PG:
+                        return "SIGBUS"
+                return "SIGSEGV"
+        return "SIGSEGV"
+
+    def _access(self, kind: str, page: int, offset: int, n: int, byte: int, proc: int):
+        addr = REGION + page * PG + offset
+        if kind == "read":
+            r = self.live[proc].call("read", addr=addr, len=n)
+            live = {"bytes": bytes.fromhex(r["data"]), "n": r["ret"]}
+        else:
+            r = self.live[proc].call("write", addr=addr, data=bytes([byte] * n).hex())
+            live = {"n": r["ret"]}
+        if live["n"] < n:
+            self._departure("signals_inferred")
+            fault = addr + live["n"]
+            live["signal"] = (self._signal_live(proc, fault, kind == "write"), fault // PG)
+        emu: Dict[str, object] = {}
+        try:
+            if kind == "read":
+                data = self.emu[proc].read(addr, n)
+                emu = {"bytes": data, "n": n}
+            else:
+                self.emu[proc].write(addr, bytes([byte] * n))
+                emu = {"n": n}
+        except (SegmentationFault, BusError) as ex:
+            sig = "SIGBUS" if isinstance(ex, BusError) else "SIGSEGV"
+            done = ex.address - addr
+            emu = {"n": done}
+            if kind == "read":
+                # the bytes before the fault (read page by page, as the helper does)
+                emu["bytes"] = self.emu[proc].read(addr, done) if done > 0 else b""
+            emu["signal"] = (sig, ex.address // PG)
+        # the helper copies whole pages; mmemu reports the exact byte: compare by page
+        if "signal" in emu:
+            emu["n"] = max(0, (emu["signal"][1] * PG) - addr)
+            if kind == "read":
+                emu["bytes"] = emu["bytes"][:emu["n"]]
+        return self._compare_ret(kind, live, emu, proc)
+
+    def read(self, page: int, offset: int, n: int, proc: int = 0):
+        self._record(f"read({page}, {offset}, {n}, proc={proc})")
+        return self._access("read", page, offset, n, 0, proc)
+
+    def write(self, page: int, offset: int, n: int, byte: int, proc: int = 0):
+        self._record(f"write({page}, {offset}, {n}, {byte}, proc={proc})")
+        return self._access("write", page, offset, n, byte, proc)
+
+    def fork(self, proc: int = 0) -> int:
+        """A real fork (the child becomes a helper) and an emulated classic fork; returns
+        the child's index."""
+        self._record(f"fork(proc={proc})")
+        child = self.live[proc].fork_helper()
+        self.live.append(child)
+        self.emu.append(self.emu[proc].fork())
+        self._warm_up(child)
+        self._departure("child_vmpte_from_fork")
+        self.base_pte.append(self._live_vmpte(len(self.live) - 1))
+        self.base_own.append(self._own_tables(len(self.live) - 1))
+        self.emu_base_pte.append(self.emu[-1].status()["VmPTE"])
+        i = len(self.live) - 1
+        self.check(i)
+        self.check(proc)
+        return i
+
+    def exit(self, proc: int) -> None:
+        """The process exits (not the first one); the others are checked."""
+        self._record(f"exit({proc})")
+        if proc == 0:
+            raise ValueError("process 0 drives the oracle and does not exit")
+        h = self.live[proc]
+        h.close()
+        parent = getattr(h, "parent", None)
+        if parent is not None and parent.alive:
+            parent.call("wait", pid=h.pid)
+        self.emu[proc].exit()
+        self.live[proc] = None
+        self.emu[proc] = None
+        for j, p in enumerate(self.live):
+            if p is not None:
+                self.check(j)
+
+    def alive(self) -> List[int]:
+        return [i for i, p in enumerate(self.live) if p is not None]
+
+    @classmethod
+    def replay(cls, sequence: List[str]) -> "Oracle":
+        """Run a recorded sequence (``Divergence.sequence``) again; raises at the step
+        that diverges."""
+        o = cls()
+        try:
+            for s in sequence:
+                eval(f"o.{s}", {"o": o})
+        except BaseException:
+            o.close()
+            raise
+        return o
