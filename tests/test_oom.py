@@ -72,6 +72,12 @@ def with_far(m):
     return ctx
 
 
+def swapped(m):
+    ctx = setup(m)
+    assert ctx["p"].swap_out(A, MB2) == 2        # the two written pages of the first span
+    return ctx
+
+
 def forked(m):
     ctx = setup(m)
     ctx["c"] = ctx["p"].fork()
@@ -98,6 +104,8 @@ OPS = {
                       "atomic"),
     "truncate_shared_file": (forked, lambda m, x: x["f"].truncate(PG), "atomic"),
     "execve": (setup, lambda m, x: x["p"].execve(), "atomic"),
+    "fork_with_swap_entries": (swapped, lambda m, x: x["p"].fork(), "atomic"),
+    "swap_in_faults": (swapped, lambda m, x: x["p"].write(A + 4 * PG, b"s" * (3 * PG)), "partial"),
     "spawn": (setup, lambda m, x: m.spawn(), "atomic"),
     "mmap_populate": (setup, lambda m, x: x["p"].mmap(FAR, 6 * PG, RW, PRIV | MAP_FIXED | MAP_POPULATE),
                       "ignored"),
