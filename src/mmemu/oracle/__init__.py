@@ -64,7 +64,8 @@ DEPARTURES = {
                          "counts the helper's own tables from its present pages and takes "
                          "such growth out of the VmPTE comparison (counted by this name).",
     "no_memory_pressure": "MADV_COLD/PAGEOUT and reclaim are not generated: mmemu has no "
-                          "reclaim or swap, so reclaimed file pages would differ.",
+                          "reclaim (its swap device is filled only by an explicit "
+                          "Process.swap_out), so reclaimed pages would differ.",
     "order0_file_folios": "The oracle's file is written page by page, so its page cache "
                           "holds order-0 folios as mmemu's does (large folios make Linux map "
                           "a whole folio on one fault).",
