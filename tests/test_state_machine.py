@@ -9,7 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import mmemu
 from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Madv
-from reference import PG, RefProcess
+from reference_model import PG, RefProcess
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
 

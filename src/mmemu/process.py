@@ -607,14 +607,19 @@ class Process:
         self.machine._exit(self, status)
 
     def execve(self) -> None:
-        """execve(2): the address space is replaced by an empty one."""
+        """execve(2): the address space is replaced by an empty one, as ``spawn()`` makes
+        it (the program break set up, nothing mapped). PR_SET_COW_PTE survives, as
+        mm->flags & MMF_INIT_MASK does (the flag is inherited the same way at fork)."""
         self._check_alive()
+        from .layout import apply_layout
         old = self.mm
         new = MM(self.machine)
         if not new.core.pgd_alloc():
             raise enomem("no frame for the new PGD")
+        new.cow_pgtable = old.cow_pgtable
         self.mm = new
         self.machine._exit_mmap(old)
+        apply_layout(self, None)
 
     # ------------------------------------------------------------------ memory access
     def _access_vma(self, vma: VMA, start: int, end: int, write: bool, buf, mode: int) -> None:

@@ -1,0 +1,513 @@
+"""A slow, obviously-correct model of what user space can observe: bytes and signals.
+
+Per page: mapped or not, protection, private data or a shared object, fork flags. It knows
+nothing of page tables, refcounts or COW; those are what the fast emulator must get right
+for the bytes to come out the same.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field, replace
+from typing import Dict, Optional
+
+PG = 4096
+READ, WRITE, EXEC = 1, 2, 4
+
+
+class RefShm:
+    def __init__(self):
+        self.pages: Dict[int, bytes] = {}
+
+
+@dataclass
+class RefPage:
+    prot: int
+    shm: Optional[RefShm] = None     # shared object, or None for private memory
+    index: int = 0                   # page index in the shared object
+    dontfork: bool = False
+    wipeonfork: bool = False
+    data: bytes = field(default=bytes(PG))
+
+
+class RefProcess:
+    def __init__(self):
+        self.pages: Dict[int, RefPage] = {}
+
+    # each method returns None, an errno, or ("SEGV", addr)
+    def mmap(self, addr, npages, prot, shared):
+        shm = RefShm() if shared else None
+        for i in range(npages):
+            self.pages[addr + i * PG] = RefPage(prot, shm, i)
+
+    def munmap(self, addr, npages):
+        for i in range(npages):
+            self.pages.pop(addr + i * PG, None)
+
+    def mprotect(self, addr, npages, prot):
+        for i in range(npages):
+            pg = self.pages.get(addr + i * PG)
+            if pg is None:
+                return errno.ENOMEM
+            pg.prot = prot
+        return None
+
+    def madvise(self, addr, npages, advice):
+        hole = False
+        for i in range(npages):
+            pg = self.pages.get(addr + i * PG)
+            if pg is None:
+                hole = True
+                continue
+            if advice == "dontneed":
+                if pg.shm is None:
+                    pg.data = bytes(PG)
+            elif advice == "dontfork":
+                pg.dontfork = True
+            elif advice == "dofork":
+                pg.dontfork = False
+            elif advice == "wipeonfork":
+                if pg.shm is not None:
+                    return errno.EINVAL
+                pg.wipeonfork = True
+            elif advice == "keeponfork":
+                pg.wipeonfork = False
+        return errno.ENOMEM if hole else None
+
+    def _page(self, addr, write):
+        pg = self.pages.get(addr - addr % PG)
+        if pg is None:
+            return None, ("SEGV", "SEGV_MAPERR")
+        if write and not pg.prot & WRITE:
+            return None, ("SEGV", "SEGV_ACCERR")
+        if not write and not pg.prot & (READ | WRITE | EXEC):
+            return None, ("SEGV", "SEGV_ACCERR")
+        return pg, None
+
+    def read(self, addr, n):
+        out = bytearray()
+        while n:
+            pg, err = self._page(addr, False)
+            if err:
+                return bytes(out), err
+            off = addr % PG
+            k = min(n, PG - off)
+            src = pg.shm.pages.get(pg.index, bytes(PG)) if pg.shm is not None else pg.data
+            out += src[off:off + k]
+            addr += k
+            n -= k
+        return bytes(out), None
+
+    def write(self, addr, data):
+        while data:
+            pg, err = self._page(addr, True)
+            if err:
+                return err
+            off = addr % PG
+            k = min(len(data), PG - off)
+            if pg.shm is not None:
+                old = pg.shm.pages.get(pg.index, bytes(PG))
+                pg.shm.pages[pg.index] = old[:off] + data[:k] + old[off + k:]
+            else:
+                pg.data = pg.data[:off] + data[:k] + pg.data[off + k:]
+            addr += k
+            data = data[k:]
+        return None
+
+    def fork(self):
+        child = RefProcess()
+        for a, pg in self.pages.items():
+            if pg.dontfork:
+                continue
+            c = replace(pg)
+            if pg.wipeonfork:
+                c.data = bytes(PG)
+            child.pages[a] = c
+        return child
+
+
+# ---------------------------------------------------------------------------------------
+# The full model: a machine of processes, each a dict from page address to what is mapped
+# there, with no VMAs-as-data-structures, no page tables, no refcounts. Used by
+# tests/test_fuzz.py. Every syscall returns what a program sees, in the form of
+# test_fuzz.outcome: ("ok", value), ("errno", n), ("SIGSEGV", code, addr), ("SIGBUS", addr).
+# ---------------------------------------------------------------------------------------
+
+TASK_SIZE = 0x7FFFFFFFF000       # x86-64 4-level user address-space limit
+MMAP_MIN_ADDR = 0x10000
+MMAP_BASE = 0x7FFFF7FFF000       # top of the mmap area with ASLR off
+DEFAULT_BRK = 0x555555559000     # the program break of a spawned (or exec'd) process
+ZERO = bytes(PG)
+OK = ("ok", 0)
+
+
+class Obj:
+    """A page cache: a file, or the shmem object behind a MAP_SHARED|MAP_ANONYMOUS mapping.
+    Pages past the end of the object raise SIGBUS when accessed."""
+
+    def __init__(self, kind: str, size: int, data: bytes = b""):
+        self.kind = kind
+        self.size = size
+        self.pages: Dict[int, bytes] = {}
+        if data:
+            self.write(0, data)
+
+    def valid(self, index: int) -> bool:
+        return index * PG < self.size
+
+    def page(self, index: int) -> bytes:
+        return self.pages.get(index, ZERO)
+
+    def write(self, off: int, data: bytes) -> int:
+        """pwrite: extends the object."""
+        pos = off
+        while pos < off + len(data):
+            i, o = divmod(pos, PG)
+            k = min(PG - o, off + len(data) - pos)
+            old = self.page(i)
+            self.pages[i] = old[:o] + data[pos - off:pos - off + k] + old[o + k:]
+            pos += k
+        self.size = max(self.size, off + len(data))
+        return len(data)
+
+
+class Anon:
+    """The contents of a private (copied-on-write) page. After fork both processes hold the
+    same Anon; it is exclusive while exactly one mapping holds it."""
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+@dataclass
+class Page:
+    prot: int
+    shared: bool                     # MAP_SHARED
+    obj: Optional[Obj]               # file or shmem object; None for private anonymous
+    index: int = 0                   # page index in obj
+    anon: Optional[Anon] = None      # private copy (private mappings only)
+    dontfork: bool = False
+    wipeonfork: bool = False
+    guard: bool = False              # a guard-region marker
+
+
+def segv(code, addr):
+    return ("SIGSEGV", code, addr)
+
+
+class Model:
+    def __init__(self):
+        self.procs: list = []
+
+    def spawn(self) -> "ModelProcess":
+        p = ModelProcess(self)
+        self.procs.append(p)
+        return p
+
+    def mappers(self, anon: Anon) -> int:
+        return sum(1 for p in self.procs for pg in p.pages.values() if pg.anon is anon)
+
+
+class ModelProcess:
+    def __init__(self, model: Model):
+        self.model = model
+        self.pages: Dict[int, Page] = {}
+        self.start_brk = self.brk_ = DEFAULT_BRK
+
+    # ---------------------------------------------------------------- helpers
+    def runs(self):
+        """Maximal runs [start, end) of mapped pages, sorted."""
+        out = []
+        for a in sorted(self.pages):
+            if out and out[-1][1] == a:
+                out[-1][1] = a + PG
+            else:
+                out.append([a, a + PG])
+        return out
+
+    def free(self, start: int, end: int) -> bool:
+        return not any(a in self.pages for a in range(start, end, PG))
+
+    def unmapped_area(self, length: int) -> Optional[int]:
+        """vm_unmapped_area, top-down below MMAP_BASE: the highest gap that fits."""
+        high = MMAP_BASE
+        for s, e in reversed(self.runs()):
+            if s >= high:
+                continue
+            if e < high and high - length >= e and high - length >= MMAP_MIN_ADDR:
+                return high - length
+            high = min(high, s)
+        if high - length >= MMAP_MIN_ADDR:
+            return high - length
+        return None
+
+    def exclusive(self, pg: Page) -> bool:
+        return pg.anon is not None and self.model.mappers(pg.anon) == 1
+
+    def content(self, pg: Page) -> bytes:
+        if pg.anon is not None:
+            return pg.anon.data
+        if pg.obj is not None:
+            return pg.obj.page(pg.index)
+        return ZERO
+
+    def _fault(self, addr: int, pos: int, write: bool):
+        """The page at addr for an access at pos: (page, None) or (None, signal)."""
+        pg = self.pages.get(addr)
+        if pg is None:
+            return None, segv("SEGV_MAPERR", pos)
+        if write and not pg.prot & WRITE:
+            return None, segv("SEGV_ACCERR", pos)
+        if not pg.prot & (READ | WRITE | EXEC):
+            return None, segv("SEGV_ACCERR", pos)
+        if pg.guard:
+            return None, segv("SEGV_MAPERR", pos)
+        if pg.obj is not None and pg.anon is None and not pg.obj.valid(pg.index):
+            return None, ("SIGBUS", pos)
+        if write and not pg.shared and not self.exclusive(pg):
+            pg.anon = Anon(self.content(pg))     # do_wp_page / do_anonymous_page: a copy
+        return pg, None
+
+    def _store(self, pg: Page, off: int, data: bytes) -> None:
+        old = self.content(pg)
+        new = old[:off] + data + old[off + len(data):]
+        if pg.shared:
+            pg.obj.pages[pg.index] = new
+        else:
+            pg.anon.data = new
+
+    # ---------------------------------------------------------------- memory access
+    def read(self, addr: int, n: int):
+        out = bytearray()
+        pos = addr
+        while pos < addr + n:
+            pg, sig = self._fault(pos - pos % PG, pos, False)
+            if sig:
+                return sig
+            k = min(PG - pos % PG, addr + n - pos)
+            out += self.content(pg)[pos % PG:pos % PG + k]
+            pos += k
+        return ("ok", bytes(out).hex())
+
+    def write(self, addr: int, data: bytes):
+        pos = addr
+        while pos < addr + len(data):
+            pg, sig = self._fault(pos - pos % PG, pos, True)
+            if sig:
+                return sig
+            k = min(PG - pos % PG, addr + len(data) - pos)
+            self._store(pg, pos % PG, data[pos - addr:pos - addr + k])
+            pos += k
+        return ("ok", None)
+
+    def touch(self, addr: int, length: int, write: bool):
+        pos = addr
+        while pos < addr + length:
+            pg, sig = self._fault(pos - pos % PG, pos, write)
+            if sig:
+                return sig
+            pos = pos - pos % PG + PG
+        return ("ok", None)
+
+    # ---------------------------------------------------------------- syscalls
+    def _map(self, addr: int, npages: int, prot: int, shared: bool, obj, index: int, **kw):
+        for i in range(npages):
+            self.pages[addr + i * PG] = Page(prot, shared, obj, index + i, **kw)
+
+    def _unmap(self, start: int, end: int) -> None:
+        for a in range(start, end, PG):
+            self.pages.pop(a, None)
+
+    def mmap(self, addr: int, length: int, prot: int, shared: bool, fixed: bool,
+             noreplace: bool = False, file: Optional[Obj] = None, offset: int = 0):
+        length = -(-length // PG) * PG
+        if fixed:
+            if noreplace and not self.free(addr, addr + length):
+                return ("errno", errno.EEXIST)
+        elif not (addr and addr + length <= TASK_SIZE and self.free(addr, addr + length)):
+            addr = self.unmapped_area(length)
+            if addr is None:
+                return ("errno", errno.ENOMEM)
+        self._unmap(addr, addr + length)
+        if file is not None:
+            obj, index = file, offset // PG
+        elif shared:
+            obj, index = Obj("shm", length), 0
+        else:
+            obj, index = None, 0
+        self._map(addr, length // PG, prot, shared, obj, index)
+        return ("ok", addr)
+
+    def munmap(self, addr: int, length: int):
+        self._unmap(addr, addr + length)
+        return OK
+
+    def mprotect(self, addr: int, length: int, prot: int):
+        for a in range(addr, addr + length, PG):      # Linux walks the VMAs in order and
+            pg = self.pages.get(a)                    # stops at a hole: earlier ones changed
+            if pg is None:
+                return ("errno", errno.ENOMEM)
+            pg.prot = prot
+        return OK
+
+    def madvise(self, addr: int, length: int, advice: str):
+        end = addr + length
+        if advice in ("populate_read", "populate_write"):
+            write = advice == "populate_write"
+            for a in range(addr, end, PG):
+                pg = self.pages.get(a)
+                if pg is None:
+                    return ("errno", errno.ENOMEM)
+                if not pg.prot & (WRITE if write else READ):
+                    return ("errno", errno.EINVAL)
+                _, sig = self._fault(a, a, write)
+                if sig:
+                    return ("errno", errno.EFAULT)
+            return OK
+        hole = False
+        for a in range(addr, end, PG):
+            pg = self.pages.get(a)
+            if pg is None:
+                hole = True
+                continue
+            private_anon = pg.obj is None
+            if advice == "dontneed":
+                if not pg.shared:
+                    pg.anon = None
+            elif advice == "free":
+                if not private_anon:
+                    return ("errno", errno.EINVAL)
+                if self.exclusive(pg):
+                    pg.anon = None
+            elif advice == "remove":
+                if private_anon:
+                    return ("errno", errno.EINVAL)
+                if not pg.shared:
+                    return ("errno", errno.EACCES)
+                pg.obj.pages.pop(pg.index, None)
+            elif advice == "dontfork":
+                pg.dontfork = True
+            elif advice == "dofork":
+                pg.dontfork = False
+            elif advice == "wipeonfork":
+                if not private_anon:
+                    return ("errno", errno.EINVAL)
+                pg.wipeonfork = True
+            elif advice == "keeponfork":
+                pg.wipeonfork = False
+            elif advice == "guard_install":
+                if not pg.shared:
+                    pg.anon = None
+                pg.guard = True
+            elif advice == "guard_remove":
+                pg.guard = False
+            else:
+                raise ValueError(advice)
+        return ("errno", errno.ENOMEM) if hole else OK
+
+    def mremap(self, addr: int, old_len: int, new_len: int, flags: int, new_addr: int,
+               vma_end: int):
+        """mremap with old_len > 0 and valid flags. vma_end: the end of the VMA holding addr
+        (where Linux's VMA boundaries decide: a grow or move must stay in one VMA)."""
+        MAYMOVE, FIXED, DONTUNMAP = 1, 2, 4
+        if addr not in self.pages:
+            return ("errno", errno.EFAULT)
+        if flags & (FIXED | DONTUNMAP):                          # mremap_to
+            if addr + old_len > new_addr and new_addr + new_len > addr:
+                return ("errno", errno.EINVAL)
+            if flags & FIXED:
+                self._unmap(new_addr, new_addr + new_len)
+                if addr < new_addr < vma_end:
+                    vma_end = new_addr
+            if new_len < old_len:
+                self._unmap(addr + new_len, addr + old_len)
+                vma_end = min(vma_end, addr + new_len)
+                old_len = new_len
+            if old_len > vma_end - addr:
+                return ("errno", errno.EFAULT)
+            if not flags & FIXED:
+                if not (new_addr and self.free(new_addr, new_addr + new_len)):
+                    new_addr = self.unmapped_area(new_len)
+            return self._move(addr, old_len, new_len, new_addr, bool(flags & DONTUNMAP))
+        if new_len == old_len:
+            return ("ok", addr)
+        if new_len < old_len:
+            self._unmap(addr + new_len, addr + old_len)
+            return ("ok", addr)
+        if old_len > vma_end - addr:
+            return ("errno", errno.EFAULT)
+        if vma_end - addr == old_len and self.free(addr + old_len, addr + new_len):
+            self._grow(addr, old_len, new_len, addr)
+            return ("ok", addr)
+        if not flags & MAYMOVE:
+            return ("errno", errno.ENOMEM)
+        return self._move(addr, old_len, new_len, self.unmapped_area(new_len), False)
+
+    def _grow(self, src: int, old_len: int, new_len: int, dst: int) -> None:
+        """The grown part continues the mapping of the last old page (same object)."""
+        last = self.pages.get(dst + old_len - PG)
+        for i in range(old_len // PG, new_len // PG):
+            self.pages[dst + i * PG] = Page(
+                last.prot, last.shared, last.obj, last.index + 1 + i - old_len // PG,
+                dontfork=last.dontfork, wipeonfork=last.wipeonfork)
+
+    def _move(self, addr, old_len, new_len, new_addr, dontunmap):
+        moved = {a: self.pages[addr + a] for a in range(0, old_len, PG)}
+        if dontunmap:
+            for a in range(0, old_len, PG):      # the source stays mapped, emptied
+                pg = moved[a]
+                self.pages[addr + a] = replace(pg, anon=None, guard=False)
+        else:
+            self._unmap(addr, addr + old_len)
+        for a, pg in moved.items():
+            self.pages[new_addr + a] = pg
+        if new_len > old_len:
+            self._grow(new_addr, old_len, new_len, new_addr)
+        return ("ok", new_addr)
+
+    def brk(self, brk: int):
+        """brk(2): the new break, or the old one if it cannot move."""
+        align = lambda n: -(-n // PG) * PG
+        if brk < self.start_brk:
+            return ("ok", self.brk_)
+        newbrk, oldbrk = align(brk), align(self.brk_)
+        if newbrk == oldbrk:
+            self.brk_ = brk
+            return ("ok", brk)
+        if brk <= self.brk_:
+            if self.free(newbrk, oldbrk):
+                return ("ok", self.brk_)
+            self._unmap(newbrk, oldbrk)
+            self.brk_ = brk
+            return ("ok", brk)
+        above = [a for a in self.pages if a >= oldbrk]
+        if above and newbrk + PG > min(above):
+            return ("ok", self.brk_)
+        self._map(oldbrk, (newbrk - oldbrk) // PG, READ | WRITE, False, None, 0)
+        self.brk_ = brk
+        return ("ok", brk)
+
+    def pwrite(self, obj: Obj, off: int, data: bytes):
+        return ("ok", obj.write(off, data))
+
+    def fork(self) -> "ModelProcess":
+        child = self.model.spawn()
+        child.start_brk, child.brk_ = self.start_brk, self.brk_
+        for a, pg in self.pages.items():
+            if pg.dontfork:
+                continue
+            if pg.wipeonfork:
+                child.pages[a] = replace(pg, anon=None, guard=False)
+            else:
+                child.pages[a] = replace(pg)
+        return child
+
+    def execve(self):
+        self.pages = {}
+        self.start_brk = self.brk_ = DEFAULT_BRK
+        return ("ok", None)
+
+    def exit(self):
+        self.pages = {}
+        self.model.procs.remove(self)
+        return ("ok", None)

@@ -1,0 +1,330 @@
+"""Stateful fuzzing against the reference model (tests/reference_model.py).
+
+Random syscalls from a tree of processes run in lockstep on three machines (classic fork,
+COW page tables with deferred accounting, with eager accounting) and on the model, which
+has no page tables at all. After every step:
+
+- every call's outcome agrees: the value returned, the errno, or the signal, its code and
+  its address, in all three machines and the model;
+- the visible layout agrees: the three machines print the same /proc/PID/maps (exact VMA
+  boundaries), and every mapped page has, in maps and smaps, the protection, sharing,
+  backing object and page offset, and DONTFORK/WIPEONFORK flags the model gives it (the
+  model keeps no VMAs, so VMA merging is compared across the designs, not with the model);
+- the statistics no design redefines agree, and ``m.check()`` passes.
+
+Reads, writes and touches compare bytes as they go; the ``compare_contents`` rule reads
+whole address spaces (not after every step: reading faults pages in, and unfaulted memory
+is part of what is being tested). At the end every process exits, the files are unlinked,
+and each machine is back to its starting free memory.
+
+CI runs a fixed budget; ``MMEMU_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py``
+runs as many examples as asked for (``MMEMU_FUZZ_STEPS`` sets the steps per example).
+"""
+import os
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import mmemu
+from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, Madv
+from reference_model import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
+
+pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
+
+EXAMPLES = int(os.environ.get("MMEMU_FUZZ_EXAMPLES", "25"))
+STEPS = int(os.environ.get("MMEMU_FUZZ_STEPS", "40"))
+
+# three 64-page windows: one straddling a PMD (2 MiB) boundary, the top of the mmap area
+# (where mmap without MAP_FIXED and mremap moves place memory) and the program break
+REGIONS = [0x7F0000000000 - 32 * PG, MMAP_BASE - 64 * PG, DEFAULT_BRK]
+NPAGES = 64
+FILE_PAGES = 16
+DESIGNS = [dict(cow_pgtable=False), dict(cow_pgtable=True, cow_pte_accounting="deferred"),
+           dict(cow_pgtable=True, cow_pte_accounting="eager")]
+ADVICE = {"dontneed": Madv.DONTNEED, "free": Madv.FREE, "remove": Madv.REMOVE,
+          "dontfork": Madv.DONTFORK, "dofork": Madv.DOFORK, "wipeonfork": Madv.WIPEONFORK,
+          "keeponfork": Madv.KEEPONFORK, "populate_read": Madv.POPULATE_READ,
+          "populate_write": Madv.POPULATE_WRITE, "guard_install": Madv.GUARD_INSTALL,
+          "guard_remove": Madv.GUARD_REMOVE}
+PROTS = st.sampled_from([0, 1, 2, 3, 5, 7])
+KINDS = ["private", "shared", "file-private", "file-shared"]
+
+
+def outcome(fn, *args, **kw):
+    """What a program sees: the return value, or the errno / signal."""
+    try:
+        r = fn(*args, **kw)
+        return ("ok", r.hex() if isinstance(r, bytes) else r)
+    except mmemu.MMError as e:
+        return ("errno", e.errno)
+    except mmemu.SegmentationFault as e:
+        return ("SIGSEGV", e.code, e.address)
+    except mmemu.BusError as e:
+        return ("SIGBUS", e.address)
+
+
+def file_data():
+    return bytes((i * 7 + i // PG) & 0xFF for i in range(FILE_PAGES * PG))
+
+
+class Fuzz(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.machines = [mmemu.Machine("32M", **d) for d in DESIGNS]
+        self.free0 = [m.meminfo()["MemFree"] for m in self.machines]
+        self.files = [m.create_file("/f", data=file_data()) for m in self.machines]
+        self.model = Model()
+        self.mfile = Obj("file", FILE_PAGES * PG, file_data())
+        self.procs = [(self.model.spawn(), [m.spawn() for m in self.machines])]
+        self.inode_of = {}       # model object -> inode (a bijection, checked)
+        self._populate(0)
+
+    def _populate(self, i):
+        """A populated start: written private memory and a gap in span 0 of region 0 (a
+        table a COW fork shares), shared anonymous memory and a private file mapping across
+        the PMD boundary; a shared file mapping and private memory at the top of the mmap
+        area; a written heap."""
+        for r, first, n, kind in [(0, 0, 24, "private"), (0, 28, 8, "shared"),
+                                  (0, 40, 16, "file-private"), (1, 40, 12, "file-shared"),
+                                  (1, 52, 12, "private")]:
+            self.mmap(i, r, first, n, 3, kind, "fixed")
+        ref, ps = self._proc(i)
+        data = bytes(range(1, 256)) * 40
+        for r, first, n in [(0, 0, 20), (0, 28, 4), (0, 44, 2), (1, 54, 6)]:
+            self._same(ref.write(REGIONS[r] + first * PG, data[:n * PG]), ps, "write",
+                       REGIONS[r] + first * PG, data[:n * PG])
+        self._same(ref.touch(REGIONS[0] + 40 * PG, 8 * PG, False), ps, "touch",
+                   REGIONS[0] + 40 * PG, 8 * PG, False)
+        self.brk(i, 8, True)
+
+    # ---------------------------------------------------------------- helpers
+    def _proc(self, i):
+        return self.procs[i % len(self.procs)]
+
+    @staticmethod
+    def _range(ref, r, first, n, snap):
+        """An address range: a window's pages, or (snap) inside one run of mapped pages."""
+        runs = ref.runs()
+        if not snap or not runs:
+            return REGIONS[r] + first * PG, n
+        start, end = runs[(r * NPAGES + first) % len(runs)]
+        npages = (end - start) // PG
+        k = first % npages
+        return start + k * PG, max(1, min(n, npages - k))
+
+    def _same(self, expected, ps, method, *args, **kw):
+        got = [outcome(getattr(p, method), *args, **kw) for p in ps]
+        assert got == [expected] * 3, f"{method}{args} {kw}: model {expected}, machines {got}"
+        return expected
+
+    pick = st.integers(0, 1000)
+    region = st.integers(0, 2)
+    page = st.integers(0, NPAGES - 1)
+    count = st.integers(1, 12)
+
+    # ---------------------------------------------------------------- syscalls
+    @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS),
+          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]))
+    def mmap(self, i, r, first, n, prot, kind, how):
+        ref, ps = self._proc(i)
+        addr = REGIONS[r] + first * PG if how != "anywhere" else 0
+        flags = {"fixed": MAP_FIXED, "noreplace": MAP_FIXED_NOREPLACE}.get(how, 0)
+        shared = kind.endswith("shared")
+        flags |= MAP_SHARED if shared else MAP_PRIVATE
+        offset = (first % 4) * PG
+        if kind.startswith("file"):
+            expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
+                                how == "noreplace", self.mfile, offset)
+            got = [outcome(p.mmap, addr, n * PG, prot, flags, file=f, offset=offset)
+                   for p, f in zip(ps, self.files)]
+            assert got == [expected] * 3, (expected, got)
+        else:
+            expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
+                                how == "noreplace")
+            self._same(expected, ps, "mmap", addr, n * PG, prot, flags | MAP_ANONYMOUS)
+
+    @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS))
+    def mmap_fixed(self, i, r, first, n, prot, kind):
+        """(mmap again, MAP_FIXED: the commonest way to build the layouts worth testing)"""
+        self.mmap(i, r, first, n, prot, kind, "fixed")
+
+    @rule(i=pick, r=region, first=page, n=count, snap=st.booleans())
+    def munmap(self, i, r, first, n, snap):
+        ref, ps = self._proc(i)
+        addr, n = self._range(ref, r, first, n, snap)
+        self._same(ref.munmap(addr, n * PG), ps, "munmap", addr, n * PG)
+
+    @rule(i=pick, r=region, first=page, n=count, snap=st.booleans(), prot=PROTS)
+    def mprotect(self, i, r, first, n, snap, prot):
+        ref, ps = self._proc(i)
+        addr, n = self._range(ref, r, first, n, snap)
+        self._same(ref.mprotect(addr, n * PG, prot), ps, "mprotect", addr, n * PG, prot)
+
+    @rule(i=pick, r=region, first=page, n=count, snap=st.booleans(), advice=st.sampled_from(sorted(ADVICE)))
+    def madvise(self, i, r, first, n, snap, advice):
+        ref, ps = self._proc(i)
+        addr, n = self._range(ref, r, first, n, snap)
+        self._same(ref.madvise(addr, n * PG, advice), ps, "madvise", addr, n * PG, ADVICE[advice])
+
+    @rule(i=pick, r=region, first=page, n=count, snap=st.booleans(), dr=region, dst=page, grow=st.integers(-4, 8),
+          how=st.sampled_from(["in-place", "maymove", "fixed", "dontunmap", "dontunmap-fixed"]))
+    def mremap(self, i, r, first, n, snap, dr, dst, grow, how):
+        ref, ps = self._proc(i)
+        addr, n = self._range(ref, r, first, n, snap)
+        new_addr = REGIONS[dr] + dst * PG
+        new = max(1, n + grow) * PG
+        flags = {"in-place": 0, "maymove": 1, "fixed": 3, "dontunmap": 5, "dontunmap-fixed": 7}[how]
+        if how.startswith("dontunmap"):
+            new = n * PG
+        if not flags & 6:
+            new_addr = 0
+        vma = ps[0].mm.vma_at(addr)
+        expected = ref.mremap(addr, n * PG, new, flags, new_addr, vma.end if vma else 0)
+        self._same(expected, ps, "mremap", addr, n * PG, new, flags, new_addr)
+
+    @rule(i=pick, delta=st.integers(-8, 16), write=st.booleans())
+    def brk(self, i, delta, write):
+        ref, ps = self._proc(i)
+        cur = self._same(ref.brk(0), ps, "brk", 0)[1]
+        target = cur + delta * PG - (PG // 2 if delta % 3 == 0 else 0)
+        self._same(ref.brk(target), ps, "brk", target)
+        if write and delta > 0:
+            self._same(ref.write(cur, b"heap"), ps, "write", cur, b"heap")
+
+    @rule(i=pick, r=region, off=st.integers(0, NPAGES * PG - 1),
+          data=st.one_of(st.binary(min_size=1, max_size=16), st.binary(min_size=1, max_size=2 * PG)))
+    def write(self, i, r, off, data):
+        ref, ps = self._proc(i)
+        addr = REGIONS[r] + off
+        self._same(ref.write(addr, data), ps, "write", addr, data)
+
+    @rule(i=pick, r=region, off=st.integers(0, NPAGES * PG - 1), n=st.integers(1, 2 * PG))
+    def read(self, i, r, off, n):
+        ref, ps = self._proc(i)
+        addr = REGIONS[r] + off
+        self._same(ref.read(addr, n), ps, "read", addr, n)
+
+    @rule(i=pick, r=region, first=page, n=count, snap=st.booleans(), write=st.booleans())
+    def touch(self, i, r, first, n, snap, write):
+        ref, ps = self._proc(i)
+        addr, n = self._range(ref, r, first, n, snap)
+        self._same(ref.touch(addr, n * PG, write), ps, "touch", addr, n * PG, write)
+
+    @rule(off=st.integers(0, (FILE_PAGES + 4) * PG), data=st.binary(min_size=1, max_size=PG))
+    def pwrite(self, off, data):
+        expected = self.mfile.write(off, data)
+        got = [outcome(m.write_file, f, off, data) for m, f in zip(self.machines, self.files)]
+        assert got == [("ok", expected)] * 3, got
+
+    @precondition(lambda self: len(self.procs) < 5)
+    @rule(i=pick, cow=st.booleans())
+    def fork(self, i, cow):
+        ref, ps = self._proc(i)
+        self.procs.append((ref.fork(), [p.fork(cow_pgtable=cow) for p in ps]))
+
+    @rule(i=pick, on=st.booleans())
+    def prctl(self, i, on):
+        """PR_SET_COW_PTE: changes only the design of later forks."""
+        _, ps = self._proc(i)
+        self._same(("ok", 0), ps, "prctl", mmemu.PR_SET_COW_PTE, int(on))
+        self._same(("ok", int(on)), ps, "prctl", mmemu.PR_GET_COW_PTE)
+
+    @rule(i=pick, repopulate=st.booleans())
+    def execve(self, i, repopulate):
+        """execve, and (as the new program would) map and fill memory again."""
+        ref, ps = self._proc(i)
+        self._same(ref.execve(), ps, "execve")
+        if repopulate:
+            self._populate(i)
+
+    @precondition(lambda self: len(self.procs) > 1)
+    @rule(i=pick)
+    def exit(self, i):
+        ref, ps = self.procs.pop(i % len(self.procs))
+        self._same(ref.exit(), ps, "exit")
+        for p in ps:
+            assert outcome(p.exit) == ("errno", 3)     # ESRCH: it has exited
+
+    @rule(i=pick)
+    def compare_contents(self, i):
+        ref, ps = self._proc(i)
+        for start, end in ref.runs():
+            a = start
+            while a < end:
+                # a run of pages the model reads without a signal is read in one call
+                b = a
+                while b < end and ref.read(b, PG)[0] == "ok":
+                    b += PG
+                if b > a:
+                    self._same(ref.read(a, b - a), ps, "read", a, b - a)
+                    a = b
+                else:
+                    self._same(ref.read(a, PG), ps, "read", a, PG)
+                    a += PG
+
+    # ---------------------------------------------------------------- invariants
+    def _obj(self, inode, obj):
+        if obj in self.inode_of:
+            assert self.inode_of[obj] == inode, "a model object seen under two inodes"
+        else:
+            assert inode not in self.inode_of.values(), "one inode is two model objects"
+            self.inode_of[obj] = inode
+
+    @invariant()
+    def layout_agrees(self):
+        for ref, ps in self.procs:
+            maps = [str(p.maps()) for p in ps]
+            assert maps[0] == maps[1] == maps[2], maps
+            seen = {}
+            for v in ps[0].smaps():
+                perms, offset, _, inode, *path = v["header"].split(None, 5)[1:]
+                path = path[0] if path else ""
+                prot = (perms[0] == "r") | (perms[1] == "w") << 1 | (perms[2] == "x") << 2
+                vf = v["VmFlags"]
+                for k, a in enumerate(range(v["start"], v["end"], PG)):
+                    seen[a] = (prot, perms[3] == "s", int(inode) if path not in ("", "[heap]") else None,
+                               int(offset, 16) // PG + k if path not in ("", "[heap]") else None,
+                               "dc" in vf, "wf" in vf)
+            assert sorted(seen) == sorted(ref.pages), "mapped pages differ from the model"
+            for a, pg in ref.pages.items():
+                prot, shared, inode, index, dc, wf = seen[a]
+                assert (prot, shared, dc, wf) == (pg.prot, pg.shared, pg.dontfork, pg.wipeonfork), \
+                    (hex(a), seen[a], pg)
+                if pg.obj is None:
+                    assert inode is None, (hex(a), seen[a])
+                else:
+                    assert index == pg.index, (hex(a), seen[a], pg)
+                    self._obj(inode, pg.obj)
+
+    @invariant()
+    def statistics_agree(self):
+        for _, ps in self.procs:
+            sts = [p.status() for p in ps]
+            for key in ("VmSize", "VmData", "VmStk", "VmExe", "VmLib", "VmLck", "VmPeak"):
+                assert sts[0][key] == sts[1][key] == sts[2][key], key
+        for key in ("AnonPages", "Mapped", "Shmem", "Cached"):
+            vals = [m.meminfo()[key] for m in self.machines]
+            assert vals[0] == vals[1] == vals[2], (key, vals)
+
+    @invariant()
+    def invariants_hold(self):
+        for m in self.machines:
+            m.check()
+
+    def teardown(self):
+        for _, ps in self.procs:
+            for p in ps:
+                p.exit()
+        for m, f, free in zip(self.machines, self.files, self.free0):
+            f.unlink()
+            mi = m.meminfo()
+            assert mi["MemFree"] == free, "frames leaked"
+            assert mi["PageTables"] == mi["AnonPages"] == mi["Cached"] == mi["Shmem"] == 0
+            m.check()
+
+
+TestFuzz = Fuzz.TestCase
+TestFuzz.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+                             suppress_health_check=[HealthCheck.too_slow])
