@@ -64,7 +64,7 @@ def p(m):
 
 def snapshot(machine):
     """Everything a user can observe, to prove a failed call changed nothing."""
-    state = {"meminfo": dict(machine.meminfo())}
+    state = {"meminfo": dict(machine.meminfo()), "vmstat": dict(machine.vmstat())}
     for proc in machine.processes:
         pm = []
         for v in proc.mm.vmas:

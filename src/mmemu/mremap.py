@@ -36,8 +36,9 @@ def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_a
     """do_mremap: returns the (possibly new) address of the mapping."""
     proc._check_alive()
     mm = proc.mm
-    flags = int(flags)
-    addr, old_len, new_len, new_addr = addr & _U64, old_len & _U64, new_len & _U64, new_addr & _U64
+    from .process import ulong
+    addr, old_len, new_len, new_addr = ulong(addr), ulong(old_len), ulong(new_len), ulong(new_addr)
+    flags = ulong(flags)
     implies_new = bool(flags & (MremapFlags.FIXED | MremapFlags.DONTUNMAP))
 
     # check_mremap_params
