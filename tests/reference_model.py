@@ -204,6 +204,23 @@ class Model:
         self.procs.append(p)
         return p
 
+    def truncate(self, obj: Obj, size: int):
+        """ftruncate: the cache past the new end goes (the last partial page is zeroed past
+        it) and so do private copies of file pages wholly past it (even_cows)."""
+        keep = -(-size // PG)
+        for i in list(obj.pages):
+            if i >= keep:
+                del obj.pages[i]
+        if size % PG and size // PG in obj.pages:
+            page = obj.pages[size // PG]
+            obj.pages[size // PG] = page[:size % PG] + bytes(PG - size % PG)
+        obj.size = size
+        for p in self.procs:
+            for pg in p.pages.values():
+                if pg.obj is obj and pg.index >= keep:
+                    pg.anon = None
+        return ("ok", None)
+
     def mappers(self, anon: Anon) -> int:
         return sum(1 for p in self.procs for pg in p.pages.values() if pg.anon is anon)
 
@@ -486,6 +503,17 @@ class ModelProcess:
         self._map(oldbrk, (newbrk - oldbrk) // PG, READ | WRITE, False, None, 0)
         self.brk_ = brk
         return ("ok", brk)
+
+    def populate(self, addr: int, length: int) -> None:
+        """MAP_POPULATE: fault every page in, a write fault where the mapping is private
+        and writable; errors end it silently."""
+        for a in range(addr, addr + length, PG):
+            pg = self.pages[a]
+            if not pg.prot & (READ | WRITE | EXEC):
+                continue
+            _, sig = self._fault(a, a, bool(pg.prot & WRITE) and not pg.shared)
+            if sig:
+                return
 
     def pwrite(self, obj: Obj, off: int, data: bytes):
         return ("ok", obj.write(off, data))

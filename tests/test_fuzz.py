@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmemu
-from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, Madv
+from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_POPULATE, MAP_PRIVATE,
+                   MAP_SHARED, Madv)
 from reference_model import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
@@ -40,7 +41,7 @@ STEPS = int(os.environ.get("MMEMU_FUZZ_STEPS", "40"))
 # (where mmap without MAP_FIXED and mremap moves place memory) and the program break
 REGIONS = [0x7F0000000000 - 32 * PG, MMAP_BASE - 64 * PG, DEFAULT_BRK]
 NPAGES = 64
-FILE_PAGES = 16
+FILE_PAGES = 8         # mappings reach past the end: SIGBUS
 DESIGNS = [dict(cow_pgtable=False), dict(cow_pgtable=True, cow_pte_accounting="deferred"),
            dict(cow_pgtable=True, cow_pte_accounting="eager")]
 ADVICE = {"dontneed": Madv.DONTNEED, "free": Madv.FREE, "remove": Madv.REMOVE,
@@ -126,14 +127,16 @@ class Fuzz(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- syscalls
     @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS),
-          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]))
-    def mmap(self, i, r, first, n, prot, kind, how):
+          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]), populate=st.booleans())
+    def mmap(self, i, r, first, n, prot, kind, how, populate=False):
         ref, ps = self._proc(i)
         addr = REGIONS[r] + first * PG if how != "anywhere" else 0
         flags = {"fixed": MAP_FIXED, "noreplace": MAP_FIXED_NOREPLACE}.get(how, 0)
         shared = kind.endswith("shared")
         flags |= MAP_SHARED if shared else MAP_PRIVATE
         offset = (first % 4) * PG
+        if populate:
+            flags |= MAP_POPULATE
         if kind.startswith("file"):
             expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
                                 how == "noreplace", self.mfile, offset)
@@ -144,6 +147,8 @@ class Fuzz(RuleBasedStateMachine):
             expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
                                 how == "noreplace")
             self._same(expected, ps, "mmap", addr, n * PG, prot, flags | MAP_ANONYMOUS)
+        if populate and expected[0] == "ok":
+            ref.populate(expected[1], n * PG)
 
     @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS))
     def mmap_fixed(self, i, r, first, n, prot, kind):
@@ -211,6 +216,12 @@ class Fuzz(RuleBasedStateMachine):
         ref, ps = self._proc(i)
         addr, n = self._range(ref, r, first, n, snap)
         self._same(ref.touch(addr, n * PG, write), ps, "touch", addr, n * PG, write)
+
+    @rule(size=st.integers(0, (FILE_PAGES + 8) * PG))
+    def truncate(self, size):
+        expected = self.model.truncate(self.mfile, size)
+        got = [outcome(f.truncate, size) for f in self.files]
+        assert got == [expected] * 3, got
 
     @rule(off=st.integers(0, (FILE_PAGES + 4) * PG), data=st.binary(min_size=1, max_size=PG))
     def pwrite(self, off, data):

@@ -87,3 +87,23 @@ def test_regression_read_longer_than_the_address_space(m, p):
     with pytest.raises(mmemu.SegmentationFault) as e:
         p.read(A, 2**70)
     assert e.value.address == A + 2 * PG and e.value.code == "SEGV_MAPERR"
+
+
+def test_regression_sigbus_and_guard_fault_address_was_page_aligned(m, p):
+    """A SIGBUS past the end of a file and a SIGSEGV on a guard region reported the start
+    of the page; Linux's si_addr is the faulting byte (checked on 6.18 with a C program:
+    a write at page + 1 past EOF gives BUS_ADRERR at page + 1, a read at guard + 5 gives
+    SEGV_MAPERR at guard + 5)."""
+    f = m.create_file("/half", size=PG // 2)
+    a = p.mmap(0, 2 * PG, RW, mmemu.MAP_SHARED, file=f)
+    with pytest.raises(mmemu.BusError) as e:
+        p.write(a + PG + 1, b"z")
+    assert e.value.address == a + PG + 1 and e.value.code == "BUS_ADRERR"
+    g = p.mmap(0, 2 * PG, RW, PRIV)
+    p.madvise(g, PG, Madv.GUARD_INSTALL)
+    with pytest.raises(mmemu.SegmentationFault) as e:
+        p.read(g + 5, 1)
+    assert e.value.address == g + 5 and e.value.code == "SEGV_MAPERR"
+    with pytest.raises(mmemu.SegmentationFault) as e:
+        p.read(g + PG - 2, 4)         # starts in the guard page
+    assert e.value.address == g + PG - 2

@@ -645,6 +645,7 @@ class Process:
     # ------------------------------------------------------------------ memory access
     def _access_vma(self, vma: VMA, start: int, end: int, write: bool, buf, mode: int) -> None:
         rc, fail, anon = _fault.access(self.mm.core, vma, start, end, write, buf, mode)
+        fail = max(fail, start)     # the kernel gives the faulting byte (cr2), not its page
         if anon and vma.anon_vma is None:
             vma.anon_vma = AnonVma()
         if rc == FAULT_OOM:
