@@ -189,6 +189,7 @@ class Page:
     dontfork: bool = False
     wipeonfork: bool = False
     guard: bool = False              # a guard-region marker
+    locked: bool = False             # MAP_LOCKED (mlock): populated, not DONTNEED-able
 
 
 def segv(code, addr):
@@ -336,7 +337,8 @@ class ModelProcess:
             self.pages.pop(a, None)
 
     def mmap(self, addr: int, length: int, prot: int, shared: bool, fixed: bool,
-             noreplace: bool = False, file: Optional[Obj] = None, offset: int = 0):
+             noreplace: bool = False, file: Optional[Obj] = None, offset: int = 0,
+             populate: bool = False, locked: bool = False):
         length = -(-length // PG) * PG
         if fixed:
             if noreplace and not self.free(addr, addr + length):
@@ -352,7 +354,9 @@ class ModelProcess:
             obj, index = Obj("shm", length), 0
         else:
             obj, index = None, 0
-        self._map(addr, length // PG, prot, shared, obj, index)
+        self._map(addr, length // PG, prot, shared, obj, index, locked=locked)
+        if populate or locked:
+            self.populate(addr, length)
         return ("ok", addr)
 
     def munmap(self, addr: int, length: int):
@@ -364,7 +368,9 @@ class ModelProcess:
             pg = self.pages.get(a)                    # stops at a hole: earlier ones changed
             if pg is None:
                 return ("errno", errno.ENOMEM)
-            pg.prot = prot
+            old, pg.prot = pg.prot, prot
+            if pg.locked and prot & WRITE and not old & WRITE and not pg.shared:
+                self._fault(a, a, True)     # mlocked memory made writable is COW-broken now
         return OK
 
     def madvise(self, addr: int, length: int, advice: str):
@@ -388,6 +394,8 @@ class ModelProcess:
                 hole = True
                 continue
             private_anon = pg.obj is None
+            if pg.locked and advice in ("dontneed", "free", "remove", "guard_install"):
+                return ("errno", errno.EINVAL)
             if advice == "dontneed":
                 if not pg.shared:
                     pg.anon = None
@@ -466,14 +474,16 @@ class ModelProcess:
         for i in range(old_len // PG, new_len // PG):
             self.pages[dst + i * PG] = Page(
                 last.prot, last.shared, last.obj, last.index + 1 + i - old_len // PG,
-                dontfork=last.dontfork, wipeonfork=last.wipeonfork)
+                dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked)
+        if last.locked:
+            self.populate(dst + old_len, new_len - old_len)
 
     def _move(self, addr, old_len, new_len, new_addr, dontunmap):
         moved = {a: self.pages[addr + a] for a in range(0, old_len, PG)}
         if dontunmap:
             for a in range(0, old_len, PG):      # the source stays mapped, emptied
                 pg = moved[a]
-                self.pages[addr + a] = replace(pg, anon=None, guard=False)
+                self.pages[addr + a] = replace(pg, anon=None, guard=False, locked=False)
         else:
             self._unmap(addr, addr + old_len)
         for a, pg in moved.items():
@@ -505,15 +515,13 @@ class ModelProcess:
         return ("ok", brk)
 
     def populate(self, addr: int, length: int) -> None:
-        """MAP_POPULATE: fault every page in, a write fault where the mapping is private
-        and writable; errors end it silently."""
+        """MAP_POPULATE / mlock: fault every page in, a write fault where the mapping is
+        private and writable; a page that cannot be faulted is skipped (those that follow
+        it in the mapping would fail the same way: they are further past the end of file)."""
         for a in range(addr, addr + length, PG):
             pg = self.pages[a]
-            if not pg.prot & (READ | WRITE | EXEC):
-                continue
-            _, sig = self._fault(a, a, bool(pg.prot & WRITE) and not pg.shared)
-            if sig:
-                return
+            if pg.prot & (READ | WRITE | EXEC):
+                self._fault(a, a, bool(pg.prot & WRITE) and not pg.shared)
 
     def pwrite(self, obj: Obj, off: int, data: bytes):
         return ("ok", obj.write(off, data))
@@ -525,9 +533,9 @@ class ModelProcess:
             if pg.dontfork:
                 continue
             if pg.wipeonfork:
-                child.pages[a] = replace(pg, anon=None, guard=False)
+                child.pages[a] = replace(pg, anon=None, guard=False, locked=False)
             else:
-                child.pages[a] = replace(pg)
+                child.pages[a] = replace(pg, locked=False)
         return child
 
     def execve(self):

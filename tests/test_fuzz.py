@@ -28,13 +28,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmemu
-from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_POPULATE, MAP_PRIVATE,
+from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_POPULATE,
+                   MAP_PRIVATE,
                    MAP_SHARED, Madv)
 from reference_model import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
 
-EXAMPLES = int(os.environ.get("MMEMU_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("MMEMU_FUZZ_EXAMPLES", "150"))
 STEPS = int(os.environ.get("MMEMU_FUZZ_STEPS", "40"))
 
 # three 64-page windows: one straddling a PMD (2 MiB) boundary, the top of the mmap area
@@ -127,28 +128,26 @@ class Fuzz(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- syscalls
     @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS),
-          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]), populate=st.booleans())
-    def mmap(self, i, r, first, n, prot, kind, how, populate=False):
+          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]), extra=st.sampled_from(["", "", "populate", "locked"]))
+    def mmap(self, i, r, first, n, prot, kind, how, extra=""):
         ref, ps = self._proc(i)
         addr = REGIONS[r] + first * PG if how != "anywhere" else 0
         flags = {"fixed": MAP_FIXED, "noreplace": MAP_FIXED_NOREPLACE}.get(how, 0)
         shared = kind.endswith("shared")
         flags |= MAP_SHARED if shared else MAP_PRIVATE
         offset = (first % 4) * PG
-        if populate:
-            flags |= MAP_POPULATE
+        flags |= {"": 0, "populate": MAP_POPULATE, "locked": MAP_LOCKED}[extra]
+        more = dict(populate=extra == "populate", locked=extra == "locked")
         if kind.startswith("file"):
             expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
-                                how == "noreplace", self.mfile, offset)
+                                how == "noreplace", self.mfile, offset, **more)
             got = [outcome(p.mmap, addr, n * PG, prot, flags, file=f, offset=offset)
                    for p, f in zip(ps, self.files)]
             assert got == [expected] * 3, (expected, got)
         else:
             expected = ref.mmap(addr, n * PG, prot, shared, how in ("fixed", "noreplace"),
-                                how == "noreplace")
+                                how == "noreplace", **more)
             self._same(expected, ps, "mmap", addr, n * PG, prot, flags | MAP_ANONYMOUS)
-        if populate and expected[0] == "ok":
-            ref.populate(expected[1], n * PG)
 
     @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS))
     def mmap_fixed(self, i, r, first, n, prot, kind):
@@ -297,11 +296,12 @@ class Fuzz(RuleBasedStateMachine):
                 for k, a in enumerate(range(v["start"], v["end"], PG)):
                     seen[a] = (prot, perms[3] == "s", int(inode) if path not in ("", "[heap]") else None,
                                int(offset, 16) // PG + k if path not in ("", "[heap]") else None,
-                               "dc" in vf, "wf" in vf)
+                               "dc" in vf, "wf" in vf, "lo" in vf)
             assert sorted(seen) == sorted(ref.pages), "mapped pages differ from the model"
             for a, pg in ref.pages.items():
-                prot, shared, inode, index, dc, wf = seen[a]
-                assert (prot, shared, dc, wf) == (pg.prot, pg.shared, pg.dontfork, pg.wipeonfork), \
+                prot, shared, inode, index, dc, wf, lo = seen[a]
+                assert (prot, shared, dc, wf, lo) == (pg.prot, pg.shared, pg.dontfork,
+                                                      pg.wipeonfork, pg.locked), \
                     (hex(a), seen[a], pg)
                 if pg.obj is None:
                     assert inode is None, (hex(a), seen[a])
