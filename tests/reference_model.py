@@ -136,6 +136,7 @@ TASK_SIZE = 0x7FFFFFFFF000       # x86-64 4-level user address-space limit
 MMAP_MIN_ADDR = 0x10000
 MMAP_BASE = 0x7FFFF7FFF000       # top of the mmap area with ASLR off
 DEFAULT_BRK = 0x555555559000     # the program break of a spawned (or exec'd) process
+PMD_SIZE = 2 << 20
 ZERO = bytes(PG)
 OK = ("ok", 0)
 
@@ -246,17 +247,21 @@ class ModelProcess:
     def free(self, start: int, end: int) -> bool:
         return not any(a in self.pages for a in range(start, end, PG))
 
-    def unmapped_area(self, length: int) -> Optional[int]:
-        """vm_unmapped_area, top-down below MMAP_BASE: the highest gap that fits."""
+    def unmapped_area(self, length: int, align: int = 0) -> Optional[int]:
+        """vm_unmapped_area, top-down below MMAP_BASE: the highest gap that fits (at an
+        align boundary: thp_get_unmapped_area for 2 MiB multiples of private memory)."""
+        mask = align - 1 if align else 0
         high = MMAP_BASE
         for s, e in reversed(self.runs()):
             if s >= high:
                 continue
-            if e < high and high - length >= e and high - length >= MMAP_MIN_ADDR:
-                return high - length
+            cand = (high - length) & ~mask
+            if e < high and cand >= e and cand >= MMAP_MIN_ADDR:
+                return cand
             high = min(high, s)
-        if high - length >= MMAP_MIN_ADDR:
-            return high - length
+        cand = (high - length) & ~mask
+        if cand >= MMAP_MIN_ADDR and high - length >= MMAP_MIN_ADDR:
+            return cand
         return None
 
     def exclusive(self, pg: Page) -> bool:
@@ -344,7 +349,8 @@ class ModelProcess:
             if noreplace and not self.free(addr, addr + length):
                 return ("errno", errno.EEXIST)
         elif not (addr and addr + length <= TASK_SIZE and self.free(addr, addr + length)):
-            addr = self.unmapped_area(length)
+            thp = not shared and file is None and length % PMD_SIZE == 0
+            addr = self.unmapped_area(length, PMD_SIZE if thp else 0)
             if addr is None:
                 return ("errno", errno.ENOMEM)
         self._unmap(addr, addr + length)
@@ -452,7 +458,7 @@ class ModelProcess:
                 return ("errno", errno.EFAULT)
             if not flags & FIXED:
                 if not (new_addr and self.free(new_addr, new_addr + new_len)):
-                    new_addr = self.unmapped_area(new_len)
+                    new_addr = self.unmapped_area(new_len, self._align(addr, new_len))
             return self._move(addr, old_len, new_len, new_addr, bool(flags & DONTUNMAP))
         if new_len == old_len:
             return ("ok", addr)
@@ -466,7 +472,12 @@ class ModelProcess:
             return ("ok", addr)
         if not flags & MAYMOVE:
             return ("errno", errno.ENOMEM)
-        return self._move(addr, old_len, new_len, self.unmapped_area(new_len), False)
+        return self._move(addr, old_len, new_len,
+                          self.unmapped_area(new_len, self._align(addr, new_len)), False)
+
+    def _align(self, addr: int, length: int) -> int:
+        pg = self.pages[addr]
+        return PMD_SIZE if pg.obj is None and not pg.shared and length % PMD_SIZE == 0 else 0
 
     def _grow(self, src: int, old_len: int, new_len: int, dst: int) -> None:
         """The grown part continues the mapping of the last old page (same object)."""

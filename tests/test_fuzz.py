@@ -42,6 +42,10 @@ STEPS = int(os.environ.get("MMEMU_FUZZ_STEPS", "40"))
 # (where mmap without MAP_FIXED and mremap moves place memory) and the program break
 REGIONS = [0x7F0000000000 - 32 * PG, MMAP_BASE - 64 * PG, DEFAULT_BRK]
 NPAGES = 64
+# and 8 MiB of 2 MiB-aligned space for mappings of whole page tables (PMD-level mremap
+# moves, whole tables shared by COW forks and freed by munmap)
+BIG = 0x7E0000000000
+PMD = 2 << 20
 FILE_PAGES = 8         # mappings reach past the end: SIGBUS
 DESIGNS = [dict(cow_pgtable=False), dict(cow_pgtable=True, cow_pte_accounting="deferred"),
            dict(cow_pgtable=True, cow_pte_accounting="eager")]
@@ -221,6 +225,58 @@ class Fuzz(RuleBasedStateMachine):
         expected = self.model.truncate(self.mfile, size)
         got = [outcome(f.truncate, size) for f in self.files]
         assert got == [expected] * 3, got
+
+    @rule(i=pick, first=st.integers(0, 3), n=st.integers(1, 4), shared=st.booleans(),
+          prot=st.sampled_from([1, 3]))
+    def mmap_big(self, i, first, n, shared, prot):
+        ref, ps = self._proc(i)
+        addr, n = BIG + first * PMD, min(n, 4 - first)
+        flags = MAP_FIXED | MAP_ANONYMOUS | (MAP_SHARED if shared else MAP_PRIVATE)
+        self._same(ref.mmap(addr, n * PMD, prot, shared, True), ps, "mmap", addr, n * PMD, prot, flags)
+
+    @rule(i=pick, pages=st.lists(st.integers(0, 4 * 512 - 1), min_size=1, max_size=6),
+          write=st.booleans())
+    def touch_big(self, i, pages, write):
+        ref, ps = self._proc(i)
+        for k in pages:
+            addr = BIG + k * PG + (k % 7) * 8
+            if write:
+                data = k.to_bytes(4, "little")
+                self._same(ref.write(addr, data), ps, "write", addr, data)
+            else:
+                self._same(ref.read(addr, 8), ps, "read", addr, 8)
+
+    @rule(i=pick, src=st.integers(0, 3), soff=st.sampled_from([0, 0, 1, 256]), n=st.integers(1, 2),
+          dst=st.integers(0, 3), doff=st.sampled_from([0, 0, 1, 256]), grow=st.integers(-1, 1),
+          how=st.sampled_from(["in-place", "maymove", "fixed", "dontunmap"]),
+          to_big=st.booleans())
+    def mremap_big(self, i, src, soff, n, dst, doff, grow, how, to_big):
+        """Moves and resizes of whole (or nearly whole) page tables."""
+        ref, ps = self._proc(i)
+        addr = BIG + src * PMD + soff * PG
+        old = n * PMD
+        new = max(PMD, old + grow * PMD)
+        new_addr = BIG + dst * PMD + doff * PG if to_big else REGIONS[0] + dst * PMD
+        flags = {"in-place": 0, "maymove": 1, "fixed": 3, "dontunmap": 7}[how]
+        if how == "dontunmap":
+            new = old
+        if not flags & 2:
+            new_addr = 0
+        vma = ps[0].mm.vma_at(addr)
+        expected = ref.mremap(addr, old, new, flags, new_addr, vma.end if vma else 0)
+        self._same(expected, ps, "mremap", addr, old, new, flags, new_addr)
+
+    @rule(i=pick, first=st.integers(0, 4 * 512 - 1), n=st.sampled_from([1, 16, 511, 512, 1024]),
+          op=st.sampled_from(["munmap", "dontneed", "mprotect", "free", "dontfork", "wipeonfork"]))
+    def range_big(self, i, first, n, op):
+        ref, ps = self._proc(i)
+        addr, length = BIG + first * PG, n * PG
+        if op == "munmap":
+            self._same(ref.munmap(addr, length), ps, "munmap", addr, length)
+        elif op == "mprotect":
+            self._same(ref.mprotect(addr, length, 1), ps, "mprotect", addr, length, 1)
+        else:
+            self._same(ref.madvise(addr, length, op), ps, "madvise", addr, length, ADVICE[op])
 
     @rule(off=st.integers(0, (FILE_PAGES + 4) * PG), data=st.binary(min_size=1, max_size=PG))
     def pwrite(self, off, data):
