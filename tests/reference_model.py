@@ -437,9 +437,10 @@ class ModelProcess:
         return ("errno", errno.ENOMEM) if hole else OK
 
     def mremap(self, addr: int, old_len: int, new_len: int, flags: int, new_addr: int,
-               vma_end: int):
-        """mremap with old_len > 0 and valid flags. vma_end: the end of the VMA holding addr
-        (where Linux's VMA boundaries decide: a grow or move must stay in one VMA)."""
+               vma_start: int, vma_end: int):
+        """mremap with old_len > 0 and valid flags. [vma_start, vma_end): the VMA holding
+        addr, where Linux's VMA boundaries decide: a grow or move must stay in one VMA, and
+        MREMAP_DONTUNMAP unlocks the whole source VMA."""
         MAYMOVE, FIXED, DONTUNMAP = 1, 2, 4
         if addr not in self.pages:
             return ("errno", errno.EFAULT)
@@ -450,6 +451,8 @@ class ModelProcess:
                 self._unmap(new_addr, new_addr + new_len)
                 if addr < new_addr < vma_end:
                     vma_end = new_addr
+                if vma_start < new_addr + new_len <= addr:
+                    vma_start = new_addr + new_len
             if new_len < old_len:
                 self._unmap(addr + new_len, addr + old_len)
                 vma_end = min(vma_end, addr + new_len)
@@ -459,6 +462,9 @@ class ModelProcess:
             if not flags & FIXED:
                 if not (new_addr and self.free(new_addr, new_addr + new_len)):
                     new_addr = self.unmapped_area(new_len, self._align(addr, new_len))
+            if flags & DONTUNMAP:
+                for a in range(vma_start, vma_end, PG):
+                    self.pages[a].locked = False
             return self._move(addr, old_len, new_len, new_addr, bool(flags & DONTUNMAP))
         if new_len == old_len:
             return ("ok", addr)

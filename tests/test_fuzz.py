@@ -189,7 +189,7 @@ class Fuzz(RuleBasedStateMachine):
         if not flags & 6:
             new_addr = 0
         vma = ps[0].mm.vma_at(addr)
-        expected = ref.mremap(addr, n * PG, new, flags, new_addr, vma.end if vma else 0)
+        expected = ref.mremap(addr, n * PG, new, flags, new_addr, vma.start if vma else 0, vma.end if vma else 0)
         self._same(expected, ps, "mremap", addr, n * PG, new, flags, new_addr)
 
     @rule(i=pick, delta=st.integers(-8, 16), write=st.booleans())
@@ -263,7 +263,7 @@ class Fuzz(RuleBasedStateMachine):
         if not flags & 2:
             new_addr = 0
         vma = ps[0].mm.vma_at(addr)
-        expected = ref.mremap(addr, old, new, flags, new_addr, vma.end if vma else 0)
+        expected = ref.mremap(addr, old, new, flags, new_addr, vma.start if vma else 0, vma.end if vma else 0)
         self._same(expected, ps, "mremap", addr, old, new, flags, new_addr)
 
     @rule(i=pick, first=st.integers(0, 4 * 512 - 1), n=st.sampled_from([1, 16, 511, 512, 1024]),

@@ -107,3 +107,17 @@ def test_regression_sigbus_and_guard_fault_address_was_page_aligned(m, p):
     with pytest.raises(mmemu.SegmentationFault) as e:
         p.read(g + PG - 2, 4)         # starts in the guard page
     assert e.value.address == g + PG - 2
+
+
+def test_regression_mremap_dontunmap_cleared_vm_account_on_the_source(m, p):
+    """MREMAP_DONTUNMAP cleared VM_ACCOUNT on the source VMA (the old dontunmap_complete);
+    since "mm/mremap: correctly account old mapping after MREMAP_DONTUNMAP remap" (in the
+    development kernel, checked there) only VM_LOCKED/VM_LOCKONFAULT go, from the whole
+    source VMA, which is not split."""
+    a = p.mmap(A, 8 * PG, RW, PRIV | MAP_FIXED | mmemu.MAP_LOCKED)
+    p.mremap(a + 2 * PG, 3 * PG, 3 * PG, mmemu.MREMAP_MAYMOVE | mmemu.MREMAP_FIXED
+             | mmemu.MREMAP_DONTUNMAP, A - 64 * PG)
+    flags = {v["start"]: v["VmFlags"] for v in p.smaps()}
+    assert "ac" in flags[A] and "lo" not in flags[A]
+    assert "lo" in flags[A - 64 * PG]
+    assert len(flags) == 2          # the source VMA was not split

@@ -259,7 +259,9 @@ class _Remap:
         if self.flags & MremapFlags.DONTUNMAP:
             # dontunmap_complete
             src = mm.vma_at(addr)
-            src.set_flags(src.flags & ~(VmFlags.LOCKED | VmFlags.LOCKONFAULT | VmFlags.ACCOUNT))
+            # (VM_ACCOUNT stays since "mm/mremap: correctly account old mapping after
+            # MREMAP_DONTUNMAP remap", in 6.18 stable; checked on the development kernel)
+            src.set_flags(src.flags & ~(VmFlags.LOCKED | VmFlags.LOCKONFAULT))
             if src is not new_vma and src.start == addr and src.end == old_end:
                 src.anon_vma = None         # unlink_anon_vmas
         elif old_len:
