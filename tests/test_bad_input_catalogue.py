@@ -9,7 +9,8 @@ the case exists there. mmemu's own rules, where Linux has no counterpart:
 - an argument that is not an integer (str, float, None, bytes) raises TypeError: integer
   arguments are whatever has ``__index__`` (int, bool, numpy integers, IntFlag), taken as
   the unsigned long (or int) the kernel sees, so -1 and 2**70 are integers like any other;
-- every call on a process that has exited, exit() included, raises MMError(ESRCH);
+- every syscall and access on a process that has exited, exit() included, raises
+  MMError(ESRCH) (its /proc views stay readable, like a zombie's);
 - a Python-level length (read, touch) below zero raises ValueError.
 
 Runs in each fork design (the fixture forks a child that shares the parent's memory).
