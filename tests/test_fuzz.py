@@ -354,6 +354,15 @@ class Fuzz(RuleBasedStateMachine):
                                int(offset, 16) // PG + k if path not in ("", "[heap]") else None,
                                "dc" in vf, "wf" in vf, "lo" in vf)
             assert sorted(seen) == sorted(ref.pages), "mapped pages differ from the model"
+            # the virtual-memory counters follow from the layout (vm_stat_account's rules)
+            pages = ref.pages.values()
+            want = {"VmSize": len(ref.pages),
+                    "VmData": sum(1 for pg in pages if pg.prot & 2 and not pg.shared),
+                    "exec": sum(1 for pg in pages if pg.prot & 6 == 4),     # VmExe + VmLib
+                    "VmLck": sum(1 for pg in pages if pg.locked)}
+            status = dict(ps[0].status())
+            status["exec"] = status["VmExe"] + status["VmLib"]
+            assert {k: status[k] for k in want} == {k: 4 * v for k, v in want.items()}
             for a, pg in ref.pages.items():
                 prot, shared, inode, index, dc, wf, lo = seen[a]
                 assert (prot, shared, dc, wf, lo) == (pg.prot, pg.shared, pg.dontfork,
