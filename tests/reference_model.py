@@ -121,6 +121,9 @@ class ModelProcess:
         self.model = model
         self.pages: Dict[int, Page] = {}
         self.start_brk = self.brk_ = DEFAULT_BRK
+        # VmLck: mlocked pages mapped, counted as Linux counts them (MREMAP_DONTUNMAP
+        # unlocks its source without uncounting it, as mm/mremap.c does)
+        self.locked_vm = 0
 
     # ---------------------------------------------------------------- helpers
     def runs(self):
@@ -225,10 +228,14 @@ class ModelProcess:
     def _map(self, addr: int, npages: int, prot: int, shared: bool, obj, index: int, **kw):
         for i in range(npages):
             self.pages[addr + i * PG] = Page(prot, shared, obj, index + i, **kw)
+        if kw.get("locked"):
+            self.locked_vm += npages
 
     def _unmap(self, start: int, end: int) -> None:
         for a in range(start, end, PG):
-            self.pages.pop(a, None)
+            pg = self.pages.pop(a, None)
+            if pg is not None and pg.locked:
+                self.locked_vm -= 1
 
     def mmap(self, addr: int, length: int, prot: int, shared: bool, fixed: bool,
              noreplace: bool = False, file: Optional[Obj] = None, offset: int = 0,
@@ -351,10 +358,11 @@ class ModelProcess:
             if not flags & FIXED:
                 if not (new_addr and self.free(new_addr, new_addr + new_len)):
                     new_addr = self.unmapped_area(new_len, self._align(addr, new_len))
+            moved = self._move(addr, old_len, new_len, new_addr, bool(flags & DONTUNMAP))
             if flags & DONTUNMAP:
                 for a in range(vma_start, vma_end, PG):
                     self.pages[a].locked = False
-            return self._move(addr, old_len, new_len, new_addr, bool(flags & DONTUNMAP))
+            return moved
         if new_len == old_len:
             return ("ok", addr)
         if new_len < old_len:
@@ -382,6 +390,7 @@ class ModelProcess:
                 last.prot, last.shared, last.obj, last.index + 1 + i - old_len // PG,
                 dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked)
         if last.locked:
+            self.locked_vm += (new_len - old_len) // PG
             self.populate(dst + old_len, new_len - old_len)
 
     def _move(self, addr, old_len, new_len, new_addr, dontunmap):
@@ -394,6 +403,7 @@ class ModelProcess:
             self._unmap(addr, addr + old_len)
         for a, pg in moved.items():
             self.pages[new_addr + a] = pg
+            self.locked_vm += pg.locked
         if new_len > old_len:
             self._grow(new_addr, old_len, new_len, new_addr)
         return ("ok", new_addr)
@@ -446,6 +456,7 @@ class ModelProcess:
 
     def execve(self):
         self.pages = {}
+        self.locked_vm = 0
         self.start_brk = self.brk_ = DEFAULT_BRK
         return ("ok", None)
 

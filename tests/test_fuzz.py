@@ -55,6 +55,7 @@ ADVICE = {"dontneed": Madv.DONTNEED, "free": Madv.FREE, "remove": Madv.REMOVE,
           "populate_write": Madv.POPULATE_WRITE, "guard_install": Madv.GUARD_INSTALL,
           "guard_remove": Madv.GUARD_REMOVE}
 PROTS = st.sampled_from([0, 1, 2, 3, 5, 7])
+PM_PRESENT, PM_PFN, PM_GUARD = 1 << 63, (1 << 55) - 1, (1 << 62) | (1 << 58)
 KINDS = ["private", "shared", "file-private", "file-shared"]
 
 
@@ -89,21 +90,23 @@ class Fuzz(RuleBasedStateMachine):
 
     def _populate(self, i):
         """A populated start: written private memory and a gap in span 0 of region 0 (a
-        table a COW fork shares), shared anonymous memory and a private file mapping across
-        the PMD boundary; a shared file mapping and private memory at the top of the mmap
-        area; a written heap."""
-        for r, first, n, kind in [(0, 0, 24, "private"), (0, 28, 8, "shared"),
-                                  (0, 40, 16, "file-private"), (1, 40, 12, "file-shared"),
+        table a COW fork shares), shared anonymous memory and a private file mapping in
+        span 1; a shared file mapping and private memory at the top of the mmap area; a
+        written heap; 4 MiB of private memory over two whole tables, a few pages written."""
+        for r, first, n, kind in [(0, 0, 24, "private"), (0, 34, 8, "shared"),
+                                  (0, 44, 16, "file-private"), (1, 40, 12, "file-shared"),
                                   (1, 52, 12, "private")]:
             self.mmap(i, r, first, n, 3, kind, "fixed")
         ref, ps = self._proc(i)
         data = bytes(range(1, 256)) * 40
-        for r, first, n in [(0, 0, 20), (0, 28, 4), (0, 44, 2), (1, 54, 6)]:
+        for r, first, n in [(0, 0, 20), (0, 34, 4), (0, 44, 2), (1, 54, 6)]:
             self._same(ref.write(REGIONS[r] + first * PG, data[:n * PG]), ps, "write",
                        REGIONS[r] + first * PG, data[:n * PG])
         self._same(ref.touch(REGIONS[0] + 40 * PG, 8 * PG, False), ps, "touch",
                    REGIONS[0] + 40 * PG, 8 * PG, False)
         self.brk(i, 8, True)
+        self.mmap_big(i, 1, 2, False, 3)
+        self.touch_big(i, [512, 600, 1023, 1024, 1500], True)
 
     # ---------------------------------------------------------------- helpers
     def _proc(self, i):
@@ -359,7 +362,7 @@ class Fuzz(RuleBasedStateMachine):
             want = {"VmSize": len(ref.pages),
                     "VmData": sum(1 for pg in pages if pg.prot & 2 and not pg.shared),
                     "exec": sum(1 for pg in pages if pg.prot & 6 == 4),     # VmExe + VmLib
-                    "VmLck": sum(1 for pg in pages if pg.locked)}
+                    "VmLck": ref.locked_vm}
             status = dict(ps[0].status())
             status["exec"] = status["VmExe"] + status["VmLib"]
             assert {k: status[k] for k in want} == {k: 4 * v for k, v in want.items()}
@@ -373,6 +376,29 @@ class Fuzz(RuleBasedStateMachine):
                 else:
                     assert index == pg.index, (hex(a), seen[a], pg)
                     self._obj(inode, pg.obj)
+
+    @invariant()
+    def memory_matches_model(self):
+        """Without faulting anything in: every present page of one process (a different one
+        each step) holds the bytes the model has for it, a private copy that is not
+        present would fault back to what the model has, and guard markers are where the
+        model puts them. (Reads fault pages in, and unfaulted memory must be tested too.)"""
+        self.tick = getattr(self, "tick", 0) + 1
+        ref, ps = self.procs[self.tick % len(self.procs)]
+        runs = ref.runs()
+        for p in ps:
+            frame = p.machine.phys.frame
+            for start, end in runs:
+                for k, ent in enumerate(p.pagemap(start, (end - start) // PG).tolist()):
+                    a = start + k * PG
+                    pg = ref.pages[a]
+                    guard = ent & PM_GUARD == PM_GUARD and not ent & PM_PRESENT
+                    assert guard == pg.guard, (hex(a), p.pid, guard)
+                    if ent & PM_PRESENT:
+                        assert frame(ent & PM_PFN) == ref.content(pg), (hex(a), p.pid)
+                    elif pg.anon is not None:
+                        fallback = pg.obj.page(pg.index) if pg.obj is not None else bytes(PG)
+                        assert pg.anon.data == fallback, (hex(a), p.pid, "private copy lost")
 
     @invariant()
     def statistics_agree(self):
