@@ -202,7 +202,7 @@ class ModelProcess:
             k = min(PG - pos % PG, addr + n - pos)
             out += self.content(pg)[pos % PG:pos % PG + k]
             pos += k
-        return ("ok", bytes(out).hex())
+        return ("ok", bytes(out))
 
     def write(self, addr: int, data: bytes):
         pos = addr
