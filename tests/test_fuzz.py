@@ -75,6 +75,16 @@ def outcome(fn, *args, **kw):
 FILE_DATA = bytes((i * 7 + i // PG) & 0xFF for i in range(FILE_PAGES * PG))
 
 
+def brief(x):
+    """A readable account of a value: long bytes shown by length and first difference."""
+    if isinstance(x, (bytes, bytearray)) and len(x) > 32:
+        nz = next((i for i, b in enumerate(x) if b), None)
+        return f"<{len(x)} bytes, first non-zero at {nz}: {bytes(x[nz or 0:(nz or 0) + 8])!r}>"
+    if isinstance(x, (list, tuple)):
+        return type(x)(brief(v) for v in x)
+    return hex(x) if isinstance(x, int) and x > 4096 else x
+
+
 def file_data():
     return FILE_DATA
 
@@ -128,7 +138,7 @@ class Fuzz(RuleBasedStateMachine):
 
     def _same(self, expected, ps, method, *args, **kw):
         got = [outcome(getattr(p, method), *args, **kw) for p in ps]
-        assert got == [expected] * 3, f"{method}{args} {kw}: model {expected}, machines {got}"
+        assert got == [expected] * 3, f"{brief(args)} {method}: model {brief(expected)}, machines {brief(got)}"
         return expected
 
     pick = st.integers(0, 1000)
@@ -290,11 +300,54 @@ class Fuzz(RuleBasedStateMachine):
         got = [outcome(m.write_file, f, off, data) for m, f in zip(self.machines, self.files)]
         assert got == [("ok", expected)] * 3, got
 
-    @precondition(lambda self: len(self.procs) < 5)
     @rule(i=pick, cow=st.booleans())
     def fork(self, i, cow):
+        """fork (at most 5 processes: a full tree loses its oldest process first)."""
         ref, ps = self._proc(i)
+        self._make_room(i)
         self.procs.append((ref.fork(), [p.fork(cow_pgtable=cow) for p in ps]))
+
+    def _make_room(self, i):
+        """At 5 processes, one other than process i exits."""
+        if len(self.procs) >= 5:
+            self.exit((i + 1) % len(self.procs))
+
+    @rule(i=pick, r=st.integers(0, 3), first=page, n=count,
+          advice=st.sampled_from(["wipeonfork", "dontfork", "guard_install", "dontneed", "free",
+                                  "populate_write", "keeponfork", "mprotect", "munmap"]),
+          cow=st.booleans(), after=st.sampled_from(["", "parent", "child"]), write_after=st.booleans())
+    def advise_and_fork(self, i, r, first, n, advice, cow, after, write_after):
+        """Fork-time semantics in one step (random rules rarely line them up): fill a mapped
+        range, advise it (or mprotect/munmap it) before the fork, or after it in the parent
+        or the child, maybe write there, and check both sides' memory without faulting."""
+        ref, ps = self._proc(i)
+        self._make_room(i)
+        addr, n = self._range(ref, r % 3, first + r * 64, n, True)
+        for k in range(n):      # contents to keep, wipe or lose
+            self._same(ref.write(addr + k * PG, b"before"), ps, "write", addr + k * PG, b"before")
+
+        def advise(who):
+            wref, wps = self._proc(who)
+            if advice == "mprotect":
+                self._same(wref.mprotect(addr, n * PG, 1), wps, "mprotect", addr, n * PG, 1)
+            elif advice == "munmap":
+                self._same(wref.munmap(addr, n * PG), wps, "munmap", addr, n * PG)
+            else:
+                self._same(wref.madvise(addr, n * PG, advice), wps, "madvise", addr, n * PG,
+                           ADVICE[advice])
+        parent = next(k for k, (r_, _) in enumerate(self.procs) if r_ is ref)
+        if not after:
+            advise(parent)
+        self.fork(parent, cow)
+        child = len(self.procs) - 1
+        if after:
+            advise(parent if after == "parent" else child)
+        if write_after:
+            who = parent if r % 2 else child
+            wref, wps = self._proc(who)
+            self._same(wref.write(addr, b"after fork"), wps, "write", addr, b"after fork")
+        self._check_memory(*self.procs[parent])
+        self._check_memory(*self.procs[child])
 
     @rule(i=pick, on=st.booleans())
     def prctl(self, i, on):
@@ -385,7 +438,10 @@ class Fuzz(RuleBasedStateMachine):
         present would fault back to what the model has, and guard markers are where the
         model puts them. (Reads fault pages in, and unfaulted memory must be tested too.)"""
         self.tick = getattr(self, "tick", 0) + 1
-        ref, ps = self.procs[self.tick % len(self.procs)]
+        self._check_memory(*self.procs[self.tick % len(self.procs)])
+
+    @staticmethod
+    def _check_memory(ref, ps):
         runs = ref.runs()
         for p in ps:
             frame = p.machine.phys.frame
