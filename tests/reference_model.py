@@ -410,7 +410,8 @@ class ModelProcess:
 
     def brk(self, brk: int):
         """brk(2): the new break, or the old one if it cannot move."""
-        align = lambda n: -(-n // PG) * PG
+        def align(n):
+            return -(-n // PG) * PG
         if brk < self.start_brk:
             return ("ok", self.brk_)
         newbrk, oldbrk = align(brk), align(self.brk_)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import mmemu
-from mmemu import MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, Madv
+from mmemu import MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, Madv
 
 pytestmark = pytest.mark.one_design      # each run covers all three designs
 

@@ -8,8 +8,13 @@ has no page tables at all. After every step:
   its address, in all three machines and the model;
 - the visible layout agrees: the three machines print the same /proc/PID/maps (exact VMA
   boundaries), and every mapped page has, in maps and smaps, the protection, sharing,
-  backing object and page offset, and DONTFORK/WIPEONFORK flags the model gives it (the
-  model keeps no VMAs, so VMA merging is compared across the designs, not with the model);
+  backing object and page offset, DONTFORK/WIPEONFORK flags and mlock the model gives it
+  (the model keeps no VMAs, so VMA merging is compared across the designs, not with the
+  model); VmSize, VmData, VmExe + VmLib and VmLck follow from that layout;
+- without faulting anything in, the memory of one process (a different one each step)
+  is the model's: present pages hold its bytes (pagemap PFN, frame contents), private
+  copies that are not present would fault back to them, guard markers are where it has
+  them;
 - the statistics no design redefines agree, and ``m.check()`` passes.
 
 Reads, writes and touches compare bytes as they go; the ``compare_contents`` rule reads
@@ -29,8 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import mmemu
 from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_POPULATE,
-                   MAP_PRIVATE,
-                   MAP_SHARED, Madv)
+                   MAP_PRIVATE, MAP_SHARED, Madv)
 from reference_model import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
@@ -148,7 +152,8 @@ class Fuzz(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- syscalls
     @rule(i=pick, r=region, first=page, n=count, prot=PROTS, kind=st.sampled_from(KINDS),
-          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]), extra=st.sampled_from(["", "", "populate", "locked"]))
+          how=st.sampled_from(["fixed", "noreplace", "hint", "anywhere"]),
+          extra=st.sampled_from(["", "", "populate", "locked"]))
     def mmap(self, i, r, first, n, prot, kind, how, extra=""):
         ref, ps = self._proc(i)
         addr = REGIONS[r] + first * PG if how != "anywhere" else 0
