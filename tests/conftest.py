@@ -70,9 +70,12 @@ def p(m):
     return m.spawn()
 
 
-def snapshot(machine):
-    """Everything a user can observe, to prove a failed call changed nothing."""
+def snapshot(machine, vmstat=True):
+    """Everything a user can observe, to prove a failed call changed nothing (vmstat=False:
+    but for the event counters, e.g. after a fault that Linux counts and then fails)."""
     state = {"meminfo": dict(machine.meminfo())}
+    if vmstat:
+        state["vmstat"] = dict(machine.vmstat())
     for proc in machine.processes:
         pm = []
         for v in proc.mm.vmas:

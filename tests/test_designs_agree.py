@@ -4,6 +4,8 @@ mremap, brk, madvise (incl. FREE, POPULATE and guard regions), file writes and t
 reads, writes, forks and exits run in lockstep on a classic machine and on COW page-table
 machines with deferred and eager accounting. Every result, error, signal and byte must be the same, and
 each machine's invariant checker must pass after every step."""
+import os
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
@@ -156,7 +158,11 @@ class DesignsAgree(RuleBasedStateMachine):
             # and so are the statistics no design redefines
             for key in ("VmSize", "VmData", "VmStk", "VmExe", "VmLib", "VmLck", "VmPeak", "VmSwap"):
                 assert views[0][2][key] == views[1][2][key] == views[2][2][key], key
-        for key in ("AnonPages", "Mapped", "Shmem", "Cached"):
+        # (not Mapped: a COW child keeps mapping the file pages of a never-written private
+        # file mapping in a shared span, which a classic fork does not copy -- see the
+        # README's table of what the designs define; test_cow_pte.py::
+        # test_child_sees_entries_classic_fork_would_not_copy pins that case)
+        for key in ("AnonPages", "Shmem", "Cached"):
             vals = [m.meminfo()[key] for m in self.machines]
             assert vals[0] == vals[1] == vals[2], (key, vals)
 
@@ -178,4 +184,7 @@ class DesignsAgree(RuleBasedStateMachine):
 
 
 TestDesignsAgree = DesignsAgree.TestCase
-TestDesignsAgree.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+# derandomized: the same 40 examples every run (MMEMU_FUZZ_EXAMPLES explores afresh)
+_ASKED = os.environ.get("MMEMU_FUZZ_EXAMPLES")
+TestDesignsAgree.settings = settings(max_examples=int(_ASKED or 40), stateful_step_count=30,
+                                     deadline=None, derandomize=not _ASKED, database=None)

@@ -204,7 +204,7 @@ def test_sigbus_past_eof_ltp_mmap13(m, p):
     before = (st(p, "RssFile"), mi(m, "Cached"))
     with pytest.raises(mmemu.BusError) as e:
         p.write(a + PG + 1, b"\0")
-    assert e.value.address == a + PG and e.value.signo == 7
+    assert e.value.address == a + PG + 1 and e.value.signo == 7     # si_addr: the byte
     with pytest.raises(mmemu.BusError):
         p.read(a + PG, 1)
     assert (st(p, "RssFile"), mi(m, "Cached")) == before

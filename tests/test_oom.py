@@ -37,10 +37,8 @@ FAR = 0x500000000000               # a distant, empty part of the address space
 
 def state(m, vmstat=True):
     """Everything observable: snapshot() plus file contents and (optionally) vmstat."""
-    s = snapshot(m)
+    s = snapshot(m, vmstat=vmstat)
     s["files"] = {name: (f.size, f.read(0, f.size)) for name, f in sorted(m._files.items())}
-    if vmstat:
-        s["vmstat"] = dict(m.vmstat())
     return s
 
 

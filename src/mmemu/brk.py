@@ -22,6 +22,8 @@ def _page_align(n: int) -> int:
 def do_brk(proc, brk: int) -> int:
     """SYSCALL brk: returns the new break on success, the old one on any failure."""
     proc._check_alive()
+    from .process import ulong
+    brk = ulong(brk)
     mm = proc.mm
     origbrk = mm.brk
     if brk < mm.start_brk:

@@ -37,8 +37,9 @@ def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_a
     """do_mremap: returns the (possibly new) address of the mapping."""
     proc._check_alive()
     mm = proc.mm
-    flags = int(flags)
-    addr, old_len, new_len, new_addr = addr & _U64, old_len & _U64, new_len & _U64, new_addr & _U64
+    from .process import ulong
+    addr, old_len, new_len, new_addr = ulong(addr), ulong(old_len), ulong(new_len), ulong(new_addr)
+    flags = ulong(flags)
     implies_new = bool(flags & (MremapFlags.FIXED | MremapFlags.DONTUNMAP))
 
     # check_mremap_params
@@ -265,7 +266,9 @@ class _Remap:
         if self.flags & MremapFlags.DONTUNMAP:
             # dontunmap_complete
             src = mm.vma_at(addr)
-            src.set_flags(src.flags & ~(VmFlags.LOCKED | VmFlags.LOCKONFAULT | VmFlags.ACCOUNT))
+            # (VM_ACCOUNT stays since "mm/mremap: correctly account old mapping after
+            # MREMAP_DONTUNMAP remap", in 6.18 stable; checked on the development kernel)
+            src.set_flags(src.flags & ~(VmFlags.LOCKED | VmFlags.LOCKONFAULT))
             if src is not new_vma and src.start == addr and src.end == old_end:
                 src.anon_vma = None         # unlink_anon_vmas
         elif old_len:

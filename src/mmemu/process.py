@@ -7,6 +7,7 @@ the errno Linux returns; accesses Linux answers with a signal raise Segmentation
 from __future__ import annotations
 
 import errno
+import operator
 from typing import List, Optional
 
 import numpy as np
@@ -36,6 +37,18 @@ _MAP_KNOWN = (
 
 
 _U64 = (1 << 64) - 1
+
+
+def ulong(x) -> int:
+    """An integer syscall argument as the unsigned long the kernel sees. Only integers
+    are arguments (int, bool, numpy integers, IntFlag: anything with __index__); a str,
+    float, None or bytes raises TypeError before anything changes."""
+    return operator.index(x) & _U64
+
+
+def uint(x) -> int:
+    """An int syscall argument (prot, flags) as the kernel's unsigned int."""
+    return operator.index(x) & 0xFFFFFFFF
 
 
 def page_align(n: int) -> int:
@@ -80,8 +93,11 @@ class Process:
         """
         self._check_alive()
         mm = self.mm
-        addr, length = int(addr) & _U64, int(length) & _U64    # unsigned long, as the ABI passes them
-        prot, flags = int(prot) & 0xFFFFFFFF, int(flags) & 0xFFFFFFFF
+        addr, length = ulong(addr), ulong(length)    # unsigned long, as the ABI passes them
+        prot, flags = uint(prot), uint(flags)
+        if not isinstance(fd, File):
+            fd = operator.index(fd)
+        offset = ulong(offset)
         if offset & (PAGE_SIZE - 1):
             raise einval("offset not page aligned")
         if file is None and isinstance(fd, File):
@@ -106,7 +122,7 @@ class Process:
             raise enomem("too many mappings")
         maptype = flags & MapFlags.TYPE
         if file is not None:
-            pgoff_file = (offset & _U64) >> PAGE_SHIFT
+            pgoff_file = offset >> PAGE_SHIFT
             if pgoff_file + (length >> PAGE_SHIFT) > _U64:
                 raise MMError(errno.EOVERFLOW, "offset + length overflows")
         elif maptype not in (MapFlags.SHARED, MapFlags.PRIVATE):
@@ -208,7 +224,7 @@ class Process:
     def munmap(self, addr: int, length: int) -> int:
         """munmap(2). Returns 0."""
         self._check_alive()
-        addr, length = int(addr) & _U64, int(length) & _U64
+        addr, length = ulong(addr), ulong(length)
         if addr & (PAGE_SIZE - 1) or addr > TASK_SIZE or length > TASK_SIZE - addr:
             raise einval("bad address or length")
         length = page_align(length)
@@ -281,8 +297,8 @@ class Process:
     def mprotect(self, addr: int, length: int, prot: int) -> int:
         """mprotect(2). Not atomic over holes, like Linux: earlier VMAs keep the change."""
         self._check_alive()
-        addr, length = int(addr) & _U64, int(length) & _U64
-        prot = int(prot) & 0xFFFFFFFF
+        addr, length = ulong(addr), ulong(length)
+        prot = uint(prot)
         grows = prot & (Prot.GROWSDOWN | Prot.GROWSUP)
         prot &= ~(Prot.GROWSDOWN | Prot.GROWSUP)
         if grows == (Prot.GROWSDOWN | Prot.GROWSUP):
@@ -365,13 +381,16 @@ class Process:
         """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
         WIPEONFORK/KEEPONFORK, GUARD_INSTALL/GUARD_REMOVE, and the hints."""
         self._check_alive()
-        addr, length = int(addr) & _U64, int(length) & _U64
+        addr, length = ulong(addr), ulong(length)
+        advice = operator.index(advice)
         try:
             advice = Madv(advice)
         except ValueError:
             raise einval(f"unknown advice {advice}") from None
         if advice in (Madv.HWPOISON, Madv.SOFT_OFFLINE):
-            raise MMError(errno.EPERM, "needs CAP_SYS_ADMIN")
+            # the development kernel has no CONFIG_MEMORY_FAILURE: madvise_behavior_valid
+            # refuses them (with it, root would poison the page and others get EPERM)
+            raise einval("MADV_HWPOISON/MADV_SOFT_OFFLINE: no CONFIG_MEMORY_FAILURE")
         if advice == Madv.COLLAPSE:
             raise einval("MADV_COLLAPSE: transparent huge pages are off")
         if addr & (PAGE_SIZE - 1):
@@ -570,7 +589,7 @@ class Process:
         raises MMError(EINVAL) with nothing changed. Threads (CLONE_VM) are not modelled.
         """
         self._check_alive()
-        flags = int(flags)
+        flags, exit_signal = ulong(flags), operator.index(exit_signal)
         known = self._CLONE_LEGACY | int(CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP
                                          | CloneFlags.COW_PGTABLE)
         if flags & ~known or flags & 0xFF:
@@ -595,6 +614,8 @@ class Process:
         """prctl(2) for PR_SET_COW_PTE / PR_GET_COW_PTE: every later fork of this process (and
         of its children, which inherit the flag) shares page tables copy-on-write."""
         self._check_alive()
+        option = uint(option)
+        arg2, arg3, arg4, arg5 = (ulong(a) for a in (arg2, arg3, arg4, arg5))
         if option == PR_SET_COW_PTE:
             if arg2 not in (0, 1) or arg3 or arg4 or arg5:
                 raise einval("PR_SET_COW_PTE takes 0 or 1")
@@ -612,18 +633,24 @@ class Process:
         self.machine._exit(self, status)
 
     def execve(self) -> None:
-        """execve(2): the address space is replaced by an empty one."""
+        """execve(2): the address space is replaced by an empty one, as ``spawn()`` makes
+        it (the program break set up, nothing mapped). PR_SET_COW_PTE survives, as
+        mm->flags & MMF_INIT_MASK does (the flag is inherited the same way at fork)."""
         self._check_alive()
+        from .layout import apply_layout
         old = self.mm
         new = MM(self.machine)
         if not new.core.pgd_alloc():
             raise enomem("no frame for the new PGD")
+        new.cow_pgtable = old.cow_pgtable
         self.mm = new
         self.machine._exit_mmap(old)
+        apply_layout(self, None)
 
     # ------------------------------------------------------------------ memory access
     def _access_vma(self, vma: VMA, start: int, end: int, write: bool, buf, mode: int) -> None:
         rc, fail, anon = _fault.access(self.mm.core, vma, start, end, write, buf, mode)
+        fail = max(fail, start)     # the kernel gives the faulting byte (cr2), not its page
         if anon and vma.anon_vma is None:
             vma.anon_vma = AnonVma()
         if rc == FAULT_OOM:
@@ -636,9 +663,10 @@ class Process:
     def _access(self, addr: int, length: int, write: bool, buf, mode: int) -> None:
         """The MMU and the fault handler's access_error over [addr, addr+length)."""
         self._check_alive()
+        length = operator.index(length)
         if length < 0:
             raise ValueError("negative length")
-        addr = int(addr) & _U64        # past the last VMA the walk below raises SIGSEGV
+        addr = ulong(addr)        # past the last VMA the walk below raises SIGSEGV
         end = addr + length
         pos = addr
         mm = self.mm
@@ -660,8 +688,13 @@ class Process:
 
     def read(self, addr: int, n: int) -> bytes:
         """Read n bytes at addr as the process would (read faults as needed)."""
+        n = operator.index(n)
         if n < 0:
             raise ValueError("negative length")
+        if n > TASK_SIZE:
+            # longer than the address space: the read faults where the mappings end,
+            # without a buffer of n bytes
+            self._access(addr, n, False, None, 0)
         out = np.empty(n, dtype=np.uint8)
         self._access(addr, n, False, out, 1)
         return out.tobytes()
@@ -723,6 +756,7 @@ class Process:
     def pagemap(self, addr: int, npages: int) -> np.ndarray:
         """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr."""
         from ._core.task_mmu import pagemap
+        addr, npages = operator.index(addr), operator.index(npages)
         if addr & (PAGE_SIZE - 1):
             raise einval("pagemap address must be page aligned")
         if not 0 <= addr < (1 << 64) or npages < 0 or addr + npages * PAGE_SIZE > (1 << 64):

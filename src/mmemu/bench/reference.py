@@ -48,13 +48,22 @@ def load():
     except Exception:
         del sys.modules[spec.name]
         raise
-    if not hasattr(mod, "RefProcess"):
-        raise Unavailable(f"{path} has no RefProcess")
+    if not hasattr(mod, "Model") and not hasattr(mod, "RefProcess"):
+        raise Unavailable(f"{path} has neither Model nor RefProcess")
     return mod, path
+
+
+def _process(mod):
+    """A fresh model process: Model().spawn() (reference_model.py) or RefProcess()."""
+    return mod.Model().spawn() if hasattr(mod, "Model") else mod.RefProcess()
 
 
 def _mmap(proc, npages):
     """Map npages of private read-write memory at ADDR, in whichever signature the model has."""
+    try:
+        return proc.mmap(ADDR, npages * PAGE, 3, False, True)   # (addr, length, prot, shared, fixed)
+    except TypeError:
+        pass
     try:
         return proc.mmap(ADDR, npages, 3, False)          # (addr, npages, prot, shared)
     except TypeError:
@@ -68,7 +77,7 @@ def _mmap(proc, npages):
 
 def _filled(size):
     mod, path = load()
-    parent = mod.RefProcess()
+    parent = _process(mod)
     _mmap(parent, size // PAGE)
     page = b"\x5a" * PAGE
     for i in range(size // PAGE):
@@ -100,7 +109,8 @@ def fork_write(size: int, rounds: int = 3) -> dict:
         for i in range(npages):
             child.write(ADDR + i * PAGE, b"\x01")
         times.append(time.perf_counter() - t)
-        if child.read(ADDR, 2)[0] != b"\x01\x5a":
+        got = child.read(ADDR, 2)
+        if (got[1] if isinstance(got, tuple) else got) != b"\x01\x5a":
             raise Unavailable("the reference model did not return the written bytes")
         del child
     return {"times": times, "pages": npages, "model": str(path)}
