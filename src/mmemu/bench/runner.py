@@ -40,7 +40,7 @@ def plan(quick: bool) -> list:
         add("mmemu", "touch", s, 5)
         add("numpy", "touch", s, 5)
         add("mmemu", "fork_write", s, 5, "classic")
-        add("reference", "fork_write", s, 3)
+        add("reference", "fork_write", s, 1)      # ~10 s a round: the model is slow
         add("mmemu", "break_cow_pte", s, 5, "deferred")
         add("mmemu", "munmap", s, 5)
         add("mmemu", "exit", s, 5)
@@ -64,7 +64,7 @@ def plan(quick: bool) -> list:
         add("numpy", "first_touch", s, 1)
     for d in ("classic", "deferred", "eager"):
         add("mmemu", "fork_write", 64 * MIB, 5, d)
-    add("reference", "fork_write", 64 * MIB, 3)
+    add("reference", "fork_write", 64 * MIB, 1)
     add("mmemu", "fork_write", GIB, 3, "classic")
     for d in ("deferred", "eager"):
         add("mmemu", "break_cow_pte", GIB, 5, d)
