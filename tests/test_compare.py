@@ -1,12 +1,11 @@
 """`mmemu compare PID` and `mmemu import PID --save FILE` on live helper processes."""
 import json
-import os
 
 import pytest
 
 import mmemu
 from mmemu.cli import main
-from mmemu.compare import compare, format_compare
+from mmemu.compare import format_compare
 from mmemu.oracle.live import LiveHelper, linux_proc_available, pfns_available
 
 pytestmark = pytest.mark.one_design

@@ -27,7 +27,7 @@ import pytest
 
 import mmemu
 from conftest import PG, PRIV, RW, SHARED, mi, snapshot
-from mmemu import MADV_DONTNEED, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, PROT_READ
+from mmemu import MADV_DONTNEED, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, PROT_READ
 
 MB2 = 2 << 20
 A = 0x7F0000000000 - MB2           # a private area over three PMD spans (and two PUDs' worth

@@ -2,9 +2,6 @@
 emulated swap device; the PTEs become swap entries (VmSwap, pagemap bit 62); fork copies
 them (the slot's count rises; COW page tables copy such a table instead of sharing it),
 zap and exit free them, and a fault reads the data back. Runs in every fork design."""
-import numpy as np
-import pytest
-
 import mmemu
 from conftest import PG, PRIV, RW
 

@@ -75,10 +75,8 @@ def do_brk_flags(proc, addr: int, length: int) -> bool:
     if (prev is not None and prev.end == addr and prev.end > mm.start_brk
             and mm.can_merge(prev, new)):
         prev.end += length          # vma_merge_new_range, just_expand
-        vma = prev
     else:
         mm.insert(new)
-        vma = new
     mm.total_vm += npages
     mm.data_vm += npages
     mm.update_hiwater_vm()

@@ -61,17 +61,9 @@ def run(design: str, size: int, memory, layout, show: bool, check: bool) -> dict
     p = m.spawn(layout=layout)
     addr = p.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     populate_s = populate(p, addr, size, f"{title}: populating", show)
-    p.fork(cow_pgtable=cow).exit()      # warm-up: the measured fork reuses hot frames
-    before = dict(m.meminfo())
-    ev0 = m.vmstat()
-    t0 = time.perf_counter()
-    child = p.fork(cow_pgtable=cow)
-    fork_s = time.perf_counter() - t0
-    after = dict(m.meminfo())
-    work = m.vmstat() - ev0
+    from .compare import measure_fork
+    child, before, after, work, fork_s = measure_fork(m, p, cow, check)
     cs, ps = child.status(), p.status()
-    if check:
-        m.check()
     return {
         "design": design,
         "title": title,

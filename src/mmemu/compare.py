@@ -6,7 +6,7 @@ forks once to warm up (the child exits), then the measured fork runs, as in
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from .machine import Machine
 from .procfs import import_process
@@ -19,6 +19,24 @@ DESIGNS = {
 MEMINFO = ["MemFree", "AnonPages", "Mapped", "PageTables"]
 CHILD = ["VmPTE", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
 
+
+
+def measure_fork(m: Machine, p, cow: bool, check: bool = False):
+    """The measured fork of `mmemu fork-table` and `mmemu compare`: one warm-up fork (its
+    child exits, so the measured fork reuses hot frames), then a timed fork of p.
+    Returns (child, meminfo before, meminfo after, vmstat work, seconds); check=True runs
+    the invariant checker afterwards."""
+    p.fork(cow_pgtable=cow).exit()
+    before = dict(m.meminfo())
+    ev0 = m.vmstat()
+    t0 = time.perf_counter()
+    child = p.fork(cow_pgtable=cow)
+    fork_s = time.perf_counter() - t0
+    after = dict(m.meminfo())
+    work = m.vmstat() - ev0
+    if check:
+        m.check()
+    return child, before, after, work, fork_s
 
 def _comm(pid: int) -> str:
     try:
@@ -49,17 +67,8 @@ def compare(pid: int, designs: Sequence[str] = ("classic", "deferred", "eager"),
                 "kernel": {k: rep.kernel_status.get(k) for k in ["VmSize", "VmRSS"] + CHILD[2:] + ["VmPTE"]},
                 "mismatches": {k: list(v) for k, v in rep.mismatches().items()},
             }
-        p.fork(cow_pgtable=cow).exit()          # warm-up, as mmemu fork-table does
-        before = dict(m.meminfo())
-        ev0 = m.vmstat()
-        t0 = time.perf_counter()
-        child = p.fork(cow_pgtable=cow)
-        fork_s = time.perf_counter() - t0
-        after = dict(m.meminfo())
-        work = m.vmstat() - ev0
+        child, before, after, work, fork_s = measure_fork(m, p, cow, check)
         cs, ps = child.status(), p.status()
-        if check:
-            m.check()
         out["designs"][d] = {
             "title": title,
             "accounting": accounting if cow else None,

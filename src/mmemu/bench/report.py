@@ -83,7 +83,7 @@ def ratios(results: dict) -> dict:
 
 def targets(results: dict, rs: dict) -> list:
     """The issue's targets, at 1 GiB / 16 GiB when measured (64 MiB in a quick run)."""
-    s = "1G" if f"fork.classic.1G" in results else "64M"
+    s = "1G" if "fork.classic.1G" in results else "64M"
     big = "16G" if "fork.classic.16G" in results else s
     rows = [
         (f"classic fork {s} <= 1/10 of the kernel's fork", rs.get(f"fork.classic.{s}/kernel.fork"), 0.1),
