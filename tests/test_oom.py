@@ -12,8 +12,8 @@ fails and the outcome must be exactly one of:
 - partial (page faults: write, touch, COW faults): MMError(ENOMEM) with what Linux keeps --
   the pages faulted in before the failing one and the page tables allocated on the way
   (Linux frees those only at munmap);
-- ignored (mmap with MAP_POPULATE, mlock-style populate): the call succeeds with the range
-  partly populated, as __mm_populate's result is ignored by mmap;
+- ignored (mmap with MAP_POPULATE): the call succeeds with the range partly populated, as
+  mmap ignores __mm_populate's result;
 - short (write(2) to a file): the bytes before the failing page are written and counted.
 
 In every case the invariant checker passes, retrying the operation gives exactly the state

@@ -13,7 +13,7 @@ from ._core import fork as _fork
 from ._core import zap as _zap
 from ._core.physmem import PhysMem
 from . import file as _file
-from .errors import MMError, enomem
+from .errors import MMError
 from .file import File
 from .flags import VmFlags
 from .mm import MM
@@ -167,9 +167,8 @@ class Machine:
             return self._dup_mmap(parent, copy_spans, cow, blocked)
 
     def _dup_mmap(self, parent: Process, copy_spans, cow: bool, blocked) -> Process:
-        """dup_mmap inside fork's reservation: the child's tables cannot fail to allocate.
-        Should copy_page_range fail all the same, the child is torn down (as dup_mmap's
-        error path does with mmput) and fork fails with ENOMEM; the pid is not used."""
+        """dup_mmap inside fork's reservation: the child's tables cannot fail to allocate,
+        so a failed fork (the reservation) has used no pid and changed nothing."""
         mm = parent.mm
         child = Process(self, self._next_pid, parent)
         cm = child.mm
@@ -192,9 +191,8 @@ class Machine:
                 nv.backing.users += 1
         cm.cow_pgtable = mm.cow_pgtable
         rc = _fork.fork_copy_ranges(cm.core, mm.core, copy_spans, cow, blocked)
-        if rc != 0:    # the reservation makes this unreachable; keep dup_mmap's error path
-            self._exit_mmap(cm)
-            raise enomem("copy_page_range could not allocate a page table")
+        if rc != 0:    # every table came from the reservation: count and copy disagree
+            raise RuntimeError("copy_page_range needed more page tables than fork reserved")
         self._next_pid += 1
         cm.hiwater_rss = cm.rss
         cm.hiwater_vm = cm.total_vm

@@ -438,47 +438,42 @@ cdef class MMCore:
         at a table frame inside memory (no huge entries), every present PTE at a non-table
         frame inside memory. Raises ValueError naming the first bad entry."""
         cdef physmem_t* pm = &self.phys.pm
-        cdef int64_t n = pm.nframes
-        cdef pte_t* tabs[4]
-        cdef int i, j, k, l
-        cdef pte_t e
-        cdef pfn_t t
         if self.mm.pgd < 0:
             return
         if not (pm.flags[self.mm.pgd] & PG_TABLE):
             raise ValueError(f"mm {self.mm.id}: PGD frame {self.mm.pgd} is not a page table")
-        tabs[0] = table_ptr(pm, self.mm.pgd)
-        for i in range(512):
-            e = tabs[0][i]
-            if e == 0:
-                continue
-            t = pte_pfn(e)
-            if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
-                raise ValueError(f"mm {self.mm.id}: bad PGD entry {i}: {e:#x}")
-            tabs[1] = table_ptr(pm, t)
-            for j in range(512):
-                e = tabs[1][j]
-                if e == 0:
-                    continue
-                t = pte_pfn(e)
-                if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
-                    raise ValueError(f"mm {self.mm.id}: bad PUD entry {i}/{j}: {e:#x}")
-                tabs[2] = table_ptr(pm, t)
-                for k in range(512):
-                    e = tabs[2][k]
-                    if e == 0:
-                        continue
-                    t = pte_pfn(e)
-                    if t >= n or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
-                        raise ValueError(f"mm {self.mm.id}: bad PMD entry {i}/{j}/{k}: {e:#x}")
-                    tabs[3] = table_ptr(pm, t)
-                    for l in range(512):
-                        e = tabs[3][l]
-                        if e == 0 or not pte_present(e):
-                            continue
-                        t = pte_pfn(e)
-                        if t >= n or pm.flags[t] & PG_TABLE:
-                            raise ValueError(f"mm {self.mm.id}: bad PTE {i}/{j}/{k}/{l}: {e:#x}")
+        bad = _first_bad_entry(pm, self.mm.pgd, 0, ())
+        if bad is not None:
+            where, e = bad
+            raise ValueError(f"mm {self.mm.id}: bad {_ENTRY_NAMES[len(where) - 1]} "
+                             f"{'/'.join(map(str, where))}: {e:#x}")
+
+
+_ENTRY_NAMES = ("PGD entry", "PUD entry", "PMD entry", "PTE")
+
+
+cdef object _first_bad_entry(physmem_t* pm, pfn_t table, int level, tuple path):
+    """validate_tables' walk of one table (level 0 = PGD ... 3 = PTE table) and the tables
+    below it: (indexes, entry) of the first bad entry, or None."""
+    cdef pte_t* tab = table_ptr(pm, table)
+    cdef pte_t e
+    cdef pfn_t t
+    cdef int i
+    for i in range(512):
+        e = tab[i]
+        if e == 0:
+            continue
+        t = pte_pfn(e)
+        if level == 3:
+            if pte_present(e) and (t >= pm.nframes or pm.flags[t] & PG_TABLE):
+                return path + (i,), e
+            continue
+        if t >= pm.nframes or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
+            return path + (i,), e
+        bad = _first_bad_entry(pm, t, level + 1, path + (i,))
+        if bad is not None:
+            return bad
+    return None
 
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:

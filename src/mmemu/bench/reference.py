@@ -1,7 +1,7 @@
 """The pure-Python reference model of the test suite, on the fork-then-write workload.
 
-The model lives in the source checkout (``tests/reference_model.py``, or the older
-``tests/reference.py``), not in the installed package; it is imported by path, found from
+The model lives in the source checkout (``tests/reference_model.py``), not in the
+installed package; it is imported by path, found from
 $MMEMU_REFERENCE, the current directory and its parents, or the checkout this package was
 imported from. Without a checkout the baseline is skipped with a message.
 """
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-NAMES = ("reference_model.py", "reference.py")
+NAME = "reference_model.py"
 PAGE = 4096
 ADDR = 0x7F0000000000
 
@@ -30,11 +30,10 @@ def locate() -> Path:
         raise Unavailable(f"MMEMU_REFERENCE={env} is not a file")
     bases = [Path.cwd(), *Path.cwd().parents, *Path(__file__).resolve().parents]
     for base in bases:
-        for name in NAMES:
-            path = base / "tests" / name
-            if path.is_file():
-                return path
-    raise Unavailable("no tests/reference_model.py or tests/reference.py found (run from a "
+        path = base / "tests" / NAME
+        if path.is_file():
+            return path
+    raise Unavailable("no tests/reference_model.py found (run from a "
                       "source checkout, or set MMEMU_REFERENCE=/path/to/reference_model.py)")
 
 
@@ -48,36 +47,21 @@ def load():
     except Exception:
         del sys.modules[spec.name]
         raise
-    if not hasattr(mod, "Model") and not hasattr(mod, "RefProcess"):
-        raise Unavailable(f"{path} has neither Model nor RefProcess")
+    if not hasattr(mod, "Model"):
+        raise Unavailable(f"{path} has no Model")
     return mod, path
 
 
-def _process(mod):
-    """A fresh model process: Model().spawn() (reference_model.py) or RefProcess()."""
-    return mod.Model().spawn() if hasattr(mod, "Model") else mod.RefProcess()
-
-
 def _mmap(proc, npages):
-    """Map npages of private read-write memory at ADDR, in whichever signature the model has."""
-    try:
-        return proc.mmap(ADDR, npages * PAGE, 3, False, True)   # (addr, length, prot, shared, fixed)
-    except TypeError:
-        pass
-    try:
-        return proc.mmap(ADDR, npages, 3, False)          # (addr, npages, prot, shared)
-    except TypeError:
-        pass
-    from ..flags import MAP_ANONYMOUS, MAP_PRIVATE
-    try:
-        return proc.mmap(ADDR, npages * PAGE, 3, int(MAP_PRIVATE | MAP_ANONYMOUS))
-    except TypeError as e:
-        raise Unavailable(f"cannot drive RefProcess.mmap: {e}") from None
+    """Map npages of private read-write memory at ADDR."""
+    got = proc.mmap(ADDR, npages * PAGE, 3, False, True)     # (addr, length, prot, shared, fixed)
+    if got != ("ok", ADDR):
+        raise Unavailable(f"the reference model's mmap returned {got!r}")
 
 
 def _filled(size):
     mod, path = load()
-    parent = _process(mod)
+    parent = mod.Model().spawn()
     _mmap(parent, size // PAGE)
     page = b"\x5a" * PAGE
     for i in range(size // PAGE):
@@ -109,8 +93,7 @@ def fork_write(size: int, rounds: int = 3) -> dict:
         for i in range(npages):
             child.write(ADDR + i * PAGE, b"\x01")
         times.append(time.perf_counter() - t)
-        got = child.read(ADDR, 2)
-        if (got[1] if isinstance(got, tuple) else got) != b"\x01\x5a":
+        if child.read(ADDR, 2) != ("ok", b"\x01\x5a"):
             raise Unavailable("the reference model did not return the written bytes")
         del child
     return {"times": times, "pages": npages, "model": str(path)}
