@@ -1,7 +1,11 @@
 """Shared fixtures and helpers for the mmemu test suite."""
 from __future__ import annotations
 
+import ast
+import inspect
 import os
+import re
+import textwrap
 
 import pytest
 
@@ -29,10 +33,61 @@ def pytest_configure(config):
                                     "is a release build")
 
 
+# what makes a test depend on the fork design: it forks, or it asks for the design
+_FORKS = re.compile(r"\bfork\b|\.fork\(|clone3|_fork\(|fork_design|per_design|DESIGNS")
+
+
+def _source(obj) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        return ""
+
+
+def _forks(obj, namespaces, seen) -> bool:
+    """Whether obj's source, or that of a function or class of the test module or conftest it
+    names (transitively), forks or names the fork design."""
+    if id(obj) in seen:
+        return False
+    seen.add(id(obj))
+    src = _source(obj)
+    if _FORKS.search(src):
+        return True
+    try:
+        names = {n.id for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        return True
+    for ns in namespaces:
+        for name in names & ns.keys():
+            helper = ns[name]
+            if inspect.isfunction(helper) or inspect.isclass(helper):
+                if getattr(helper, "__module__", None) in (ns.get("__name__"),) and \
+                        _forks(helper, namespaces, seen):
+                    return True
+    return False
+
+
+def _test_forks(metafunc) -> bool:
+    namespaces = [vars(metafunc.module), globals()]
+    seen = set()
+    if metafunc.cls is not None and _forks(metafunc.cls, namespaces, seen):
+        return True
+    if _forks(metafunc.function, namespaces, seen):
+        return True
+    for name, defs in getattr(metafunc, "_arg2fixturedefs", {}).items():
+        for fd in defs:
+            if name != "fork_design" and fd.baseid != "" and _forks(fd.func, namespaces, seen):
+                return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
-    """Every test runs once per fork design: classic fork, and COW page tables with deferred
-    and with eager accounting (every Machine made during the test defaults to that design)."""
-    if "fork_design" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("one_design"):
+    """A test that forks (or whose helpers and fixtures fork) runs once per fork design:
+    classic fork, and COW page tables with deferred and with eager accounting (every Machine
+    made during the test defaults to that design). A test that never forks runs once: the
+    design cannot change what it sees."""
+    if "fork_design" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("one_design") \
+            and _test_forks(metafunc):
         metafunc.parametrize("fork_design", DESIGNS, indirect=True)
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # the fuzzing, the bad-input catalogue, out-of-memory sweeps and the COW page-table tests
-RELIABILITY = ["test_fuzz*.py", "test_bad_input*.py", "test_oom.py",
-               "test_cow_pte.py", "test_designs_agree.py", "test_snapshot.py", "test_check.py"]
+RELIABILITY = ["properties/test_fuzz*.py", "properties/test_bad_input*.py", "properties/test_oom.py",
+               "cow_pte/test_cow_pte.py", "cow_pte/test_designs_agree.py",
+               "machine/test_snapshot.py", "machine/test_check.py"]
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +50,10 @@ def main(argv: list[str]) -> int:
         if run_all:
             targets = ["tests"]
         else:
+            missing = [pat for pat in RELIABILITY if not list((ROOT / "tests").glob(pat))]
+            if missing:
+                print(f"no test file matches {missing} (moved?)", file=sys.stderr)
+                return 2
             targets = sorted({str(p.relative_to(ROOT)) for pat in RELIABILITY
                               for p in (ROOT / "tests").glob(pat)})
         env = dict(os.environ, PYTHONPATH=str(tmp / "src"), MMEMU_REQUIRE_DEBUG_BUILD="1")

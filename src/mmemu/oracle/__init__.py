@@ -45,7 +45,7 @@ DEPARTURES = {
                               "RSS and the old bytes differ until then. Not generated.",
     "brk_not_driven": "brk: the live helper's heap belongs to Python's malloc, so the oracle "
                       "does not move its break; brk is checked against the reference model "
-                      "and the other fork designs (tests/test_designs_agree.py).",
+                      "and the other fork designs (tests/cow_pte/test_designs_agree.py).",
     "signals_inferred": "The helper accesses memory with process_vm_readv/writev, which "
                         "stop with EFAULT where a load or store would raise a signal; the "
                         "oracle names the signal from the VMA at that page (none or no "
@@ -53,7 +53,7 @@ DEPARTURES = {
     "child_vmpte_from_fork": "A forked helper is a Python process whose own page tables "
                              "grow as it runs after the fork; its VmPTE is compared as the "
                              "change since its first command (the fork itself is compared "
-                             "exactly, before either side runs, by tests/test_procfs.py).",
+                             "exactly, before either side runs, by tests/live/test_procfs.py).",
     "mremap_multi_vma_move": "mremap(MREMAP_FIXED) of a range that is not inside one VMA "
                              "(several VMAs, or one and a gap): Linux 6.17+ moves what is "
                              "mapped (mm/mremap: permit moves of multiple VMAs); mmemu "

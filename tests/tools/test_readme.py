@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 pytestmark = pytest.mark.one_design
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mmemu.bench import counters
 
-BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "baseline.json"
+BASELINE = Path(__file__).resolve().parents[2] / "benchmarks" / "baseline.json"
 
 
 @pytest.mark.one_design

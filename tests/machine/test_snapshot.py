@@ -490,14 +490,14 @@ def test_load_check_flag_runs_the_checker(tmp_path):
 
 
 @pytest.mark.one_design
-def test_readme_snapshot_example_runs(tmp_path, monkeypatch):
+def test_docs_snapshot_example_runs(tmp_path, monkeypatch):
     import pathlib
-    text = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    part = text[text.index("### Snapshots"):]
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "snapshots.md").read_text()
+    part = text[text.index("# Snapshots"):]
     code = part[part.index("```python") + 9:]
     code = code[:code.index("```")]
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README Snapshots", "exec"), {})
+    exec(compile(code, "docs/snapshots.md", "exec"), {})
     assert (tmp_path / "machine.mms").stat().st_size < 400 * 1024
 
 
