@@ -28,6 +28,7 @@ import numpy as np
 from .errors import MMError, enomem
 from .reserve import reserving
 from .flags import VmFlags
+from .locking import serialised
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
@@ -38,6 +39,7 @@ def _pages(size: int) -> int:
     return (size + PAGE_SIZE - 1) >> PAGE_SHIFT
 
 
+@serialised
 class File:
     """A file on the emulated machine. Create with ``Machine.create_file``.
 

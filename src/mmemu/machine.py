@@ -16,6 +16,7 @@ from . import file as _file
 from .errors import MMError
 from .file import File
 from .flags import VmFlags
+from .locking import new_lock, serialised
 from .mm import MM
 from .process import Process
 from .reserve import reserving
@@ -59,6 +60,7 @@ class ShmemFile:
         self.dev = (0, 1)
 
 
+@serialised
 class Machine:
     """An emulated x86-64 machine: physical memory and processes.
 
@@ -88,6 +90,7 @@ class Machine:
 
     def __init__(self, memory="32G", *, max_map_count: int = 65530,
                  cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
+        self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
             raise ValueError("memory must be a multiple of 4096 bytes")

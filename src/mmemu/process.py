@@ -18,6 +18,7 @@ from ._core import zap as _zap
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
 from .file import File, _file_mmap_checks, exclusive_anon_runs, punch_hole
 from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags, Madv, MapFlags, Prot, VmFlags
+from .locking import serialised
 from .mm import MM
 from .reserve import syscall_scope, top_up
 from .vma import (
@@ -59,6 +60,7 @@ def calc_vm_prot_bits(prot: int) -> int:
     return prot & (Prot.READ | Prot.WRITE | Prot.EXEC)
 
 
+@serialised
 class Process:
     """A task with its own address space. Create with ``Machine.spawn()`` or ``fork()``."""
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from ._core import install as _install
 from .flags import VmFlags
+from .locking import locked_function
 from .stats import _MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
@@ -291,6 +292,7 @@ def _classify(v: LiveVma) -> str:
     return "anon"
 
 
+@locked_function
 def import_process(machine, pid: int, *, contents: bool = False, stop: bool = False):
     """Build an emulated Process from the live process ``pid`` (see the module doc).
 

@@ -49,6 +49,7 @@ from ._core.pagetable import MMCore
 from ._core.physmem import PhysMem
 from .errors import SnapshotError
 from .file import File
+from .locking import new_lock
 from .vma import PAGE_SIZE, VMA, AnonVma
 
 MAGIC = b"\x89MMEMU\r\n\x1a\n"
@@ -61,7 +62,7 @@ _ZLIB_LEVEL = 1
 
 # The attributes save() knows how to store. Anything else on these objects is state the
 # format would lose, so save() refuses it rather than write an inexact snapshot.
-_MACHINE_ATTRS = {"memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_next_pid",
+_MACHINE_ATTRS = {"_lock", "memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_next_pid",
                   "_inodes", "_backings", "_files", "_swap_dev",
                   # not saved: which host frames mmemu.procfs imported pages came from
                   # (meaningless on another host; a later import into a loaded machine
@@ -500,6 +501,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         raise _bad("physmem: events must be integers")
 
     m = cls.__new__(cls)
+    m._lock = new_lock()
     partial.append(m)
     m.memory = memory
     m.phys = phys = PhysMem(nframes)
