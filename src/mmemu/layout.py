@@ -94,6 +94,10 @@ def _map(proc, start: int, end: int, flags: int, name, pgoff) -> VMA:
     return v
 
 
+# the layouts spawn() knows, besides None (an empty address space)
+LAYOUTS = ("typical",)
+
+
 def apply_layout(proc, layout) -> None:
     """Set up proc's fresh address space as ``layout`` (None or "typical")."""
     mm = proc.mm

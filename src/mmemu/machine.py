@@ -125,13 +125,24 @@ class Machine:
 
     def spawn(self, layout: Optional[str] = None) -> Process:
         """A new process. By default its address space is empty (only the program break
-        is set); ``layout="typical"`` maps a small C program (see mmemu.layout)."""
+        is set); ``layout="typical"`` maps a small C program (see mmemu.layout).
+
+        All or nothing: an unknown layout raises ValueError before anything is made, and a
+        machine too small for the layout raises MMError(ENOMEM) with the half-built process
+        torn down (its frames freed, its pid not used up)."""
+        from .layout import LAYOUTS, apply_layout
+        if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
+            raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
         p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
         self._next_pid += 1
         p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
-        from .layout import apply_layout
-        apply_layout(p, layout)
+        try:
+            apply_layout(p, layout)
+        except BaseException:
+            self._exit(p, 0)
+            self._next_pid -= 1
+            raise
         return p
 
     @property
@@ -260,11 +271,23 @@ class Machine:
 
     def read_file(self, f: File, offset: int, n: int) -> bytes:
         """pread(2) through the page cache (short at EOF)."""
-        return f.read(offset, n)
+        return self._own_file(f).read(offset, n)
 
     def write_file(self, f: File, offset: int, data) -> int:
         """pwrite(2) through the page cache; mapped pages see the bytes at once."""
-        return f.write(offset, data)
+        return self._own_file(f).write(offset, data)
+
+    def _own_file(self, f) -> File:
+        """The File argument of a call: a File of this machine that still exists, else
+        TypeError (not a File) or MMError(EBADF) (another machine's, or unlinked and freed:
+        no descriptor of this machine can name it)."""
+        if not isinstance(f, File):
+            raise TypeError(f"expected a mmemu File, got {type(f).__name__}")
+        if f.machine is not self:
+            raise MMError(errno.EBADF, f"{f.path!r} is a file of another Machine")
+        if f not in self._backings:
+            raise MMError(errno.EBADF, f"{f.path!r} was unlinked and freed")
+        return f
 
     def unlink(self, f) -> None:
         """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
@@ -272,6 +295,10 @@ class Machine:
             if f not in self._files:
                 raise MMError(errno.ENOENT, f"no file {f!r}")
             f = self._files[f]
+        elif not isinstance(f, File):
+            raise TypeError(f"expected a mmemu File or a path, got {type(f).__name__}")
+        elif f.machine is not self:
+            raise MMError(errno.ENOENT, f"{f.path!r} is a file of another Machine")
         if f.unlinked:
             raise MMError(errno.ENOENT, f"{f.path!r} is already unlinked")
         del self._files[f.path]

@@ -186,3 +186,63 @@ def test_shared_anon_object_is_freed_with_its_last_mapping():
     c.exit()
     assert m.meminfo()["Shmem"] == 0 and m.meminfo()["Cached"] == 0
     m.check()
+
+
+# ---- arguments that belong elsewhere or no longer exist (issue: foreign and stale objects) ----
+
+def test_file_of_another_machine_is_refused():
+    m1, m2 = mmemu.Machine("64M"), mmemu.Machine("64M")
+    f2 = m2.create_file("other", data=b"secret" * 1000)
+    before = (str(m1.meminfo()), dict(m1.vmstat()))
+    for call in (lambda: m1.read_file(f2, 0, 6), lambda: m1.write_file(f2, 0, b"x")):
+        with pytest.raises(mmemu.MMError) as e:
+            call()
+        assert e.value.errno == errno.EBADF
+    with pytest.raises(mmemu.MMError) as e:
+        m1.unlink(f2)
+    assert e.value.errno == errno.ENOENT
+    assert (str(m1.meminfo()), dict(m1.vmstat())) == before
+    assert m2.read_file(f2, 0, 6) == b"secret" and not f2.unlinked
+    m1.check()
+    m2.check()
+
+
+def test_freed_file_is_refused():
+    m = mmemu.Machine("64M")
+    f = m.create_file("gone", data=b"z" * 5000)
+    m.unlink(f)                               # unlinked and unmapped: freed at once
+    before = (str(m.meminfo()), dict(m.vmstat()))
+    for call in (lambda: m.read_file(f, 0, 1), lambda: m.write_file(f, 0, b"x")):
+        with pytest.raises(mmemu.MMError) as e:
+            call()
+        assert e.value.errno == errno.EBADF
+    with pytest.raises(mmemu.MMError) as e:
+        m.unlink(f)
+    assert e.value.errno == errno.ENOENT
+    assert (str(m.meminfo()), dict(m.vmstat())) == before
+    m.check()
+
+
+@pytest.mark.parametrize("bad", [3, None, "typical-ish", b"typical", 1.5])
+def test_file_and_layout_arguments_of_the_wrong_type(bad):
+    m = mmemu.Machine("64M")
+    before = str(m.meminfo())
+    with pytest.raises(TypeError):
+        m.read_file(bad, 0, 1)
+    if bad is not None:                       # None is the empty layout
+        with pytest.raises(ValueError):
+            m.spawn(layout=bad)
+    assert m.processes == [] and str(m.meminfo()) == before
+    assert m.spawn().pid == 1                 # no pid was used up
+    m.check()
+
+
+def test_spawn_typical_on_a_machine_too_small_changes_nothing():
+    m = mmemu.Machine("128K")                 # 32 frames: the typical layout needs 33
+    before = dict(m.meminfo())
+    with pytest.raises(mmemu.MMError) as e:
+        m.spawn(layout="typical")
+    assert e.value.errno == errno.ENOMEM
+    assert m.processes == [] and dict(m.meminfo()) == before
+    assert m.spawn().pid == 1
+    m.check()
