@@ -42,16 +42,13 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ._core import install as _install
+from ._core.constants import (
+    PM_FILE, PM_GUARD_ENTRY, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
+)
 from .flags import VmFlags
 from .stats import _MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
-PM_PRESENT = 1 << 63
-PM_SWAP = 1 << 62
-PM_FILE = 1 << 61
-PM_GUARD = 1 << 58
-PM_EXCLUSIVE = 1 << 56
-PM_PFN_MASK = (1 << 55) - 1
 KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON = 22, 24, 14, 12
 
 _FLAG_OF = {m: int(bit) for bit, m in _MNEMONICS}
@@ -444,7 +441,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
             else:
                 sh = registry["shmem"].get(key)
                 if sh is None or sh not in machine._backings:
-                    sh = machine._new_shmem(npages * PAGE_SIZE)
+                    sh = machine.shmem_zero_setup(npages * PAGE_SIZE)
                     sh.name = key[3] or "/dev/zero (deleted)"
                     registry["shmem"][key] = sh
                 elif sh.npages < npages:
@@ -479,7 +476,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
             pm = pl.pm
             pres = (pm & np.uint64(PM_PRESENT)) != 0
             idx = np.flatnonzero(pres)
-            guard_idx = np.flatnonzero(pm == np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5)))
+            guard_idx = np.flatnonzero(pm == np.uint64(PM_GUARD_ENTRY))
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
                 if kflags:
                     thp = [(kflags.get(int(x & np.uint64(PM_PFN_MASK)), 0) >> KPF_THP) & 1
@@ -496,7 +493,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                 continue
             e = pm[idx]
             isfile = (e & np.uint64(PM_FILE)) != 0
-            excl = (e & np.uint64(PM_EXCLUSIVE)) != 0
+            excl = (e & np.uint64(PM_MMAP_EXCLUSIVE)) != 0
             rpfn = (e & np.uint64(PM_PFN_MASK)).astype(np.int64)
             kinds = np.empty(len(idx), dtype=np.uint8)
             frames = np.full(len(idx), -1, dtype=np.int64)
@@ -539,7 +536,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     if int(rpfn[i]) not in anon_reg or not _still_maps(*anon_reg[int(rpfn[i])]):
                         anon_reg[int(rpfn[i])] = (p, int(addrs[i]), int(frames[i]))
             swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
-                                      & (pm != np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))))
+                                      & (pm != np.uint64(PM_GUARD_ENTRY)))
             if len(swap_idx):
                 counts["swap"] += len(swap_idx)
                 _import_swap(machine, mm, vma, v, pm, swap_idx, registry["swap"])

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-PAGE = 4096
-RW = np.uint64(2)
+from .._core.constants import BIT_RW, PAGE_SIZE as PAGE
+
+RW = np.uint64(1 << BIT_RW)
 PTE_FLAGS = np.uint64(0x8000000000000067)   # NX | dirty | accessed | user | RW | present
 
 
