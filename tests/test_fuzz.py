@@ -1,4 +1,4 @@
-"""Stateful fuzzing against the reference model (tests/reference_model.py).
+"""Stateful fuzzing against the reference model (mmemu.reference).
 
 Random syscalls from a tree of processes run in lockstep on three machines (classic fork,
 COW page tables with deferred accounting, with eager accounting) and on the model, which
@@ -29,19 +29,20 @@ import os
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmemu
 from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_POPULATE,
                    MAP_PRIVATE, MAP_SHARED, Madv)
-from reference_model import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
+from conftest import fuzz_settings
+from mmemu.reference import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
 
-EXAMPLES = int(os.environ.get("MMEMU_FUZZ_EXAMPLES", "100"))
 STEPS = int(os.environ.get("MMEMU_FUZZ_STEPS", "40"))
-ASKED = "MMEMU_FUZZ_EXAMPLES" in os.environ or "MMEMU_FUZZ_STEPS" in os.environ
+SETTINGS = fuzz_settings(100, "MMEMU_FUZZ_EXAMPLES", "MMEMU_FUZZ_STEPS", stateful_step_count=STEPS,
+                         suppress_health_check=[HealthCheck.too_slow])
 
 # three 64-page windows: one straddling a PMD (2 MiB) boundary, the top of the mmap area
 # (where mmap without MAP_FIXED and mremap moves place memory) and the program break
@@ -491,11 +492,7 @@ class Fuzz(RuleBasedStateMachine):
 
 
 TestFuzz = Fuzz.TestCase
-# CI's fixed budget is derandomized (the same examples every run, so a red build means a
-# change broke something); a budget asked for through the environment explores afresh
-TestFuzz.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-                             derandomize=not ASKED, database=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+TestFuzz.settings = SETTINGS        # derandomized unless a budget is asked for (conftest)
 
 
 def test_readme_quotes_the_ci_budget():
@@ -503,4 +500,4 @@ def test_readme_quotes_the_ci_budget():
     if "MMEMU_FUZZ_EXAMPLES" in os.environ or "MMEMU_FUZZ_STEPS" in os.environ:
         pytest.skip("a budget was asked for")
     readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"CI runs {EXAMPLES} examples of up to {STEPS} steps" in " ".join(readme.split())
+    assert f"CI runs {SETTINGS.max_examples} examples of up to {STEPS} steps" in " ".join(readme.split())

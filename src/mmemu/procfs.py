@@ -45,13 +45,14 @@ from ._core import install as _install
 from ._core.constants import (
     PM_FILE, PM_GUARD_ENTRY, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
 )
+from .file import i_size_write
 from .flags import VmFlags
-from .stats import _MNEMONICS
+from .stats import VM_FLAG_MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
 KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON = 22, 24, 14, 12
 
-_FLAG_OF = {m: int(bit) for bit, m in _MNEMONICS}
+_FLAG_OF = {m: int(bit) for bit, m in VM_FLAG_MNEMONICS}
 _PFN_SPECIAL = ("[vvar]", "[vvar_vclock]")
 _FILE_SPECIAL = ("[vdso]", "[uprobes]", "[sigpage]")
 _SHMEM_PREFIXES = ("/dev/zero", "/SYSV", "/memfd:", "/dev/shm/", "[anon_shmem")
@@ -129,7 +130,7 @@ def _open_proc(pid: int, name: str, mode="r"):
         raise ImportFailed(errno.ESRCH, f"process {pid} exited") from None
 
 
-def _read_proc(pid: int, name: str) -> str:
+def read_proc(pid: int, name: str) -> str:
     with _open_proc(pid, name) as f:
         try:
             return f.read()
@@ -142,7 +143,7 @@ def _read_proc(pid: int, name: str) -> str:
 def read_status(pid: int) -> Dict[str, object]:
     """/proc/PID/status: kB fields as ints, others as strings."""
     out: Dict[str, object] = {}
-    for line in _read_proc(pid, "status").splitlines():
+    for line in read_proc(pid, "status").splitlines():
         k, _, v = line.partition(":")
         v = v.strip()
         parts = v.split()
@@ -175,7 +176,7 @@ def parse_smaps(text: str) -> List[LiveVma]:
 
 def read_stat_fields(pid: int) -> Dict[str, int]:
     """start_code, end_code, start_stack, start_brk from /proc/PID/stat (0 if hidden)."""
-    text = _read_proc(pid, "stat")
+    text = read_proc(pid, "stat")
     rest = text[text.rindex(")") + 2:].split()     # fields from 3 (state) on
     f = lambda n: int(rest[n - 3]) if len(rest) > n - 3 else 0  # noqa: E731
     return {"start_code": f(26), "end_code": f(27), "start_stack": f(28), "start_brk": f(47)}
@@ -323,7 +324,7 @@ def _read_live(pid: int) -> dict:
     state = str(status.get("State", ""))
     if state[:1] in ("Z", "X"):
         raise ImportFailed(errno.ESRCH, f"process {pid} has exited ({state})")
-    vmas = parse_smaps(_read_proc(pid, "smaps"))
+    vmas = parse_smaps(read_proc(pid, "smaps"))
     if not vmas:
         if "VmSize" not in status:
             raise ImportFailed(errno.EINVAL, f"process {pid} is a kernel thread: no address space")
@@ -435,8 +436,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     f = machine.create_file(path, size=size, writable=False)
                     created_files.append(f)
                 elif f.npages < present_pages.get(key, 0):
-                    f._reserve(present_pages[key])
-                    f.size = present_pages[key] * PAGE_SIZE
+                    i_size_write(f, present_pages[key] * PAGE_SIZE)
                 backings[key] = f
             else:
                 sh = registry["shmem"].get(key)

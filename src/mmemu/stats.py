@@ -143,7 +143,8 @@ def proc_status(proc) -> Status:
     ])
 
 
-_MNEMONICS = [
+# show_smap_vma_flags: the two letters smaps prints for each VM_* bit (procfs reads them back)
+VM_FLAG_MNEMONICS = [
     (VmFlags.READ, "rd"), (VmFlags.WRITE, "wr"), (VmFlags.EXEC, "ex"), (VmFlags.SHARED, "sh"),
     (VmFlags.MAYREAD, "mr"), (VmFlags.MAYWRITE, "mw"), (VmFlags.MAYEXEC, "me"),
     (VmFlags.MAYSHARE, "ms"), (VmFlags.GROWSDOWN, "gd"), (VmFlags.PFNMAP, "pf"),
@@ -284,7 +285,7 @@ def proc_smaps(proc) -> Smaps:
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
             "THPeligible": 0,
-            "VmFlags": [m for bit, m in _MNEMONICS if v.flags & bit],
+            "VmFlags": [m for bit, m in VM_FLAG_MNEMONICS if v.flags & bit],
         }
         out.append(e)
     return out

@@ -31,7 +31,7 @@ from .. import Machine
 from .._core.constants import PAGE_SIZE as PG, PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SWAP
 from ..errors import BusError, MMError, SegmentationFault
 from ..flags import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED
-from ..procfs import parse_smaps, read_status, _read_proc
+from ..procfs import parse_smaps, read_proc, read_status
 from .live import LiveHelper, linux_proc_available
 
 REGION = 0x300000000000         # 48 TiB: PGD slot 96, nothing else maps there
@@ -131,7 +131,7 @@ class Oracle:
     def _own_tables(self, i: int) -> int:
         """kB of page tables the helper needs outside the region for its present pages
         (PTE tables per 2 MiB span, PMD per 1 GiB, PUD per 512 GiB)."""
-        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+        vmas = [v for v in parse_smaps(read_proc(self.live[i].pid, "smaps"))
                 if v.end <= (1 << 47) and not REGION <= v.start < REGION + (512 << 30)]
         spans = set()
         with open(f"/proc/{self.live[i].pid}/pagemap", "rb") as f:
@@ -170,7 +170,7 @@ class Oracle:
 
     # ---- the state compared after every step ----
     def _live_region(self, i: int):
-        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+        vmas = [v for v in parse_smaps(read_proc(self.live[i].pid, "smaps"))
                 if REGION <= v.start < REGION + (512 << 30)]
         anon = file = shmem = size = 0
         for v in vmas:
