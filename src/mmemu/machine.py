@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
 import re
 from typing import Dict, List, Optional
 
@@ -16,7 +17,7 @@ from .fork import dup_mm
 from .layout import apply_layout
 from .mmap import exit_mmap
 from .process import Process
-from .vma import PAGE_SIZE
+from .vma import PAGE_SIZE, TASK_SIZE
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -157,10 +158,14 @@ class Machine:
             c.parent = None
         proc.children = []
 
-    # ---- backing objects (for mmemu's mmap and MM: not for users) ----
+    # ---- backing objects (the kernel side of mmap and munmap: use Process.mmap) ----
     def shmem_zero_setup(self, length: int) -> ShmemFile:
         """shmem_zero_setup: the shmem object behind a MAP_SHARED|MAP_ANONYMOUS mapping of
-        length bytes (unmapped until a VMA takes it)."""
+        length bytes (a positive multiple of the page size up to TASK_SIZE; unmapped until
+        a VMA takes it)."""
+        length = operator.index(length)
+        if length <= 0 or length % PAGE_SIZE or length > TASK_SIZE:
+            raise ValueError(f"shmem object of {length} bytes")
         obj = ShmemFile(length // PAGE_SIZE, next(self._inodes))
         self._backings.add(obj)
         return obj
@@ -169,7 +174,7 @@ class Machine:
         """__fput after the last VMA of obj went away (MM.remove): a shmem object, or a
         File already unlinked, is evicted with its page cache. Does nothing while a VMA
         still maps obj or a linked File keeps it."""
-        if obj.users or obj not in self._backings:
+        if obj not in self._backings or obj.users:
             return
         if isinstance(obj, ShmemFile) or (isinstance(obj, File) and obj.unlinked):
             self._evict(obj)
