@@ -19,11 +19,10 @@ ends with the whole sequence as Python calls that replay it (``Oracle.replay``).
 """
 from __future__ import annotations
 
-import errno as _errno
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
