@@ -8,6 +8,7 @@ import re
 import textwrap
 
 import pytest
+from hypothesis import settings
 
 import mmemu
 from mmemu import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
@@ -20,6 +21,21 @@ SHARED = MAP_SHARED | MAP_ANONYMOUS
 
 
 DESIGNS = ["classic", "cow-deferred", "cow-eager"]
+
+
+def fuzz_settings(examples, *variables, **kw):
+    """Hypothesis settings for a randomized test whose budget is ``examples`` unless one of
+    the environment ``variables`` (MMEMU_FUZZ_*, MMEMU_ORACLE_*) is set. CI's fixed budget
+    is derandomized: the same examples every run, so a red build means a change broke
+    something. A budget asked for through a variable explores fresh random examples
+    (otherwise it would only replay the first ones of the fixed sequence). The first
+    variable gives the number of examples; the others (steps per example) only count as
+    asking. ``kw`` passes the test's own settings (stateful_step_count, health checks)."""
+    asked = [v for v in variables if v in os.environ]
+    if variables and variables[0] in os.environ:
+        examples = int(os.environ[variables[0]])
+    return settings(max_examples=examples, derandomize=not asked, database=None,
+                    deadline=None, **kw)
 
 
 def pytest_configure(config):

@@ -5,8 +5,10 @@ Left out: RLIMIT_DATA, mlock_future_ok, mm->def_flags (VM_LOCKED via mlockall).
 """
 from __future__ import annotations
 
+from .args import page_align, ulong
 from .errors import MMError
 from .flags import VmFlags
+from .mmap import do_vmi_align_munmap, vms_gather_munmap_vmas
 from .vma import MMAP_MIN_ADDR, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VMA
 
 # VM_DATA_DEFAULT_FLAGS on x86-64 without READ_IMPLIES_EXEC, plus do_brk_flags' VM_ACCOUNT
@@ -15,21 +17,14 @@ VM_BRK_FLAGS = (VmFlags.READ | VmFlags.WRITE | VmFlags.MAYREAD | VmFlags.MAYWRIT
 STACK_GUARD_GAP = 256 << PAGE_SHIFT     # stack_guard_gap default: 256 pages
 
 
-def _page_align(n: int) -> int:
-    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-
-
-def do_brk(proc, brk: int) -> int:
+def do_brk(mm, brk) -> int:
     """SYSCALL brk: returns the new break on success, the old one on any failure."""
-    proc._check_alive()
-    from .process import ulong
     brk = ulong(brk)
-    mm = proc.mm
     origbrk = mm.brk
     if brk < mm.start_brk:
         return origbrk
-    newbrk = _page_align(brk)
-    oldbrk = _page_align(mm.brk)
+    newbrk = page_align(brk)
+    oldbrk = page_align(mm.brk)
     if oldbrk == newbrk:
         mm.brk = brk
         return brk
@@ -39,11 +34,11 @@ def do_brk(proc, brk: int) -> int:
         if v is None or v.start >= oldbrk:
             return origbrk
         try:
-            proc._munmap_check_split(newbrk, oldbrk)
+            vms_gather_munmap_vmas(mm, newbrk, oldbrk)
         except MMError:
             return origbrk
         mm.brk = brk
-        proc._do_munmap(newbrk, oldbrk)
+        do_vmi_align_munmap(mm, newbrk, oldbrk)
         return brk
     # check_brk_limits: get_unmapped_area(MAP_FIXED) and the mmap_min_addr check
     length = newbrk - oldbrk
@@ -57,16 +52,15 @@ def do_brk(proc, brk: int) -> int:
             gap_start = max(nxt.start - STACK_GUARD_GAP, 0)
         if newbrk + PAGE_SIZE > gap_start:
             return origbrk
-    if not do_brk_flags(proc, oldbrk, length):
+    if not do_brk_flags(mm, oldbrk, length):
         return origbrk
     mm.brk = brk
     return brk
 
 
-def do_brk_flags(proc, addr: int, length: int) -> bool:
+def do_brk_flags(mm, addr: int, length: int) -> bool:
     """do_brk_flags: extend the brk VMA ending at addr, or create an anonymous one."""
-    mm = proc.mm
-    if mm.map_count > proc.machine.max_map_count:
+    if mm.map_count > mm.machine.max_map_count:
         return False
     npages = length >> PAGE_SHIFT
     prev = mm.find_vma(addr - 1) if addr else None

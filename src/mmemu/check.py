@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import task_mmu
+from ._core.constants import (
+    PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED, PG_TABLE, PG_USED, PG_ZERO,
+)
 from .flags import VmFlags
-
-# frame flag bits (types.pxd)
-PG_USED, PG_ANON, PG_FILE, PG_SWAPBACKED, PG_TABLE, PG_ZERO = 1, 2, 4, 8, 16, 32
-PG_ANON_EXCLUSIVE = 128
 
 
 class InvariantError(AssertionError):

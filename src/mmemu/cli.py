@@ -16,15 +16,12 @@ import os
 import sys
 import time
 
+from .compare import DESIGNS, compare, format_compare, measure_fork
 from .flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from .machine import Machine, parse_size
+from .procfs import ImportFailed, import_process
 
 FIELDS = ["MemTotal", "MemFree", "AnonPages", "Mapped", "PageTables"]
-DESIGNS = {
-    "classic": ("classic fork", "deferred", False),
-    "deferred": ("COW PTE deferred", "deferred", True),
-    "eager": ("COW PTE eager", "eager", True),
-}
 # RFC v1 (May 2022) cover letter, 1 GB mapping: after - before, kB
 SEED_DELTA = {
     "classic": {"MemTotal": 0, "MemFree": -4908, "AnonPages": -208, "Mapped": 472, "PageTables": 2076},
@@ -61,7 +58,6 @@ def run(design: str, size: int, memory, layout, show: bool, check: bool) -> dict
     p = m.spawn(layout=layout)
     addr = p.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     populate_s = populate(p, addr, size, f"{title}: populating", show)
-    from .compare import measure_fork
     child, before, after, work, fork_s = measure_fork(m, p, cow, check)
     cs, ps = child.status(), p.status()
     return {
@@ -142,8 +138,6 @@ def cmd_fork_table(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, format_compare
-    from .procfs import ImportFailed
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
     try:
         res = compare(args.pid, designs, memory=args.memory, check=args.check, stop=args.stop)
@@ -155,7 +149,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .procfs import ImportFailed, import_process
     m = Machine(args.memory)
     try:
         p = import_process(m, args.pid, contents=args.contents, stop=args.stop)

@@ -25,10 +25,13 @@ from typing import Optional
 
 import numpy as np
 
+from ._core.constants import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT
+from ._core.task_mmu import pagemap
 from .errors import MMError, enomem
 from .reserve import reserving
 from .flags import VmFlags
 from .locking import serialised
+from .memory import break_cow_pte_range
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
@@ -209,11 +212,6 @@ class File:
         """unlink(2): the name goes; the page cache is freed once no VMA maps the file."""
         self.machine.unlink(self)
 
-    def _free(self) -> None:
-        """evict(): the last reference went (unlinked and unmapped): drop the page cache."""
-        self.machine.phys.release_cache(self.cache, self.swapbacked)
-        self.machine._backings.discard(self)
-
 
 # include/linux/mman.h LEGACY_MAP_MASK on x86-64: SHARED PRIVATE FIXED ANONYMOUS 32BIT ABOVE4G
 # GROWSDOWN DENYWRITE EXECUTABLE LOCKED NORESERVE POPULATE NONBLOCK STACK HUGETLB UNINITIALIZED
@@ -223,7 +221,7 @@ class File:
 LEGACY_MAP_MASK = 0x7C07F9F3
 
 
-def _file_mmap_checks(file: File, prot: int, flags: int, length: int, pgoff: int,
+def file_mmap_checks(file: File, prot: int, flags: int, length: int, pgoff: int,
                       vm_flags: int) -> int:
     """The file part of do_mmap after the address is chosen: file_mmap_ok (EOVERFLOW), the
     MAP_SHARED_VALIDATE flag check (EOPNOTSUPP), write permission (EACCES), VM_MAYWRITE /
@@ -257,7 +255,7 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
 
     With even_cows, private COW copies (anon pages) there are zapped too (truncate); without
     it only PTEs mapping page-cache pages go (hole punch). Each range first gets private
-    page tables (``_unshare_pte_tables``) and raises hiwater_rss, like zap_page_range_single.
+    page tables (``break_cow_pte_range``) and raises hiwater_rss, like zap_page_range_single.
     """
     from ._core import cow_pte as _cow_pte
     from ._core import zap as _zap
@@ -277,12 +275,12 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
     with reserving(machine.phys, need, "unmapping the file's pages (private page-table copies)"):
         for proc, v, start, end in ranges:
             mm = proc.mm
-            proc._unshare_pte_tables(start, end)
+            break_cow_pte_range(mm, start, end)
             mm.update_hiwater_rss()
             if even_cows or v.flags & VmFlags.SHARED:   # a shared VMA maps only cache pages
                 _zap.zap(mm.core, start, end, False)
                 continue
-            for s, e in file_pte_runs(proc, start, end):
+            for s, e in file_pte_runs(mm, start, end):
                 _zap.zap(mm.core, s, e, False)
 
 
@@ -297,11 +295,6 @@ def punch_hole(machine, obj, first: int, last: int) -> None:
     machine.phys.release_cache(obj.cache[first:last], obj.swapbacked)
 
 
-PM_PRESENT = 1 << 63
-PM_FILE = 1 << 61
-PM_MMAP_EXCLUSIVE = 1 << 56
-
-
 def _runs(mask: np.ndarray, start: int):
     """[(s, e)] address runs where mask is true, pages from start."""
     if not mask.any():
@@ -312,16 +305,16 @@ def _runs(mask: np.ndarray, start: int):
             for a, b in zip(d[::2], d[1::2])]
 
 
-def file_pte_runs(proc, start: int, end: int):
+def file_pte_runs(mm, start: int, end: int):
     """Runs of present PTEs mapping page-cache pages (pagemap PM_FILE) in [start, end)."""
-    pm = proc.pagemap(start, (end - start) >> PAGE_SHIFT)
+    pm = pagemap(mm.core, start, (end - start) >> PAGE_SHIFT)
     return _runs((pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE), start)
 
 
-def exclusive_anon_runs(proc, start: int, end: int):
+def exclusive_anon_runs(mm, start: int, end: int):
     """Runs of present PTEs mapping anon pages mapped only here (pagemap: present, not
     PM_FILE, PM_MMAP_EXCLUSIVE; the zero page has neither flag)."""
-    pm = proc.pagemap(start, (end - start) >> PAGE_SHIFT)
+    pm = pagemap(mm.core, start, (end - start) >> PAGE_SHIFT)
     want = np.uint64(PM_PRESENT | PM_MMAP_EXCLUSIVE)
     mask = (pm & np.uint64(PM_PRESENT | PM_FILE | PM_MMAP_EXCLUSIVE)) == want
     return _runs(mask, start)
@@ -342,3 +335,10 @@ def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
     f.truncate(max(size, n))
     f.writable = writable
     return f
+
+
+def i_size_write(f: File, size: int) -> None:
+    """i_size_write for a file that grows without a write (an imported process maps it
+    further than its emulated size): EOF moves, the new pages are holes."""
+    f._reserve(_pages(size))
+    f.size = size

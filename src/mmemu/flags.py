@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import enum
 
+from ._core import constants as _c
+
 
 class Prot(enum.IntFlag):
     """PROT_* for mmap and mprotect."""
@@ -119,18 +121,19 @@ class CloneFlags(enum.IntFlag):
 
 
 class VmFlags(enum.IntFlag):
-    """VM_* bits of vm_area_struct.vm_flags (include/linux/mm.h)."""
+    """VM_* bits of vm_area_struct.vm_flags (include/linux/mm.h); the ones the Cython core
+    reads are defined there (types.pxd)."""
 
     NONE = 0
-    READ = 0x1
-    WRITE = 0x2
-    EXEC = 0x4
-    SHARED = 0x8
-    MAYREAD = 0x10
-    MAYWRITE = 0x20
-    MAYEXEC = 0x40
-    MAYSHARE = 0x80
-    GROWSDOWN = 0x100
+    READ = _c.VM_READ
+    WRITE = _c.VM_WRITE
+    EXEC = _c.VM_EXEC
+    SHARED = _c.VM_SHARED
+    MAYREAD = _c.VM_MAYREAD
+    MAYWRITE = _c.VM_MAYWRITE
+    MAYEXEC = _c.VM_MAYEXEC
+    MAYSHARE = _c.VM_MAYSHARE
+    GROWSDOWN = _c.VM_GROWSDOWN
     PFNMAP = 0x400
     MAYBE_GUARD = 0x800         # the VMA may hold guard-region markers (Linux 6.18)
     LOCKED = 0x2000

@@ -3,32 +3,23 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
 import re
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from ._core import cow_pte as _cow_pte
-from ._core import fork as _fork
-from ._core import zap as _zap
 from ._core.physmem import PhysMem
 from . import file as _file
 from .errors import MMError
 from .file import File
-from .flags import VmFlags
+from .fork import dup_mm
+from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
-from .mm import MM
+from .mmap import exit_mmap
 from .process import Process
-from .reserve import reserving
-from .vma import PAGE_SIZE, AnonVma
+from .vma import PAGE_SIZE, TASK_SIZE
 
-_NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
-_DONTCOPY, _WIPEONFORK = int(VmFlags.DONTCOPY), int(VmFlags.WIPEONFORK)
-_MAYBE_GUARD = int(VmFlags.MAYBE_GUARD)     # vma_needs_copy: guard markers must reach the child
-_PFN_COPY = int(VmFlags.PFNMAP | VmFlags.MIXEDMAP)   # vma_needs_copy: (imported) PFN mappings
-_NOT_LOCKED = ~int(VmFlags.LOCKED | VmFlags.LOCKONFAULT)
-_NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFlags.IO
-                  | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
@@ -130,7 +121,6 @@ class Machine:
         All or nothing: an unknown layout raises ValueError before anything is made, and a
         machine too small for the layout raises MMError(ENOMEM) with the half-built process
         torn down (its frames freed, its pid not used up)."""
-        from .layout import LAYOUTS, apply_layout
         if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
             raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
         p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
@@ -140,7 +130,7 @@ class Machine:
         try:
             apply_layout(p, layout)
         except BaseException:
-            self._exit(p, 0)
+            self.do_exit(p, 0)
             self._next_pid -= 1
             raise
         return p
@@ -150,82 +140,29 @@ class Machine:
         """"deferred" or "eager": how COW-shared page tables are accounted."""
         return self.phys.cow_pte_accounting
 
-    @staticmethod
-    def _cow_blocked_spans(mm: MM) -> np.ndarray:
-        """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
-        a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy."""
-        spans = []
-        for v in mm.vmas:
-            heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
-                                          and v.end > mm.start_brk)
-            if heap or v.flags & _NO_COW_PTE:
-                spans.append(np.arange(v.start >> 21, ((v.end - 1) >> 21) + 1, dtype=np.int64))
-        if mm.core.rss[2]:      # tables holding swap entries are copied, not shared
-            from ._core.swap import swap_spans
-            spans.append(swap_spans(mm.core))
-        if not spans:
-            return np.empty(0, dtype=np.int64)
-        return np.unique(np.concatenate(spans))
+    # ---- the kernel side of fork, clone3 and exit (Process.fork / clone3 / exit call these) ----
+    def _own(self, proc) -> None:
+        if not isinstance(proc, Process) or self._procs.get(proc.pid) is not proc:
+            raise MMError(errno.ESRCH, f"{proc!r} is not a live process of this machine")
 
-    def _fork(self, parent: Process, cow: bool = False) -> Process:
-        """dup_mm/dup_mmap + copy_page_range for every VMA that vma_needs_copy; with cow,
-        copy_cow_pte_range shares each eligible PTE table instead."""
-        mm = parent.mm
-        copy_spans = [
-            (v.start, v.end, v.flags) for v in mm.vmas
-            if not (v.flags & _NO_COPY) and (v.anon_vma is not None or v.flags & (_MAYBE_GUARD | _PFN_COPY))
-        ]
-        blocked = self._cow_blocked_spans(mm) if cow else None
-        need = 1 + _fork.count_fork_tables(mm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
-        with reserving(self.phys, need, "fork"):
-            return self._dup_mmap(parent, copy_spans, cow, blocked)
-
-    def _dup_mmap(self, parent: Process, copy_spans, cow: bool, blocked) -> Process:
-        """dup_mmap inside fork's reservation: the child's tables cannot fail to allocate,
-        so a failed fork (the reservation) has used no pid and changed nothing."""
-        mm = parent.mm
-        child = Process(self, self._next_pid, parent)
-        cm = child.mm
-        cm.total_vm, cm.data_vm = mm.total_vm, mm.data_vm
-        cm.exec_vm, cm.stack_vm = mm.exec_vm, mm.stack_vm
-        cm.start_brk, cm.brk, cm.start_stack = mm.start_brk, mm.brk, mm.start_stack
-        cm.start_code, cm.end_code = mm.start_code, mm.end_code
-        for v in mm.vmas:
-            if v.flags & _DONTCOPY:
-                cm.vm_stat_account(v.flags, -v.npages)
-                continue
-            nv = v.copy()
-            nv.set_flags(v.flags & _NOT_LOCKED)
-            if v.flags & _WIPEONFORK:
-                nv.anon_vma = None
-            elif v.anon_vma is not None:
-                nv.anon_vma = AnonVma(forked=True)
-            cm.vmas.append(nv)
-            if nv.backing is not None:
-                nv.backing.users += 1
-        cm.cow_pgtable = mm.cow_pgtable
-        rc = _fork.fork_copy_ranges(cm.core, mm.core, copy_spans, cow, blocked)
-        if rc != 0:    # every table came from the reservation: count and copy disagree
-            raise RuntimeError("copy_page_range needed more page tables than fork reserved")
+    def copy_process(self, parent: Process, cow_pgtable: bool = False) -> Process:
+        """copy_process for a new process (kernel/fork.c): the address space copied by
+        mmemu.fork.dup_mm (with cow_pgtable, eligible PTE tables shared copy-on-write),
+        then a pid and a place in the parent's children. Nothing changes (no pid is used)
+        if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
+        self._own(parent)
+        mm = dup_mm(self, parent.mm, bool(cow_pgtable))
+        child = Process(self, self._next_pid, parent, mm)
         self._next_pid += 1
-        cm.hiwater_rss = cm.rss
-        cm.hiwater_vm = cm.total_vm
         self._procs[child.pid] = child
         parent.children.append(child)
         return child
 
-    def _exit_mmap(self, mm: MM) -> None:
-        """exit_mmap: zap every VMA, free all page tables and the PGD, drop the VMAs."""
-        mm.update_hiwater_rss()
-        _cow_pte.unmap_range(mm.core, 0, 1 << 47)    # drop every shared table: no frame needed
-        _zap.exit_mmap(mm.core, [(v.start, v.end) for v in mm.vmas])
-        mm.core.release()
-        for v in list(mm.vmas):
-            mm.remove(v)
-        mm.total_vm = mm.data_vm = mm.exec_vm = mm.stack_vm = mm.locked_vm = 0
-
-    def _exit(self, proc: Process, status: int) -> None:
-        self._exit_mmap(proc.mm)
+    def do_exit(self, proc: Process, status: int = 0) -> None:
+        """do_exit (kernel/exit.c): exit_mmap tears the address space down, the process
+        leaves the machine and its children are orphaned. Use Process.exit."""
+        self._own(proc)
+        exit_mmap(proc.mm)
         proc.alive = False
         proc.exit_code = status
         del self._procs[proc.pid]
@@ -235,19 +172,31 @@ class Machine:
             c.parent = None
         proc.children = []
 
-    # ---- backing objects ----
-    def _new_shmem(self, length: int) -> ShmemFile:
+    # ---- backing objects (the kernel side of mmap and munmap: use Process.mmap) ----
+    def shmem_zero_setup(self, length: int) -> ShmemFile:
+        """shmem_zero_setup: the shmem object behind a MAP_SHARED|MAP_ANONYMOUS mapping of
+        length bytes (a positive multiple of the page size up to TASK_SIZE; unmapped until
+        a VMA takes it)."""
+        length = operator.index(length)
+        if length <= 0 or length % PAGE_SIZE or length > TASK_SIZE:
+            raise ValueError(f"shmem object of {length} bytes")
         obj = ShmemFile(length // PAGE_SIZE, next(self._inodes))
         self._backings.add(obj)
         return obj
 
-    def _release_backing(self, obj) -> None:
-        """The last VMA of an object went away: an unlinked shmem file is freed."""
-        if isinstance(obj, ShmemFile):
-            self.phys.release_cache(obj.cache, True)
-            self._backings.discard(obj)
-        elif isinstance(obj, File) and obj.unlinked:
-            obj._free()
+    def release_backing(self, obj) -> None:
+        """__fput after the last VMA of obj went away (MM.remove): a shmem object, or a
+        File already unlinked, is evicted with its page cache. Does nothing while a VMA
+        still maps obj or a linked File keeps it."""
+        if obj not in self._backings or obj.users:
+            return
+        if isinstance(obj, ShmemFile) or (isinstance(obj, File) and obj.unlinked):
+            self._evict(obj)
+
+    def _evict(self, obj) -> None:
+        """evict(): free the page cache of an object nothing maps or names any more."""
+        self.phys.release_cache(obj.cache, obj.swapbacked)
+        self._backings.discard(obj)
 
     # ---- files (mmemu.file) ----
     def create_file(self, name: str, size: int = 0, data=None, writable: bool = True) -> File:
@@ -304,7 +253,7 @@ class Machine:
         del self._files[f.path]
         f.unlinked = True
         if f.users == 0:
-            f._free()
+            self._evict(f)
 
     # ---- snapshots (mmemu.snapshot) ----
     def save(self, path, *, compress: bool = True) -> None:

@@ -1,7 +1,8 @@
 """MM (mm_struct): the VMA set, the virtual-memory counters and the mechanism core.
 
 VMA-set operations follow mm/vma.c: find_vma, split (__split_vma), merge
-(vma_merge_new_range / vma_modify), and vm_stat_account (mm/internal.h).
+(vma_merge_new_range / vma_modify), and vm_stat_account (mm/internal.h); mm_alloc and
+mm_init make a new address space.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterator, List, Optional
 from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
+from .memory import break_cow_pte_range
 from .vma import (
     MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VM_STICKY, VMA,
 )
@@ -116,7 +118,7 @@ class MM:
         if vma.backing is not None:
             vma.backing.users -= 1
             if vma.backing.users == 0:
-                self.machine._release_backing(vma.backing)
+                self.machine.release_backing(vma.backing)
 
     def split(self, vma: VMA, addr: int) -> VMA:
         """__split_vma at addr: vma keeps [start, addr), the returned VMA is [addr, end)."""
@@ -181,6 +183,20 @@ class MM:
             vma = prev
         return vma
 
+    def vma_modify(self, vma: VMA, start: int, end: int) -> VMA:
+        """vma_modify's splits: isolate [start, end) of vma and return that part. Each
+        __split_vma checks max_map_count on its own, so a second split can fail after the
+        first (like Linux); each split first breaks the COW-shared table at its address."""
+        if vma.start < start:
+            self.check_map_count(1)
+            break_cow_pte_range(self, start - 1, start + 1)
+            vma = self.split(vma, start)
+        if end < vma.end:
+            self.check_map_count(1)
+            break_cow_pte_range(self, end - 1, end + 1)
+            self.split(vma, end)
+        return vma
+
     def check_map_count(self, extra: int) -> None:
         """__split_vma / mmap_region: ENOMEM if map_count would pass max_map_count."""
         if self.map_count + extra > self.machine.max_map_count:
@@ -213,3 +229,12 @@ class MM:
         if start + length <= TASK_SIZE:
             return start
         return None
+
+
+def mm_alloc(machine) -> MM:
+    """mm_alloc + mm_init: a new, empty address space with its PGD; MMError(ENOMEM) if
+    there is no frame for the PGD."""
+    mm = MM(machine)
+    if not mm.core.pgd_alloc():
+        raise enomem("no frame for the PGD")
+    return mm

@@ -16,28 +16,23 @@ import errno
 
 from ._core import cow_pte as _cow_pte
 from ._core import mremap as _mremap
+from .args import U64, page_align, ulong
 from .errors import MMError, einval, enomem
 from .flags import MremapFlags, VmFlags
+from .memory import break_cow_pte_range
+from .mmap import do_munmap, do_vmi_munmap, mm_populate
 from .reserve import top_up
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE
 
-_U64 = (1 << 64) - 1
 _KNOWN = int(MremapFlags.MAYMOVE | MremapFlags.FIXED | MremapFlags.DONTUNMAP)
-
-
-def _page_align(n: int) -> int:
-    return ((n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)) & _U64
 
 
 def efault(msg: str) -> MMError:
     return MMError(errno.EFAULT, msg)
 
 
-def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
+def do_mremap(mm, addr, old_len, new_len, flags=0, new_addr=0) -> int:
     """do_mremap: returns the (possibly new) address of the mapping."""
-    proc._check_alive()
-    mm = proc.mm
-    from .process import ulong
     addr, old_len, new_len, new_addr = ulong(addr), ulong(old_len), ulong(new_len), ulong(new_addr)
     flags = ulong(flags)
     implies_new = bool(flags & (MremapFlags.FIXED | MremapFlags.DONTUNMAP))
@@ -47,7 +42,7 @@ def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_a
         raise einval("unknown MREMAP_* flags")
     if addr & (PAGE_SIZE - 1):
         raise einval("old address not page aligned")
-    if not _page_align(new_len):
+    if not (page_align(new_len) & U64):
         raise einval("new length is 0")
     if implies_new:
         if new_addr & (PAGE_SIZE - 1):
@@ -58,27 +53,26 @@ def do_mremap(proc, addr: int, old_len: int, new_len: int, flags: int = 0, new_a
             raise einval("MREMAP_DONTUNMAP cannot resize")
         # the range checks come before the VMA lookup (found by mmemu.oracle on 6.18:
         # an overlapping move of an unmapped range is EINVAL, not EFAULT)
-        a_old, a_new = _page_align(old_len), _page_align(new_len)
+        a_old, a_new = page_align(old_len) & U64, page_align(new_len) & U64
         if a_new > TASK_SIZE or new_addr > TASK_SIZE - a_new:
             raise einval("new range beyond TASK_SIZE")
-        if ((addr + a_old) & _U64) > new_addr and ((new_addr + a_new) & _U64) > addr:
+        if ((addr + a_old) & U64) > new_addr and ((new_addr + a_new) & U64) > addr:
             raise einval("old and new ranges overlap")
-        if mm.map_count + 2 >= proc.machine.max_map_count - 3:
+        if mm.map_count + 2 >= mm.machine.max_map_count - 3:
             raise enomem("a move could exceed max_map_count")
-    old_len = _page_align(old_len)
-    new_len = _page_align(new_len)
+    old_len = page_align(old_len) & U64      # PAGE_ALIGN wraps on an unsigned long
+    new_len = page_align(new_len) & U64
     if mm.vma_at(addr) is None:
         raise efault("no mapping at the old address")
-    r = _Remap(proc, addr, old_len, new_len, flags, new_addr)
+    r = _Remap(mm, addr, old_len, new_len, flags, new_addr)
     return r.mremap_to() if implies_new else r.mremap_at()
 
 
 class _Remap:
     """vma_remap_struct: the state threaded through one mremap."""
 
-    def __init__(self, proc, addr, old_len, new_len, flags, new_addr):
-        self.proc = proc
-        self.mm = proc.mm
+    def __init__(self, mm, addr, old_len, new_len, flags, new_addr):
+        self.mm = mm
         self.addr = addr
         self.old_len = old_len
         self.new_len = new_len
@@ -90,21 +84,12 @@ class _Remap:
     # ---------------------------------------------------------------- helpers
     def _overlaps(self) -> bool:
         """The kernel's test, in 64-bit unsigned arithmetic (the sums may wrap)."""
-        return (((self.addr + self.old_len) & _U64) > self.new_addr
-                and ((self.new_addr + self.new_len) & _U64) > self.addr)
-
-    def _unmap(self, start: int, end: int) -> None:
-        """do_vmi_munmap: munmap's argument checks, the max_map_count check of a split,
-        then the unmap."""
-        proc = self.proc
-        if start & (PAGE_SIZE - 1) or start > TASK_SIZE or end - start > TASK_SIZE - start:
-            raise einval("range to unmap is outside the address space")
-        proc._munmap_check_split(start, end)     # also counts COW page-table breaks
-        proc._do_munmap(start, end)
+        return (((self.addr + self.old_len) & U64) > self.new_addr
+                and ((self.new_addr + self.new_len) & U64) > self.addr)
 
     def _shrink(self) -> None:
         """shrink_vma: munmap the tail [addr+new_len, addr+old_len)."""
-        self._unmap(self.addr + self.new_len, self.addr + self.old_len)
+        do_vmi_munmap(self.mm, self.addr + self.new_len, self.old_len - self.new_len)
         self.vma = self.mm.vma_at(self.addr)
         if self.vma is None:
             raise efault("mapping vanished")
@@ -120,7 +105,7 @@ class _Remap:
         if self.new_len == self.old_len:
             return
         pgoff = vma.pgoff + ((self.addr - vma.start) >> PAGE_SHIFT)
-        if pgoff + (self.new_len >> PAGE_SHIFT) > _U64 >> PAGE_SHIFT:
+        if pgoff + (self.new_len >> PAGE_SHIFT) > U64 >> PAGE_SHIFT:
             raise einval("file offset overflows")
         if vma.flags & (VmFlags.DONTEXPAND | VmFlags.PFNMAP):
             raise efault("cannot grow a VM_DONTEXPAND/VM_PFNMAP mapping")
@@ -153,7 +138,7 @@ class _Remap:
         if self._overlaps():
             raise einval("old and new ranges overlap")
         if self.flags & MremapFlags.FIXED:
-            self._unmap(self.new_addr, self.new_addr + self.new_len)
+            do_vmi_munmap(self.mm, self.new_addr, self.new_len)
             self.vma = self.mm.vma_at(self.addr)
             if self.vma is None:
                 raise efault("mapping vanished")
@@ -203,7 +188,7 @@ class _Remap:
         mm.update_hiwater_vm()
         if vma.flags & VmFlags.LOCKED:
             mm.locked_vm += npages
-            self.proc._populate(self.addr + self.old_len, self.addr + self.new_len, ignore_errors=True)
+            mm_populate(mm, self.addr + self.old_len, self.addr + self.new_len, ignore_errors=True)
 
     # ---------------------------------------------------------------- move
     def _realign(self, vma_old, vma_new):
@@ -225,8 +210,8 @@ class _Remap:
     def _move_vma(self) -> int:
         """move_vma: copy_vma + move_page_tables, then unmap the source (or, with
         MREMAP_DONTUNMAP, leave it mapped and empty)."""
-        proc, mm, vma = self.proc, self.mm, self.vma
-        if mm.map_count >= proc.machine.max_map_count - 3:
+        mm, vma = self.mm, self.vma
+        if mm.map_count >= mm.machine.max_map_count - 3:
             raise enomem("a move could exceed max_map_count")
         addr, old_len, new_len, new_addr = self.addr, self.old_len, self.new_len, self.new_addr
         old_end = addr + old_len
@@ -238,10 +223,10 @@ class _Remap:
             need = (_mremap.count_move_tables(mm.core, addr, new_addr, old_end)
                     + _cow_pte.break_count(mm.core, addr, old_end, False)
                     + _cow_pte.break_count(mm.core, new_addr, new_addr + old_len, False))
-        top_up(proc.machine.phys, need, "mremap")
+        top_up(mm.machine.phys, need, "mremap")
         if old_len:
-            proc._unshare_pte_tables(addr, old_end)
-            proc._unshare_pte_tables(new_addr, new_addr + old_len)
+            break_cow_pte_range(mm, addr, old_end)
+            break_cow_pte_range(mm, new_addr, new_addr + old_len)
 
         # copy_vma: an unfaulted anonymous VMA takes the pgoff of its new place
         pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
@@ -272,9 +257,8 @@ class _Remap:
             if src is not new_vma and src.start == addr and src.end == old_end:
                 src.anon_vma = None         # unlink_anon_vmas
         elif old_len:
-            proc._munmap_check_split(addr, old_end)
-            proc._do_munmap(addr, old_end)
+            do_munmap(mm, addr, old_end)
         mm.hiwater_vm = hiwater_vm
         if flags & VmFlags.LOCKED and new_len > old_len:
-            proc._populate(new_addr + old_len, new_addr + new_len, ignore_errors=True)
+            mm_populate(mm, new_addr + old_len, new_addr + new_len, ignore_errors=True)
         return new_addr

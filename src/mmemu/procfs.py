@@ -42,20 +42,18 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ._core import install as _install
+from ._core.constants import (
+    PM_FILE, PM_GUARD_ENTRY, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
+)
+from .file import i_size_write
 from .flags import VmFlags
 from .locking import locked_function
-from .stats import _MNEMONICS
+from .stats import VM_FLAG_MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
-PM_PRESENT = 1 << 63
-PM_SWAP = 1 << 62
-PM_FILE = 1 << 61
-PM_GUARD = 1 << 58
-PM_EXCLUSIVE = 1 << 56
-PM_PFN_MASK = (1 << 55) - 1
 KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON = 22, 24, 14, 12
 
-_FLAG_OF = {m: int(bit) for bit, m in _MNEMONICS}
+_FLAG_OF = {m: int(bit) for bit, m in VM_FLAG_MNEMONICS}
 _PFN_SPECIAL = ("[vvar]", "[vvar_vclock]")
 _FILE_SPECIAL = ("[vdso]", "[uprobes]", "[sigpage]")
 _SHMEM_PREFIXES = ("/dev/zero", "/SYSV", "/memfd:", "/dev/shm/", "[anon_shmem")
@@ -133,7 +131,7 @@ def _open_proc(pid: int, name: str, mode="r"):
         raise ImportFailed(errno.ESRCH, f"process {pid} exited") from None
 
 
-def _read_proc(pid: int, name: str) -> str:
+def read_proc(pid: int, name: str) -> str:
     with _open_proc(pid, name) as f:
         try:
             return f.read()
@@ -146,7 +144,7 @@ def _read_proc(pid: int, name: str) -> str:
 def read_status(pid: int) -> Dict[str, object]:
     """/proc/PID/status: kB fields as ints, others as strings."""
     out: Dict[str, object] = {}
-    for line in _read_proc(pid, "status").splitlines():
+    for line in read_proc(pid, "status").splitlines():
         k, _, v = line.partition(":")
         v = v.strip()
         parts = v.split()
@@ -179,7 +177,7 @@ def parse_smaps(text: str) -> List[LiveVma]:
 
 def read_stat_fields(pid: int) -> Dict[str, int]:
     """start_code, end_code, start_stack, start_brk from /proc/PID/stat (0 if hidden)."""
-    text = _read_proc(pid, "stat")
+    text = read_proc(pid, "stat")
     rest = text[text.rindex(")") + 2:].split()     # fields from 3 (state) on
     f = lambda n: int(rest[n - 3]) if len(rest) > n - 3 else 0  # noqa: E731
     return {"start_code": f(26), "end_code": f(27), "start_stack": f(28), "start_brk": f(47)}
@@ -328,7 +326,7 @@ def _read_live(pid: int) -> dict:
     state = str(status.get("State", ""))
     if state[:1] in ("Z", "X"):
         raise ImportFailed(errno.ESRCH, f"process {pid} has exited ({state})")
-    vmas = parse_smaps(_read_proc(pid, "smaps"))
+    vmas = parse_smaps(read_proc(pid, "smaps"))
     if not vmas:
         if "VmSize" not in status:
             raise ImportFailed(errno.EINVAL, f"process {pid} is a kernel thread: no address space")
@@ -440,13 +438,12 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     f = machine.create_file(path, size=size, writable=False)
                     created_files.append(f)
                 elif f.npages < present_pages.get(key, 0):
-                    f._reserve(present_pages[key])
-                    f.size = present_pages[key] * PAGE_SIZE
+                    i_size_write(f, present_pages[key] * PAGE_SIZE)
                 backings[key] = f
             else:
                 sh = registry["shmem"].get(key)
                 if sh is None or sh not in machine._backings:
-                    sh = machine._new_shmem(npages * PAGE_SIZE)
+                    sh = machine.shmem_zero_setup(npages * PAGE_SIZE)
                     sh.name = key[3] or "/dev/zero (deleted)"
                     registry["shmem"][key] = sh
                 elif sh.npages < npages:
@@ -481,7 +478,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
             pm = pl.pm
             pres = (pm & np.uint64(PM_PRESENT)) != 0
             idx = np.flatnonzero(pres)
-            guard_idx = np.flatnonzero(pm == np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5)))
+            guard_idx = np.flatnonzero(pm == np.uint64(PM_GUARD_ENTRY))
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
                 if kflags:
                     thp = [(kflags.get(int(x & np.uint64(PM_PFN_MASK)), 0) >> KPF_THP) & 1
@@ -498,7 +495,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                 continue
             e = pm[idx]
             isfile = (e & np.uint64(PM_FILE)) != 0
-            excl = (e & np.uint64(PM_EXCLUSIVE)) != 0
+            excl = (e & np.uint64(PM_MMAP_EXCLUSIVE)) != 0
             rpfn = (e & np.uint64(PM_PFN_MASK)).astype(np.int64)
             kinds = np.empty(len(idx), dtype=np.uint8)
             frames = np.full(len(idx), -1, dtype=np.int64)
@@ -541,7 +538,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     if int(rpfn[i]) not in anon_reg or not _still_maps(*anon_reg[int(rpfn[i])]):
                         anon_reg[int(rpfn[i])] = (p, int(addrs[i]), int(frames[i]))
             swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
-                                      & (pm != np.uint64(PM_SWAP | PM_GUARD | 31 | (4 << 5))))
+                                      & (pm != np.uint64(PM_GUARD_ENTRY)))
             if len(swap_idx):
                 counts["swap"] += len(swap_idx)
                 _import_swap(machine, mm, vma, v, pm, swap_idx, registry["swap"])

@@ -45,6 +45,7 @@ import zlib
 
 import numpy as np
 
+from ._core.constants import NR_EVENTS
 from ._core.pagetable import MMCore
 from ._core.physmem import PhysMem
 from .errors import SnapshotError
@@ -499,6 +500,8 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
     ev = _typed(scalars, "events", list, "physmem")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in ev):
         raise _bad("physmem: events must be integers")
+    if len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
+        scalars["events"] = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
 
     m = cls.__new__(cls)
     m._lock = new_lock()

@@ -8,54 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+# the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
+# EVENT_HELP (name -> what it counts), importable from here as before
+from ._core.constants import EVENT_HELP, EVENT_NAMES  # noqa: F401
 from ._core.task_mmu import smaps_range
 from .flags import VmFlags
 from .vma import PAGE_SHIFT
-
-# index -> name of the EV_* counters in types.pxd
-EVENT_NAMES = [
-    "pgfault", "fault_zero_page", "fault_anon", "fault_file", "fault_file_alloc",
-    "cow_fault", "cow_zero_fault", "wp_reuse", "wp_shared", "spurious_fault",
-    "pages_copied", "pages_zeroed", "pgalloc", "pgfree", "pgtable_alloc", "pgtable_free",
-    "fork_ptes_copied", "fork_pte_tables_copied", "fork_ptes_wrprotected",
-    "ptes_zapped", "ptes_protected",
-    "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
-    "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
-    "pswpin", "pswpout",
-]
-
-EVENT_HELP = {
-    "pgfault": "faults handled (handle_mm_fault calls)",
-    "fault_zero_page": "read faults that mapped the shared zero page",
-    "fault_anon": "do_anonymous_page allocations of a zeroed page",
-    "fault_file": "faults that mapped a page-cache (file or shmem) page",
-    "fault_file_alloc": "page-cache pages created by a fault (shmem holes)",
-    "cow_fault": "wp_page_copy / do_cow_fault: a new private copy",
-    "cow_zero_fault": "wp_page_copy from the zero page (a zeroed page, nothing copied)",
-    "wp_reuse": "write faults that reused an exclusive anon page in place",
-    "wp_shared": "write faults that made a shared mapping's PTE writable",
-    "spurious_fault": "faults whose PTE already allowed the access",
-    "pages_copied": "4 KiB page copies",
-    "pages_zeroed": "4 KiB frames zeroed for reuse",
-    "pgalloc": "data frames allocated",
-    "pgfree": "data frames freed",
-    "pgtable_alloc": "page-table pages allocated (all levels)",
-    "pgtable_free": "page-table pages freed (all levels)",
-    "fork_ptes_copied": "non-none PTEs copied by copy_pte_range",
-    "fork_pte_tables_copied": "PTE tables allocated by copy_pte_range",
-    "fork_ptes_wrprotected": "PTEs write-protected at fork (both sides)",
-    "ptes_zapped": "non-none PTEs cleared by zap_pte_range",
-    "ptes_protected": "PTEs changed by change_protection",
-    "cow_pte_tables_shared": "PTE tables shared at fork (COW page table)",
-    "cow_pte_tables_duplicated": "shared PTE tables copied by break_cow_pte",
-    "cow_pte_tables_reused": "break_cow_pte found the table no longer shared",
-    "cow_pte_entries_copied": "entries copied by break_cow_pte",
-    "tlb_flush": "range TLB flushes",
-    "mremap_ptes_moved": "PTEs moved by move_ptes",
-    "mremap_pmds_moved": "whole PTE tables relinked by move_normal_pmd",
-    "pswpin": "pages read back from the emulated swap device (do_swap_page)",
-    "pswpout": "pages written to the emulated swap device (Process.swap_out)",
-}
 
 
 class ProcView(Mapping):
@@ -185,7 +143,8 @@ def proc_status(proc) -> Status:
     ])
 
 
-_MNEMONICS = [
+# show_smap_vma_flags: the two letters smaps prints for each VM_* bit (procfs reads them back)
+VM_FLAG_MNEMONICS = [
     (VmFlags.READ, "rd"), (VmFlags.WRITE, "wr"), (VmFlags.EXEC, "ex"), (VmFlags.SHARED, "sh"),
     (VmFlags.MAYREAD, "mr"), (VmFlags.MAYWRITE, "mw"), (VmFlags.MAYEXEC, "me"),
     (VmFlags.MAYSHARE, "ms"), (VmFlags.GROWSDOWN, "gd"), (VmFlags.PFNMAP, "pf"),
@@ -326,7 +285,7 @@ def proc_smaps(proc) -> Smaps:
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
             "THPeligible": 0,
-            "VmFlags": [m for bit, m in _MNEMONICS if v.flags & bit],
+            "VmFlags": [m for bit, m in VM_FLAG_MNEMONICS if v.flags & bit],
         }
         out.append(e)
     return out

@@ -8,18 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ._core.constants import BIT_ACCESSED, BIT_NX, BIT_PRESENT, BIT_PROTNONE, BIT_RW, BIT_USER
+from ._core.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE  # noqa: F401  (the geometry, from here)
 from .flags import VmFlags
 
-PAGE_SIZE = 4096
-PAGE_SHIFT = 12
-PMD_SIZE = 1 << 21
 TASK_SIZE = 0x7FFFFFFFF000          # x86-64 4-level TASK_SIZE_MAX
 MMAP_MIN_ADDR = 0x10000             # vm.mmap_min_addr default (65536)
 MMAP_BASE = 0x7FFFF7FFF000          # mmap_base with ASLR off: TASK_SIZE - (8 MiB stack rlimit + gap), page aligned
 
 # x86 PTE bits used in vm_page_prot
-_P, _RW, _US, _A, _PROTNONE = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 8
-_NX = 1 << 63
+_P, _RW, _US, _A = 1 << BIT_PRESENT, 1 << BIT_RW, 1 << BIT_USER, 1 << BIT_ACCESSED
+_PROTNONE, _NX = 1 << BIT_PROTNONE, 1 << BIT_NX
 PAGE_NONE = _PROTNONE | _A
 PAGE_READONLY = _P | _US | _A | _NX
 PAGE_READONLY_EXEC = _P | _US | _A

@@ -4,14 +4,12 @@ mremap, brk, madvise (incl. FREE, POPULATE and guard regions), file writes and t
 reads, writes, forks and exits run in lockstep on a classic machine and on COW page-table
 machines with deferred and eager accounting. Every result, error, signal and byte must be the same, and
 each machine's invariant checker must pass after every step."""
-import os
-
 import hypothesis.strategies as st
 import pytest
-from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmemu
+from conftest import fuzz_settings
 from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Madv
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
@@ -185,6 +183,5 @@ class DesignsAgree(RuleBasedStateMachine):
 
 TestDesignsAgree = DesignsAgree.TestCase
 # derandomized: the same 40 examples every run (MMEMU_FUZZ_EXAMPLES explores afresh)
-_ASKED = os.environ.get("MMEMU_FUZZ_EXAMPLES")
-TestDesignsAgree.settings = settings(max_examples=int(_ASKED or 40), stateful_step_count=30,
-                                     deadline=None, derandomize=not _ASKED, database=None)
+SETTINGS = fuzz_settings(40, "MMEMU_FUZZ_EXAMPLES", stateful_step_count=30)
+TestDesignsAgree.settings = SETTINGS

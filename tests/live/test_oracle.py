@@ -1,15 +1,14 @@
 """The live kernel as a test oracle (mmemu.oracle): random syscall sequences run on a real
 helper process and on mmemu in lockstep; after every step the bytes, errnos, signals,
 region status fields and pagemap bits must agree. CI runs a fixed, derandomized budget
-(MMEMU_ORACLE_EXAMPLES examples of up to 20 steps, default 100); a divergence is shrunk by
-Hypothesis and printed as replayable steps."""
-import os
-
+(100 examples of up to 20 steps); MMEMU_ORACLE_EXAMPLES=N runs N fresh random examples. A
+divergence is shrunk by Hypothesis and printed as replayable steps."""
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from conftest import fuzz_settings
 from mmemu.oracle import DEPARTURES, Divergence, Oracle
 from mmemu.oracle.live import linux_proc_available
 
@@ -17,7 +16,9 @@ pytestmark = pytest.mark.one_design
 _why = linux_proc_available()
 live = pytest.mark.skipif(bool(_why), reason=_why or "live kernel available")
 
-EXAMPLES = int(os.environ.get("MMEMU_ORACLE_EXAMPLES", "100"))
+# CI: 100 derandomized examples; MMEMU_ORACLE_EXAMPLES=N explores N fresh ones
+SETTINGS = fuzz_settings(100, "MMEMU_ORACLE_EXAMPLES", stateful_step_count=20,
+                         suppress_health_check=list(HealthCheck))
 # pages around the region's PMD boundary (page 512) and a second cluster for moves
 PAGE = st.integers(500, 540) | st.integers(1010, 1030)
 NPG = st.integers(1, 24)
@@ -87,11 +88,9 @@ class OracleMachine(RuleBasedStateMachine):
 @live
 def test_oracle_random_sequences():
     run = OracleMachine.TestCase
-    run.settings = settings(max_examples=EXAMPLES, stateful_step_count=20, deadline=None,
-                            derandomize=True, database=None,
-                            suppress_health_check=list(HealthCheck))
+    run.settings = SETTINGS
     run().runTest()
-    print(f"oracle: {EXAMPLES} sequences agree with the kernel; departures met by name: {SEEN}")
+    print(f"oracle: {SETTINGS.max_examples} sequences agree with the kernel; departures met by name: {SEEN}")
     assert set(SEEN) <= set(DEPARTURES)
 
 

@@ -246,3 +246,30 @@ def test_spawn_typical_on_a_machine_too_small_changes_nothing():
     assert m.processes == [] and dict(m.meminfo()) == before
     assert m.spawn().pid == 1
     m.check()
+
+
+def test_the_kernel_side_of_fork_exit_and_mmap_refuses_what_is_not_its_own(m):
+    """Process.fork/clone3/exit and mmap call Machine.copy_process, do_exit,
+    shmem_zero_setup and release_backing; called directly with another machine's process,
+    an exited one, a bad length or a foreign object they change nothing."""
+    p = m.spawn()
+    a = p.mmap(0, 4 * PG, RW, PRIV)
+    p.write(a, b"x")
+    dead = p.fork()
+    dead.exit()
+    other = mmemu.Machine("64M").spawn()
+    before = snapshot(m)
+    for call in (lambda: m.copy_process(other), lambda: m.copy_process(dead),
+                 lambda: m.do_exit(other), lambda: m.do_exit(dead), lambda: m.copy_process("1")):
+        with pytest.raises(mmemu.MMError) as e:
+            call()
+        assert e.value.errno == errno.ESRCH
+    for length in (0, -PG, PG + 1, 1 << 60):
+        with pytest.raises(ValueError):
+            m.shmem_zero_setup(length)
+    m.release_backing(object())
+    assert snapshot(m) == before
+    c = m.copy_process(p)
+    assert c.parent is p and c.read(a, 1) == b"x" and m.processes == [p, c]
+    m.do_exit(c)
+    assert not c.alive and m.processes == [p]

@@ -2,10 +2,10 @@
 gets a Linux errno or a signal, never a Python error or a crash; an EINVAL/EEXIST/EFAULT
 refusal changes nothing; the invariants hold throughout."""
 import hypothesis.strategies as st
-from hypothesis import given, settings
+from hypothesis import given
 
 import mmemu
-from conftest import PG, PRIV, RW, snapshot
+from conftest import PG, PRIV, RW, fuzz_settings, snapshot
 from mmemu import MADV_DONTNEED, MADV_DONTFORK, MAP_FIXED, MAP_SHARED, MREMAP_MAYMOVE
 
 A = 0x7F0000000000
@@ -19,6 +19,7 @@ NO_CHANGE = {22, 17, 14}          # EINVAL, EEXIST, EFAULT: refused before any c
 # ... except after MREMAP_FIXED, whose destination Linux unmaps before it validates the
 # source (mremap_to: do_munmap, then resize_is_valid may still fail with EFAULT/EINVAL)
 PARTIAL = {"mremap_fixed"}
+SETTINGS = fuzz_settings(300, "MMEMU_FUZZ_EXAMPLES")    # derandomized unless a budget is asked for
 
 
 def machine():
@@ -45,7 +46,7 @@ CALLS = {
 }
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@SETTINGS
 @given(call=st.sampled_from(sorted(CALLS)), x=INTS, y=INTS)
 def test_any_integer_arguments(call, x, y):
     m, p = machine()

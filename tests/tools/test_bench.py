@@ -1,12 +1,16 @@
 """The benchmark machinery (mmemu.bench) produces real outcomes: scenarios do the work they
 claim, the kernel helper runs, ratios, targets and the 2x rule compute what they say.
 No timing is asserted here; timing lives in benchmarks/ and `mmemu bench --quick`."""
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mmemu.bench import counters, kernel, lower_bound, reference, report, runner, track
+import mmemu
+from mmemu.bench import counters, kernel, lower_bound, report, runner, track
 from mmemu.bench.scenarios import SCENARIOS, must_hold, run
 from mmemu.cli import main
 
@@ -57,17 +61,31 @@ def test_lower_bounds_return_times():
     assert len(lower_bound.first_touch_host(1 * MIB, 1)) == 1
 
 
-def test_reference_model_found_from_the_checkout():
-    path = reference.locate()
-    assert path.parent == ROOT / "tests"
-    r = reference.fork_write(64 * 4096, 1)
-    assert r["pages"] == 64 and len(r["times"]) == 1
+def test_reference_model_ships_with_the_package(tmp_path):
+    """The bench drives mmemu.reference, the module inside the installed package, from any
+    working directory (no source checkout needed)."""
+    import mmemu.reference
+    assert Path(mmemu.reference.__file__).resolve() == Path(mmemu.__file__).resolve().parent / "reference.py"
+    code = ("import json; from mmemu.bench import reference; "
+            "r = reference.fork_write(64 * 4096, 1); print(json.dumps([r['pages'], len(r['times']), r['model']]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == [64, 1, "mmemu.reference"]
 
 
-def test_reference_model_missing_gives_a_clear_message(monkeypatch, tmp_path):
-    monkeypatch.setenv("MMEMU_REFERENCE", str(tmp_path / "nope.py"))
-    with pytest.raises(reference.Unavailable, match="not a file"):
-        reference.locate()
+def test_nothing_in_the_package_looks_for_the_tests():
+    """No module of the package names the tests directory in a path or loads a model from
+    a file: string constants "tests" / "reference_model" and file-location imports."""
+    bad = []
+    for path in (ROOT / "src" / "mmemu").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value.strip("/") == "tests" or "reference_model" in node.value:
+                    bad.append(f"{path.name}:{node.lineno} {node.value!r}")
+            if isinstance(node, ast.Attribute) and node.attr == "spec_from_file_location":
+                bad.append(f"{path.name}:{node.lineno} spec_from_file_location")
+    assert bad == []
 
 
 def _fake_results():

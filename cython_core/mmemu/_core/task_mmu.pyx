@@ -11,21 +11,11 @@ cimport numpy as cnp
 import numpy as np
 
 from mmemu._core.types cimport *
+from mmemu._core.pagemap cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport mm_t, MMCore
 
 cnp.import_array()
-
-cdef uint64_t PM_PFN_MASK = ((<uint64_t>1) << 55) - 1
-cdef uint64_t PM_SOFT_DIRTY = (<uint64_t>1) << 55
-cdef uint64_t PM_MMAP_EXCLUSIVE = (<uint64_t>1) << 56
-cdef uint64_t PM_FILE = (<uint64_t>1) << 61
-cdef uint64_t PM_SWAP = (<uint64_t>1) << 62
-cdef uint64_t PM_PRESENT = (<uint64_t>1) << 63
-cdef uint64_t PM_GUARD_REGION = (<uint64_t>1) << 58
-# a guard marker reads as a swap entry of the marker type (31) with PTE_MARKER_GUARD (4) as
-# its offset, swp_type | offset << 5 -- 0x440000000000009f, verified on Linux 6.18
-cdef uint64_t PM_GUARD_ENTRY = PM_SWAP | PM_GUARD_REGION | 31 | (4 << 5)
 
 
 cdef inline pte_t* _pte_table(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t* pmd_out) noexcept nogil:

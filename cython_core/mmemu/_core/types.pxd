@@ -212,7 +212,7 @@ cdef enum:
     EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
     EV_SWAPIN = 28             # do_swap_page: a page read back from the emulated swap device
     EV_SWAPOUT = 29            # swap_out: a page written to the emulated swap device
-    NR_EVENTS = 32
+    NR_EVENTS = 30             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from ..machine import Machine
+from .runner import MIB
 from .scenarios import PAGE, PRIV, RW, SPAN
 
-MIB = 1 << 20
 SIZE = 64 * MIB
 DESIGNS = {"classic": ("deferred", False), "deferred": ("deferred", True), "eager": ("eager", True)}
 

@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-PAGE = 4096
-RW = np.uint64(2)
+from .._core.constants import BIT_RW, PAGE_SIZE as PAGE
+
+PTE_RW = np.uint64(1 << BIT_RW)
 PTE_FLAGS = np.uint64(0x8000000000000067)   # NX | dirty | accessed | user | RW | present
 
 
@@ -40,7 +41,7 @@ def fork(size: int, rounds: int = 10):
     child = np.empty_like(parent)
     ref = np.ones(n, np.int32)
     mapc = np.ones(n, np.int32)
-    mask = ~RW
+    mask = ~PTE_RW
 
     def work():
         np.bitwise_and(parent, mask, out=child)

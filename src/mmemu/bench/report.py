@@ -198,7 +198,7 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
             extra += f"; child VmPTE {r.get('child_VmPTE_kb')} kB (MADV_NOHUGEPAGE)"
         elif r["kind"] == "reference":
             what = "fork alone" if r["op"] == "fork" else "fork + child writes every page"
-            extra = f"{what}: {fmt_time(r['median_s'])} ({os.path.basename(r['model'])})"
+            extra = f"{what}: {fmt_time(r['median_s'])} ({r['model']})"
         else:
             extra = f"{fmt_time(r['median_s'])}"
         lines.append(f"  {key:<28} {extra}")

@@ -157,7 +157,7 @@ def run(jobs, progress=None) -> dict:
         meta = {"id": name, "kind": kind, "op": op, "size": size, "design": opt["design"]}
         try:
             r = _measure(kind, op, size, opt)
-        except (kernel_skip, reference.Unavailable) as e:
+        except kernel_skip as e:
             results[name] = {**meta, "skipped": str(e)}
             continue
         results[name] = summarize({**meta, **r})

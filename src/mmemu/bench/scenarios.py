@@ -15,15 +15,13 @@ import time
 
 import numpy as np
 
+from .._core.constants import PAGE_SIZE as PAGE, PG_HASDATA, PMD_SIZE as SPAN  # SPAN: one PTE table's bytes
 from ..flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from ..machine import Machine
 
-PAGE = 4096
-SPAN = 2 << 20                     # bytes mapped by one PTE table
 RW = PROT_READ | PROT_WRITE
 PRIV = MAP_PRIVATE | MAP_ANONYMOUS
 METADATA_BYTES = 5 * 4             # refcount, mapcount, flags, pt_share, pt_owner per frame
-PG_HASDATA = 1 << 6                # types.pxd
 
 
 def machine_for(size: int, accounting: str = "deferred") -> Machine:

@@ -19,25 +19,23 @@ ends with the whole sequence as Python calls that replay it (``Oracle.replay``).
 """
 from __future__ import annotations
 
-import errno as _errno
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
 from .. import Machine
+from .._core.constants import PAGE_SIZE as PG, PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SWAP
 from ..errors import BusError, MMError, SegmentationFault
-from ..flags import MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MAP_ANONYMOUS
-from ..procfs import parse_smaps, read_status, _read_proc
+from ..flags import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED
+from ..procfs import parse_smaps, read_proc, read_status
 from .live import LiveHelper, linux_proc_available
 
-PG = 4096
 REGION = 0x300000000000         # 48 TiB: PGD slot 96, nothing else maps there
 REGION_PAGES = 1024             # 4 MiB: two PMD spans
 FILE_PAGES = 96                 # the data file: mappings past it raise SIGBUS
-MAP_FIXED_NOREPLACE = 0x100000
 
 DEPARTURES = {
     "madv_free_is_immediate": "MADV_FREE: mmemu frees exclusive pages at once (the reclaim "
@@ -121,7 +119,7 @@ class Oracle:
         """Run every command once outside the region, so the helper's own code paths and
         heap are in place before the baseline VmPTE is taken."""
         scratch = REGION + (512 << 30)          # the next PGD slot: its tables all go again
-        h.call("mmap", addr=scratch, len=PG, prot=3, flags=0x22 | MAP_FIXED_NOREPLACE)
+        h.call("mmap", addr=scratch, len=PG, prot=3, flags=int(0x22 | MAP_FIXED_NOREPLACE))
         for _ in range(3):
             h.call("write", addr=scratch, data="00" * 64)
             h.call("read", addr=scratch, len=64)
@@ -132,7 +130,7 @@ class Oracle:
     def _own_tables(self, i: int) -> int:
         """kB of page tables the helper needs outside the region for its present pages
         (PTE tables per 2 MiB span, PMD per 1 GiB, PUD per 512 GiB)."""
-        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+        vmas = [v for v in parse_smaps(read_proc(self.live[i].pid, "smaps"))
                 if v.end <= (1 << 47) and not REGION <= v.start < REGION + (512 << 30)]
         spans = set()
         with open(f"/proc/{self.live[i].pid}/pagemap", "rb") as f:
@@ -171,7 +169,7 @@ class Oracle:
 
     # ---- the state compared after every step ----
     def _live_region(self, i: int):
-        vmas = [v for v in parse_smaps(_read_proc(self.live[i].pid, "smaps"))
+        vmas = [v for v in parse_smaps(read_proc(self.live[i].pid, "smaps"))
                 if REGION <= v.start < REGION + (512 << 30)]
         anon = file = shmem = size = 0
         for v in vmas:
@@ -210,7 +208,7 @@ class Oracle:
                 self.base_own[i] = own
             else:
                 self._diverge(f"process {i} VmPTE change", lpte, epte)
-        mask = np.uint64((1 << 63) | (1 << 62) | (1 << 61) | (1 << 56))
+        mask = np.uint64(PM_PRESENT | PM_SWAP | PM_FILE | PM_MMAP_EXCLUSIVE)
         lp = self._live_pagemap(i) & mask
         ep = self.emu[i].pagemap(REGION, 2 * REGION_PAGES) & mask
         if not np.array_equal(lp, ep):

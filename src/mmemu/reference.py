@@ -6,7 +6,13 @@ shared, the file or shmem object and page index behind it, the private copy (and
 still shares it after fork), the fork flags, a guard marker, mlock. Files and shmem
 objects are dicts of pages. It knows nothing of page tables, VMAs as data structures,
 refcounts or COW tables; those are what the fast emulator must get right for everything
-to come out the same. tests/test_fuzz.py drives it in lockstep with three machines.
+to come out the same. The test suite's stateful fuzzer drives it in lockstep with three
+machines, and ``mmemu bench`` times it as the baseline of the fork-then-write target.
+
+It ships with the package (``mmemu.reference``), as msgpack ships its pure-Python
+fallback, and on purpose shares no code and no constants with the emulator: the ABI
+numbers it needs (TASK_SIZE, the mmap base, the default break) are its own, so that a
+wrong value on one side shows up as a disagreement.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ PG = 4096
 READ, WRITE, EXEC = 1, 2, 4
 
 
-# Every syscall returns what a program sees, in the form of test_fuzz.outcome:
+# Every syscall returns what a program sees, in the form of the fuzzer's outcome():
 # ("ok", value), ("errno", n), ("SIGSEGV", code, addr), ("SIGBUS", addr).
 
 TASK_SIZE = 0x7FFFFFFFF000       # x86-64 4-level user address-space limit

@@ -1,0 +1,57 @@
+from typing import Dict, Tuple
+
+PAGE_SHIFT: int
+PAGE_SIZE: int
+PTRS_PER_TABLE: int
+PMD_SHIFT: int
+PMD_SIZE: int
+PUD_SIZE: int
+PGDIR_SIZE: int
+BIT_PRESENT: int
+BIT_RW: int
+BIT_USER: int
+BIT_ACCESSED: int
+BIT_DIRTY: int
+BIT_PROTNONE: int
+BIT_NX: int
+PG_USED: int
+PG_ANON: int
+PG_FILE: int
+PG_SWAPBACKED: int
+PG_TABLE: int
+PG_ZERO: int
+PG_HASDATA: int
+PG_ANON_EXCLUSIVE: int
+PG_DIRTY: int
+PG_RESERVED: int
+MM_FILEPAGES: int
+MM_ANONPAGES: int
+MM_SWAPENTS: int
+MM_SHMEMPAGES: int
+NR_MM_COUNTERS: int
+VM_READ: int
+VM_WRITE: int
+VM_EXEC: int
+VM_SHARED: int
+VM_MAYREAD: int
+VM_MAYWRITE: int
+VM_MAYEXEC: int
+VM_MAYSHARE: int
+VM_GROWSDOWN: int
+FAULT_OK: int
+FAULT_OOM: int
+FAULT_SIGBUS: int
+FAULT_SIGSEGV: int
+PM_PFN_MASK: int
+PM_SOFT_DIRTY: int
+PM_MMAP_EXCLUSIVE: int
+PM_GUARD_REGION: int
+PM_FILE: int
+PM_SWAP: int
+PM_PRESENT: int
+PM_GUARD_ENTRY: int
+NR_EVENTS: int
+EVENT_SLOTS: Tuple[int, ...]
+EVENTS: Tuple[Tuple[str, str], ...]
+EVENT_NAMES: Tuple[str, ...]
+EVENT_HELP: Dict[str, str]
