@@ -116,6 +116,10 @@ cdef inline pte_t pte_modify(pte_t e, pte_t newprot) noexcept nogil:
     cdef pte_t keep = PTE_PFN_MASK() | _bit(BIT_ACCESSED) | _bit(BIT_DIRTY) | _bit(BIT_SPECIAL) | _bit(BIT_SOFT_DIRTY)
     return (e & keep) | (newprot & ~keep)
 
+# A leaf (huge) upper-level entry: PSE set (pmd_leaf / pud_leaf); it maps memory, no table.
+cdef inline bint pmd_leaf(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_PSE)) != 0
+
 # Upper-level entry pointing at a table: _PAGE_TABLE = P|RW|USER|ACCESSED|DIRTY
 cdef inline pte_t mk_table_entry(pfn_t pfn) noexcept nogil:
     return ((<pte_t>pfn) << PAGE_SHIFT) | _bit(BIT_PRESENT) | _bit(BIT_RW) | _bit(BIT_USER) | _bit(BIT_ACCESSED) | _bit(BIT_DIRTY)
