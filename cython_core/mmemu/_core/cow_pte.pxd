@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport uint64_t
 from mmemu._core.types cimport pte_t, pfn_t, _bit, BIT_RW
 from mmemu._core.physmem cimport physmem_t
 from mmemu._core.pagetable cimport mm_t

@@ -123,7 +123,6 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     page-cache-backed VMA."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
-    cdef pte_t e
     if vma.cache == NULL:
         return FAULT_SIGBUS
     # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF

@@ -1,4 +1,4 @@
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from mmemu._core.types cimport pte_t, pfn_t
 from mmemu._core.physmem cimport physmem_t, PhysMem
 

@@ -1,29 +1,28 @@
-# walk_page_range: the one descent from the PGD that every range kernel goes through.
-#
-# Models mm/pagewalk.c (struct mm_walk_ops, struct mm_walk, enum page_walk_action,
-# walk_page_range_mm / walk_pgd_range / walk_pud_range / walk_pmd_range / walk_pte_range),
-# P4D folded. A kernel fills a mm_walk_ops with C callbacks and hands its own state as
-# `private`; the walker visits the entries of [start, end) in address order:
-#   pgd_entry / pud_entry / pmd_entry(entry, addr, next, walk) for every non-none entry,
-#     leaf (huge, PSE) PMD and PUD entries included: the walker never descends below a
-#     leaf, so the entry callback is where a huge entry is handled;
-#   pte_entry(pte, addr, next, walk) for every PTE of a PTE table the walk descends into
-#     (range kernels leave it NULL and loop over the PTEs inline in their pmd_entry: one
-#     indirect call per PMD, none per PTE);
-#   pte_hole(addr, next, depth, walk) for a none entry, depth = LEVEL_PGD / LEVEL_PUD /
-#     LEVEL_PMD of that entry (Linux counts depth 0 = PGD downwards).
-# An entry callback sets walk.action = ACTION_CONTINUE for "handled, do not descend"
-# (ACTION_SUBTREE, the default, descends). A non-zero return stops the walk and is
-# returned. The walk descends below an entry only if a lower level has a callback.
-# With ops.install, none upper entries get a new table on the way instead of pte_hole
-# (Linux's install_pte walks: pud_alloc / pmd_alloc / pte_alloc); the walk returns -1
-# if a table cannot be allocated.
-# walk_page_list walks the pages of an address list (the importer's installs) the same way.
-# Leaves out: VMAs (callers walk one VMA's range at a time), ACTION_AGAIN, hugetlb,
-# locking, splitting of huge entries.
-from libc.stdint cimport uint64_t
+"""walk_page_range: the one descent from the PGD that every range kernel goes through.
 
-from libc.stdint cimport int64_t
+Models mm/pagewalk.c (struct mm_walk_ops, struct mm_walk, enum page_walk_action,
+walk_page_range_mm / walk_pgd_range / walk_pud_range / walk_pmd_range / walk_pte_range),
+P4D folded. A kernel fills a mm_walk_ops with C callbacks and hands its own state as
+`private`; the walker visits the entries of [start, end) in address order:
+  pgd_entry / pud_entry / pmd_entry(entry, addr, next, walk) for every non-none entry,
+    leaf (huge, PSE) PMD and PUD entries included: the walker never descends below a
+    leaf, so the entry callback is where a huge entry is handled;
+  pte_entry(pte, addr, next, walk) for every PTE of a PTE table the walk descends into
+    (range kernels leave it NULL and loop over the PTEs inline in their pmd_entry: one
+    indirect call per PMD, none per PTE);
+  pte_hole(addr, next, depth, walk) for a none entry, depth = LEVEL_PGD / LEVEL_PUD /
+    LEVEL_PMD of that entry (Linux counts depth 0 = PGD downwards).
+An entry callback sets walk.action = ACTION_CONTINUE for "handled, do not descend"
+(ACTION_SUBTREE, the default, descends). A non-zero return stops the walk and is
+returned. The walk descends below an entry only if a lower level has a callback.
+With ops.install, none upper entries get a new table on the way instead of pte_hole
+(Linux's install_pte walks: pud_alloc / pmd_alloc / pte_alloc); the walk returns -1
+if a table cannot be allocated.
+walk_page_list walks the pages of an address list (the importer's installs) the same way.
+Leaves out: VMAs (callers walk one VMA's range at a time), ACTION_AGAIN, hugetlb,
+locking, splitting of huge entries.
+"""
+from libc.stdint cimport int64_t, uint64_t
 
 from mmemu._core.types cimport (
     pte_t, pfn_t, pte_pfn, pmd_leaf, pgd_index, pud_index, pmd_index, pte_index,

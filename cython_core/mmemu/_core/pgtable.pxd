@@ -1,16 +1,17 @@
-# The entry writers: the only code that stores into a live page table.
-#
-# Models the setters of arch/x86/include/asm/pgtable.h and include/linux/pgtable.h:
-# set_pte_at, ptep_get_and_clear, pte_clear, ptep_set_wrprotect, ptep_set_access_flags,
-# set_pmd_at, pmd_populate, pmd_clear, pmdp_set_wrprotect, set_pud, pud_populate, pud_clear,
-# pgd_populate, pgd_clear (P4D folded). Leaves out: TLB flushes (a TLB model hooks in here),
-# paravirt, the batched and _full variants.
-#
-# In a debug build (MMEMU_DEBUG=1) every writer checks that the entry lies in a page-table
-# frame, that this table is not a COW-shared PTE table (pt_share > 1; break_cow_pte's copy
-# writes through set_pte_at_break_copy, the one writer exempt), and that a present entry
-# points inside physical memory; a failed check prints what was written where and aborts.
-# Release builds compile the checks out.
+"""The entry writers: the only code that stores into a live page table.
+
+Models the setters of arch/x86/include/asm/pgtable.h and include/linux/pgtable.h:
+set_pte_at, ptep_get_and_clear, pte_clear, ptep_set_wrprotect, ptep_set_access_flags,
+set_pmd_at, pmd_populate, pmd_clear, pmdp_set_wrprotect, set_pud, pud_populate, pud_clear,
+pgd_populate, pgd_clear (P4D folded). Leaves out: TLB flushes (a TLB model hooks in here),
+paravirt, the batched and _full variants.
+
+In a debug build (MMEMU_DEBUG=1) every writer checks that the entry lies in a page-table
+frame, that this table is not a COW-shared PTE table (pt_share > 1; break_cow_pte's copy
+writes through set_pte_at_break_copy, the one writer exempt), and that a present entry
+points inside physical memory; a failed check prints what was written where and aborts.
+Release builds compile the checks out.
+"""
 from libc.stdint cimport uint8_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort

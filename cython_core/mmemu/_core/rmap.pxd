@@ -1,18 +1,19 @@
-# The rmap and page-cache accounting: the one place where a page's mapcount, refcount and
-# PageAnonExclusive, the NR_ANON_MAPPED / NR_FILE_MAPPED / NR_FILE_PAGES / NR_SHMEM node
-# counters and an mm's rss change when a page is mapped, duplicated at fork, unmapped, or
-# enters or leaves a page cache.
-#
-# Models mm/rmap.c (folio_add_new_anon_rmap, folio_add_file_rmap_pte,
-# folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte), the page
-# flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio,
-# filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm counters the
-# callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse walk itself
-# (anon_vma and i_mmap trees: reclaim will add it), large folios, lruvec and memcg
-# statistics, pinned pages (folio_try_dup_anon_rmap_pte never fails).
-#
-# `rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
-# afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
+"""The rmap and page-cache accounting: the one place where a page's mapcount, refcount and
+PageAnonExclusive, the NR_ANON_MAPPED / NR_FILE_MAPPED / NR_FILE_PAGES / NR_SHMEM node
+counters and an mm's rss change when a page is mapped, duplicated at fork, unmapped, or
+enters or leaves a page cache.
+
+Models mm/rmap.c (folio_add_new_anon_rmap, folio_add_file_rmap_pte,
+folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte), the page
+flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio,
+filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm counters the
+callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse walk itself
+(anon_vma and i_mmap trees: reclaim will add it), large folios, lruvec and memcg
+statistics, pinned pages (folio_try_dup_anon_rmap_pte never fails).
+
+`rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
+afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
+"""
 from libc.stdint cimport uint32_t, int64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
