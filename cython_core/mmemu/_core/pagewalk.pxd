@@ -26,7 +26,8 @@ from libc.stdint cimport int64_t, uint64_t
 
 from mmemu._core.types cimport (
     pte_t, pfn_t, pte_pfn, pmd_leaf, pgd_index, pud_index, pmd_index, pte_index,
-    pgd_addr_end, pud_addr_end, pmd_addr_end, PAGE_SIZE, PMD_SHIFT,
+    pgd_addr_end, pud_addr_end, pmd_addr_end, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, PMD_SIZE,
+    PUD_SIZE, PGDIR_SIZE,
 )
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport (
@@ -88,12 +89,20 @@ cdef inline int walk_pmd_range(pte_t* pud, uint64_t addr, uint64_t end,
     """walk_pmd_range: the PMD entries of [addr, end) under one PUD entry. A pud_entry may
     call it itself (then set ACTION_CONTINUE) to act after the entries below it."""
     cdef const mm_walk_ops* ops = walk.ops
-    cdef pte_t* pmd = &table_ptr(walk.pm, pte_pfn(pud[0]))[pmd_index(addr)]
-    cdef uint64_t next
+    cdef pte_t* tab = table_ptr(walk.pm, pte_pfn(pud[0]))
+    cdef uint64_t span = addr & ~(PUD_SIZE - 1), a, next
+    cdef int first = pmd_index(addr), last = pmd_index(end - 1), i = first
+    cdef bint holes = ops.install or ops.pte_hole != NULL
+    cdef pte_t* pmd
     cdef pfn_t t
     cdef int err
     while True:
-        next = pmd_addr_end(addr, end)
+        if not holes:
+            while i < last and tab[i] == 0:     # nothing to call for a none entry
+                i += 1
+        pmd = &tab[i]
+        a = addr if i == first else span + (<uint64_t>i << PMD_SHIFT)
+        next = pmd_addr_end(a, end)
         err = 0
         if pmd[0] == 0 and ops.install:
             t = pgtable_alloc(walk.pm, walk.mm, LEVEL_PTE)
@@ -102,20 +111,19 @@ cdef inline int walk_pmd_range(pte_t* pud, uint64_t addr, uint64_t end,
             pmd_populate(walk.pm, pmd, t)
         if pmd[0] == 0:
             if ops.pte_hole != NULL:
-                err = ops.pte_hole(addr, next, LEVEL_PMD, walk)
+                err = ops.pte_hole(a, next, LEVEL_PMD, walk)
         else:
             walk.action = ACTION_SUBTREE
             if ops.pmd_entry != NULL:
-                err = ops.pmd_entry(pmd, addr, next, walk)
+                err = ops.pmd_entry(pmd, a, next, walk)
             if (err == 0 and walk.action == ACTION_SUBTREE and ops.pte_entry != NULL
                     and pmd[0] != 0 and not pmd_leaf(pmd[0])):
-                err = walk_pte_range(pmd, addr, next, walk)
+                err = walk_pte_range(pmd, a, next, walk)
         if err:
             return err
-        addr = next
-        if addr == end:
+        if i == last:
             return 0
-        pmd += 1
+        i += 1
 
 
 cdef inline bint _below_pud(const mm_walk_ops* ops) noexcept nogil:
@@ -128,12 +136,20 @@ cdef inline int walk_pud_range(pte_t* pgd, uint64_t addr, uint64_t end,
     """walk_pud_range: the PUD entries of [addr, end) under one PGD entry. A pgd_entry may
     call it itself (then set ACTION_CONTINUE) to act after the entries below it."""
     cdef const mm_walk_ops* ops = walk.ops
-    cdef pte_t* pud = &table_ptr(walk.pm, pte_pfn(pgd[0]))[pud_index(addr)]
-    cdef uint64_t next
+    cdef pte_t* tab = table_ptr(walk.pm, pte_pfn(pgd[0]))
+    cdef uint64_t span = addr & ~(PGDIR_SIZE - 1), a, next
+    cdef int first = pud_index(addr), last = pud_index(end - 1), i = first
+    cdef bint holes = ops.install or ops.pte_hole != NULL
+    cdef pte_t* pud
     cdef pfn_t t
     cdef int err
     while True:
-        next = pud_addr_end(addr, end)
+        if not holes:
+            while i < last and tab[i] == 0:     # nothing to call for a none entry
+                i += 1
+        pud = &tab[i]
+        a = addr if i == first else span + (<uint64_t>i << PUD_SHIFT)
+        next = pud_addr_end(a, end)
         err = 0
         if pud[0] == 0 and ops.install:
             t = pgtable_alloc(walk.pm, walk.mm, LEVEL_PMD)
@@ -142,20 +158,19 @@ cdef inline int walk_pud_range(pte_t* pgd, uint64_t addr, uint64_t end,
             pud_populate(walk.pm, pud, t)
         if pud[0] == 0:
             if ops.pte_hole != NULL:
-                err = ops.pte_hole(addr, next, LEVEL_PUD, walk)
+                err = ops.pte_hole(a, next, LEVEL_PUD, walk)
         else:
             walk.action = ACTION_SUBTREE
             if ops.pud_entry != NULL:
-                err = ops.pud_entry(pud, addr, next, walk)
+                err = ops.pud_entry(pud, a, next, walk)
             if (err == 0 and walk.action == ACTION_SUBTREE and _below_pud(ops)
                     and pud[0] != 0 and not pmd_leaf(pud[0])):
-                err = walk_pmd_range(pud, addr, next, walk)
+                err = walk_pmd_range(pud, a, next, walk)
         if err:
             return err
-        addr = next
-        if addr == end:
+        if i == last:
             return 0
-        pud += 1
+        i += 1
 
 
 cdef inline int walk_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,

@@ -35,9 +35,12 @@ cdef inline void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
     fl = pm.flags[pfn]
     if pte_special(e) or (fl & PG_ZERO):
         return
-    if not (fl & PG_ANON) and pte_dirty(e):
-        pm.flags[pfn] = fl | PG_DIRTY
-    folio_remove_rmap_pte(pm, pfn, fl, mm.rss)
+    if fl & PG_ANON:
+        folio_remove_rmap_pte(pm, pfn, fl, mm.rss)
+    else:
+        if pte_dirty(e):
+            pm.flags[pfn] = fl | PG_DIRTY
+        folio_remove_rmap_pte(pm, pfn, fl, mm.rss)
     put_page(pm, pfn)
 
 
