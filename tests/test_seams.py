@@ -160,3 +160,35 @@ def test_the_walker_is_the_only_descent_from_the_pgd():
                        + "\n  ".join(found))
     assert pgd_descents("x.pyx", "cdef void f() noexcept nogil:\n    g = pgdt[pgd_index(a)]\n")
     assert pgd_descents("x.pyx", "def f():\n    p = pmd_walk_next(pm, mm, &a, e)\n")
+
+
+def _indexes(a, levels):
+    return "/".join(str((a >> s) & 511) for s in (39, 30, 21, 12)[:levels])
+
+
+@pytest.mark.one_design
+def test_the_walker_hands_leaf_pmds_and_every_level_to_its_callbacks():
+    """validate_tables is a walk with a callback at every level (pte_entry included): a
+    leaf (PSE) PMD reaches pmd_entry and is not descended into; a PTE mapping a page-table
+    frame reaches pte_entry; each is named by its indexes."""
+    import mmemu
+    from mmemu import MAP_ANONYMOUS, MAP_PRIVATE
+
+    m = mmemu.Machine("64M", cow_pgtable=False)
+    p = m.spawn()
+    a = p.mmap(0, 8 * 4096, 3, MAP_PRIVATE | MAP_ANONYMOUS) + 3 * 4096
+    p.write(a, b"x")
+    core = p.mm.core
+    pgd_e, pud_e, pmd_e, pte_e = core.walk(a)
+    core.validate_tables()
+    core._debug_set_pmd(a, pmd_e | 1 << 7)
+    with pytest.raises(ValueError, match=f"bad PMD entry {_indexes(a, 3)}: {pmd_e | 1 << 7:#x}$"):
+        core.validate_tables()
+    core._debug_set_pmd(a, pmd_e)
+    bad = (pte_e & ~(((1 << 40) - 1) << 12)) | (pud_e & (((1 << 40) - 1) << 12))
+    core._debug_set_pte(a, bad)                      # maps the PMD table's frame
+    with pytest.raises(ValueError, match=f"bad PTE {_indexes(a, 4)}: {bad:#x}$"):
+        core.validate_tables()
+    core._debug_set_pte(a, pte_e)
+    core.validate_tables()
+    m.check()

@@ -26,8 +26,8 @@ from libc.stdint cimport int64_t, uint64_t
 
 from mmemu._core.types cimport (
     pte_t, pfn_t, pte_pfn, pmd_leaf, pgd_index, pud_index, pmd_index, pte_index,
-    pgd_addr_end, pud_addr_end, pmd_addr_end, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, PMD_SIZE,
-    PUD_SIZE, PGDIR_SIZE,
+    pgd_addr_end, pud_addr_end, pmd_addr_end, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, PUD_SIZE,
+    PGDIR_SIZE,
 )
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport (
