@@ -18,7 +18,7 @@ from mmemu._core.types cimport (
     pfn_t, pte_t, PG_USED, PG_HASDATA, PG_ZERO, PG_RESERVED, PG_TABLE,
     EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
-from mmemu._core.types cimport PG_FILE, PG_SWAPBACKED, PG_DIRTY
+from mmemu._core.types cimport PG_FILE, PG_DIRTY
 from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
@@ -458,7 +458,8 @@ cdef class PhysMem:
         """filemap_add_folio / shmem_alloc_and_add_folio: a zeroed page-cache frame.
 
         Its one reference is the page cache's; flags PG_FILE (+PG_SWAPBACKED), and
-        nr_file_pages (+nr_shmem) count it, as fault.pyx do_fault does. -1 if memory is full.
+        nr_file_pages (+nr_shmem) count it (rmap.pxd filemap_add_folio, as a fault's
+        shmem_alloc_and_add_folio). -1 if memory is full.
         """
         cdef pfn_t p = alloc_frame(&self.pm, False, True)
         if p < 0:
