@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "cython_core" / "mmemu" / "_core"
+ROOT = next(d for d in Path(__file__).resolve().parents if (d / "cython_core").is_dir())
+CORE = ROOT / "cython_core" / "mmemu" / "_core"
 WRITERS = "pgtable.pxd"
 # (file, function) allowed to fill a whole table frame: the clear of a table being freed
 WHOLE_TABLE_WRITES = {("pagetable.pyx", "pgtable_free")}
