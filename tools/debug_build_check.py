@@ -2,9 +2,9 @@
 
     python tools/debug_build_check.py [--all] [pytest args...]
 
-The debug build turns on Cython bounds and wraparound checks, C asserts and the
-shared-table write guard (assert_table_private aborts on any write into a COW-shared
-page table). The sources are copied to a temporary directory and built there, so the
+The debug build turns on Cython bounds and wraparound checks, C asserts and the checks of
+the entry writers (cython_core/mmemu/_core/pgtable.pxd: a write into a COW-shared page
+table, or of an entry pointing outside memory, aborts) and of the rmap helpers. The sources are copied to a temporary directory and built there, so the
 checkout's own (release) build is untouched; the tests then import that copy
 (PYTHONPATH) and conftest refuses to run unless the debug build is the one loaded.
 Needs Cython, numpy and setuptools in the environment (the [test] extra has them).

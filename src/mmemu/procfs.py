@@ -646,7 +646,7 @@ def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
     while deficit > 0 and progress:
         progress = False
         for a, vstart in empty + other:
-            c = _install.tables_cost(core, a)
+            c = core.tables_needed(a)
             if c and c * PAGE_SIZE <= deficit:
                 _install.ensure_pte_table(core, a)
                 report.extra_tables.append(a)

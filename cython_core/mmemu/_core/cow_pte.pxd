@@ -1,4 +1,4 @@
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport uint64_t
 from mmemu._core.types cimport pte_t, pfn_t, _bit, BIT_RW
 from mmemu._core.physmem cimport physmem_t
 from mmemu._core.pagetable cimport mm_t
@@ -7,7 +7,6 @@ cdef inline bint pmd_cow(pte_t pmd) noexcept nogil:
     """A PMD entry with RW clear marks a COW-shared (or not yet reused) PTE table."""
     return pmd != 0 and (pmd & _bit(BIT_RW)) == 0
 
-cdef void assert_table_private(physmem_t* pm, pte_t* entry) noexcept nogil
 cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil

@@ -13,34 +13,18 @@ Accounting, per machine (physmem_t.cow_eager):
     a break by another mm takes per-page references for the copy, as a classic fork would.
     When the owner leaves a table others still use, its accounting passes to one of them.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint32_t, int64_t, uint64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr, put_page, reserve_frames, release_reserve
-from mmemu._core.pagetable cimport (
-    mm_t, MMCore, pgtable_alloc, pmd_offset, pmd_walk_next, LEVEL_PTE,
+from mmemu._core.pagetable cimport mm_t, MMCore, pgtable_alloc, pmd_offset, LEVEL_PTE
+from mmemu._core.pgtable cimport (
+    set_pte_at_break_copy, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmd_clear,
 )
-
-
-cdef void assert_table_private(physmem_t* pm, pte_t* entry) noexcept nogil:
-    """Debug builds: no entry of a table shared by several PMDs is ever written."""
-    cdef pfn_t t
-    if MMEMU_DEBUG_BUILD:
-        t = <pfn_t>((<uint8_t*>entry - pm.mem) >> PAGE_SHIFT)
-        if pm.pt_share[t] > 1:
-            fprintf(stderr, b"mmemu: write to an entry of PTE table %lld shared %d ways\n",
-                    <long long>t, pm.pt_share[t])
-            abort()
-
-
-cdef inline int _rss_class(uint32_t fl) noexcept nogil:
-    if fl & PG_ANON:
-        return MM_ANONPAGES
-    if fl & PG_SWAPBACKED:
-        return MM_SHMEMPAGES
-    return MM_FILEPAGES
+from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
+from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
 
 
 cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
@@ -57,13 +41,13 @@ cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
         p = pte_pfn(e)
         if pm.flags[p] & PG_ZERO:
             continue
-        out[_rss_class(pm.flags[p])] += 1
+        out[mm_counter(pm.flags[p])] += 1
 
 
 cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
-    """Add (+1) or drop (-1) one mm's use of every normal page in a table: refcount,
-    mapcount (with NR_*_MAPPED on first map / last unmap) and the mm's rss. Adding also
-    clears PageAnonExclusive (folio_try_dup_anon_rmap_pte)."""
+    """Add (+1) or drop (-1) one mm's use of every normal page in a table: as a fork's copy
+    of each entry would (folio_dup_rmap_pte), or as a zap of it (folio_remove_rmap_pte +
+    put_page)."""
     cdef pte_t* t = table_ptr(pm, table)
     cdef int i
     cdef pte_t e
@@ -77,24 +61,10 @@ cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) no
         fl = pm.flags[p]
         if fl & PG_ZERO:
             continue
-        mm.rss[_rss_class(fl)] += sign
         if sign > 0:
-            pm.refcount[p] += 1
-            pm.mapcount[p] += 1
-            if fl & PG_ANON:
-                pm.flags[p] = fl & ~PG_ANON_EXCLUSIVE
-            if pm.mapcount[p] == 1:
-                if fl & PG_ANON:
-                    pm.nr_anon_mapped += 1
-                else:
-                    pm.nr_file_mapped += 1
+            folio_dup_rmap_pte(pm, p, fl, mm.rss)
         else:
-            pm.mapcount[p] -= 1
-            if pm.mapcount[p] == 0:
-                if fl & PG_ANON:
-                    pm.nr_anon_mapped -= 1
-                else:
-                    pm.nr_file_mapped -= 1
+            folio_remove_rmap_pte(pm, p, fl, mm.rss)
             put_page(pm, p)
 
 
@@ -145,7 +115,7 @@ cdef void cow_pte_fixup(physmem_t* pm, pfn_t table) noexcept nogil:
             continue
         fl = pm.flags[pte_pfn(e)]
         if pte_special(e) or not ((fl & PG_ANON) and (fl & PG_ANON_EXCLUSIVE)):
-            t[i] = pte_wrprotect(e)
+            ptep_set_wrprotect(pm, &t[i])
 
 
 cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil:
@@ -160,7 +130,7 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
     cdef int64_t n = 0
     if pm.pt_share[old] <= 1:
         cow_pte_fixup(pm, old)
-        pmdp[0] = pmdp[0] | _bit(BIT_RW)
+        set_pmd_at(pm, pmdp, pte_mkwrite(pmdp[0]))
         pm.ev[EV_PTE_TABLES_REUSED] += 1
         return 0
     new = pgtable_alloc(pm, mm, LEVEL_PTE)
@@ -172,7 +142,7 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
         for i in range(512):
             e = src[i]
             if e != 0:
-                dst[i] = e
+                set_pte_at_break_copy(pm, &dst[i], e)
                 n += 1
         mm.pgtables_bytes -= 4096          # mm_dec_nr_ptes for the table it leaves
     else:
@@ -181,14 +151,14 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
         for i in range(512):
             e = src[i]
             if e != 0:
-                dst[i] = pte_wrprotect(e)
+                set_pte_at_break_copy(pm, &dst[i], pte_wrprotect(e))
                 n += 1
         if pm.pt_owner[old] == mm.id:
             # the owner leaves: its counts for `old` go to a remaining holder, and it keeps
             # exactly the counts the copy just added
             hand_over(pm, mm, old, addr)
     pm.pt_share[old] -= 1
-    pmdp[0] = mk_table_entry(new)
+    pmd_populate(pm, pmdp, new)
     pm.ev[EV_PTE_TABLES_DUPLICATED] += 1
     pm.ev[EV_PTE_TABLE_ENTRIES_COPIED] += n
     return 0
@@ -204,7 +174,45 @@ cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
     elif pm.pt_owner[t] == mm.id:
         hand_over(pm, mm, t, addr)
     pm.pt_share[t] -= 1
-    pmdp[0] = 0
+    pmd_clear(pm, pmdp)
+
+
+cdef struct cow_walk:
+    uint64_t start
+    uint64_t end
+    int mode
+    int64_t n
+
+
+cdef int cow_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """cow_range's pmd_entry: count, break or drop one COW-ed PMD."""
+    cdef cow_walk* c = <cow_walk*>walk.private
+    cdef physmem_t* pm = walk.pm
+    cdef uint64_t span
+    cdef bint whole, shared
+    if not pmd_cow(pmd[0]):
+        return 0
+    span = addr & ~(PMD_SIZE - 1)
+    whole = span >= c.start and span + PMD_SIZE <= c.end
+    shared = pm.pt_share[pte_pfn(pmd[0])] > 1
+    if c.mode == 0:
+        if shared:
+            c.n += 1
+    elif c.mode == 3:
+        if shared and not whole:
+            c.n += 1
+    elif c.mode == 2 and whole and shared:
+        cow_pte_drop(pm, walk.mm, pmd, addr)
+        c.n += 1
+    else:
+        if break_cow_pte(pm, walk.mm, pmd, addr) < 0:
+            return -1
+        c.n += 1
+    return 0
+
+
+cdef mm_walk_ops cow_walk_ops
+cow_walk_ops.pmd_entry = cow_pmd_entry
 
 
 cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, int mode) noexcept nogil:
@@ -218,33 +226,14 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
     mode 3: count for mode 2 (tables it would copy).
     Returns the count, or -1 if a break ran out of memory.
     """
-    cdef uint64_t addr = start, nxt, span
-    cdef pte_t* pmd
-    cdef int64_t n = 0
-    cdef bint whole
-    while True:
-        pmd = pmd_walk_next(pm, mm, &addr, end)
-        if pmd == NULL:
-            break
-        nxt = pmd_addr_end(addr, end)
-        if pmd_cow(pmd[0]):
-            span = addr & ~(PMD_SIZE - 1)
-            whole = span >= start and span + PMD_SIZE <= end
-            if mode == 0:
-                if pm.pt_share[pte_pfn(pmd[0])] > 1:
-                    n += 1
-            elif mode == 3:
-                if pm.pt_share[pte_pfn(pmd[0])] > 1 and not whole:
-                    n += 1
-            elif mode == 2 and whole and pm.pt_share[pte_pfn(pmd[0])] > 1:
-                cow_pte_drop(pm, mm, pmd, addr)
-                n += 1
-            else:
-                if break_cow_pte(pm, mm, pmd, addr) < 0:
-                    return -1
-                n += 1
-        addr = nxt
-    return n
+    cdef cow_walk c
+    c.start = start
+    c.end = end
+    c.mode = mode
+    c.n = 0
+    if walk_page_range(pm, mm, start, end, &cow_walk_ops, &c) < 0:
+        return -1
+    return c.n
 
 
 cdef bint _prepare(MMCore mmc, uint64_t start, uint64_t end, int count_mode, int mode) except -1:

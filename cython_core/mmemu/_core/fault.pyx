@@ -7,47 +7,23 @@ and do_swap_page (without a swap cache) from mm/memory.c. Leaves out: THP, userf
 NUMA hinting.
 The access check (access_error, SIGSEGV) is policy and is done in Python per VMA.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, PhysMem, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
+    physmem_t, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
     pgtable_free, LEVEL_PTE,
 )
-from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte, assert_table_private
-
-
-cdef inline pte_t _anon_pte(pfn_t pfn, vma_t* vma) noexcept nogil:
-    """mk_pte(vm_page_prot) + young, + dirty + write if VM_WRITE (do_anonymous_page, wp_page_copy)."""
-    cdef pte_t e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
-    if vma.flags & VM_WRITE:
-        e = pte_mkwrite(pte_mkdirty(e))
-    return e
-
-
-cdef inline void _new_anon_rmap(physmem_t* pm, mm_t* mm, pfn_t pfn) noexcept nogil:
-    """folio_add_new_anon_rmap(RMAP_EXCLUSIVE) + MM_ANONPAGES++."""
-    pm.flags[pfn] |= PG_ANON | PG_ANON_EXCLUSIVE
-    pm.mapcount[pfn] = 1
-    pm.nr_anon_mapped += 1
-    mm.rss[MM_ANONPAGES] += 1
-
-
-cdef inline void _remove_rmap(physmem_t* pm, mm_t* mm, pfn_t pfn, uint32_t fl) noexcept nogil:
-    """folio_remove_rmap_pte + the rss counter of the page."""
-    pm.mapcount[pfn] -= 1
-    if fl & PG_ANON:
-        mm.rss[MM_ANONPAGES] -= 1
-        if pm.mapcount[pfn] == 0:
-            pm.nr_anon_mapped -= 1
-    else:
-        mm.rss[MM_SHMEMPAGES if fl & PG_SWAPBACKED else MM_FILEPAGES] -= 1
-        if pm.mapcount[pfn] == 0:
-            pm.nr_file_mapped -= 1
+from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte
+from mmemu._core.pgtable cimport set_pte_at, ptep_set_access_flags, pmd_clear
+from mmemu._core.rmap cimport (
+    folio_add_new_anon_rmap, folio_remove_rmap_pte, SetPageAnonExclusive,
+    shmem_alloc_and_add_folio,
+)
 
 
 cdef int do_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, bint write) noexcept nogil:
@@ -55,15 +31,15 @@ cdef int do_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, bin
     cdef pfn_t pfn
     if not write:
         # no anon_vma is prepared on this path
-        ptep[0] = pte_wrprotect(mk_pte(pm.zero_pfn, vma.prot)) | _bit(BIT_SPECIAL) | _bit(BIT_ACCESSED)
+        set_pte_at(pm, ptep, mk_zero_pte(pm, vma))
         pm.ev[EV_FAULT_ZERO_PAGE] += 1
         return FAULT_OK
     pfn = alloc_frame(pm, False, True)
     if pfn < 0:
         return FAULT_OOM
     vma.anon_vma = 1
-    _new_anon_rmap(pm, mm, pfn)
-    ptep[0] = _anon_pte(pfn, vma)
+    folio_add_new_anon_rmap(pm, pfn, mm.rss, True)
+    set_pte_at(pm, ptep, mk_anon_pte(pfn, vma))
     pm.ev[EV_FAULT_ANON] += 1
     return FAULT_OK
 
@@ -82,10 +58,10 @@ cdef int wp_page_copy(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
         pm.ev[EV_COW_ZERO] += 1
     else:
         copy_frame(pm, new, old)
-    _new_anon_rmap(pm, mm, new)
-    ptep[0] = _anon_pte(new, vma)
+    folio_add_new_anon_rmap(pm, new, mm.rss, True)
+    set_pte_at(pm, ptep, mk_anon_pte(new, vma))
     if not from_zero:
-        _remove_rmap(pm, mm, old, fl)
+        folio_remove_rmap_pte(pm, old, fl, mm.rss)
         put_page(pm, old)
     pm.ev[EV_COW_FAULT] += 1
     return FAULT_OK
@@ -97,27 +73,17 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
     cdef uint32_t fl = pm.flags[pfn]
     if vma.flags & VM_SHARED:
         # wp_page_shared + fault_dirty_shared_page: the folio is dirtied too
-        ptep[0] = pte_mkwrite(pte_mkdirty(pte_mkyoung(e)))
+        set_pte_at(pm, ptep, pte_mkwrite(pte_mkdirty(pte_mkyoung(e))))
         pm.flags[pfn] |= PG_DIRTY
         pm.ev[EV_WP_SHARED] += 1
         return FAULT_OK
     if (fl & PG_ANON) and ((fl & PG_ANON_EXCLUSIVE) or pm.refcount[pfn] == 1):
         # wp_can_reuse_anon_folio + wp_page_reuse
-        pm.flags[pfn] = fl | PG_ANON_EXCLUSIVE
-        ptep[0] = pte_mkwrite(pte_mkdirty(pte_mkyoung(e)))
+        SetPageAnonExclusive(pm, pfn)
+        set_pte_at(pm, ptep, pte_mkwrite(pte_mkdirty(pte_mkyoung(e))))
         pm.ev[EV_WP_REUSE] += 1
         return FAULT_OK
     return wp_page_copy(pm, mm, vma, ptep, e)
-
-
-cdef inline void _map_cache_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pfn_t pfn) noexcept nogil:
-    """set_pte_range for one page-cache page: mapcount, refcount, rss, NR_FILE_MAPPED."""
-    pm.refcount[pfn] += 1
-    pm.mapcount[pfn] += 1
-    if pm.mapcount[pfn] == 1:
-        pm.nr_file_mapped += 1
-    mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
-    ptep[0] = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
 
 
 DEF FAULT_AROUND_PAGES = 16     # fault_around_bytes (64 KiB) / PAGE_SIZE
@@ -148,7 +114,7 @@ cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pt
         pfn = vma.cache[idx]
         if pfn < 0 or table[i] != 0:
             continue
-        _map_cache_page(pm, mm, vma, &table[i], pfn)
+        set_pte_range(pm, mm, vma, &table[i], pfn, False)
     return ptep[0] != 0
 
 
@@ -157,7 +123,6 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     page-cache-backed VMA."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
-    cdef pte_t e
     if vma.cache == NULL:
         return FAULT_SIGBUS
     # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
@@ -172,14 +137,9 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     pfn = vma.cache[idx]
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
-        pfn = alloc_frame(pm, False, True)
+        pfn = shmem_alloc_and_add_folio(pm, vma.cache, idx, vma.swapbacked)
         if pfn < 0:
             return FAULT_OOM
-        pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if vma.swapbacked else 0)
-        vma.cache[idx] = pfn
-        pm.nr_file_pages += 1
-        if vma.swapbacked:
-            pm.nr_shmem += 1
         pm.ev[EV_FAULT_SHMEM_ALLOC] += 1
     if write and not (vma.flags & VM_SHARED):
         # do_cow_fault: a private anon copy; the cache page is not mapped
@@ -188,14 +148,13 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
             return FAULT_OOM
         vma.anon_vma = 1
         copy_frame(pm, new, pfn)
-        _new_anon_rmap(pm, mm, new)
-        ptep[0] = _anon_pte(new, vma)
+        folio_add_new_anon_rmap(pm, new, mm.rss, True)
+        set_pte_at(pm, ptep, mk_anon_pte(new, vma))
         pm.ev[EV_COW_FAULT] += 1
         return FAULT_OK
-    _map_cache_page(pm, mm, vma, ptep, pfn)
+    set_pte_range(pm, mm, vma, ptep, pfn, write)
     if write:
         # do_shared_fault: fault_dirty_shared_page marks the folio dirty
-        ptep[0] = pte_mkwrite(pte_mkdirty(ptep[0]))
         pm.flags[pfn] |= PG_DIRTY
     pm.ev[EV_FAULT_SHMEM] += 1
     return FAULT_OK
@@ -209,7 +168,6 @@ cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
     cdef int64_t slot = swap_pte_slot(e)
     cdef bint exclusive = 0 <= slot < pm.swap_slots and pm.swap_map[slot] == 1
     cdef pfn_t pfn = alloc_frame(pm, False, True)
-    cdef pte_t n
     if pfn < 0:
         return FAULT_OOM
     if 0 <= slot < pm.swap_slots:
@@ -217,17 +175,12 @@ cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
         pm.flags[pfn] |= PG_HASDATA
         swap_free(pm, slot)
     vma.anon_vma = 1
-    pm.flags[pfn] |= PG_ANON
-    pm.mapcount[pfn] = 1
-    pm.nr_anon_mapped += 1
-    mm.rss[MM_ANONPAGES] += 1
+    folio_add_new_anon_rmap(pm, pfn, mm.rss, exclusive)
     mm.rss[MM_SWAPENTS] -= 1
-    n = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
     if exclusive:
-        pm.flags[pfn] |= PG_ANON_EXCLUSIVE
-        if vma.flags & VM_WRITE:
-            n = pte_mkwrite(pte_mkdirty(n))
-    ptep[0] = n
+        set_pte_at(pm, ptep, mk_anon_pte(pfn, vma))
+    else:
+        set_pte_at(pm, ptep, mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED))
     pm.ev[EV_SWAPIN] += 1
     return FAULT_OK
 
@@ -236,9 +189,9 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
     cdef pte_t* pmdp
     cdef pte_t* ptep
-    cdef pte_t e
     cdef int rc, i
     cdef pte_t* t
+    cdef pfn_t table
     cdef bint new_table = False
     cdef pte_t* pmd = pmd_offset_alloc(pm, mm, addr)
     if pmd == NULL:
@@ -256,8 +209,9 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
             for i in range(512):
                 if t[i] != 0:
                     return rc
-            pgtable_free(pm, mm, pte_pfn(pmdp[0]), LEVEL_PTE)
-            pmdp[0] = 0
+            table = pte_pfn(pmdp[0])
+            pmd_clear(pm, pmdp)
+            pgtable_free(pm, mm, table, LEVEL_PTE)
         return rc
     return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
 
@@ -276,7 +230,6 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
         if break_cow_pte(pm, mm, pmdp, addr) < 0:
             return FAULT_OOM
         ptep = &table_ptr(pm, pte_pfn(pmdp[0]))[pte_index(addr)]
-    assert_table_private(pm, ptep)
     pm.ev[EV_PGFAULT] += 1
     e = ptep[0]
     if is_swap_pte(e):
@@ -291,7 +244,7 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
     if write and not pte_write(e):
         return do_wp_page(pm, mm, vma, ptep, e)
     # spurious: the access is already allowed; only the A/D bits change
-    ptep[0] = e | _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0)
+    ptep_set_access_flags(pm, ptep, e | _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0))
     pm.ev[EV_SPURIOUS] += 1
     return FAULT_OK
 
@@ -326,8 +279,7 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             ok = pte_write(e) and pte_write(pmdp[0])
         if ok:
             if (e & want) != want and pte_write(pmdp[0]):
-                assert_table_private(pm, &table[pte_index(page)])
-                table[pte_index(page)] = e | want
+                ptep_set_access_flags(pm, &table[pte_index(page)], e | want)
         else:
             rc = handle_mm_fault(pm, mm, vma, page, write)
             if rc != FAULT_OK:

@@ -3,19 +3,22 @@
 
 Models copy_page_range / copy_p4d_range / copy_pud_range / copy_pmd_range / copy_pte_range /
 copy_present_ptes (mm/memory.c) for small folios, and the COW page table series'
-copy_cow_pte_range (patch 02), which shares a PTE table instead of copying it. Leaves out:
-pinned pages (copy_present_page), uffd-wp, device-private and migration entries.
+copy_cow_pte_range (patch 02), which shares a PTE table instead of copying it, as a
+walk_page_range of the source (pagewalk.pxd). Leaves out: pinned pages (copy_present_page),
+uffd-wp, device-private and migration entries.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint32_t, int64_t, uint64_t
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr, swap_dup
-from mmemu._core.pagetable cimport (
-    mm_t, MMCore, pmd_offset_alloc, pmd_walk_next, pgtable_alloc, LEVEL_PTE,
+from mmemu._core.pagetable cimport mm_t, MMCore, pmd_offset_alloc, pgtable_alloc, LEVEL_PTE
+from mmemu._core.cow_pte cimport account_table_pages
+from mmemu._core.pgtable cimport (
+    set_pte_at, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmdp_set_wrprotect,
 )
-from mmemu._core.cow_pte cimport account_table_pages, assert_table_private
+from mmemu._core.rmap cimport folio_dup_rmap_pte
+from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
 
-cimport numpy as cnp
 import numpy as np
 
 
@@ -28,17 +31,15 @@ cdef void copy_pte_range(physmem_t* pm, mm_t* dst_mm, pte_t* dst, pte_t* src,
     cdef int i
     cdef pte_t e
     cdef pfn_t pfn
-    cdef uint32_t fl
     cdef bint cow = is_cow_mapping(vm_flags)
     cdef bint shared = (vm_flags & VM_SHARED) != 0
     cdef int64_t copied = 0, wrprotected = 0
-    cdef int64_t anon = 0, file = 0, shmem = 0
-    cdef int32_t* refcount = pm.refcount
-    cdef int32_t* mapcount = pm.mapcount
+    cdef int64_t rss[NR_MM_COUNTERS]
     cdef uint32_t* flags = pm.flags
     cdef pte_t RW = _bit(BIT_RW)
     cdef pte_t A = _bit(BIT_ACCESSED)
     cdef pte_t D = _bit(BIT_DIRTY)
+    rss[0] = rss[1] = rss[2] = rss[3] = 0
     for i in range(i0, i1):
         e = src[i]
         if e == 0:
@@ -47,33 +48,22 @@ cdef void copy_pte_range(physmem_t* pm, mm_t* dst_mm, pte_t* dst, pte_t* src,
         if not pte_present(e):
             if is_swap_pte(e):  # copy_nonpresent_pte: swap_duplicate + MM_SWAPENTS
                 swap_dup(pm, swap_pte_slot(e))
-                dst_mm.rss[MM_SWAPENTS] += 1
-            dst[i] = e
+                rss[MM_SWAPENTS] += 1
+            set_pte_at(pm, &dst[i], e)
             continue
         if not (e & _bit(BIT_SPECIAL)):
             pfn = pte_pfn(e)
-            fl = flags[pfn]
-            refcount[pfn] += 1          # folio_get
-            mapcount[pfn] += 1          # folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte
-            if fl & PG_ANON:
-                flags[pfn] = fl & ~PG_ANON_EXCLUSIVE
-                anon += 1
-            elif fl & PG_SWAPBACKED:
-                shmem += 1
-            else:
-                file += 1
+            folio_dup_rmap_pte(pm, pfn, flags[pfn], rss)
         if cow and (e & RW):
             e = e & ~RW
             if src_private:
-                assert_table_private(pm, &src[i])
-                src[i] = e
+                ptep_set_wrprotect(pm, &src[i])
                 wrprotected += 1
         if shared:
             e = e & ~D
-        dst[i] = e & ~A
-    dst_mm.rss[MM_ANONPAGES] += anon
-    dst_mm.rss[MM_FILEPAGES] += file
-    dst_mm.rss[MM_SHMEMPAGES] += shmem
+        set_pte_at(pm, &dst[i], e & ~A)
+    for i in range(NR_MM_COUNTERS):
+        dst_mm.rss[i] += rss[i]
     pm.ev[EV_FORK_PTES_COPIED] += copied
     pm.ev[EV_FORK_PTES_WRPROTECTED] += wrprotected
 
@@ -101,53 +91,121 @@ cdef void share_pte_table(physmem_t* pm, mm_t* dst_mm, pte_t* spmd, pte_t* dpmd)
             e = table_ptr(pm, t)
             for i in range(512):
                 if e[i] & _bit(BIT_RW):
-                    e[i] = e[i] & ~_bit(BIT_RW)
+                    ptep_set_wrprotect(pm, &e[i])
                     wp += 1
             pm.ev[EV_FORK_PTES_WRPROTECTED] += wp
     pm.pt_share[t] += 1
-    spmd[0] = spmd[0] & ~_bit(BIT_RW)
-    dpmd[0] = mk_table_entry(t) & ~_bit(BIT_RW)
+    pmdp_set_wrprotect(pm, spmd)
+    set_pmd_at(pm, dpmd, pte_wrprotect(mk_table_entry(t)))
     pm.ev[EV_PTE_TABLES_SHARED] += 1
+
+
+cdef struct copy_walk:
+    mm_t* dst_mm
+    pte_t* dst_pmds         # the destination PMD table of the source PUD entry being copied
+    uint64_t vm_flags
+    bint cow                # share PTE tables (COW page tables) outside the blocked spans
+    const int64_t* blocked  # sorted PMD spans (addr >> 21) that get a classic copy
+    int64_t nblocked
+    int64_t pos             # _blocked's cursor
+
+
+cdef int copy_pud_entry(pte_t* spud, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """copy_pud_range's pud_alloc + copy_pmd_range's pmd_alloc (pud_entry): for every
+    source PUD entry present, even where no PTE table hangs below (found by mmemu.oracle)."""
+    cdef copy_walk* c = <copy_walk*>walk.private
+    cdef pte_t* dpmd = pmd_offset_alloc(walk.pm, c.dst_mm, addr)
+    if dpmd == NULL:
+        return -1
+    c.dst_pmds = dpmd - pmd_index(addr)
+    return 0
+
+
+cdef int copy_pmd_entry(pte_t* spmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """copy_pmd_range's step for one source PMD entry (pmd_entry): share its PTE table
+    (copy_cow_pte_range) or copy it (copy_pte_range)."""
+    cdef copy_walk* c = <copy_walk*>walk.private
+    cdef physmem_t* pm = walk.pm
+    cdef pte_t* dpmd = &c.dst_pmds[pmd_index(addr)]
+    cdef pfn_t t
+    if c.cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
+        if dpmd[0] == 0:        # shared once, however many VMAs cover the span
+            share_pte_table(pm, c.dst_mm, spmd, dpmd)
+        return 0
+    # copy_pte_range allocates the destination table before looking at entries
+    if dpmd[0] == 0:
+        t = pgtable_alloc(pm, c.dst_mm, LEVEL_PTE)
+        if t < 0:
+            return -1
+        pmd_populate(pm, dpmd, t)
+        pm.ev[EV_FORK_PTE_TABLES_COPIED] += 1
+    copy_pte_range(pm, c.dst_mm, table_ptr(pm, pte_pfn(dpmd[0])), table_ptr(pm, pte_pfn(spmd[0])),
+                   pte_index(addr), pte_index(next - 1) + 1, c.vm_flags,
+                   (spmd[0] & _bit(BIT_RW)) != 0)
+    return 0
+
+
+cdef mm_walk_ops copy_walk_ops
+copy_walk_ops.pud_entry = copy_pud_entry
+copy_walk_ops.pmd_entry = copy_pmd_entry
 
 
 cdef int copy_page_range(physmem_t* pm, mm_t* dst_mm, mm_t* src_mm, uint64_t start, uint64_t end,
                          uint64_t vm_flags, bint cow, const int64_t* blocked, int64_t nblocked) noexcept nogil:
-    """copy_page_range for one VMA span: a destination table wherever the source has one.
+    """copy_page_range for one VMA span: a destination table wherever the source has one;
+    0, or -1 if a table could not be allocated.
 
     With cow, PMD spans not listed in `blocked` share the source table instead."""
-    cdef uint64_t addr = start, nxt
-    cdef pte_t* spmd
-    cdef pte_t* dpmd
-    cdef pfn_t t
-    cdef int64_t pos = 0
-    while True:
-        spmd = pmd_walk_next(pm, src_mm, &addr, end)
-        if spmd == NULL:
-            break
-        nxt = pmd_addr_end(addr, end)
-        # copy_pud_range / copy_pmd_range: pud_alloc and pmd_alloc for every source PUD
-        # entry present, even where no PTE table hangs below (found by mmemu.oracle)
-        dpmd = pmd_offset_alloc(pm, dst_mm, addr)
-        if dpmd == NULL:
-            return -1
-        if spmd[0] != 0:
-            if cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), blocked, nblocked, &pos):
-                if dpmd[0] == 0:        # shared once, however many VMAs cover the span
-                    share_pte_table(pm, dst_mm, spmd, dpmd)
-                addr = nxt
-                continue
-            # copy_pte_range allocates the destination table before looking at entries
-            if dpmd[0] == 0:
-                t = pgtable_alloc(pm, dst_mm, LEVEL_PTE)
-                if t < 0:
-                    return -1
-                dpmd[0] = mk_table_entry(t)
-                pm.ev[EV_FORK_PTE_TABLES_COPIED] += 1
-            copy_pte_range(pm, dst_mm, table_ptr(pm, pte_pfn(dpmd[0])), table_ptr(pm, pte_pfn(spmd[0])),
-                           pte_index(addr), pte_index(nxt - 1) + 1, vm_flags,
-                           (spmd[0] & _bit(BIT_RW)) != 0)
-        addr = nxt
+    cdef copy_walk c
+    c.dst_mm = dst_mm
+    c.dst_pmds = NULL
+    c.vm_flags = vm_flags
+    c.cow = cow
+    c.blocked = blocked
+    c.nblocked = nblocked
+    c.pos = 0
+    return walk_page_range(pm, src_mm, start, end, &copy_walk_ops, &c)
+
+
+cdef struct count_walk:
+    int64_t* last           # destination PGD/PUD/PMD slot last counted (addr >> shift)
+    bint cow
+    const int64_t* blocked
+    int64_t nblocked
+    int64_t pos
+    int64_t n
+
+
+cdef inline void _count_slot(count_walk* c, int level, int64_t key) noexcept nogil:
+    if key != c.last[level]:
+        c.last[level] = key
+        c.n += 1
+
+
+cdef int count_pgd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """A source PGD entry present: the copy needs the destination's PUD table."""
+    _count_slot(<count_walk*>walk.private, 0, <int64_t>(addr >> PGDIR_SHIFT))
     return 0
+
+
+cdef int count_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """A source PUD entry present: the copy needs the destination's PMD table."""
+    _count_slot(<count_walk*>walk.private, 1, <int64_t>(addr >> PUD_SHIFT))
+    return 0
+
+
+cdef int count_pmd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """A source PTE table: the copy needs one of its own unless the span is shared."""
+    cdef count_walk* c = <count_walk*>walk.private
+    if not c.cow or _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
+        _count_slot(c, 2, <int64_t>(addr >> PMD_SHIFT))
+    return 0
+
+
+cdef mm_walk_ops count_walk_ops
+count_walk_ops.pgd_entry = count_pgd_entry
+count_walk_ops.pud_entry = count_pud_entry
+count_walk_ops.pmd_entry = count_pmd_entry
 
 
 cdef int64_t count_range_tables(physmem_t* pm, mm_t* src_mm, uint64_t start, uint64_t end,
@@ -155,35 +213,15 @@ cdef int64_t count_range_tables(physmem_t* pm, mm_t* src_mm, uint64_t start, uin
                                 int64_t nblocked) noexcept nogil:
     """Tables a copy of [start, end) allocates, skipping slots already counted (last[0..2]).
     With cow, only blocked spans need a PTE table of their own."""
-    cdef uint64_t addr = start
-    cdef pte_t* pgdt = table_ptr(pm, src_mm.pgd)
-    cdef pte_t g, u, d
-    cdef int64_t n = 0, key, pos = 0
-    while addr < end:
-        g = pgdt[pgd_index(addr)]
-        if g == 0:
-            addr = pgd_addr_end(addr, end)
-            continue
-        key = <int64_t>(addr >> PGDIR_SHIFT)
-        if key != last[0]:
-            last[0] = key
-            n += 1
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-        if u == 0:
-            addr = pud_addr_end(addr, end)
-            continue
-        key = <int64_t>(addr >> PUD_SHIFT)
-        if key != last[1]:
-            last[1] = key
-            n += 1
-        d = table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
-        if d != 0 and (not cow or _blocked(<int64_t>(addr >> PMD_SHIFT), blocked, nblocked, &pos)):
-            key = <int64_t>(addr >> PMD_SHIFT)
-            if key != last[2]:
-                last[2] = key
-                n += 1
-        addr = pmd_addr_end(addr, end)
-    return n
+    cdef count_walk c
+    c.last = last
+    c.cow = cow
+    c.blocked = blocked
+    c.nblocked = nblocked
+    c.pos = 0
+    c.n = 0
+    walk_page_range(pm, src_mm, start, end, &count_walk_ops, &c)
+    return c.n
 
 
 cdef const int64_t* _blocked_ptr(object blocked, int64_t* n) except? NULL:

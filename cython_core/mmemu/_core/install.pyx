@@ -5,16 +5,23 @@ mmemu.procfs.import_process, which rebuilds a live Linux process's page tables.
 One call per VMA installs every page the importer found present there. The entries are
 what the fault path would have made (do_anonymous_page, do_read_fault, a fork's
 write-protected shared anon page); counters (rss, mapcount, refcount, NR_*_MAPPED,
-page-cache counts) move exactly as the fault path moves them, so Machine.check() holds.
+page-cache counts) move exactly as the fault path moves them (through rmap.pxd), so
+Machine.check() holds. Each run of pages in one 2 MiB span is an install walk
+(walk_page_range with ops.install, as Linux's install_pte walks): the tables a page needs
+are allocated as its fault would have allocated them.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, frame_ptr, table_ptr
-from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
+from mmemu._core.pagetable cimport mm_t, vma_t, MMCore, pte_offset_alloc, vma_from_py
+from mmemu._core.fault cimport mk_anon_pte, mk_zero_pte, set_pte_range
+from mmemu._core.pgtable cimport set_pte_at
+from mmemu._core.rmap cimport (
+    folio_add_new_anon_rmap, folio_dup_rmap_pte, shmem_alloc_and_add_folio,
 )
+from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, page_list, walk_page_list
 
 # page kinds (numpy uint8 per page)
 cdef enum:
@@ -29,20 +36,16 @@ KIND_ZERO = K_ZERO
 KIND_CACHE = K_CACHE
 
 
-cdef int _install(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, int kind,
+cdef int _install(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, int kind,
                   int64_t* frame) noexcept nogil:
-    """0, or -1 (no frame), or -2 (no page-cache index for this address)."""
-    cdef pte_t* ptep = pte_offset_alloc(pm, mm, addr, NULL)
+    """One page at addr into its none PTE: 0, or -1 (no frame), or -2 (no page-cache index
+    for this address)."""
     cdef pfn_t pfn
     cdef int64_t idx
-    cdef pte_t e
-    if ptep == NULL:
-        return -1
     if ptep[0] != 0:
         return 0        # already installed (a page imported twice): keep the first
     if kind == K_ZERO:
-        ptep[0] = (pte_wrprotect(mk_pte(pm.zero_pfn, vma.prot)) | _bit(BIT_SPECIAL)
-                   | _bit(BIT_ACCESSED))
+        set_pte_at(pm, ptep, mk_zero_pte(pm, vma))
         return 0
     if kind == K_CACHE:
         idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
@@ -50,51 +53,59 @@ cdef int _install(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, int kind,
             return -2
         pfn = vma.cache[idx]
         if pfn < 0:
-            pfn = alloc_frame(pm, False, True)
+            pfn = shmem_alloc_and_add_folio(pm, vma.cache, idx, vma.swapbacked)
             if pfn < 0:
                 return -1
-            pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if vma.swapbacked else 0)
-            vma.cache[idx] = pfn
-            pm.nr_file_pages += 1
-            if vma.swapbacked:
-                pm.nr_shmem += 1
-        pm.refcount[pfn] += 1
-        pm.mapcount[pfn] += 1
-        if pm.mapcount[pfn] == 1:
-            pm.nr_file_mapped += 1
-        mm.rss[MM_SHMEMPAGES if vma.swapbacked else MM_FILEPAGES] += 1
-        ptep[0] = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+        set_pte_range(pm, mm, vma, ptep, pfn, False)
         frame[0] = pfn
         return 0
     # anonymous
     pfn = frame[0]
     if kind == K_ANON_SHARED and pfn >= 0:
         # another imported process maps this page: a fork's shared page (copy_present_pte)
-        pm.refcount[pfn] += 1
-        pm.mapcount[pfn] += 1
-        pm.flags[pfn] &= ~PG_ANON_EXCLUSIVE
-        mm.rss[MM_ANONPAGES] += 1
-        ptep[0] = pte_wrprotect(mk_pte(pfn, vma.prot)) | _bit(BIT_ACCESSED)
+        folio_dup_rmap_pte(pm, pfn, pm.flags[pfn], mm.rss)
+        set_pte_at(pm, ptep, pte_wrprotect(mk_pte(pfn, vma.prot)) | _bit(BIT_ACCESSED))
         vma.anon_vma = 1
         return 0
     pfn = alloc_frame(pm, False, True)
     if pfn < 0:
         return -1
-    pm.flags[pfn] |= PG_ANON
-    pm.mapcount[pfn] = 1
-    pm.nr_anon_mapped += 1
-    mm.rss[MM_ANONPAGES] += 1
-    e = mk_pte(pfn, vma.prot) | _bit(BIT_ACCESSED)
+    folio_add_new_anon_rmap(pm, pfn, mm.rss, kind == K_ANON_EXCLUSIVE)
     if kind == K_ANON_EXCLUSIVE:
-        pm.flags[pfn] |= PG_ANON_EXCLUSIVE
-        if vma.flags & VM_WRITE:
-            e = pte_mkwrite(pte_mkdirty(e))
+        set_pte_at(pm, ptep, mk_anon_pte(pfn, vma))
     else:
-        e = pte_wrprotect(e)
-    ptep[0] = e
+        set_pte_at(pm, ptep, pte_wrprotect(mk_pte(pfn, vma.prot)) | _bit(BIT_ACCESSED))
     vma.anon_vma = 1
     frame[0] = pfn
     return 0
+
+
+cdef struct install_walk:
+    page_list pages
+    vma_t* vma
+    const uint8_t* kinds
+    int64_t* frames
+
+
+cdef int install_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """pmd_entry of an install walk over one 2 MiB span: its listed pages into the PTE
+    table the walk found or allocated."""
+    cdef install_walk* w = <install_walk*>walk.private
+    cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
+    cdef uint64_t a
+    cdef int64_t i
+    cdef int rc
+    for i in range(w.pages.i, w.pages.run_end):
+        a = w.pages.addrs[i]
+        rc = _install(walk.pm, walk.mm, w.vma, a, &t[pte_index(a)], w.kinds[i], &w.frames[i])
+        if rc != 0:
+            return rc
+    return 0
+
+
+cdef mm_walk_ops install_ops
+install_ops.pmd_entry = install_pmd_entry
+install_ops.install = True
 
 
 def install_pages(MMCore core, vma, uint64_t[::1] addrs, const uint8_t[::1] kinds,
@@ -108,10 +119,9 @@ def install_pages(MMCore core, vma, uint64_t[::1] addrs, const uint8_t[::1] kind
     object's end); anon_vma whether an anonymous page was installed.
     """
     cdef vma_t v
-    cdef physmem_t* pm = &core.phys.pm
-    cdef mm_t* mm = &core.mm
+    cdef install_walk w
     cdef int64_t i, n = addrs.shape[0]
-    cdef int rc = 0
+    cdef int rc
     if kinds.shape[0] != n or frames.shape[0] != n:
         raise ValueError("addrs, kinds and frames must have the same length")
     vma_from_py(&v, vma)
@@ -119,11 +129,15 @@ def install_pages(MMCore core, vma, uint64_t[::1] addrs, const uint8_t[::1] kind
         if addrs[i] < v.start or addrs[i] >= v.end:
             raise ValueError(f"address {addrs[i]:#x} outside the VMA")
     v.anon_vma = 0
+    if n == 0:
+        return 0, False
+    w.pages.addrs = &addrs[0]
+    w.pages.n = n
+    w.vma = &v
+    w.kinds = &kinds[0]
+    w.frames = &frames[0]
     with nogil:
-        for i in range(n):
-            rc = _install(pm, mm, &v, addrs[i], kinds[i], &frames[i])
-            if rc != 0:
-                break
+        rc = walk_page_list(&core.phys.pm, &core.mm, &w.pages, &install_ops, &w)
     return rc, bool(v.anon_vma)
 
 
@@ -134,32 +148,6 @@ def ensure_pte_table(MMCore core, uint64_t addr):
     with nogil:
         p = pte_offset_alloc(&core.phys.pm, &core.mm, addr, NULL)
     return p != NULL
-
-
-def tables_cost(MMCore core, uint64_t addr):
-    """How many table frames ensure_pte_table(addr) would allocate (0-3 below a PGD)."""
-    cdef physmem_t* pm = &core.phys.pm
-    cdef pte_t* pgd = table_ptr(pm, core.mm.pgd)
-    cdef pte_t g = pgd[pgd_index(addr)], u, d
-    if g == 0:
-        return 3
-    u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-    if u == 0:
-        return 2
-    d = table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
-    return 0 if d != 0 else 1
-
-
-def wrprotect_page(MMCore core, uint64_t addr):
-    """The PTE mapping addr loses RW and its anonymous page PageAnonExclusive: what fork
-    does to the parent's entry when a second process maps the page."""
-    cdef physmem_t* pm = &core.phys.pm
-    cdef pte_t* p = pte_offset(pm, &core.mm, addr, NULL)
-    if p == NULL or not pte_present(p[0]):
-        raise KeyError(f"no present PTE at {addr:#x}")
-    p[0] = pte_wrprotect(p[0])
-    if pm.flags[pte_pfn(p[0])] & PG_ANON:
-        pm.flags[pte_pfn(p[0])] &= ~PG_ANON_EXCLUSIVE
 
 
 def fill_frames(PhysMem phys, const int64_t[::1] pfns, const uint8_t[:, ::1] data):

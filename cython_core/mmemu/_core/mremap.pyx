@@ -1,18 +1,23 @@
 # cython: language_level=3
 """mremap's page-table mover (mm/mremap.c): move_page_tables, move_normal_pud,
-move_normal_pmd, move_ptes.
+move_normal_pmd, move_ptes, as a walk_page_range of the source range (pagewalk.pxd).
 
 Entries keep their page, so refcount, mapcount, RSS, PageAnonExclusive and the dirty bit
 are unchanged; only the PTE's place in the tree moves. Leaves out: THP and hugetlb leaves,
 uffd-wp clearing, rmap locks. A dry run of the same walk counts the tables a move will
 allocate, so a caller can refuse with ENOMEM before changing anything.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
-from mmemu._core.pagetable cimport (
-    mm_t, MMCore, pgtable_alloc, LEVEL_PTE, LEVEL_PMD, LEVEL_PUD,
+from mmemu._core.pagetable cimport mm_t, MMCore, pgtable_alloc, LEVEL_PTE, LEVEL_PMD, LEVEL_PUD
+from mmemu._core.pgtable cimport (
+    set_pte_at, ptep_get_and_clear, set_pmd_at, pmd_populate, pmd_clear, set_pud,
+    pud_populate, pud_clear, pgd_populate,
+)
+from mmemu._core.pagewalk cimport (
+    mm_walk, mm_walk_ops, walk_page_range, ACTION_CONTINUE,
 )
 
 
@@ -23,6 +28,9 @@ cdef struct move_state:
     int64_t ptes            # entries moved by move_ptes
     int64_t pmds            # PTE tables relinked by move_normal_pmd
     int64_t puds            # PMD tables relinked by move_normal_pud
+    uint64_t old_end        # end of the source range
+    uint64_t delta          # new_addr - old_addr
+    uint64_t stopped        # source address where a table allocation failed (old_end: none)
 
 
 cdef inline uint64_t get_extent(uint64_t size, uint64_t old_addr, uint64_t old_end,
@@ -36,30 +44,6 @@ cdef inline uint64_t get_extent(uint64_t size, uint64_t old_addr, uint64_t old_e
     if extent > nxt - new_addr:
         extent = nxt - new_addr
     return extent
-
-
-cdef inline pte_t* get_old_pud(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil:
-    """get_old_pud: the source PUD entry, or NULL if it or a level above is none."""
-    cdef pte_t g = table_ptr(pm, mm.pgd)[pgd_index(addr)]
-    cdef pte_t* pud
-    if g == 0:
-        return NULL
-    pud = &table_ptr(pm, pte_pfn(g))[pud_index(addr)]
-    if pud[0] == 0:
-        return NULL
-    return pud
-
-
-cdef inline pte_t* get_old_pmd(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil:
-    """get_old_pmd: the source PMD entry, or NULL if it or a level above is none."""
-    cdef pte_t* pud = get_old_pud(pm, mm, addr)
-    cdef pte_t* pmd
-    if pud == NULL:
-        return NULL
-    pmd = &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
-    if pmd[0] == 0:
-        return NULL
-    return pmd
 
 
 cdef pte_t* alloc_new_pud(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st,
@@ -80,7 +64,7 @@ cdef pte_t* alloc_new_pud(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st
         if t < 0:
             fail[0] = True
             return NULL
-        g[0] = mk_table_entry(t)
+        pgd_populate(pm, g, t)
     return &table_ptr(pm, pte_pfn(g[0]))[pud_index(addr)]
 
 
@@ -111,31 +95,32 @@ cdef pte_t* alloc_new_pmd(physmem_t* pm, mm_t* mm, uint64_t addr, move_state* st
         if t < 0:
             fail[0] = True
             return NULL
-        pud[0] = mk_table_entry(t)
+        pud_populate(pm, pud, t)
     return &table_ptr(pm, pte_pfn(pud[0]))[pmd_index(addr)]
 
 
-cdef inline bint _relink(pte_t* old, pte_t* new, uint64_t new_addr, move_state* st,
-                         int level, int shift, int64_t* moved) noexcept nogil:
-    """Move a whole lower table from entry old to an empty entry new (or, in a dry run,
-    note that the destination slot needs no table of its own)."""
+cdef inline bint _relink_ok(pte_t* new, uint64_t new_addr, move_state* st, int level,
+                            int shift) noexcept nogil:
+    """May a whole lower table move to entry new? (In a dry run: note that the destination
+    slot needs no table of its own.)"""
     if st.dry:
         if dry_present(new, st, level, new_addr, shift):
             return False
         st.last[level] = <int64_t>(new_addr >> shift)
         return True
-    if new[0] != 0:
-        return False
-    new[0] = old[0]
-    old[0] = 0
-    moved[0] += 1
-    return True
+    return new[0] == 0
 
 
 cdef bint move_normal_pud(physmem_t* pm, pte_t* old_pud, pte_t* new_pud, uint64_t new_addr,
                           move_state* st) noexcept nogil:
     """move_normal_pud: relink a whole PMD table to an empty destination PUD entry."""
-    return _relink(old_pud, new_pud, new_addr, st, 1, PUD_SHIFT, &st.puds)
+    if not _relink_ok(new_pud, new_addr, st, 1, PUD_SHIFT):
+        return False
+    if not st.dry:
+        set_pud(pm, new_pud, old_pud[0])
+        pud_clear(pm, old_pud)
+        st.puds += 1
+    return True
 
 
 cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t new_addr,
@@ -144,7 +129,13 @@ cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_
 
     The table frame, its pt_share and pt_owner are unchanged; no table is allocated or
     freed. Leaves out: the THP collapse race (pmd_leaf)."""
-    return _relink(old_pmd, new_pmd, new_addr, st, 2, PMD_SHIFT, &st.pmds)
+    if not _relink_ok(new_pmd, new_addr, st, 2, PMD_SHIFT):
+        return False
+    if not st.dry:
+        set_pmd_at(pm, new_pmd, old_pmd[0])
+        pmd_clear(pm, old_pmd)
+        st.pmds += 1
+    return True
 
 
 cdef void move_ptes(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t old_addr,
@@ -157,73 +148,104 @@ cdef void move_ptes(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t old_
     cdef int n = <int>(extent >> PAGE_SHIFT), k
     cdef pte_t e
     for k in range(n):
-        e = src[i0 + k]
-        if e == 0:
+        if src[i0 + k] == 0:
             continue
-        src[i0 + k] = 0
+        e = ptep_get_and_clear(pm, &src[i0 + k])
         if pte_present(e):
             e |= _bit(BIT_SOFT_DIRTY)
-        dst[j + k] = e
+        set_pte_at(pm, &dst[j + k], e)
         st.ptes += 1
+
+
+cdef int move_pmd_steps(physmem_t* pm, mm_t* mm, pte_t* old_pmd, uint64_t addr,
+                        uint64_t next, move_state* st) noexcept nogil:
+    """move_page_tables' steps over [addr, next), the part of one source PMD span in the
+    range (old_pmd NULL: its entry is none), cut where the destination crosses a PMD
+    boundary: alloc_new_pud, then alloc_new_pmd and move_normal_pmd or move_ptes."""
+    cdef uint64_t extent, new_addr
+    cdef pte_t* new_pmd
+    cdef pfn_t t
+    cdef bint fail = False
+    while addr < next:
+        new_addr = addr + st.delta
+        extent = get_extent(PMD_SIZE, addr, st.old_end, new_addr)
+        alloc_new_pud(pm, mm, new_addr, st, &fail)
+        if fail:
+            st.stopped = addr
+            return -1
+        if old_pmd != NULL:
+            new_pmd = alloc_new_pmd(pm, mm, new_addr, st, &fail)
+            if fail:
+                st.stopped = addr
+                return -1
+            if extent == PMD_SIZE and move_normal_pmd(pm, old_pmd, new_pmd, new_addr, st):
+                pass
+            elif st.dry:
+                if not dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
+                    st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
+                    st.need += 1
+            else:
+                if new_pmd[0] == 0:
+                    t = pgtable_alloc(pm, mm, LEVEL_PTE)
+                    if t < 0:
+                        st.stopped = addr
+                        return -1
+                    pmd_populate(pm, new_pmd, t)
+                move_ptes(pm, old_pmd, new_pmd, addr, new_addr, extent, st)
+        addr += extent
+    return 0
+
+
+cdef int move_pud_entry(pte_t* old_pud, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """move_page_tables' PUD step (pud_entry): alloc_new_pud and move_normal_pud where the
+    step covers a whole PUD span on both sides; otherwise the PMD steps below it."""
+    cdef move_state* st = <move_state*>walk.private
+    cdef uint64_t new_addr = addr + st.delta
+    cdef pte_t* new_pud
+    cdef bint fail = False
+    if get_extent(PUD_SIZE, addr, st.old_end, new_addr) != PUD_SIZE:
+        return 0
+    new_pud = alloc_new_pud(walk.pm, walk.mm, new_addr, st, &fail)
+    if fail:
+        st.stopped = addr
+        return -1
+    if move_normal_pud(walk.pm, old_pud, new_pud, new_addr, st):
+        walk.action = ACTION_CONTINUE
+    return 0
+
+
+cdef int move_pmd_entry(pte_t* old_pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    return move_pmd_steps(walk.pm, walk.mm, old_pmd, addr, next, <move_state*>walk.private)
+
+
+cdef int move_pmd_hole(uint64_t addr, uint64_t next, int depth, mm_walk* walk) noexcept nogil:
+    """A none source PMD entry under a present PUD entry: the steps still allocate the
+    destination PUD table (alloc_new_pud comes before get_old_pmd)."""
+    if depth != LEVEL_PMD:
+        return 0
+    return move_pmd_steps(walk.pm, walk.mm, NULL, addr, next, <move_state*>walk.private)
+
+
+cdef mm_walk_ops move_walk_ops
+move_walk_ops.pud_entry = move_pud_entry
+move_walk_ops.pmd_entry = move_pmd_entry
+move_walk_ops.pte_hole = move_pmd_hole
 
 
 cdef int64_t move_page_tables(physmem_t* pm, mm_t* mm, uint64_t old_addr, uint64_t new_addr,
                               uint64_t old_end, move_state* st) noexcept nogil:
     """move_page_tables over [old_addr, old_end) to new_addr; returns the bytes done
     (less than the length only when a table allocation failed)."""
-    cdef uint64_t start = old_addr, extent
-    cdef pte_t* old_pud
-    cdef pte_t* new_pud
-    cdef pte_t* old_pmd
-    cdef pte_t* new_pmd
-    cdef pfn_t t
-    cdef bint fail = False
-    while old_addr < old_end:
-        extent = get_extent(PUD_SIZE, old_addr, old_end, new_addr)
-        old_pud = get_old_pud(pm, mm, old_addr)
-        if old_pud == NULL:
-            old_addr += extent
-            new_addr += extent
-            continue
-        new_pud = alloc_new_pud(pm, mm, new_addr, st, &fail)
-        if fail:
-            break
-        if extent == PUD_SIZE and move_normal_pud(pm, old_pud, new_pud, new_addr, st):
-            old_addr += extent
-            new_addr += extent
-            continue
-        extent = get_extent(PMD_SIZE, old_addr, old_end, new_addr)
-        old_pmd = get_old_pmd(pm, mm, old_addr)
-        if old_pmd == NULL:
-            old_addr += extent
-            new_addr += extent
-            continue
-        new_pmd = alloc_new_pmd(pm, mm, new_addr, st, &fail)
-        if fail:
-            break
-        if extent == PMD_SIZE and move_normal_pmd(pm, old_pmd, new_pmd, new_addr, st):
-            old_addr += extent
-            new_addr += extent
-            continue
-        if st.dry:
-            if not dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
-                st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
-                st.need += 1
-        else:
-            if new_pmd[0] == 0:
-                t = pgtable_alloc(pm, mm, LEVEL_PTE)
-                if t < 0:
-                    break
-                new_pmd[0] = mk_table_entry(t)
-            move_ptes(pm, old_pmd, new_pmd, old_addr, new_addr, extent, st)
-        old_addr += extent
-        new_addr += extent
+    st.old_end = old_end
+    st.delta = new_addr - old_addr
+    st.stopped = old_end
+    walk_page_range(pm, mm, old_addr, old_end, &move_walk_ops, st)
     if not st.dry:
         pm.ev[EV_PTES_MOVED] += st.ptes
         pm.ev[EV_PMDS_MOVED] += st.pmds
         if st.ptes or st.pmds or st.puds:
             pm.ev[EV_TLB_FLUSH] += 1
-    return <int64_t>(old_addr - start) if old_addr > start else 0
+    return <int64_t>(st.stopped - old_addr) if st.stopped > old_addr else 0
 
 
 cdef void _init(move_state* st, bint dry) noexcept nogil:

@@ -1,4 +1,4 @@
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from mmemu._core.types cimport pte_t, pfn_t
 from mmemu._core.physmem cimport physmem_t, PhysMem
 
@@ -31,14 +31,12 @@ cdef pfn_t pgtable_alloc(physmem_t* pm, mm_t* mm, int level) noexcept nogil
 cdef void pgtable_free(physmem_t* pm, mm_t* mm, pfn_t pfn, int level) noexcept nogil
 cdef pte_t* pmd_offset(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil
 cdef pte_t* pmd_offset_alloc(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil
-cdef pte_t* pmd_walk_next(physmem_t* pm, mm_t* mm, uint64_t* addr, uint64_t end) noexcept nogil
 cdef pte_t* pte_offset(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** pmdp) noexcept nogil
 cdef pte_t* pte_offset_alloc(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** pmdp) noexcept nogil
 cdef int tables_needed(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil
 cdef void free_pgd_range(physmem_t* pm, mm_t* mm, uint64_t addr, uint64_t end,
                          uint64_t floor, uint64_t ceiling) noexcept nogil
 cdef void free_all_tables(physmem_t* pm, mm_t* mm) noexcept nogil
-cdef void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil
 
 cdef class MMCore:
     cdef mm_t mm

@@ -1,20 +1,23 @@
 # cython: language_level=3
-"""x86-64 4-level page tables held in emulated frames: walk, allocate, free.
+"""x86-64 4-level page tables held in emulated frames: look up, allocate, free.
 
 Models pgd_offset/pud_alloc/pmd_alloc/pte_alloc (include/linux/mm.h, mm/memory.c) and
-free_pgd_range/free_pud_range/free_pmd_range/free_pte_range (mm/memory.c). The P4D level is
-folded, as on 4-level x86-64.
+free_pgd_range/free_pud_range/free_pmd_range/free_pte_range (mm/memory.c) as a
+walk_page_range (pagewalk.pxd). The P4D level is folded, as on 4-level x86-64.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 
-import numpy as np
-
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport (
-    physmem_t, PhysMem, alloc_frame, free_frame, put_page, table_ptr, swap_free,
+from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, free_frame, table_ptr
+from mmemu._core.pgtable cimport (
+    set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pud_populate, pud_clear, pgd_populate,
+    pgd_clear,
 )
-
+from mmemu._core.pagewalk cimport (
+    mm_walk, mm_walk_ops, walk_page_range, walk_pud_range, walk_pmd_range, ACTION_CONTINUE,
+    WALK_ALL_END,
+)
 
 
 cdef pfn_t pgtable_alloc(physmem_t* pm, mm_t* mm, int level) noexcept nogil:
@@ -72,33 +75,14 @@ cdef pte_t* pmd_offset_alloc(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept no
         t = pgtable_alloc(pm, mm, LEVEL_PUD)
         if t < 0:
             return NULL
-        e[0] = mk_table_entry(t)
+        pgd_populate(pm, e, t)
     e = &_next_table(pm, e)[pud_index(addr)]
     if e[0] == 0:
         t = pgtable_alloc(pm, mm, LEVEL_PMD)
         if t < 0:
             return NULL
-        e[0] = mk_table_entry(t)
+        pud_populate(pm, e, t)
     return &_next_table(pm, e)[pmd_index(addr)]
-
-
-cdef pte_t* pmd_walk_next(physmem_t* pm, mm_t* mm, uint64_t* addr, uint64_t end) noexcept nogil:
-    """The range walks' descent (walk_pgd_range/walk_pud_range): advance *addr past
-    absent PGD and PUD entries to the next PMD slot below end whose upper tables exist, and
-    return a pointer to that PMD entry (which may itself be none); NULL once end is reached."""
-    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
-    cdef pte_t g, u
-    while addr[0] < end:
-        g = pgdt[pgd_index(addr[0])]
-        if g == 0:
-            addr[0] = pgd_addr_end(addr[0], end)
-            continue
-        u = table_ptr(pm, pte_pfn(g))[pud_index(addr[0])]
-        if u == 0:
-            addr[0] = pud_addr_end(addr[0], end)
-            continue
-        return &table_ptr(pm, pte_pfn(u))[pmd_index(addr[0])]
-    return NULL
 
 
 cdef pte_t* pte_offset(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** pmdp) noexcept nogil:
@@ -121,7 +105,7 @@ cdef pte_t* pte_offset_alloc(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** pmd
         t = pgtable_alloc(pm, mm, LEVEL_PTE)
         if t < 0:
             return NULL
-        pmd[0] = mk_table_entry(t)
+        pmd_populate(pm, pmd, t)
     if pmdp != NULL:
         pmdp[0] = pmd
     return &_next_table(pm, pmd)[pte_index(addr)]
@@ -142,99 +126,66 @@ cdef int tables_needed(physmem_t* pm, mm_t* mm, uint64_t addr) noexcept nogil:
     return 0
 
 
-cdef void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
-    """The per-entry part of zap_present_folio_ptes: rss, rmap and reference of one PTE."""
-    cdef pfn_t pfn
-    cdef uint32_t fl
-    if is_swap_pte(e):
-        swap_free(pm, swap_pte_slot(e))        # zap_nonpresent_ptes: free_swap_and_cache
-        mm.rss[MM_SWAPENTS] -= 1
-        return
-    if e == 0 or not pte_present(e):
-        return
-    pfn = pte_pfn(e)
-    fl = pm.flags[pfn]
-    if pte_special(e) or (fl & PG_ZERO):
-        return
-    if fl & PG_ANON:
-        mm.rss[MM_ANONPAGES] -= 1
-        pm.mapcount[pfn] -= 1
-        if pm.mapcount[pfn] == 0:
-            pm.nr_anon_mapped -= 1
-    else:
-        if fl & PG_SWAPBACKED:
-            mm.rss[MM_SHMEMPAGES] -= 1
-        else:
-            mm.rss[MM_FILEPAGES] -= 1
-        if pte_dirty(e):
-            pm.flags[pfn] |= PG_DIRTY
-        pm.mapcount[pfn] -= 1
-        if pm.mapcount[pfn] == 0:
-            pm.nr_file_mapped -= 1
-    put_page(pm, pfn)
+# ---- free_pgd_range (mm/memory.c), P4D folded, as a walk_page_range ----
+
+cdef struct free_pgtables_range:
+    uint64_t floor
+    uint64_t ceiling
 
 
-# ---- free_pgd_range (mm/memory.c), P4D folded ----
+cdef inline bint _table_may_go(uint64_t start, uint64_t end, uint64_t floor, uint64_t ceiling,
+                               uint64_t size) noexcept nogil:
+    """free_pmd_range / free_pud_range's test: after freeing the tables below [start, end),
+    may the table covering start's `size` span go too (nothing in [floor, ceiling) needs it)?"""
+    start &= ~(size - 1)
+    if start < floor:
+        return False
+    if ceiling:
+        ceiling &= ~(size - 1)
+        if not ceiling:
+            return False
+    return not (end - 1 > ceiling - 1)
 
-cdef void free_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd) noexcept nogil:
+
+cdef int free_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """free_pte_range (pmd_entry): unlink and free the PTE table under a PMD entry."""
     cdef pfn_t t = pte_pfn(pmd[0])
-    pmd[0] = 0
-    pm.pt_share[t] -= 1
-    pgtable_free(pm, mm, t, LEVEL_PTE)
+    pmd_clear(walk.pm, pmd)
+    walk.pm.pt_share[t] -= 1
+    pgtable_free(walk.pm, walk.mm, t, LEVEL_PTE)
+    return 0
 
 
-cdef void free_pmd_range(physmem_t* pm, mm_t* mm, pte_t* pud, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil:
-    cdef uint64_t start = addr, nxt
-    cdef pte_t* pmdt = _next_table(pm, pud)
-    cdef pte_t* pmd
-    while True:
-        nxt = pmd_addr_end(addr, end)
-        pmd = &pmdt[pmd_index(addr)]
-        if pmd[0] != 0:
-            free_pte_range(pm, mm, pmd)
-        addr = nxt
-        if addr == end:
-            break
-    start &= ~(PUD_SIZE - 1)
-    if start < floor:
-        return
-    if ceiling:
-        ceiling &= ~(PUD_SIZE - 1)
-        if not ceiling:
-            return
-    if end - 1 > ceiling - 1:
-        return
-    cdef pfn_t t = pte_pfn(pud[0])
-    pud[0] = 0
-    pgtable_free(pm, mm, t, LEVEL_PMD)
+cdef int free_pmd_range(pte_t* pud, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """free_pmd_range (pud_entry): the PTE tables of [addr, next), then the PMD table."""
+    cdef free_pgtables_range* r = <free_pgtables_range*>walk.private
+    cdef pfn_t t
+    walk_pmd_range(pud, addr, next, walk)
+    walk.action = ACTION_CONTINUE
+    if _table_may_go(addr, next, r.floor, r.ceiling, PUD_SIZE):
+        t = pte_pfn(pud[0])
+        pud_clear(walk.pm, pud)
+        pgtable_free(walk.pm, walk.mm, t, LEVEL_PMD)
+    return 0
 
 
-cdef void free_pud_range(physmem_t* pm, mm_t* mm, pte_t* pgd, uint64_t addr, uint64_t end,
-                         uint64_t floor, uint64_t ceiling) noexcept nogil:
-    cdef uint64_t start = addr, nxt
-    cdef pte_t* pudt = _next_table(pm, pgd)
-    cdef pte_t* pud
-    while True:
-        nxt = pud_addr_end(addr, end)
-        pud = &pudt[pud_index(addr)]
-        if pud[0] != 0:
-            free_pmd_range(pm, mm, pud, addr, nxt, floor, ceiling)
-        addr = nxt
-        if addr == end:
-            break
-    start &= ~(PGDIR_SIZE - 1)
-    if start < floor:
-        return
-    if ceiling:
-        ceiling &= ~(PGDIR_SIZE - 1)
-        if not ceiling:
-            return
-    if end - 1 > ceiling - 1:
-        return
-    cdef pfn_t t = pte_pfn(pgd[0])
-    pgd[0] = 0
-    pgtable_free(pm, mm, t, LEVEL_PUD)
+cdef int free_pud_range(pte_t* pgd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """free_pud_range (pgd_entry): the PMD tables of [addr, next), then the PUD table."""
+    cdef free_pgtables_range* r = <free_pgtables_range*>walk.private
+    cdef pfn_t t
+    walk_pud_range(pgd, addr, next, walk)
+    walk.action = ACTION_CONTINUE
+    if _table_may_go(addr, next, r.floor, r.ceiling, PGDIR_SIZE):
+        t = pte_pfn(pgd[0])
+        pgd_clear(walk.pm, pgd)
+        pgtable_free(walk.pm, walk.mm, t, LEVEL_PUD)
+    return 0
+
+
+cdef mm_walk_ops free_pgtables_ops
+free_pgtables_ops.pgd_entry = free_pud_range
+free_pgtables_ops.pud_entry = free_pmd_range
+free_pgtables_ops.pmd_entry = free_pte_range
 
 
 cdef void free_pgd_range(physmem_t* pm, mm_t* mm, uint64_t addr, uint64_t end,
@@ -243,9 +194,7 @@ cdef void free_pgd_range(physmem_t* pm, mm_t* mm, uint64_t addr, uint64_t end,
 
     ceiling == 0 means the top of the address space (USER_PGTABLES_CEILING).
     """
-    cdef uint64_t nxt
-    cdef pte_t* pgdt
-    cdef pte_t* pgd
+    cdef free_pgtables_range r
     addr &= ~(PMD_SIZE - 1)
     if addr < floor:
         addr += PMD_SIZE
@@ -259,15 +208,9 @@ cdef void free_pgd_range(physmem_t* pm, mm_t* mm, uint64_t addr, uint64_t end,
         end -= PMD_SIZE
     if addr > end - 1:
         return
-    pgdt = table_ptr(pm, mm.pgd)
-    while True:
-        nxt = pgd_addr_end(addr, end)
-        pgd = &pgdt[pgd_index(addr)]
-        if pgd[0] != 0:
-            free_pud_range(pm, mm, pgd, addr, nxt, floor, ceiling)
-        addr = nxt
-        if addr == end:
-            break
+    r.floor = floor
+    r.ceiling = ceiling
+    walk_page_range(pm, mm, addr, end, &free_pgtables_ops, &r)
 
 
 cdef void free_all_tables(physmem_t* pm, mm_t* mm) noexcept nogil:
@@ -275,30 +218,62 @@ cdef void free_all_tables(physmem_t* pm, mm_t* mm) noexcept nogil:
 
     The PTE tables must already be empty of accounted entries (zapped).
     """
-    cdef pte_t* pgdt = table_ptr(pm, mm.pgd)
-    cdef pte_t* pudt
-    cdef pte_t* pmdt
-    cdef int i, j, k
-    cdef pfn_t t
-    for i in range(512):
-        if pgdt[i] == 0:
-            continue
-        pudt = _next_table(pm, &pgdt[i])
-        for j in range(512):
-            if pudt[j] == 0:
-                continue
-            pmdt = _next_table(pm, &pudt[j])
-            for k in range(512):
-                if pmdt[k] != 0:
-                    free_pte_range(pm, mm, &pmdt[k])
-            t = pte_pfn(pudt[j])
-            pudt[j] = 0
-            pgtable_free(pm, mm, t, LEVEL_PMD)
-        t = pte_pfn(pgdt[i])
-        pgdt[i] = 0
-        pgtable_free(pm, mm, t, LEVEL_PUD)
+    cdef free_pgtables_range r
+    r.floor = r.ceiling = 0
+    walk_page_range(pm, mm, 0, WALK_ALL_END, &free_pgtables_ops, &r)
     pgtable_free(pm, mm, mm.pgd, LEVEL_PGD)
     mm.pgd = -1
+
+
+# ---- validate_tables' walk: every entry checked before the walk follows it ----
+
+cdef struct bad_entry:
+    int level           # 0 PGD entry .. 3 PTE of the first bad entry; -1: none
+    uint64_t addr
+    pte_t entry
+
+
+cdef inline int _bad(mm_walk* walk, int level, uint64_t addr, pte_t e) noexcept nogil:
+    cdef bad_entry* b = <bad_entry*>walk.private
+    b.level = level
+    b.addr = addr
+    b.entry = e
+    return 1
+
+
+cdef inline bint _bad_link(physmem_t* pm, pte_t e) noexcept nogil:
+    """An upper-level entry that does not point at a page-table frame inside memory (or is
+    a leaf: a snapshot holds no huge entries)."""
+    cdef pfn_t t = pte_pfn(e)
+    return t >= pm.nframes or not (pm.flags[t] & PG_TABLE) or pmd_leaf(e)
+
+
+cdef int _validate_pgd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+
+
+cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+
+
+cdef int _validate_pmd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    return _bad(walk, 2, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+
+
+cdef int _validate_pte(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """A present PTE must map a frame inside memory that is not a page table (the one
+    per-PTE callback of the core: snapshot loading is not a hot path)."""
+    cdef pfn_t t = pte_pfn(e[0])
+    if e[0] != 0 and pte_present(e[0]) and (t >= walk.pm.nframes or walk.pm.flags[t] & PG_TABLE):
+        return _bad(walk, 3, addr, e[0])
+    return 0
+
+
+cdef mm_walk_ops validate_ops
+validate_ops.pgd_entry = _validate_pgd
+validate_ops.pud_entry = _validate_pud
+validate_ops.pmd_entry = _validate_pmd
+validate_ops.pte_entry = _validate_pte
 
 
 cdef class MMCore:
@@ -392,15 +367,14 @@ cdef class MMCore:
         cdef pte_t* p = pmd_offset(&self.phys.pm, &self.mm, addr)
         if p == NULL:
             raise KeyError("no PMD table for that address")
-        p[0] = value
+        set_pmd_at(&self.phys.pm, p, value)
 
     def _debug_set_pte(self, uint64_t addr, pte_t value):
         """Overwrite the PTE mapping addr (the table must exist). For checker tests only."""
         cdef pte_t* p = pte_offset(&self.phys.pm, &self.mm, addr, NULL)
         if p == NULL:
             raise KeyError("no PTE table for that address")
-        p[0] = value
-
+        set_pte_at(&self.phys.pm, p, value)
 
     # ---- snapshots (mmemu.snapshot) ----
     def dump_state(self):
@@ -442,38 +416,17 @@ cdef class MMCore:
             return
         if not (pm.flags[self.mm.pgd] & PG_TABLE):
             raise ValueError(f"mm {self.mm.id}: PGD frame {self.mm.pgd} is not a page table")
-        bad = _first_bad_entry(pm, self.mm.pgd, 0, ())
-        if bad is not None:
-            where, e = bad
-            raise ValueError(f"mm {self.mm.id}: bad {_ENTRY_NAMES[len(where) - 1]} "
-                             f"{'/'.join(map(str, where))}: {e:#x}")
+        cdef bad_entry bad
+        bad.level = -1
+        walk_page_range(pm, &self.mm, 0, WALK_ALL_END, &validate_ops, &bad)
+        if bad.level >= 0:
+            where = (pgd_index(bad.addr), pud_index(bad.addr), pmd_index(bad.addr),
+                     pte_index(bad.addr))[:bad.level + 1]
+            raise ValueError(f"mm {self.mm.id}: bad {_ENTRY_NAMES[bad.level]} "
+                             f"{'/'.join(map(str, where))}: {bad.entry:#x}")
 
 
 _ENTRY_NAMES = ("PGD entry", "PUD entry", "PMD entry", "PTE")
-
-
-cdef object _first_bad_entry(physmem_t* pm, pfn_t table, int level, tuple path):
-    """validate_tables' walk of one table (level 0 = PGD ... 3 = PTE table) and the tables
-    below it: (indexes, entry) of the first bad entry, or None."""
-    cdef pte_t* tab = table_ptr(pm, table)
-    cdef pte_t e
-    cdef pfn_t t
-    cdef int i
-    for i in range(512):
-        e = tab[i]
-        if e == 0:
-            continue
-        t = pte_pfn(e)
-        if level == 3:
-            if pte_present(e) and (t >= pm.nframes or pm.flags[t] & PG_TABLE):
-                return path + (i,), e
-            continue
-        if t >= pm.nframes or not (pm.flags[t] & PG_TABLE) or e & _bit(BIT_PSE):
-            return path + (i,), e
-        bad = _first_bad_entry(pm, t, level + 1, path + (i,))
-        if bad is not None:
-            return bad
-    return None
 
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:

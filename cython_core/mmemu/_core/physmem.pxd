@@ -77,4 +77,4 @@ cdef class PhysMem:
     cdef size_t _len[16]
     cdef int _nregions
     cdef int64_t _next_mm_id
-    cdef void* _map(self, size_t length, bint hugepage) except NULL
+    cdef void* _map(self, size_t length) except NULL

@@ -18,7 +18,8 @@ from mmemu._core.types cimport (
     pfn_t, pte_t, PG_USED, PG_HASDATA, PG_ZERO, PG_RESERVED, PG_TABLE,
     EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
-from mmemu._core.types cimport PG_FILE, PG_SWAPBACKED, PG_DIRTY
+from mmemu._core.types cimport PG_FILE, PG_DIRTY
+from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
 
@@ -50,8 +51,6 @@ cdef inline void copy_page_nt(uint8_t* dst, const uint8_t* src) noexcept nogil:
 
 cdef extern from "sys/mman.h":
     int MAP_NORESERVE
-    int MADV_HUGEPAGE
-    int madvise(void* addr, size_t length, int advice) nogil
 
 
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
@@ -262,15 +261,15 @@ cdef class PhysMem:
         # 4 KiB host pages, not MADV_HUGEPAGE: a host huge page must be found and zeroed
         # whole (2 MiB of fresh memory) where a 4 KiB fault reuses recently freed memory;
         # measured on a VM, the first 1 GiB of COW copies took 2-5 s with it, 1.4-1.7 s without
-        self.pm.mem = <uint8_t*>self._map(<size_t>nframes * 4096, False)
-        self.pm.refcount = <int32_t*>self._map(<size_t>nframes * 4, False)
-        self.pm.mapcount = <int32_t*>self._map(<size_t>nframes * 4, False)
-        self.pm.flags = <uint32_t*>self._map(<size_t>nframes * 4, False)
-        self.pm.pt_share = <int32_t*>self._map(<size_t>nframes * 4, False)
-        self.pm.pt_owner = <int32_t*>self._map(<size_t>nframes * 4, False)
-        self.pm.free_data = <int64_t*>self._map(<size_t>nframes * 8, False)
-        self.pm.free_table = <int64_t*>self._map(<size_t>nframes * 8, False)
-        self.pm.pool = <int64_t*>self._map(<size_t>nframes * 8, False)
+        self.pm.mem = <uint8_t*>self._map(<size_t>nframes * 4096)
+        self.pm.refcount = <int32_t*>self._map(<size_t>nframes * 4)
+        self.pm.mapcount = <int32_t*>self._map(<size_t>nframes * 4)
+        self.pm.flags = <uint32_t*>self._map(<size_t>nframes * 4)
+        self.pm.pt_share = <int32_t*>self._map(<size_t>nframes * 4)
+        self.pm.pt_owner = <int32_t*>self._map(<size_t>nframes * 4)
+        self.pm.free_data = <int64_t*>self._map(<size_t>nframes * 8)
+        self.pm.free_table = <int64_t*>self._map(<size_t>nframes * 8)
+        self.pm.pool = <int64_t*>self._map(<size_t>nframes * 8)
         self.pm.data_hwm = 0
         self.pm.table_lwm = nframes
         self.pm.nr_free = nframes
@@ -279,7 +278,7 @@ cdef class PhysMem:
         self.pm.zero_pfn = z
         self.pm.ev[EV_PGALLOC] = 0
 
-    cdef void* _map(self, size_t length, bint hugepage) except NULL:
+    cdef void* _map(self, size_t length) except NULL:
         cdef void* p = mmap(NULL, length, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED:
@@ -287,8 +286,6 @@ cdef class PhysMem:
         self._addr[self._nregions] = p
         self._len[self._nregions] = length
         self._nregions += 1
-        if hugepage:
-            madvise(p, length, MADV_HUGEPAGE)   # advisory: ignore failure
         return p
 
     def __dealloc__(self):
@@ -454,25 +451,20 @@ cdef class PhysMem:
             if self.pm.mapcount[p] != 0:
                 raise RuntimeError(f"page cache frame {p} is still mapped")
             cache[i] = -1
-            self.pm.nr_file_pages -= 1
-            if swapbacked:
-                self.pm.nr_shmem -= 1
-            put_page(&self.pm, p)
+            filemap_remove_folio(&self.pm, p, swapbacked)
 
     # ---- page-cache helpers for in-emulator files (mmemu.file) ----
     def cache_alloc(self, bint swapbacked):
         """filemap_add_folio / shmem_alloc_and_add_folio: a zeroed page-cache frame.
 
         Its one reference is the page cache's; flags PG_FILE (+PG_SWAPBACKED), and
-        nr_file_pages (+nr_shmem) count it, as fault.pyx do_fault does. -1 if memory is full.
+        nr_file_pages (+nr_shmem) count it (rmap.pxd filemap_add_folio, as a fault's
+        shmem_alloc_and_add_folio). -1 if memory is full.
         """
         cdef pfn_t p = alloc_frame(&self.pm, False, True)
         if p < 0:
             return -1
-        self.pm.flags[p] |= PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
-        self.pm.nr_file_pages += 1
-        if swapbacked:
-            self.pm.nr_shmem += 1
+        filemap_add_folio(&self.pm, p, swapbacked)
         return p
 
     def cache_write(self, pfn_t pfn, int64_t offset, const uint8_t[::1] data, bint dirty):

@@ -1,9 +1,10 @@
 # cython: language_level=3
 """Walks that read page tables for statistics and for the invariant checker.
 
-Models pagemap_pte_range/pte_to_pagemap_entry and smaps_pte_entry/smaps_account
-(fs/proc/task_mmu.c). The recount walks are the checker's own: they rebuild from the
-tables what the counters should say.
+Models pagemap_pte_range/pte_to_pagemap_entry and smaps_pte_range/smaps_account
+(fs/proc/task_mmu.c), each a walk_page_range (pagewalk.pxd) with its per-PTE loop inside
+the pmd_entry. The recount walks are the checker's own: they rebuild from the tables what
+the counters should say.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 
@@ -14,69 +15,137 @@ from mmemu._core.types cimport *
 from mmemu._core.pagemap cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport mm_t, MMCore
+from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range, WALK_ALL_END
 
 cnp.import_array()
 
 
-cdef inline pte_t* _pte_table(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t* pmd_out) noexcept nogil:
-    """The PTE table covering addr (NULL if none) and its PMD entry."""
+# ---- /proc/PID/pagemap ----
+
+cdef struct pagemapread:
+    uint64_t* out           # one entry per page from start
+    uint64_t start
+
+
+cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """pagemap_pte_range + pte_to_pagemap_entry over [addr, end) of one PTE table (holes
+    stay 0)."""
+    cdef physmem_t* pm = walk.pm
+    cdef pagemapread* pr = <pagemapread*>walk.private
+    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef uint64_t* o = pr.out + ((addr - pr.start) >> PAGE_SHIFT)
+    cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef pte_t e
-    pmd_out[0] = 0
-    if mm.pgd < 0:
-        return NULL
-    e = table_ptr(pm, mm.pgd)[pgd_index(addr)]
-    if e == 0:
-        return NULL
-    e = table_ptr(pm, pte_pfn(e))[pud_index(addr)]
-    if e == 0:
-        return NULL
-    e = table_ptr(pm, pte_pfn(e))[pmd_index(addr)]
-    if e == 0:
-        return NULL
-    pmd_out[0] = e
-    return table_ptr(pm, pte_pfn(e))
+    cdef pfn_t pfn
+    cdef uint32_t fl
+    cdef uint64_t v
+    for i in range(i0, i1):
+        e = t[i]
+        if is_guard_pte(e):
+            o[i - i0] = PM_GUARD_ENTRY
+            continue
+        if is_swap_pte(e):
+            # swap type 0 in bits 0-4, the offset from bit 5 (MAX_SWAPFILES_SHIFT)
+            o[i - i0] = PM_SWAP | ((<uint64_t>swap_pte_slot(e) << 5) & PM_PFN_MASK)
+            continue
+        if e == 0 or not pte_present(e):
+            continue
+        pfn = pte_pfn(e)
+        v = PM_PRESENT | (<uint64_t>pfn & PM_PFN_MASK)
+        fl = pm.flags[pfn]
+        if not pte_special(e) and not (fl & PG_ZERO):
+            if not (fl & PG_ANON):
+                v |= PM_FILE
+            if pm.mapcount[pfn] == 1:
+                v |= PM_MMAP_EXCLUSIVE
+        o[i - i0] = v
+    return 0
+
+
+cdef mm_walk_ops pagemap_ops
+pagemap_ops.pmd_entry = pagemap_pte_range
 
 
 def pagemap(MMCore mmc, uint64_t start, int64_t npages):
     """/proc/PID/pagemap entries for npages pages from start (kernel bit layout)."""
     out = np.zeros(npages, dtype=np.uint64)
     cdef uint64_t[::1] o = out
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef int64_t i
-    cdef uint64_t addr, span = 1
-    cdef pte_t* t = NULL
-    cdef pte_t pmd, e
+    cdef pagemapread pr
+    if npages == 0:
+        return out
+    pr.out = &o[0]
+    pr.start = start
+    with nogil:
+        walk_page_range(&mmc.phys.pm, &mmc.mm, start, start + (<uint64_t>npages << PAGE_SHIFT),
+                        &pagemap_ops, &pr)
+    return out
+
+
+# ---- /proc/PID/smaps ----
+
+cdef struct mem_size_stats:
+    int64_t resident, anonymous, referenced
+    int64_t shared_clean, shared_dirty, private_clean, private_dirty
+    uint64_t pss, pss_anon, pss_file, pss_shmem, pss_dirty
+
+
+cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """smaps_pte_range + smaps_account for the PTEs of [addr, end) of one PTE table."""
+    cdef physmem_t* pm = walk.pm
+    cdef mem_size_stats* mss = <mem_size_stats*>walk.private
+    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef int i
+    cdef pte_t e
     cdef pfn_t pfn
     cdef uint32_t fl
-    cdef uint64_t v
-    with nogil:
-        for i in range(npages):
-            addr = start + (<uint64_t>i << PAGE_SHIFT)
-            if (addr & ~(PMD_SIZE - 1)) != span:
-                span = addr & ~(PMD_SIZE - 1)
-                t = _pte_table(pm, &mmc.mm, span, &pmd)
-            if t == NULL:
-                continue
-            e = t[pte_index(addr)]
-            if is_guard_pte(e):
-                o[i] = PM_GUARD_ENTRY
-                continue
-            if is_swap_pte(e):
-                # swap type 0 in bits 0-4, the offset from bit 5 (MAX_SWAPFILES_SHIFT)
-                o[i] = PM_SWAP | ((<uint64_t>swap_pte_slot(e) << 5) & PM_PFN_MASK)
-                continue
-            if e == 0 or not pte_present(e):
-                continue
-            pfn = pte_pfn(e)
-            v = PM_PRESENT | (<uint64_t>pfn & PM_PFN_MASK)
-            fl = pm.flags[pfn]
-            if not pte_special(e) and not (fl & PG_ZERO):
-                if not (fl & PG_ANON):
-                    v |= PM_FILE
-                if pm.mapcount[pfn] == 1:
-                    v |= PM_MMAP_EXCLUSIVE
-            o[i] = v
-    return out
+    cdef int32_t mc
+    cdef bint dirty, private
+    cdef uint64_t pss
+    for i in range(pte_index(addr), pte_index(end - 1) + 1):
+        e = t[i]
+        if e == 0 or not pte_present(e) or pte_special(e):
+            continue
+        pfn = pte_pfn(e)
+        fl = pm.flags[pfn]
+        if fl & PG_ZERO:
+            continue
+        mss.resident += 4096
+        if fl & PG_ANON:
+            mss.anonymous += 4096
+        if pte_young(e):
+            mss.referenced += 4096
+        dirty = pte_dirty(e) or (fl & PG_DIRTY) != 0
+        pss = (<uint64_t>4096) << 12
+        if pm.refcount[pfn] == 1:
+            private = True
+        else:
+            mc = pm.mapcount[pfn]
+            if mc >= 2:
+                pss = pss // <uint64_t>mc
+            private = mc < 2
+        mss.pss += pss
+        if fl & PG_ANON:
+            mss.pss_anon += pss
+        elif fl & PG_SWAPBACKED:
+            mss.pss_shmem += pss
+        else:
+            mss.pss_file += pss
+        if dirty:
+            mss.pss_dirty += pss
+            if private:
+                mss.private_dirty += 4096
+            else:
+                mss.shared_dirty += 4096
+        else:
+            if private:
+                mss.private_clean += 4096
+            else:
+                mss.shared_clean += 4096
+    return 0
+
+
+cdef mm_walk_ops smaps_ops
+smaps_ops.pmd_entry = smaps_pte_range
 
 
 def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
@@ -84,75 +153,143 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
 
     'pss' is in bytes << 12 (PSS_SHIFT), as the kernel accumulates it.
     """
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef uint64_t addr, span = 1
-    cdef pte_t* t = NULL
-    cdef pte_t pmd, e
-    cdef pfn_t pfn
-    cdef uint32_t fl
-    cdef int32_t mc
-    cdef bint dirty, private
-    cdef uint64_t pss
-    cdef int64_t resident = 0, anonymous = 0, referenced = 0
-    cdef int64_t shared_clean = 0, shared_dirty = 0, private_clean = 0, private_dirty = 0
-    cdef uint64_t pss_total = 0, pss_anon = 0, pss_file = 0, pss_shmem = 0, pss_dirty = 0
-    addr = start
+    cdef mem_size_stats mss
+    mss.resident = mss.anonymous = mss.referenced = 0
+    mss.shared_clean = mss.shared_dirty = mss.private_clean = mss.private_dirty = 0
+    mss.pss = mss.pss_anon = mss.pss_file = mss.pss_shmem = mss.pss_dirty = 0
     with nogil:
-        while addr < end:
-            if (addr & ~(PMD_SIZE - 1)) != span:
-                span = addr & ~(PMD_SIZE - 1)
-                t = _pte_table(pm, &mmc.mm, span, &pmd)
-            if t == NULL:
-                addr = pmd_addr_end(addr, end)
-                continue
-            e = t[pte_index(addr)]
-            addr += PAGE_SIZE
-            if e == 0 or not pte_present(e) or pte_special(e):
-                continue
-            pfn = pte_pfn(e)
-            fl = pm.flags[pfn]
-            if fl & PG_ZERO:
-                continue
-            resident += 4096
-            if fl & PG_ANON:
-                anonymous += 4096
-            if pte_young(e):
-                referenced += 4096
-            dirty = pte_dirty(e) or (fl & PG_DIRTY) != 0
-            if pm.refcount[pfn] == 1:
-                pss = (<uint64_t>4096) << 12
-                private = True
-            else:
-                mc = pm.mapcount[pfn]
-                pss = (<uint64_t>4096) << 12
-                if mc >= 2:
-                    pss = pss // <uint64_t>mc
-                private = mc < 2
-            pss_total += pss
-            if fl & PG_ANON:
-                pss_anon += pss
-            elif fl & PG_SWAPBACKED:
-                pss_shmem += pss
-            else:
-                pss_file += pss
-            if dirty:
-                pss_dirty += pss
-                if private:
-                    private_dirty += 4096
-                else:
-                    shared_dirty += 4096
-            else:
-                if private:
-                    private_clean += 4096
-                else:
-                    shared_clean += 4096
+        walk_page_range(&mmc.phys.pm, &mmc.mm, start, end, &smaps_ops, &mss)
     return {
-        "Rss": resident, "Pss": pss_total, "Pss_Dirty": pss_dirty, "Pss_Anon": pss_anon,
-        "Pss_File": pss_file, "Pss_Shmem": pss_shmem,
-        "Shared_Clean": shared_clean, "Shared_Dirty": shared_dirty,
-        "Private_Clean": private_clean, "Private_Dirty": private_dirty,
-        "Referenced": referenced, "Anonymous": anonymous,
+        "Rss": mss.resident, "Pss": mss.pss, "Pss_Dirty": mss.pss_dirty,
+        "Pss_Anon": mss.pss_anon, "Pss_File": mss.pss_file, "Pss_Shmem": mss.pss_shmem,
+        "Shared_Clean": mss.shared_clean, "Shared_Dirty": mss.shared_dirty,
+        "Private_Clean": mss.private_clean, "Private_Dirty": mss.private_dirty,
+        "Referenced": mss.referenced, "Anonymous": mss.anonymous,
     }
+
+
+# ---- the checker's recount ----
+
+cdef struct recount:
+    int32_t* mapcount       # out: PTEs mapping each frame (accounted entries only)
+    int32_t* pt_share       # out: PMD entries pointing at each PTE table
+    uint8_t* level          # out: 4 = PGD .. 1 = PTE table, per frame this mm links
+    int32_t* owners         # out: PTE tables this mm owns
+    int64_t rss[4]
+    int64_t ntables
+    void* problems          # a Python list of str
+
+
+_PROBLEMS = (
+    "PMD table {x} linked twice",
+    "PUD table {x} linked twice",
+    "PTE table {x} linked twice in one mm",
+    "PTE table {x} is shared {y} ways but its PMD is writable",
+    "unexpected non-present PTE {x:#x}",
+    "PTE {x:#x} points outside memory",
+    "zero-page PTE {x:#x} not special read-only",
+    "PTE {x:#x} maps free frame {y}",
+    "PTE {x:#x} maps page-table frame {y}",
+)
+
+cdef enum:     # indexes into _PROBLEMS
+    P_PMD_TWICE = 0
+    P_PUD_TWICE = 1
+    P_PTE_TWICE = 2
+    P_SHARED_WRITABLE = 3
+    P_NOT_PRESENT = 4
+    P_OUTSIDE = 5
+    P_ZERO = 6
+    P_FREE = 7
+    P_TABLE = 8
+
+
+cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
+    """Report a problem (_PROBLEMS[kind] with x and y) in the recount's list."""
+    with gil:
+        (<list>(<recount*>walk.private).problems).append(_PROBLEMS[kind].format(x=x, y=y))
+
+
+cdef inline void _link_table(mm_walk* walk, pte_t e, uint8_t lvl) noexcept nogil:
+    """An upper-level entry links the table below it: mark its level, once."""
+    cdef recount* r = <recount*>walk.private
+    cdef pfn_t tp = pte_pfn(e)
+    if r.level[tp] != 0:
+        _problem(walk, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE, tp)
+    r.level[tp] = lvl
+    r.ntables += 1
+
+
+cdef int recount_pgd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    _link_table(walk, e[0], 3)
+    return 0
+
+
+cdef int recount_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    _link_table(walk, e[0], 2)
+    return 0
+
+
+cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """A PTE table: its share and owner, and (if this mm accounts it) its entries."""
+    cdef physmem_t* pm = walk.pm
+    cdef recount* r = <recount*>walk.private
+    cdef pfn_t tp = pte_pfn(pmd[0]), p
+    cdef pte_t* ptet
+    cdef pte_t e
+    cdef uint32_t fl
+    cdef int l
+    if r.level[tp] != 0:
+        _problem(walk, P_PTE_TWICE, tp)
+    r.level[tp] = 1
+    r.pt_share[tp] += 1
+    if pm.pt_share[tp] > 1 and pte_write(pmd[0]):
+        _problem(walk, P_SHARED_WRITABLE, tp, pm.pt_share[tp])
+    if pm.pt_owner[tp] == walk.mm.id:
+        r.owners[tp] += 1
+    if not (pm.cow_eager or pm.pt_owner[tp] == walk.mm.id):
+        return 0
+    r.ntables += 1
+    ptet = table_ptr(pm, tp)
+    for l in range(512):
+        e = ptet[l]
+        if e == 0 or is_guard_pte(e):
+            continue
+        if is_swap_pte(e):
+            r.rss[MM_SWAPENTS] += 1
+            continue
+        if not pte_present(e):
+            _problem(walk, P_NOT_PRESENT, e)
+            continue
+        p = pte_pfn(e)
+        if p < 0 or p >= pm.nframes:
+            _problem(walk, P_OUTSIDE, e)
+            continue
+        fl = pm.flags[p]
+        if fl & PG_ZERO:
+            if not pte_special(e) or pte_write(e):
+                _problem(walk, P_ZERO, e)
+            continue
+        if not (fl & PG_USED):
+            _problem(walk, P_FREE, e, p)
+            continue
+        if fl & PG_TABLE:
+            _problem(walk, P_TABLE, e, p)
+            continue
+        r.mapcount[p] += 1
+        if fl & PG_ANON:
+            r.rss[MM_ANONPAGES] += 1
+        elif fl & PG_SWAPBACKED:
+            r.rss[MM_SHMEMPAGES] += 1
+        else:
+            r.rss[MM_FILEPAGES] += 1
+    return 0
+
+
+cdef mm_walk_ops recount_ops
+recount_ops.pgd_entry = recount_pgd_entry
+recount_ops.pud_entry = recount_pud_entry
+recount_ops.pmd_entry = recount_pte_range
 
 
 def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t[::1] level,
@@ -165,94 +302,77 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
     holder accounts its entries; in deferred accounting only its owner (pt_owner) does.
     Returns (rss[4] recomputed, PUD+PMD+PTE tables this mm accounts, list of problems).
     """
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef mm_t* mm = &mmc.mm
-    cdef pte_t* pgdt
-    cdef pte_t* pudt
-    cdef pte_t* pmdt
-    cdef pte_t* ptet
-    cdef pte_t e
-    cdef int i, j, k, l
-    cdef pfn_t p, tp
-    cdef uint32_t fl
-    cdef int64_t rss[4]
-    cdef int64_t ntables = 0
-    cdef bint accounted
+    cdef recount r
     problems = []
-    rss[0] = rss[1] = rss[2] = rss[3] = 0
-    if mm.pgd < 0:
+    if mmc.mm.pgd < 0:
         return (0, 0, 0, 0), 0, problems
-    level[mm.pgd] = 4
-    pgdt = table_ptr(pm, mm.pgd)
-    for i in range(512):
-        if pgdt[i] == 0:
+    r.mapcount = &mapcount[0]
+    r.pt_share = &pt_share[0]
+    r.level = &level[0]
+    r.owners = &owners[0]
+    r.rss[0] = r.rss[1] = r.rss[2] = r.rss[3] = 0
+    r.ntables = 0
+    r.problems = <void*>problems
+    level[mmc.mm.pgd] = 4
+    walk_page_range(&mmc.phys.pm, &mmc.mm, 0, WALK_ALL_END, &recount_ops, &r)
+    return (r.rss[0], r.rss[1], r.rss[2], r.rss[3]), r.ntables, problems
+
+
+# ---- the checker's entry rules and count ----
+
+cdef enum:
+    AUDIT_OK = 0
+    AUDIT_WRITE_NO_VM_WRITE = 1
+    AUDIT_ANON_IN_SHARED = 2
+    AUDIT_WRITE_NOT_ANON = 3
+    AUDIT_WRITE_SHARED_ANON = 4
+
+
+cdef struct audit:
+    bint shared
+    bint writable_vma
+    int64_t n               # non-none PTEs seen
+    int problem             # AUDIT_*
+    uint64_t addr           # where
+    int32_t mapcount        # AUDIT_WRITE_SHARED_ANON: the page's mapcount
+
+
+cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """The entry rules over [addr, end) of one PTE table; 1 (stop) at the first problem."""
+    cdef physmem_t* pm = walk.pm
+    cdef audit* a = <audit*>walk.private
+    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef int i
+    cdef pte_t e
+    cdef pfn_t p
+    cdef uint32_t fl
+    for i in range(pte_index(addr), pte_index(end - 1) + 1):
+        e = t[i]
+        if e == 0:
             continue
-        tp = pte_pfn(pgdt[i])
-        if level[tp] != 0:
-            problems.append(f"PUD table {tp} linked twice")
-        level[tp] = 3
-        ntables += 1
-        pudt = table_ptr(pm, tp)
-        for j in range(512):
-            if pudt[j] == 0:
-                continue
-            tp = pte_pfn(pudt[j])
-            if level[tp] != 0:
-                problems.append(f"PMD table {tp} linked twice")
-            level[tp] = 2
-            ntables += 1
-            pmdt = table_ptr(pm, tp)
-            for k in range(512):
-                if pmdt[k] == 0:
-                    continue
-                tp = pte_pfn(pmdt[k])
-                if level[tp] != 0:
-                    problems.append(f"PTE table {tp} linked twice in one mm")
-                level[tp] = 1
-                pt_share[tp] += 1
-                if pm.pt_share[tp] > 1 and pte_write(pmdt[k]):
-                    problems.append(f"PTE table {tp} is shared {pm.pt_share[tp]} ways "
-                                    f"but its PMD is writable")
-                if pm.pt_owner[tp] == mm.id:
-                    owners[tp] += 1
-                accounted = pm.cow_eager or pm.pt_owner[tp] == mm.id
-                if not accounted:
-                    continue
-                ntables += 1
-                ptet = table_ptr(pm, tp)
-                for l in range(512):
-                    e = ptet[l]
-                    if e == 0 or is_guard_pte(e):
-                        continue
-                    if is_swap_pte(e):
-                        rss[MM_SWAPENTS] += 1
-                        continue
-                    if not pte_present(e):
-                        problems.append(f"unexpected non-present PTE {e:#x}")
-                        continue
-                    p = pte_pfn(e)
-                    if p < 0 or p >= pm.nframes:
-                        problems.append(f"PTE {e:#x} points outside memory")
-                        continue
-                    fl = pm.flags[p]
-                    if fl & PG_ZERO:
-                        if not pte_special(e) or pte_write(e):
-                            problems.append(f"zero-page PTE {e:#x} not special read-only")
-                        continue
-                    if not (fl & PG_USED):
-                        problems.append(f"PTE {e:#x} maps free frame {p}")
-                        continue
-                    if fl & PG_TABLE:
-                        problems.append(f"PTE {e:#x} maps page-table frame {p}")
-                        continue
-                    mapcount[p] += 1
-                    if fl & PG_ANON:
-                        rss[MM_ANONPAGES] += 1
-                    elif fl & PG_SWAPBACKED:
-                        rss[MM_SHMEMPAGES] += 1
-                    else:
-                        rss[MM_FILEPAGES] += 1
-    return (rss[0], rss[1], rss[2], rss[3]), ntables, problems
+        a.n += 1
+        if not pte_write(pmd[0]):
+            e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
+        p = pte_pfn(e)
+        fl = pm.flags[p] if 0 <= p < pm.nframes else 0
+        a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
+        if pte_write(e) and not a.writable_vma:
+            a.problem = AUDIT_WRITE_NO_VM_WRITE
+        elif a.shared and (fl & PG_ANON):
+            a.problem = AUDIT_ANON_IN_SHARED
+        elif not a.shared and pte_write(e):
+            if not (fl & PG_ANON):
+                a.problem = AUDIT_WRITE_NOT_ANON
+            elif not (fl & PG_ANON_EXCLUSIVE) or pm.mapcount[p] != 1:
+                a.problem = AUDIT_WRITE_SHARED_ANON
+                a.mapcount = pm.mapcount[p]
+        if a.problem != AUDIT_OK:
+            return 1
+    return 0
+
+
+cdef mm_walk_ops audit_ops
+audit_ops.pmd_entry = audit_pte_range
 
 
 def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writable_vma):
@@ -261,65 +381,40 @@ def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writ
     A writable PTE in a private VMA must map an exclusive anon page; no PTE may be
     writable in a VMA without VM_WRITE; a shared VMA maps no anon page.
     """
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef uint64_t addr = start, span = 1
-    cdef pte_t* t = NULL
-    cdef pte_t pmd, e
-    cdef pfn_t p
-    cdef uint32_t fl
-    cdef int64_t n = 0
-    while addr < end:
-        if (addr & ~(PMD_SIZE - 1)) != span:
-            span = addr & ~(PMD_SIZE - 1)
-            t = _pte_table(pm, &mmc.mm, span, &pmd)
-        if t == NULL:
-            addr = pmd_addr_end(addr, end)
-            continue
-        e = t[pte_index(addr)]
-        if e != 0:
-            n += 1
-            if not pte_write(pmd):
-                e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
-            p = pte_pfn(e)
-            fl = pm.flags[p] if 0 <= p < pm.nframes else 0
-            if pte_write(e) and not writable_vma:
-                return n, f"{addr:#x}: writable PTE in a VMA without VM_WRITE"
-            if shared and (fl & PG_ANON):
-                return n, f"{addr:#x}: anon page in a shared VMA"
-            if not shared and pte_write(e):
-                if not (fl & PG_ANON):
-                    return n, f"{addr:#x}: writable PTE to a non-anon page in a private VMA"
-                if not (fl & PG_ANON_EXCLUSIVE) or pm.mapcount[p] != 1:
-                    return n, f"{addr:#x}: writable PTE to a shared anon page (mapcount {pm.mapcount[p]})"
-        addr += PAGE_SIZE
-    return n, None
+    cdef audit a
+    a.shared = shared
+    a.writable_vma = writable_vma
+    a.n = 0
+    a.problem = AUDIT_OK
+    a.addr = 0
+    a.mapcount = 0
+    walk_page_range(&mmc.phys.pm, &mmc.mm, start, end, &audit_ops, &a)
+    if a.problem == AUDIT_OK:
+        return a.n, None
+    text = {
+        AUDIT_WRITE_NO_VM_WRITE: "writable PTE in a VMA without VM_WRITE",
+        AUDIT_ANON_IN_SHARED: "anon page in a shared VMA",
+        AUDIT_WRITE_NOT_ANON: "writable PTE to a non-anon page in a private VMA",
+        AUDIT_WRITE_SHARED_ANON: f"writable PTE to a shared anon page (mapcount {a.mapcount})",
+    }[a.problem]
+    return a.n, f"{a.addr:#x}: {text}"
+
+
+cdef int count_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
+    cdef int i
+    for i in range(512):
+        if t[i] != 0:
+            (<int64_t*>walk.private)[0] += 1
+    return 0
+
+
+cdef mm_walk_ops count_ops
+count_ops.pmd_entry = count_pte_range
 
 
 def count_present(MMCore mmc):
     """Non-none PTEs in the whole address space (each table once per mm)."""
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef pte_t* pgdt
-    cdef pte_t* pudt
-    cdef pte_t* pmdt
-    cdef pte_t* ptet
-    cdef int i, j, k, l
     cdef int64_t n = 0
-    if mmc.mm.pgd < 0:
-        return 0
-    pgdt = table_ptr(pm, mmc.mm.pgd)
-    for i in range(512):
-        if pgdt[i] == 0:
-            continue
-        pudt = table_ptr(pm, pte_pfn(pgdt[i]))
-        for j in range(512):
-            if pudt[j] == 0:
-                continue
-            pmdt = table_ptr(pm, pte_pfn(pudt[j]))
-            for k in range(512):
-                if pmdt[k] == 0:
-                    continue
-                ptet = table_ptr(pm, pte_pfn(pmdt[k]))
-                for l in range(512):
-                    if ptet[l] != 0:
-                        n += 1
+    walk_page_range(&mmc.phys.pm, &mmc.mm, 0, WALK_ALL_END, &count_ops, &n)
     return n

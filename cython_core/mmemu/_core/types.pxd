@@ -1,5 +1,5 @@
 # Shared types, x86-64 entry bits and frame flags (arch/x86/include/asm/pgtable_types.h).
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 
 ctypedef uint64_t pte_t
 ctypedef int64_t pfn_t
@@ -55,9 +55,6 @@ cdef inline pfn_t pte_pfn(pte_t e) noexcept nogil:
 cdef inline pte_t mk_pte(pfn_t pfn, pte_t prot) noexcept nogil:
     return ((<pte_t>pfn) << PAGE_SHIFT) | (prot & ~PTE_PFN_MASK())
 
-cdef inline bint pte_none(pte_t e) noexcept nogil:
-    return e == 0
-
 cdef inline bint pte_present(pte_t e) noexcept nogil:
     # pte_present(): P or PROTNONE
     return (e & (_bit(BIT_PRESENT) | _bit(BIT_PROTNONE))) != 0
@@ -102,19 +99,17 @@ cdef inline pte_t pte_mkwrite(pte_t e) noexcept nogil:
 cdef inline pte_t pte_mkdirty(pte_t e) noexcept nogil:
     return e | _bit(BIT_DIRTY)
 
-cdef inline pte_t pte_mkclean(pte_t e) noexcept nogil:
-    return e & ~_bit(BIT_DIRTY)
-
 cdef inline pte_t pte_mkyoung(pte_t e) noexcept nogil:
     return e | _bit(BIT_ACCESSED)
-
-cdef inline pte_t pte_mkold(pte_t e) noexcept nogil:
-    return e & ~_bit(BIT_ACCESSED)
 
 # Bits that pte_modify() keeps from the old entry (_PAGE_CHG_MASK): PFN, A, D, special, soft-dirty.
 cdef inline pte_t pte_modify(pte_t e, pte_t newprot) noexcept nogil:
     cdef pte_t keep = PTE_PFN_MASK() | _bit(BIT_ACCESSED) | _bit(BIT_DIRTY) | _bit(BIT_SPECIAL) | _bit(BIT_SOFT_DIRTY)
     return (e & keep) | (newprot & ~keep)
+
+# A leaf (huge) upper-level entry: PSE set (pmd_leaf / pud_leaf); it maps memory, no table.
+cdef inline bint pmd_leaf(pte_t e) noexcept nogil:
+    return (e & _bit(BIT_PSE)) != 0
 
 # Upper-level entry pointing at a table: _PAGE_TABLE = P|RW|USER|ACCESSED|DIRTY
 cdef inline pte_t mk_table_entry(pfn_t pfn) noexcept nogil:

@@ -1,27 +1,62 @@
 # cython: language_level=3
-"""Removing and changing mappings: zap, change_protection, exit.
+"""Removing and changing mappings: zap, change_protection, guard markers, exit.
 
-Models zap_page_range_single/unmap_page_range/zap_pte_range (with CONFIG_PT_RECLAIM's
-reclaim of emptied PTE tables for MADV_DONTNEED), change_protection/change_pte_range
-(mm/mprotect.c) and exit_mmap's teardown. Leaves out: swap entries, PTE markers, THP.
+Models zap_page_range_single/unmap_page_range/zap_pte_range/zap_present_ptes/
+zap_nonpresent_ptes (with CONFIG_PT_RECLAIM's reclaim of emptied PTE tables for
+MADV_DONTNEED), change_protection/change_pte_range (mm/mprotect.c), the guard-region walks
+of mm/madvise.c and exit_mmap's teardown, each as a walk_page_range (pagewalk.pxd).
+Leaves out: THP, device-private and migration entries, uffd-wp.
 """
-from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint32_t, int64_t, uint64_t
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, table_ptr, reserve_frames, release_reserve
+from mmemu._core.physmem cimport physmem_t, table_ptr, put_page, swap_free, reserve_frames, release_reserve
 from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, zap_pte_entry, pgtable_free, free_pgd_range, free_all_tables,
-    pmd_walk_next, pte_offset_alloc, tables_needed, vma_from_py, LEVEL_PTE,
+    mm_t, MMCore, pgtable_free, free_pgd_range, free_all_tables, LEVEL_PTE,
 )
-from mmemu._core.cow_pte cimport assert_table_private
+from mmemu._core.pgtable cimport set_pte_at, ptep_get_and_clear, pte_clear, pmd_clear
+from mmemu._core.rmap cimport folio_remove_rmap_pte
+from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
 
 
-cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, uint64_t end,
-                           bint reclaim, bint drop_markers) noexcept nogil:
-    """zap_pte_range over [addr, end) inside one PMD span; returns entries cleared.
+cdef inline void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
+    """What zap_present_folio_ptes / zap_nonpresent_ptes do for one cleared entry: the
+    rmap, rss and reference of a page (a dirty PTE dirties a file folio), or the slot of a
+    swap entry."""
+    cdef pfn_t pfn
+    cdef uint32_t fl
+    if is_swap_pte(e):
+        swap_free(pm, swap_pte_slot(e))        # free_swap_and_cache
+        mm.rss[MM_SWAPENTS] -= 1
+        return
+    if not pte_present(e):
+        return
+    pfn = pte_pfn(e)
+    fl = pm.flags[pfn]
+    if pte_special(e) or (fl & PG_ZERO):
+        return
+    if fl & PG_ANON:
+        folio_remove_rmap_pte(pm, pfn, fl, mm.rss)
+    else:
+        if pte_dirty(e):
+            pm.flags[pfn] = fl | PG_DIRTY
+        folio_remove_rmap_pte(pm, pfn, fl, mm.rss)
+    put_page(pm, pfn)
 
-    Guard markers stay unless drop_markers (ZAP_FLAG_DROP_MARKER: munmap and exit); a
-    table holding one is not empty, so PT reclaim keeps it."""
+
+cdef struct zap_details:
+    bint reclaim            # free a PTE table the zap emptied over its whole span
+    bint drop_markers       # ZAP_FLAG_DROP_MARKER: guard markers go too (munmap, exit)
+    int64_t zapped
+
+
+cdef int zap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """zap_pte_range (pmd_entry) over [addr, end) inside one PMD span.
+
+    Guard markers stay unless drop_markers; a table holding one is not empty, so PT
+    reclaim keeps it."""
+    cdef physmem_t* pm = walk.pm
+    cdef zap_details* d = <zap_details*>walk.private
     cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
     cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef int64_t n = 0
@@ -29,92 +64,96 @@ cdef int64_t zap_pte_range(physmem_t* pm, mm_t* mm, pte_t* pmd, uint64_t addr, u
     cdef pfn_t tp
     for i in range(i0, i1):
         e = t[i]
-        if e == 0 or (is_guard_pte(e) and not drop_markers):
+        if e == 0 or (is_guard_pte(e) and not d.drop_markers):
             continue
-        assert_table_private(pm, &t[i])
-        zap_pte_entry(pm, mm, e)
-        t[i] = 0
+        zap_pte_entry(pm, walk.mm, ptep_get_and_clear(pm, &t[i]))
         n += 1
-    if reclaim and end - addr >= PMD_SIZE:
+    d.zapped += n
+    if d.reclaim and end - addr >= PMD_SIZE:
         # try_get_and_clear_pmd + free_pte: the whole span was zapped and is empty
         for i in range(512):
             if t[i] != 0:
-                return n
+                return 0
         tp = pte_pfn(pmd[0])
-        pmd[0] = 0
+        pmd_clear(pm, pmd)
         pm.pt_share[tp] -= 1
-        pgtable_free(pm, mm, tp, LEVEL_PTE)
-    return n
+        pgtable_free(pm, walk.mm, tp, LEVEL_PTE)
+    return 0
+
+
+cdef mm_walk_ops zap_walk_ops
+zap_walk_ops.pmd_entry = zap_pte_range
 
 
 cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
                             bint reclaim, bint drop_markers) noexcept nogil:
     """unmap_page_range over [start, end) (one VMA or part of one)."""
-    cdef uint64_t addr = start, nxt
-    cdef pte_t* pmd
-    cdef int64_t n = 0
-    while True:
-        pmd = pmd_walk_next(pm, mm, &addr, end)
-        if pmd == NULL:
-            break
-        nxt = pmd_addr_end(addr, end)
-        if pmd[0] != 0:
-            n += zap_pte_range(pm, mm, pmd, addr, nxt, reclaim, drop_markers)
-        addr = nxt
-    pm.ev[EV_PTES_ZAPPED] += n
-    if n:
+    cdef zap_details d
+    d.reclaim = reclaim
+    d.drop_markers = drop_markers
+    d.zapped = 0
+    walk_page_range(pm, mm, start, end, &zap_walk_ops, &d)
+    pm.ev[EV_PTES_ZAPPED] += d.zapped
+    if d.zapped:
         pm.ev[EV_TLB_FLUSH] += 1
-    return n
+    return d.zapped
 
 
-cdef int64_t change_pte_range(physmem_t* pm, pte_t* t, int i0, int i1, pte_t newprot,
-                              bint try_writable, bint shared) noexcept nogil:
-    """change_pte_range: pte_modify each present entry; upgrade to RW where allowed."""
+cdef struct change_prot:
+    pte_t newprot
+    bint try_writable       # MM_CP_TRY_CHANGE_WRITABLE
+    bint shared             # a shared mapping: dirty entries may become writable
+    int64_t changed
+
+
+cdef int change_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """change_pte_range (pmd_entry): pte_modify each present entry; upgrade to RW where
+    can_change_pte_writable allows."""
+    cdef physmem_t* pm = walk.pm
+    cdef change_prot* cp = <change_prot*>walk.private
+    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
     cdef int i
     cdef pte_t e, ne
-    cdef pfn_t pfn
     cdef uint32_t fl
     cdef int64_t n = 0
-    for i in range(i0, i1):
+    for i in range(pte_index(addr), pte_index(end - 1) + 1):
         e = t[i]
         if e == 0 or not pte_present(e):
             continue
-        ne = pte_modify(e, newprot)
-        if try_writable and not pte_write(ne) and (ne & _bit(BIT_PRESENT)):
+        ne = pte_modify(e, cp.newprot)
+        if cp.try_writable and not pte_write(ne) and (ne & _bit(BIT_PRESENT)):
             # can_change_pte_writable
-            if shared:
+            if cp.shared:
                 if pte_dirty(ne):
                     ne = pte_mkwrite(ne)
             elif not pte_special(ne):
-                pfn = pte_pfn(ne)
-                fl = pm.flags[pfn]
+                fl = pm.flags[pte_pfn(ne)]
                 if (fl & PG_ANON) and (fl & PG_ANON_EXCLUSIVE):
                     ne = pte_mkwrite(ne)
         if ne != e:
-            assert_table_private(pm, &t[i])
-            t[i] = ne
+            set_pte_at(pm, &t[i], ne)
             n += 1
-    return n
+    cp.changed += n
+    return 0
+
+
+cdef mm_walk_ops change_prot_ops
+change_prot_ops.pmd_entry = change_pte_range
 
 
 cdef int64_t change_protection(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
                                pte_t newprot, bint try_writable, bint shared) noexcept nogil:
-    cdef uint64_t addr = start, nxt
-    cdef pte_t* pmd
-    cdef int64_t n = 0
-    while True:
-        pmd = pmd_walk_next(pm, mm, &addr, end)
-        if pmd == NULL:
-            break
-        nxt = pmd_addr_end(addr, end)
-        if pmd[0] != 0:
-            n += change_pte_range(pm, table_ptr(pm, pte_pfn(pmd[0])), pte_index(addr),
-                                  pte_index(nxt - 1) + 1, newprot, try_writable, shared)
-        addr = nxt
-    pm.ev[EV_PTES_PROTECTED] += n
-    if n:
+    """change_protection over [start, end) with the new vm_page_prot."""
+    cdef change_prot cp
+    cp.newprot = newprot
+    cp.try_writable = try_writable
+    cp.shared = shared
+    cp.changed = 0
+    walk_page_range(pm, mm, start, end, &change_prot_ops, &cp)
+    pm.ev[EV_PTES_PROTECTED] += cp.changed
+    if cp.changed:
         pm.ev[EV_TLB_FLUSH] += 1
-    return n
+    return cp.changed
 
 
 def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False, bint drop_markers=False):
@@ -126,61 +165,73 @@ def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False, bint dr
     return n
 
 
+# ---- guard regions (madvise_guard_install / madvise_guard_remove) ----
+
+cdef int guard_count_tables(uint64_t addr, uint64_t next, int depth, mm_walk* walk) noexcept nogil:
+    """pte_hole of guard_install's dry run: the tables pte_alloc would need for each 2 MiB
+    span of a hole, counted per span (an upper bound: 3 below a none PGD entry, 2 below a
+    none PUD entry, 1 for a none PMD entry)."""
+    cdef int64_t spans = <int64_t>(((next - 1) >> PMD_SHIFT) - (addr >> PMD_SHIFT)) + 1
+    (<int64_t*>walk.private)[0] += spans * (depth - LEVEL_PTE)
+    return 0
+
+
+cdef int guard_install_pte(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """guard_install_pte_entry, inline per PMD: a guard marker in every none PTE."""
+    cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
+    cdef int i
+    for i in range(pte_index(addr), pte_index(end - 1) + 1):
+        if t[i] == 0:
+            set_pte_at(walk.pm, &t[i], GUARD_PTE)
+            (<int64_t*>walk.private)[0] += 1
+    return 0
+
+
+cdef int guard_remove_pte(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """guard_remove_pte_entry, inline per PMD: clear the guard markers."""
+    cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
+    cdef int i
+    for i in range(pte_index(addr), pte_index(end - 1) + 1):
+        if is_guard_pte(t[i]):
+            pte_clear(walk.pm, &t[i])
+            (<int64_t*>walk.private)[0] += 1
+    return 0
+
+
+cdef mm_walk_ops guard_count_ops
+guard_count_ops.pte_hole = guard_count_tables
+cdef mm_walk_ops guard_install_ops
+guard_install_ops.pmd_entry = guard_install_pte
+guard_install_ops.install = True
+cdef mm_walk_ops guard_remove_ops
+guard_remove_ops.pmd_entry = guard_remove_pte
+
+
 def guard_install(MMCore mmc, uint64_t start, uint64_t end):
     """madvise_guard_install's walk: a guard marker in every none PTE of [start, end)
     (allocating tables). Returns the markers set, or -1 (ENOMEM) with nothing changed if
     the tables it may need (counted per 2 MiB span, an upper bound) are not free. The
     range must already be zapped and private."""
     cdef physmem_t* pm = &mmc.phys.pm
-    cdef uint64_t addr = start
     cdef int64_t need = 0, n = 0
-    cdef pte_t* ptep
+    cdef int rc
     with nogil:
-        while addr < end:
-            need += tables_needed(pm, &mmc.mm, addr)
-            addr = pmd_addr_end(addr, end)
+        walk_page_range(pm, &mmc.mm, start, end, &guard_count_ops, &need)
     if reserve_frames(pm, need) < 0:
         return -1
-    addr = start
     with nogil:
-        while addr < end:
-            ptep = pte_offset_alloc(pm, &mmc.mm, addr, NULL)
-            if ptep == NULL:
-                n = -1
-                break
-            if ptep[0] == 0:
-                assert_table_private(pm, ptep)
-                ptep[0] = GUARD_PTE
-                n += 1
-            addr += PAGE_SIZE
+        rc = walk_page_range(pm, &mmc.mm, start, end, &guard_install_ops, &n)
         release_reserve(pm)
-    if n < 0:       # the tables were reserved (an upper bound): cannot happen
+    if rc < 0:       # the tables were reserved (an upper bound): cannot happen
         raise RuntimeError("guard_install ran out of reserved frames")
     return n
 
 
 def guard_remove(MMCore mmc, uint64_t start, uint64_t end):
     """madvise_guard_remove's walk: clear the guard markers of [start, end)."""
-    cdef physmem_t* pm = &mmc.phys.pm
-    cdef uint64_t addr = start, nxt
-    cdef pte_t* pmd
-    cdef pte_t* t
-    cdef int i
     cdef int64_t n = 0
     with nogil:
-        while True:
-            pmd = pmd_walk_next(pm, &mmc.mm, &addr, end)
-            if pmd == NULL:
-                break
-            nxt = pmd_addr_end(addr, end)
-            if pmd[0] != 0:
-                t = table_ptr(pm, pte_pfn(pmd[0]))
-                for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
-                    if is_guard_pte(t[i]):
-                        assert_table_private(pm, &t[i])
-                        t[i] = 0
-                        n += 1
-            addr = nxt
+        walk_page_range(&mmc.phys.pm, &mmc.mm, start, end, &guard_remove_ops, &n)
     return n
 
 

@@ -1,0 +1,129 @@
+"""The rmap and page-cache accounting: the one place where a page's mapcount, refcount and
+PageAnonExclusive, the NR_ANON_MAPPED / NR_FILE_MAPPED / NR_FILE_PAGES / NR_SHMEM node
+counters and an mm's rss change when a page is mapped, duplicated at fork, unmapped, or
+enters or leaves a page cache.
+
+Models mm/rmap.c (folio_add_new_anon_rmap, folio_add_file_rmap_pte,
+folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte), the page
+flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio,
+filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm counters the
+callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse walk itself
+(anon_vma and i_mmap trees: reclaim will add it), large folios, lruvec and memcg
+statistics, pinned pages (folio_try_dup_anon_rmap_pte never fails).
+
+`rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
+afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
+"""
+from libc.stdint cimport uint32_t, int64_t
+from libc.stdio cimport fprintf, stderr
+from libc.stdlib cimport abort
+
+from mmemu._core.types cimport (
+    pfn_t, MMEMU_DEBUG_BUILD, PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED,
+    MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES,
+)
+from mmemu._core.physmem cimport physmem_t, alloc_frame, put_page
+
+
+cdef inline int mm_counter(uint32_t fl) noexcept nogil:
+    """mm_counter: the rss counter a page counts in (MM_ANONPAGES, MM_SHMEMPAGES or
+    MM_FILEPAGES), from its flags."""
+    if fl & PG_ANON:
+        return MM_ANONPAGES
+    if fl & PG_SWAPBACKED:
+        return MM_SHMEMPAGES
+    return MM_FILEPAGES
+
+
+cdef inline void folio_get(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """folio_get: one more reference (put_page drops it)."""
+    pm.refcount[pfn] += 1
+
+
+cdef inline void SetPageAnonExclusive(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """SetPageAnonExclusive: only this PTE maps the anonymous page (do_wp_page's reuse)."""
+    pm.flags[pfn] |= PG_ANON_EXCLUSIVE
+
+
+cdef inline void folio_add_new_anon_rmap(physmem_t* pm, pfn_t pfn, int64_t* rss,
+                                         bint exclusive) noexcept nogil:
+    """folio_add_new_anon_rmap (RMAP_EXCLUSIVE if exclusive) + rss[MM_ANONPAGES]++: a page
+    no mm maps yet becomes anonymous, mapped once."""
+    pm.flags[pfn] |= PG_ANON | (PG_ANON_EXCLUSIVE if exclusive else 0)
+    pm.mapcount[pfn] = 1
+    pm.nr_anon_mapped += 1
+    rss[MM_ANONPAGES] += 1
+
+
+cdef inline void folio_add_file_rmap_pte(physmem_t* pm, pfn_t pfn, int64_t* rss) noexcept nogil:
+    """folio_add_file_rmap_pte + rss[mm_counter_file]++: one more PTE maps a page-cache
+    page; the first counts it in NR_FILE_MAPPED. The caller holds a reference (folio_get)."""
+    pm.mapcount[pfn] += 1
+    if pm.mapcount[pfn] == 1:
+        pm.nr_file_mapped += 1
+    rss[mm_counter(pm.flags[pfn])] += 1
+
+
+cdef inline void folio_dup_rmap_pte(physmem_t* pm, pfn_t pfn, uint32_t fl, int64_t* rss) noexcept nogil:
+    """copy_present_ptes' part for one normal page (flags fl) another PTE maps already:
+    folio_get, then folio_try_dup_anon_rmap_pte (the anonymous page is no longer
+    exclusive) or folio_dup_file_rmap_pte, and rss[mm_counter]++."""
+    if MMEMU_DEBUG_BUILD and pm.mapcount[pfn] < 1:
+        fprintf(stderr, b"mmemu: folio_dup_rmap_pte: frame %lld is not mapped\n", <long long>pfn)
+        abort()
+    pm.refcount[pfn] += 1
+    pm.mapcount[pfn] += 1
+    if fl & PG_ANON:
+        pm.flags[pfn] = fl & ~PG_ANON_EXCLUSIVE
+        rss[MM_ANONPAGES] += 1
+    elif fl & PG_SWAPBACKED:
+        rss[MM_SHMEMPAGES] += 1
+    else:
+        rss[MM_FILEPAGES] += 1
+
+
+cdef inline void folio_remove_rmap_pte(physmem_t* pm, pfn_t pfn, uint32_t fl, int64_t* rss) noexcept nogil:
+    """folio_remove_rmap_pte + rss[mm_counter]--: one PTE fewer maps the page (flags fl);
+    the last one counts it out of NR_ANON_MAPPED / NR_FILE_MAPPED. The caller then drops
+    the PTE's reference (put_page)."""
+    pm.mapcount[pfn] -= 1
+    rss[mm_counter(fl)] -= 1
+    if pm.mapcount[pfn] == 0:
+        if fl & PG_ANON:
+            pm.nr_anon_mapped -= 1
+        else:
+            pm.nr_file_mapped -= 1
+
+
+# ---- the page cache ----
+
+cdef inline void filemap_add_folio(physmem_t* pm, pfn_t pfn, bint swapbacked) noexcept nogil:
+    """filemap_add_folio / shmem_add_to_page_cache's accounting: the page becomes a
+    page-cache page (PG_FILE, and PG_SWAPBACKED for shmem) counted in NR_FILE_PAGES (and
+    NR_SHMEM). Its one reference is the cache's; the caller stores it at its index."""
+    pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
+    pm.nr_file_pages += 1
+    if swapbacked:
+        pm.nr_shmem += 1
+
+
+cdef inline pfn_t shmem_alloc_and_add_folio(physmem_t* pm, int64_t* cache, int64_t idx,
+                                            bint swapbacked) noexcept nogil:
+    """shmem_alloc_and_add_folio (filemap_fault's filemap_add_folio for a file): a zeroed
+    page enters the cache at index idx, a hole read or written through a mapping. -1 if
+    no frame is free."""
+    cdef pfn_t pfn = alloc_frame(pm, False, True)
+    if pfn < 0:
+        return -1
+    filemap_add_folio(pm, pfn, swapbacked)
+    cache[idx] = pfn
+    return pfn
+
+
+cdef inline void filemap_remove_folio(physmem_t* pm, pfn_t pfn, bint swapbacked) noexcept nogil:
+    """filemap_remove_folio's accounting (filemap_unaccount_folio) and the cache's
+    reference (folio_put) of an unmapped page; the caller has cleared its index."""
+    pm.nr_file_pages -= 1
+    if swapbacked:
+        pm.nr_shmem -= 1
+    put_page(pm, pfn)
