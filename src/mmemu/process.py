@@ -37,6 +37,7 @@ _MAP_KNOWN = (
 
 
 _U64 = (1 << 64) - 1
+PAGEMAP_MAX_PAGES = 0x7FFFF000 // 8     # MAX_RW_COUNT bytes of 8-byte pagemap entries
 
 
 def ulong(x) -> int:
@@ -687,17 +688,34 @@ class Process:
             pos = stop
 
     def read(self, addr: int, n: int) -> bytes:
-        """Read n bytes at addr as the process would (read faults as needed)."""
+        """Read n bytes at addr as the process would (read faults as needed).
+
+        A range that runs past the readable mappings faults page by page up to the first
+        byte it may not read and raises SegmentationFault there, without a buffer of n
+        bytes; a readable range too large for the host's memory raises MMError(ENOMEM)."""
         n = operator.index(n)
         if n < 0:
             raise ValueError("negative length")
-        if n > TASK_SIZE:
-            # longer than the address space: the read faults where the mappings end,
-            # without a buffer of n bytes
-            self._access(addr, n, False, None, 0)
-        out = np.empty(n, dtype=np.uint8)
+        self._check_alive()
+        if self._readable_end(ulong(addr), n) < ulong(addr) + n:
+            self._access(addr, n, False, None, 0)     # SIGSEGV where the mappings end
+        try:
+            out = np.empty(n, dtype=np.uint8)
+        except MemoryError:
+            raise enomem(f"no host memory for a read of {n} bytes") from None
         self._access(addr, n, False, out, 1)
         return out.tobytes()
+
+    def _readable_end(self, addr: int, n: int) -> int:
+        """Where a read of [addr, addr+n) would hit a byte access_error refuses (or
+        addr+n): the VMAs alone decide, no fault is taken."""
+        pos, end = addr, addr + n
+        while pos < end:
+            vma = self.mm.find_vma(pos)
+            if vma is None or vma.start > pos or not (vma.flags & VM_ACCESS_FLAGS):
+                return pos
+            pos = vma.end
+        return end
 
     def write(self, addr: int, data) -> None:
         """Write bytes (or a numpy uint8 array) at addr as the process would."""
@@ -716,11 +734,19 @@ class Process:
         """Reclaim to the emulated swap device (what MADV_PAGEOUT does on a machine with
         swap): every exclusive anonymous page of [addr, addr+length) is written to a swap
         slot and its PTE becomes a swap entry (VmSwap, pagemap bit 62); the next access
-        reads it back. Returns the number of pages swapped out."""
+        reads it back. Returns the number of pages swapped out: once the device is full
+        the other pages stay resident, as reclaim keeps them (mmemu.swap). EINVAL for an
+        unaligned address or a range that wraps around (is_valid_madvise)."""
         self._check_alive()
+        addr, length = ulong(addr), ulong(length)
         if addr & (PAGE_SIZE - 1):
             raise einval("address not page aligned")
         end = addr + page_align(length)
+        if end > _U64:
+            raise einval("address range wraps around")       # is_valid_madvise
+        end = min(end, TASK_SIZE)
+        if addr >= end:
+            return 0
         self._check_cow_frames(addr, end)
         self._unshare_pte_tables(addr, end)
         self.mm.update_hiwater_rss()
@@ -754,11 +780,42 @@ class Process:
         return proc_statm(self)
 
     def pagemap(self, addr: int, npages: int) -> np.ndarray:
-        """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr."""
+        """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr.
+
+        At most PAGEMAP_MAX_PAGES entries (what one read(2) of /proc/PID/pagemap returns:
+        MAX_RW_COUNT bytes); a larger npages raises MMError(EINVAL) without allocating
+        anything: walk such a range with ``pagemap_chunks``."""
         from ._core.task_mmu import pagemap
+        addr, npages = self._pagemap_range(addr, npages)
+        if npages > PAGEMAP_MAX_PAGES:
+            raise einval(f"pagemap of {npages} pages: more than one read(2) returns "
+                         f"({PAGEMAP_MAX_PAGES}); use pagemap_chunks")
+        n = max(0, min(npages, (TASK_SIZE - addr) >> PAGE_SHIFT))    # none above TASK_SIZE
+        try:
+            out = pagemap(self.mm.core, addr, n)
+            return out if n == npages else np.concatenate([out, np.zeros(npages - n, np.uint64)])
+        except MemoryError:
+            raise enomem(f"no host memory for {npages} pagemap entries") from None
+
+    def pagemap_chunks(self, addr: int, npages: int):
+        """pagemap() of any range, in pieces: yields (address, entries) for each part of
+        [addr, addr + npages pages) that has a PTE table, in address order, each at most
+        512 entries; every page not yielded reads 0, as in the kernel's pagemap (holes
+        and unmapped ranges). Host memory is bounded by one PTE table's entries."""
+        from ._core.task_mmu import pagemap, pte_tables
+        addr, npages = self._pagemap_range(addr, npages)
+        end = min(addr + (npages << PAGE_SHIFT), TASK_SIZE)
+        if addr >= end:
+            return
+        for span in pte_tables(self.mm.core, addr, end).tolist():
+            lo, hi = max(addr, span), min(end, span + PMD_SIZE)
+            yield lo, pagemap(self.mm.core, lo, (hi - lo) >> PAGE_SHIFT)
+
+    @staticmethod
+    def _pagemap_range(addr, npages):
         addr, npages = operator.index(addr), operator.index(npages)
         if addr & (PAGE_SIZE - 1):
             raise einval("pagemap address must be page aligned")
         if not 0 <= addr < (1 << 64) or npages < 0 or addr + npages * PAGE_SIZE > (1 << 64):
             raise ValueError("pagemap range outside the 64-bit address space")
-        return pagemap(self.mm.core, addr, npages)
+        return addr, npages

@@ -438,7 +438,6 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     f = machine.create_file(path, size=size, writable=False)
                     created_files.append(f)
                 elif f.npages < present_pages.get(key, 0):
-                    f._reserve(present_pages[key])
                     f.size = present_pages[key] * PAGE_SIZE
                 backings[key] = f
             else:
@@ -448,9 +447,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     sh.name = key[3] or "/dev/zero (deleted)"
                     registry["shmem"][key] = sh
                 elif sh.npages < npages:
-                    new = np.full(npages, -1, dtype=np.int64)
-                    new[:sh.npages] = sh.cache
-                    sh.cache, sh.npages = new, npages
+                    sh.npages = npages
                 backings[key] = sh
 
         mm = p.mm
@@ -590,7 +587,11 @@ def _import_swap(machine, mm, vma, v: LiveVma, pm, idx, reg) -> None:
     from ._core import swap as _swap
     keys = (pm[idx] & np.uint64(PM_PFN_MASK)).tolist()
     missing = len({k for k in keys if k and k not in reg}) + sum(1 for k in keys if not k)
-    free = iter(_swapmod.alloc_slots(machine, missing).tolist())
+    got = _swapmod.alloc_slots(machine, missing)
+    if len(got) < missing:
+        raise ImportFailed(errno.ENOMEM, f"the emulated swap device has {len(got)} free "
+                                         f"slots for {missing} swap entries")
+    free = iter(got.tolist())
     sl = np.empty(len(keys), dtype=np.int64)
     for i, k in enumerate(keys):
         if not k:                   # the offset is hidden (no PFN rights): never shared

@@ -19,6 +19,7 @@ from mmemu._core.pagetable cimport (
     pgtable_free, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte, assert_table_private
+from mmemu._core.filemap cimport xa_load, xa_store
 
 
 cdef inline pte_t _anon_pte(pfn_t pfn, vma_t* vma) noexcept nogil:
@@ -123,10 +124,16 @@ cdef inline void _map_cache_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pte
 DEF FAULT_AROUND_PAGES = 16     # fault_around_bytes (64 KiB) / PAGE_SIZE
 
 
-cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep) noexcept nogil:
+cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep,
+                          bint new_table) noexcept nogil:
     """do_fault_around + filemap_map_pages: map every cached page in the 16-page aligned
     window around addr (clamped to the VMA, the PTE table and EOF) whose PTE is none.
-    Returns whether the faulting page itself got mapped. Prefaulted PTEs are young (x86)."""
+    Returns whether the faulting page itself got mapped. Prefaulted PTEs are young (x86).
+
+    On a file that is not shmem, 6.18 installs the preallocated PTE table only when the
+    first cached folio of the window ends before EOF (filemap_map_pages skips
+    filemap_map_pmd otherwise, then finds no table): if that folio holds the file's last
+    page and the fault brought a new_table, nothing is mapped."""
     cdef int64_t pte_off = pte_index(addr)
     cdef int64_t vma_off = <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef int64_t vma_pages = <int64_t>((vma.end - vma.start) >> PAGE_SHIFT)
@@ -145,16 +152,22 @@ cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pt
         idx = vma.pgoff + vma_off + (i - pte_off)
         if idx < 0 or idx >= vma.cache_pages:
             continue
-        pfn = vma.cache[idx]
-        if pfn < 0 or table[i] != 0:
+        pfn = xa_load(vma.cache, idx)
+        if pfn < 0:
+            continue
+        if new_table and not vma.swapbacked and idx == vma.cache_pages - 1:
+            break       # the window's first folio reaches EOF: no table, nothing mapped
+        new_table = False
+        if table[i] != 0:
             continue
         _map_cache_page(pm, mm, vma, &table[i], pfn)
     return ptep[0] != 0
 
 
-cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write) noexcept nogil:
+cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write,
+                  bint new_table) noexcept nogil:
     """do_read_fault (with fault-around) / do_cow_fault / do_shared_fault on a
-    page-cache-backed VMA."""
+    page-cache-backed VMA; new_table: the fault allocated the PTE table."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
     cdef pte_t e
@@ -162,21 +175,23 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         return FAULT_SIGBUS
     # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
     # even when the faulting page lies past it), then __do_fault's SIGBUS
-    if not write and do_fault_around(pm, mm, vma, addr, ptep):
+    if not write and do_fault_around(pm, mm, vma, addr, ptep, new_table):
         pm.ev[EV_FAULT_SHMEM] += 1
         return FAULT_OK
     if write and not (vma.flags & VM_SHARED):
         vma.anon_vma = 1        # do_cow_fault: vmf_anon_prepare comes before __do_fault
     if idx >= vma.cache_pages:
         return FAULT_SIGBUS
-    pfn = vma.cache[idx]
+    pfn = xa_load(vma.cache, idx)
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
         pfn = alloc_frame(pm, False, True)
         if pfn < 0:
             return FAULT_OOM
+        if xa_store(vma.cache, idx, pfn) < 0:      # no host memory for the cache's tree
+            put_page(pm, pfn)
+            return FAULT_OOM
         pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if vma.swapbacked else 0)
-        vma.cache[idx] = pfn
         pm.nr_file_pages += 1
         if vma.swapbacked:
             pm.nr_shmem += 1
@@ -250,7 +265,7 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     if new_table and vma.has_vm_ops:
         # do_fault preallocates the PTE table (vmf->prealloc_pte) and installs it only
         # when it maps a page: a fault that maps nothing (SIGBUS) leaves no table
-        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp, True)
         if rc != FAULT_OK:
             t = ptep - pte_index(addr)
             for i in range(512):
@@ -259,11 +274,11 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
             pgtable_free(pm, mm, pte_pfn(pmdp[0]), LEVEL_PTE)
             pmdp[0] = 0
         return rc
-    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp, False)
 
 
 cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write,
-                           pte_t* ptep, pte_t* pmdp) noexcept nogil:
+                           pte_t* ptep, pte_t* pmdp, bint new_table) noexcept nogil:
     cdef pte_t e
     cdef int rc
     if is_guard_pte(ptep[0]):
@@ -287,7 +302,7 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
     if e == 0:
         if not vma.has_vm_ops:
             return do_anonymous_page(pm, mm, vma, ptep, write)
-        return do_fault(pm, mm, vma, addr, ptep, write)
+        return do_fault(pm, mm, vma, addr, ptep, write, new_table)
     if write and not pte_write(e):
         return do_wp_page(pm, mm, vma, ptep, e)
     # spurious: the access is already allowed; only the A/D bits change

@@ -11,7 +11,8 @@ from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, frame_ptr, table_ptr
+from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, put_page, frame_ptr, table_ptr
+from mmemu._core.filemap cimport xa_load, xa_store
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, vma_from_py,
 )
@@ -48,13 +49,15 @@ cdef int _install(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, int kind,
         idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
         if vma.cache == NULL or idx < 0 or idx >= vma.cache_pages:
             return -2
-        pfn = vma.cache[idx]
+        pfn = xa_load(vma.cache, idx)
         if pfn < 0:
             pfn = alloc_frame(pm, False, True)
             if pfn < 0:
                 return -1
+            if xa_store(vma.cache, idx, pfn) < 0:
+                put_page(pm, pfn)
+                return -1
             pm.flags[pfn] |= PG_FILE | (PG_SWAPBACKED if vma.swapbacked else 0)
-            vma.cache[idx] = pfn
             pm.nr_file_pages += 1
             if vma.swapbacked:
                 pm.nr_shmem += 1

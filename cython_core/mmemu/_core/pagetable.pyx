@@ -14,6 +14,7 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
     physmem_t, PhysMem, alloc_frame, free_frame, put_page, table_ptr, swap_free,
 )
+from mmemu._core.filemap cimport PageCache
 
 
 
@@ -478,7 +479,6 @@ cdef object _first_bad_entry(physmem_t* pm, pfn_t table, int level, tuple path):
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:
     """Flatten a Python VMA (mmemu.vma.VMA) into the struct the kernels read."""
-    cdef int64_t[::1] cache
     memset(v, 0, sizeof(vma_t))
     v.start = vma.start
     v.end = vma.end
@@ -489,11 +489,8 @@ cdef int vma_from_py(vma_t* v, object vma) except -1:
     obj = vma.backing
     if obj is not None:
         v.has_vm_ops = 1
-        cache = obj.cache
-        v.cache = &cache[0] if cache.shape[0] > 0 else NULL
+        v.cache = &(<PageCache?>obj.cache).xa
         v.cache_pages = obj.npages
         v.swapbacked = 1 if obj.swapbacked else 0
-        if v.cache_pages > cache.shape[0]:
-            raise ValueError("page cache array shorter than the file")
     return 0
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
-from mmemu._core.pagetable cimport mm_t, MMCore
+from mmemu._core.pagetable cimport mm_t, MMCore, pmd_walk_next
 
 cnp.import_array()
 
@@ -333,3 +333,24 @@ def count_present(MMCore mmc):
                     if ptet[l] != 0:
                         n += 1
     return n
+
+
+def pte_tables(MMCore mmc, uint64_t start, uint64_t end):
+    """The PMD spans (their 2 MiB-aligned addresses, int64) of [start, end) below 2**47
+    that have a PTE table: where pagemap can have a non-zero entry (pagemap_pmd_range)."""
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef uint64_t addr = start
+    cdef pte_t* pmd
+    out = []
+    if end > (<uint64_t>1) << 47:
+        end = (<uint64_t>1) << 47
+    if mmc.mm.pgd < 0:
+        return np.empty(0, dtype=np.int64)
+    while addr < end:
+        pmd = pmd_walk_next(pm, &mmc.mm, &addr, end)
+        if pmd == NULL:
+            break
+        if pmd[0] != 0:
+            out.append(addr & ~(PMD_SIZE - 1))
+        addr = pmd_addr_end(addr, end)
+    return np.array(out, dtype=np.int64)
