@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import operator
+import os
 from typing import List, Optional
 
 import numpy as np
@@ -692,7 +693,7 @@ class Process:
 
         A range that runs past the readable mappings faults page by page up to the first
         byte it may not read and raises SegmentationFault there, without a buffer of n
-        bytes; a readable range too large for the host's memory raises MMError(ENOMEM)."""
+        bytes; a readable range larger than the host's memory raises MMError(ENOMEM)."""
         n = operator.index(n)
         if n < 0:
             raise ValueError("negative length")
@@ -700,6 +701,8 @@ class Process:
         if self._readable_end(ulong(addr), n) < ulong(addr) + n:
             self._access(addr, n, False, None, 0)     # SIGSEGV where the mappings end
         try:
+            if n > os.sysconf("SC_PHYS_PAGES") * PAGE_SIZE:
+                raise MemoryError
             out = np.empty(n, dtype=np.uint8)
         except MemoryError:
             raise enomem(f"no host memory for a read of {n} bytes") from None

@@ -1,0 +1,289 @@
+"""Host memory grows with use, not with size: sparse page caches (mmemu._core.filemap),
+the fixed-size swap device over MAP_NORESERVE mappings, pagemap() of huge ranges, and
+the errors of huge or wrapping arguments.
+
+The host-memory tests run each scenario in a fresh interpreter and measure the growth of
+its peak RSS (VmHWM, reset with /proc/self/clear_refs) while the scenario runs."""
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mmemu
+from conftest import PG, PRIV, RW
+from mmemu.process import PAGEMAP_MAX_PAGES
+
+TiB, GiB, MiB = 1 << 40, 1 << 30, 1 << 20
+HOST_LIMIT_MB = 100
+
+_PRELUDE = """
+import json, mmemu
+from mmemu import MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE, PROT_READ, PROT_WRITE
+RW = PROT_READ | PROT_WRITE
+TiB, GiB, PG = 1 << 40, 1 << 30, 4096
+
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) // 1024
+"""
+
+
+def host_growth(body: str) -> dict:
+    """Run body (after _PRELUDE) in a fresh interpreter; it defines run() -> dict. Returns
+    that dict plus 'grown_mb': the peak RSS reached during run() above the RSS before it."""
+    code = _PRELUDE + textwrap.dedent(body) + """
+base = rss("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")      # VmHWM := VmRSS
+out = run()
+out["grown_mb"] = rss("VmHWM") - base
+print(json.dumps(out))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+needs_clear_refs = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                                      reason="needs /proc/self/clear_refs (Linux)")
+
+
+@needs_clear_refs
+@pytest.mark.one_design
+def test_sparse_1tib_file_costs_its_pages():
+    out = host_growth("""
+    def run():
+        m = mmemu.Machine("1G")
+        f = m.create_file("/sparse", size=TiB)
+        offs = [0, 3 * GiB + 5 * PG, TiB // 2 + 123, TiB - PG]
+        for i, o in enumerate(offs):
+            m.write_file(f, o, bytes([i + 1]) * 100)
+        p = m.spawn()
+        a = p.mmap(0, TiB, RW, MAP_SHARED | MAP_NORESERVE, file=f)
+        got = [p.read(a + o, 100) == bytes([i + 1]) * 100 for i, o in enumerate(offs)]
+        p.write(a + 7 * GiB, b"mapped")
+        back = m.read_file(f, 7 * GiB, 6)
+        m.check()
+        return {"got": got, "back": back.decode(), "cached": f.nr_cached,
+                "cached_kb": m.meminfo()["Cached"]}
+    """)
+    assert out["got"] == [True] * 4 and out["back"] == "mapped"
+    assert out["cached"] == 5 and out["cached_kb"] == 20
+    assert out["grown_mb"] < HOST_LIMIT_MB, out
+
+
+@needs_clear_refs
+@pytest.mark.one_design
+def test_128tib_file_works():
+    """Linux accepts files up to MAX_LFS_FILESIZE: a 128 TiB file with two pages, read
+    back through read(2) and through a mapping of its last GiB, then truncated."""
+    out = host_growth("""
+    def run():
+        m = mmemu.Machine("1G")
+        f = m.create_file("/huge", size=128 * TiB)
+        m.write_file(f, 128 * TiB - PG, b"end")
+        m.write_file(f, 5 * TiB, b"middle")
+        p = m.spawn()
+        a = p.mmap(0, GiB, PROT_READ, MAP_PRIVATE, file=f, offset=128 * TiB - GiB)
+        r1 = p.read(a + GiB - PG, 3).decode()
+        cached = m.meminfo()["Cached"]
+        hole = p.read(a, 4) == bytes(4)          # a hole: a cache page appears on the fault
+        grew = m.meminfo()["Cached"] - cached
+        m.check()
+        p.munmap(a, GiB)
+        f.truncate(PG)
+        m.check()
+        return {"r1": r1, "r2": m.read_file(f, 5 * TiB, 6).decode(), "hole": hole,
+                "grew_kb": grew, "size": f.size, "cached": f.nr_cached,
+                "short": len(m.read_file(f, 0, 1 << 62))}
+    """)
+    assert out["r1"] == "end" and out["r2"] == "" and out["hole"] and out["grew_kb"] == 4
+    assert out["size"] == PG and out["cached"] == 0 and out["short"] == PG
+    assert out["grown_mb"] < HOST_LIMIT_MB, out
+
+
+@needs_clear_refs
+@pytest.mark.one_design
+def test_64tib_shared_anonymous_mapping_works():
+    out = host_growth("""
+    def run():
+        m = mmemu.Machine("1G")
+        p = m.spawn()
+        a = p.mmap(0, 64 * TiB, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE)
+        offs = [0, 17 * GiB + 3 * PG, 40 * TiB, 64 * TiB - PG]
+        for i, o in enumerate(offs):
+            p.write(a + o, bytes([i + 7]) * 64)
+        c = p.fork()
+        got = [c.read(a + o, 64) == bytes([i + 7]) * 64 for i, o in enumerate(offs)]
+        st = c.status()
+        m.check()
+        c.exit()
+        p.munmap(a, 64 * TiB)
+        m.check()
+        return {"got": got, "shmem_kb": st["RssShmem"], "left_kb": m.meminfo()["Shmem"]}
+    """)
+    assert out["got"] == [True] * 4 and out["shmem_kb"] == 16 and out["left_kb"] == 0
+    assert out["grown_mb"] < HOST_LIMIT_MB, out
+
+
+@needs_clear_refs
+@pytest.mark.one_design
+def test_two_4gib_swap_outs_cost_nothing():
+    out = host_growth("""
+    def run():
+        m = mmemu.Machine("1G", swap="8G")
+        p = m.spawn()
+        n = []
+        for k in range(2):
+            a = p.mmap(0, 4 * GiB, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+            p.write(a + 3 * GiB, bytes([k + 1]) * PG)
+            n.append(p.swap_out(a, 4 * GiB))
+            n.append(p.read(a + 3 * GiB, PG) == bytes([k + 1]) * PG)
+            p.swap_out(a, 4 * GiB)
+        mi = m.meminfo()
+        m.check()
+        return {"n": n, "total": mi["SwapTotal"], "used": mi["SwapTotal"] - mi["SwapFree"],
+                "vmswap": p.status()["VmSwap"]}
+    """)
+    assert out["n"] == [1, True, 1, True]
+    assert out["total"] == 8 << 20 and out["used"] == 8 and out["vmswap"] == 8
+    assert out["grown_mb"] < HOST_LIMIT_MB, out
+
+
+# ----------------------------------------------------------------------------- the swap device
+def test_swap_total_is_the_machine_parameter():
+    assert mmemu.Machine("64M").meminfo()["SwapTotal"] == 64 << 10       # default: memory
+    m = mmemu.Machine("64M", swap="1G")
+    assert m.meminfo()["SwapTotal"] == m.meminfo()["SwapFree"] == 1 << 20
+    assert mmemu.Machine("64M", swap=0).meminfo()["SwapTotal"] == 0
+    for bad in (4095, -4096, 1 << 50, "1.5K"):
+        with pytest.raises(ValueError):
+            mmemu.Machine("64M", swap=bad)
+
+
+def test_full_swap_device_keeps_pages_resident():
+    """folio_alloc_swap fails: the page stays mapped (shrink_folio_list activate_locked),
+    and swap_out reports only the pages that went."""
+    m = mmemu.Machine("64M", swap=3 * PG)
+    p = m.spawn()
+    a = p.mmap(0, 8 * PG, RW, PRIV)
+    data = bytes(range(256)) * (8 * PG // 256)
+    p.write(a, data)
+    assert p.swap_out(a, 8 * PG) == 3
+    st = p.status()
+    assert st["VmSwap"] == 12 and st["RssAnon"] == 20
+    assert m.meminfo()["SwapFree"] == 0
+    pm = p.pagemap(a, 8)
+    assert [int(e) >> 62 for e in pm] == [1, 1, 1, 2, 2, 2, 2, 2]   # swapped, then present
+    assert p.swap_out(a, 8 * PG) == 0
+    m.check()
+    assert p.read(a, 8 * PG) == data
+    assert m.meminfo()["SwapFree"] == 3 * 4 and p.swap_out(a + 4 * PG, 4 * PG) == 3
+    m.check()
+
+
+def test_no_swap_device_swaps_nothing():
+    m = mmemu.Machine("64M", swap=0)
+    p = m.spawn()
+    a = p.mmap(0, 4 * PG, RW, PRIV)
+    p.write(a, b"x" * 4 * PG)
+    assert p.swap_out(a, 4 * PG) == 0 and p.status()["RssAnon"] == 16
+    m.check()
+
+
+def test_swap_out_bad_ranges():
+    """madvise's argument checks (is_valid_madvise): an unaligned start or a range that
+    wraps around the address space is EINVAL; nothing above TASK_SIZE is mapped."""
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0, 4 * PG, RW, PRIV)
+    p.write(a, b"x")
+    for addr, length in ((-4096, 8192), (2**64 - PG, 2 * PG), (a + 1, PG)):
+        with pytest.raises(mmemu.MMError) as e:
+            p.swap_out(addr, length)
+        assert e.value.errno == errno.EINVAL
+    assert p.swap_out(1 << 48, PG) == 0 and p.swap_out(2**63, 2**62) == 0
+    assert p.status()["VmSwap"] == 0
+    m.check()
+
+
+# ----------------------------------------------------------------------------- pagemap and read
+def test_pagemap_of_a_huge_range_is_refused_without_allocating():
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0, 2 * PG, RW, PRIV)
+    p.write(a, b"x")
+    for npages in (2**40, PAGEMAP_MAX_PAGES + 1):
+        with pytest.raises(mmemu.MMError) as e:
+            p.pagemap(0, npages)
+        assert e.value.errno == errno.EINVAL
+    assert PAGEMAP_MAX_PAGES == (2**31 - 1 - 4095) // 8        # one read(2): MAX_RW_COUNT
+    assert p.pagemap(a, 2)[0] >> 63 == 1
+
+
+def test_pagemap_chunks_stream_any_range():
+    """pagemap_chunks yields only the parts with a PTE table, and they are what pagemap()
+    says; everything else reads 0 (checked against pagemap() on a smaller range)."""
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0x7F0000000000, 4 * PG, RW, PRIV | mmemu.MAP_FIXED)
+    b = p.mmap(0x100000000, 1 << 22, RW, PRIV | mmemu.MAP_FIXED)
+    p.write(a + PG, b"a")
+    p.write(b + (1 << 21) + 5 * PG, b"b")
+    chunks = list(p.pagemap_chunks(0, 2**40))
+    assert [c[0] for c in chunks] == [b + (1 << 21), 0x7F0000000000]
+    assert all(len(c[1]) == 512 for c in chunks)
+    for addr, ent in chunks:
+        assert np.array_equal(ent, p.pagemap(addr, 512))
+    assert [int(e) >> 63 for e in chunks[0][1][:7]] == [0] * 5 + [1, 0]
+    assert list(p.pagemap_chunks(b + (1 << 21) + 5 * PG, 1))[0][1][0] >> 63 == 1
+    assert list(p.pagemap_chunks(2**48, 2**30)) == []
+    small = p.pagemap(b, 1024)
+    assert np.count_nonzero(small) == 1 and small[512 + 5] >> 63 == 1
+
+
+def test_pagemap_above_task_size_reads_zero():
+    """x86-64 addresses above TASK_SIZE map nothing of the process (the page-table walk
+    must not wrap to low addresses)."""
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0x10000, PG, RW, PRIV | mmemu.MAP_FIXED)
+    p.write(a, b"x")
+    assert p.pagemap(a, 1)[0] >> 63 == 1
+    assert not np.any(p.pagemap((1 << 48) + a, 1)) and not np.any(p.pagemap(2**63 + a, 1))
+
+
+def test_read_past_the_mapping_faults_at_its_end():
+    """read(a, 2**46) of a 2-page mapping: SIGSEGV at the first byte past it (what the
+    CPU does), after the read faults the pages before it; no buffer of 2**46 bytes."""
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0, 2 * PG, RW, PRIV)
+    with pytest.raises(mmemu.SegmentationFault) as e:
+        p.read(a, 2**46)
+    assert e.value.address == a + 2 * PG and e.value.code == "SEGV_MAPERR"
+    assert [int(x) >> 63 for x in p.pagemap(a, 2)] == [1, 1]     # read faults: the zero page
+    assert p.status()["VmRSS"] == 0
+    b = p.mmap(0, 2 * PG, mmemu.PROT_NONE, PRIV)
+    with pytest.raises(mmemu.SegmentationFault) as e:
+        p.read(b, 2**46)
+    assert e.value.address == b and e.value.code == "SEGV_ACCERR"
+    m.check()
+
+
+def test_read_larger_than_the_host_is_enomem():
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = p.mmap(0, 64 * TiB, mmemu.PROT_READ, PRIV | mmemu.MAP_NORESERVE)
+    with pytest.raises(mmemu.MMError) as e:
+        p.read(a, 64 * TiB)
+    assert e.value.errno == errno.ENOMEM
+    assert p.status()["VmRSS"] == 0
+    m.check()
