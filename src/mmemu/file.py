@@ -14,10 +14,13 @@ Model (tmpfs-like lifetime; a disk filesystem's accounting unless ``tmpfs=True``
 * Cache frames count in Cached (nr_file_pages) and, when mapped, in Mapped and RssFile;
   never in Shmem/RssShmem (``swapbacked = False``). A tmpfs file (``tmpfs=True``) is
   shmem: its pages count in Shmem and RssShmem too (``swapbacked = True``).
-* Fault-around past EOF (Linux 6.18, verified on ext4 and tmpfs): on a disk file, when the
-  first cached page of the fault-around window is the file's last page and the fault
-  needs a new PTE table, nothing is mapped (filemap_map_pages does not install the table
-  for a folio that reaches EOF); tmpfs maps it (the shmem_mapping exception).
+* Fault-around (Linux 6.18, verified on ext4 and tmpfs, tests/test_fault_around_eof.py):
+  on a disk file, when the first cached page of the window is the file's last page and
+  the fault needs a new PTE table, nothing is mapped (filemap_map_pages does not install
+  the table for a folio that reaches EOF); tmpfs maps it (the shmem_mapping exception). A
+  read fault on a disk file's hole reads the page in and is retried, faulting around
+  again. Not modelled: readahead (Linux reads the pages around a hole in too, and the
+  retried fault maps them) and large folios (the cache holds single pages).
 * write_file marks the touched pages dirty (folio_mark_dirty, smaps *_Dirty); a hole
   filled by a fault is clean. Growing a file does not zero the old partial last page
   (tmpfs; verified on Linux 6.18: ext4 zeroes it, tmpfs does not).

@@ -196,6 +196,11 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         if vma.swapbacked:
             pm.nr_shmem += 1
         pm.ev[EV_FAULT_SHMEM_ALLOC] += 1
+        if not write and not vma.swapbacked and do_fault_around(pm, mm, vma, addr, ptep, new_table):
+            # filemap_fault read a disk file's page in, dropping mmap_lock for the I/O: the
+            # fault is retried (VM_FAULT_RETRY) and faults around again, finding it cached
+            pm.ev[EV_FAULT_SHMEM] += 1
+            return FAULT_OK
     if write and not (vma.flags & VM_SHARED):
         # do_cow_fault: a private anon copy; the cache page is not mapped
         new = alloc_frame(pm, False, False)     # copy_frame writes every byte
