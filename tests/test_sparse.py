@@ -287,3 +287,85 @@ def test_read_larger_than_the_host_is_enomem():
     assert e.value.errno == errno.ENOMEM
     assert p.status()["VmRSS"] == 0
     m.check()
+
+
+# ----------------------------------------------------------------------------- snapshots
+def _sparse_view(m):
+    """What the sparse machine shows, read without dense arrays (pagemap_chunks)."""
+    out = {"meminfo": dict(m.meminfo()), "swap": m.swap}
+    for p in m.processes:
+        out[p.pid] = (dict(p.status()), [(a, e.tobytes()) for a, e in p.pagemap_chunks(0, 1 << 35)],
+                      str(p.maps()))
+    for f in m.files:
+        idx, pfns = f.cache.entries()
+        out[f.path] = (f.size, f.swapbacked, idx.tolist(),
+                       [m.phys.frame(int(x)) for x in pfns])
+    return out
+
+
+@pytest.mark.one_design
+def test_sparse_machine_round_trips(tmp_path):
+    """A 1 TiB file, a 64 TiB shared mapping, a tmpfs file and pages on swap: the snapshot
+    holds their pages (not their sizes) and loads back the same machine."""
+    m = mmemu.Machine("256M", swap="64M")
+    f = m.create_file("/big", size=TiB)
+    m.write_file(f, TiB - 10, b"0123456789")
+    t = m.create_file("/tmpfs", data=b"t" * 5000, tmpfs=True)
+    p = m.spawn()
+    a = p.mmap(0, 64 * TiB, RW, mmemu.MAP_SHARED | mmemu.MAP_ANONYMOUS | mmemu.MAP_NORESERVE)
+    p.write(a + 33 * TiB, b"shared")
+    b = p.mmap(0, 16 * PG, RW, PRIV)
+    p.write(b, bytes(range(256)) * 256)
+    assert p.swap_out(b, 8 * PG) == 8
+    fa = p.mmap(0, 2 * PG, mmemu.PROT_READ, mmemu.MAP_PRIVATE, file=t)
+    assert p.read(fa + PG, 3) == b"ttt"
+    c = p.fork()
+    before = _sparse_view(m)
+    path = tmp_path / "sparse.mms"
+    m.save(path)
+    assert os.path.getsize(path) < 1 << 20
+    m2 = mmemu.Machine.load(path, check=True)
+    assert _sparse_view(m2) == before
+    assert m2.meminfo()["SwapTotal"] == 64 << 10 and m2.meminfo()["Shmem"] == 12
+    q = m2.process(c.pid)
+    assert q.read(a + 33 * TiB, 6) == b"shared" and q.read(b, 256) == bytes(range(256))
+    m2.check()
+
+
+def _small_snapshot(tmp_path):
+    m = mmemu.Machine("64M", swap=16 * PG)
+    f = m.create_file("/f", data=b"f" * 3 * PG)
+    p = m.spawn()
+    p.mmap(0, 3 * PG, mmemu.PROT_READ, mmemu.MAP_SHARED, file=f)
+    b = p.mmap(0, 4 * PG, RW, PRIV)
+    p.write(b, b"s" * 4 * PG)
+    assert p.swap_out(b, 2 * PG) == 2
+    m.save(tmp_path / "small.mms")
+    return (tmp_path / "small.mms").read_bytes()
+
+
+def _section(name, dtype, fn):
+    def change(body):
+        a = np.frombuffer(body[name], dtype=dtype).copy()
+        fn(a)
+        body[name] = a.tobytes()
+    return change
+
+
+@pytest.mark.one_design
+@pytest.mark.parametrize("state_fn, section_fn, pattern", [
+    (None, _section("page_cache_index", "<i8", lambda a: a.__setitem__(0, 2)),
+     "page cache indexes not increasing"),
+    (None, _section("page_cache_index", "<i8", lambda a: a.__setitem__(2, 1 << 60)),
+     "page cache indexes not increasing inside the object"),
+    (None, _section("page_cache_pfn", "<i8", lambda a: a.__setitem__(1, 1 << 40)),
+     "a page cache holds a frame outside memory"),
+    (lambda s: s["backings"][0].update(cache=[1, 3]), None, "outside the page cache sections"),
+    (lambda s: s["machine"].update(swap=123), None, "multiple of 4096"),
+    (lambda s: s["machine"].update(swap=PG), None, "slots must increase inside the device"),
+    (None, _section("swap_counts", "<i4", lambda a: a.__setitem__(0, 0)), "counts > 0"),
+])
+def test_bad_sparse_sections_are_refused(tmp_path, state_fn, section_fn, pattern):
+    from test_snapshot import expect, rewrite
+    expect(tmp_path, rewrite(_small_snapshot(tmp_path), state_fn=state_fn, section_fn=section_fn),
+           pattern)
