@@ -120,16 +120,20 @@ def test_64tib_shared_anonymous_mapping_works():
         offs = [0, 17 * GiB + 3 * PG, 40 * TiB, 64 * TiB - PG]
         for i, o in enumerate(offs):
             p.write(a + o, bytes([i + 7]) * 64)
-        c = p.fork()
+        c = p.fork(cow_pgtable=True)
         got = [c.read(a + o, 64) == bytes([i + 7]) * 64 for i, o in enumerate(offs)]
         st = c.status()
         m.check()
+        c.madvise(a, 32 * TiB, mmemu.MADV_REMOVE)          # punches the first two pages
+        removed = m.meminfo()["Shmem"]
         c.exit()
         p.munmap(a, 64 * TiB)
         m.check()
-        return {"got": got, "shmem_kb": st["RssShmem"], "left_kb": m.meminfo()["Shmem"]}
+        return {"got": got, "shmem_kb": st["RssShmem"], "removed_kb": removed,
+                "left_kb": m.meminfo()["Shmem"]}
     """)
-    assert out["got"] == [True] * 4 and out["shmem_kb"] == 16 and out["left_kb"] == 0
+    assert out["got"] == [True] * 4 and out["shmem_kb"] == 16 and out["removed_kb"] == 8
+    assert out["left_kb"] == 0
     assert out["grown_mb"] < HOST_LIMIT_MB, out
 
 

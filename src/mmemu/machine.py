@@ -148,13 +148,15 @@ class Machine:
     @staticmethod
     def _cow_blocked_spans(mm: MM) -> np.ndarray:
         """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
-        a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy."""
+        a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy (only
+        spans that have a PTE table: the others have nothing to share)."""
+        from ._core.task_mmu import pte_tables
         spans = []
         for v in mm.vmas:
             heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
                                           and v.end > mm.start_brk)
             if heap or v.flags & _NO_COW_PTE:
-                spans.append(np.arange(v.start >> 21, ((v.end - 1) >> 21) + 1, dtype=np.int64))
+                spans.append(pte_tables(mm.core, v.start, v.end) >> 21)
         if mm.core.rss[2]:      # tables holding swap entries are copied, not shared
             from ._core.swap import swap_spans
             spans.append(swap_spans(mm.core))
