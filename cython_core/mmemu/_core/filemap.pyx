@@ -34,7 +34,8 @@ cdef inline void _node_free(xarray_t* xa, xa_node* n) noexcept nogil:
 
 
 cdef inline bint _covers(const xarray_t* xa, int64_t index) noexcept nogil:
-    return xa.height == XA_MAX_HEIGHT or (index >> (XA_CHUNK_SHIFT * xa.height)) == 0
+    """index (>= 0) lies below 512**height (height 7 covers every one)."""
+    return (index >> (XA_CHUNK_SHIFT * xa.height)) == 0
 
 
 cdef void _prune(xarray_t* xa, int64_t index) noexcept nogil:

@@ -3,10 +3,11 @@
 each, swap entries in PTEs (x86-64 encoding, type 0), and the walks around them. The
 device has a fixed size (Machine(swap=...)) and lives in host MAP_NORESERVE mappings.
 
-Models swap_duplicate / free_swap_and_cache (the inline helpers in physmem.pxd, used by
-fork and zap), do_swap_page (fault.pyx) and the per-entry part of reclaim that writes an
-exclusive anonymous page to swap (try_to_unmap_one for swap-backed pages). Leaves out
-the swap cache: a page read back is a new page of the faulting process.
+Models swapon, get_swap_pages (the lowest free slot first; no clusters),
+swap_duplicate / free_swap_and_cache (the inline helpers in physmem.pxd, used by fork and
+zap), do_swap_page (fault.pyx) and the per-entry part of reclaim that writes an exclusive
+anonymous page to swap (shrink_folio_list / try_to_unmap_one for swap-backed pages).
+Leaves out the swap cache: a page read back is a new page of the faulting process.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
@@ -200,6 +201,8 @@ def install_swap_entries(MMCore core, const uint64_t[::1] addrs, const int64_t[:
                 continue
             if pm.swap_map[slots[i]] == 0:
                 pm.nr_swap_used += 1
+                if slots[i] >= pm.swap_hwm:
+                    pm.swap_hwm = slots[i] + 1
             swap_dup(pm, slots[i])
             ptep[0] = mk_swap_pte(slots[i])
             mm.rss[MM_SWAPENTS] += 1
