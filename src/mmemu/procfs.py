@@ -25,6 +25,11 @@ Policy (README "Real processes"):
   kernel keeps tables where pages went away (MADV_DONTNEED, munmap inside a span), which
   pagemap cannot show: the importer adds empty tables in mapped spans until the emulated
   VmPTE equals the kernel's, choosing the spans (a guess, reported in ``report``).
+* Pagemap is read only where pages can be: the ranges PAGEMAP_SCAN (Linux 6.7+) finds
+  holding a present page, a swap entry or a marker, and the VM_PFNMAP VMAs it skips;
+  without the ioctl, every VMA but the PROT_NONE ones smaps shows without Rss or Swap.
+  Reads are chunked and only those entries are kept, so a 16 TiB reservation costs
+  nothing to import.
 * Transparent huge pages are imported as base pages and counted in the report. Swapped
   entries become swap entries on the machine's emulated swap device (mmemu.swap), one
   slot per kernel swap entry (shared by imported processes that hold the same one); their
