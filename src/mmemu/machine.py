@@ -70,9 +70,10 @@ class Machine:
         Physical memory size, bytes or a size string ("32G", "1T"); default 32 GiB.
         Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
     swap : int or str, optional
-        Size of the swap device (SwapTotal), like memory; default None: as large as
-        memory. "0" gives a machine without swap (swap_out then writes nothing). The
-        device is a host MAP_NORESERVE mapping too: it costs what its used slots hold.
+        Size of the swap device (SwapTotal), like memory, at most 64 TiB; default None:
+        as large as memory (capped at 64 TiB). 0 gives a machine without swap (swap_out
+        then writes nothing). The device is a host MAP_NORESERVE mapping too: it costs
+        what its used slots hold.
     max_map_count : int
         vm.max_map_count (default 65530).
     cow_pte_accounting : {"deferred", "eager"}
@@ -99,7 +100,7 @@ class Machine:
             raise ValueError("memory must be a multiple of 4096 bytes")
         if nbytes < 16 * PAGE_SIZE:
             raise ValueError("memory must be at least 64 KiB")
-        swap = nbytes if swap is None else parse_size(swap)
+        swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = PhysMem(nbytes // PAGE_SIZE)
         _swap.attach(self, swap)
