@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # the fuzzing, the bad-input catalogue, out-of-memory sweeps and the COW page-table tests
 RELIABILITY = ["test_fuzz*.py", "test_bad_input*.py", "test_oom.py",
                "test_cow_pte.py", "test_designs_agree.py", "test_snapshot.py", "test_check.py",
-               "test_sparse.py"]
+               "test_sparse.py", "test_filemap.py"]
 
 
 def main(argv: list[str]) -> int:

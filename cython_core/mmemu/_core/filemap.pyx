@@ -10,6 +10,8 @@ folios), marks (dirty/writeback tags), RCU and shadow entries.
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 
+import operator
+
 cimport numpy as cnp
 import numpy as np
 
@@ -79,10 +81,13 @@ cdef int xa_store(xarray_t* xa, int64_t index, pfn_t pfn) noexcept nogil:
     cdef xa_node* child
     cdef int shift, i
     if xa.root == NULL:
+        xa.height = 1
+        while not _covers(xa, index):
+            xa.height += 1
         xa.root = _node_alloc(xa)
         if xa.root == NULL:
+            xa.height = 0
             return -1
-        xa.height = 1
     while not _covers(xa, index):          # xas_expand: a new root above the old one
         node = _node_alloc(xa)
         if node == NULL:
@@ -180,7 +185,7 @@ cdef void _free_tree(xa_node* node, int shift) noexcept nogil:
 
 
 cdef int64_t _index(object index) except -1:
-    i = index.__index__()
+    i = operator.index(index)
     if not 0 <= i <= MAX_INDEX:
         raise IndexError(f"page index {i} outside [0, 2**63)")
     return i
