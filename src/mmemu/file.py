@@ -42,7 +42,7 @@ from .flags import VmFlags
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
-MAX_RW_COUNT = 0x7FFFF000   # INT_MAX & PAGE_MASK: the most one read(2) or write(2) moves
+MAX_RW_COUNT = 0x7FFFF000   # INT_MAX & PAGE_MASK: the most one read(2) returns (rw_verify_area)
 FILE_DEV = (0, 0x2A)        # the device all emulated files live on (an anonymous-dev fs)
 
 

@@ -17,7 +17,7 @@ from ._core import fault as _fault
 from ._core import cow_pte as _cow_pte
 from ._core import zap as _zap
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
-from .file import File, _file_mmap_checks, exclusive_anon_runs, punch_hole
+from .file import MAX_RW_COUNT, File, _file_mmap_checks, exclusive_anon_runs, punch_hole
 from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags, Madv, MapFlags, Prot, VmFlags
 from .mm import MM
 from .reserve import syscall_scope, top_up
@@ -38,7 +38,7 @@ _MAP_KNOWN = (
 
 
 _U64 = (1 << 64) - 1
-PAGEMAP_MAX_PAGES = 0x7FFFF000 // 8     # MAX_RW_COUNT bytes of 8-byte pagemap entries
+PAGEMAP_MAX_PAGES = MAX_RW_COUNT // 8    # one read(2) of /proc/PID/pagemap: 8 bytes a page
 
 
 def ulong(x) -> int:
