@@ -41,6 +41,8 @@ def fuzz_settings(examples, *variables, **kw):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "one_design: the test picks its fork designs itself (not parametrised)")
+    config.addinivalue_line(
+        "markers", "long: a live-helper test that takes more than a few seconds (-m 'not long')")
     if os.environ.get("MMEMU_REQUIRE_DEBUG_BUILD"):
         # tools/debug_build_check.py: make sure the debug build is the one under test
         from mmemu._core import physmem

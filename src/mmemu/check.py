@@ -85,8 +85,7 @@ def check_machine(machine) -> None:
     # page-cache membership
     in_cache = np.zeros(n, dtype=np.int32)
     for obj in machine._backings:
-        c = obj.cache[obj.cache >= 0]
-        np.add.at(in_cache, c, 1)
+        np.add.at(in_cache, obj.cache.entries()[1], 1)
     cache_i = in_cache[idx]
 
     mism = idx[(mapc[idx] != exp_map[idx]) & ~tables]

@@ -2,15 +2,25 @@
 
 A File is what a VMA's ``backing`` points at for file mappings (``Process.mmap(...,
 file=f)``), the way a vm_area_struct points at a struct file. Its page cache maps page
-index -> PFN (-1 for a hole) in an int64 array that the Cython fault path reads through
-``vma_from_py`` (``cache``, ``npages``, ``swapbacked``).
+index -> PFN in a ``PageCache`` (mmemu._core.filemap: a radix tree like the kernel's
+xarray, sparse: host memory follows the pages cached, so a 128 TiB file with three pages
+costs three pages) that the Cython fault path reads through ``vma_from_py`` (``cache``,
+``npages``, ``swapbacked``).
 
-Model (tmpfs-like lifetime, regular-file accounting):
+Model (tmpfs-like lifetime; a disk filesystem's accounting unless ``tmpfs=True``):
 
 * Every page that holds data lives in a page-cache frame (there is no disk, no writeback
   and no reclaim); holes read as zeros and get a cache frame on a fault, not on read(2).
 * Cache frames count in Cached (nr_file_pages) and, when mapped, in Mapped and RssFile;
-  never in Shmem/RssShmem (``swapbacked = False``).
+  never in Shmem/RssShmem (``swapbacked = False``). A tmpfs file (``tmpfs=True``) is
+  shmem: its pages count in Shmem and RssShmem too (``swapbacked = True``).
+* Fault-around (Linux 6.18, verified on ext4 and tmpfs, tests/test_fault_around_eof.py):
+  on a disk file, when the first cached page of the window is the file's last page and
+  the fault needs a new PTE table, nothing is mapped (filemap_map_pages does not install
+  the table for a folio that reaches EOF); tmpfs maps it (the shmem_mapping exception). A
+  read fault on a disk file's hole reads the page in and is retried, faulting around
+  again. Not modelled: readahead (Linux reads the pages around a hole in too, and the
+  retried fault maps them) and large folios (the cache holds single pages).
 * write_file marks the touched pages dirty (folio_mark_dirty, smaps *_Dirty); a hole
   filled by a fault is clean. Growing a file does not zero the old partial last page
   (tmpfs; verified on Linux 6.18: ext4 zeroes it, tmpfs does not).
@@ -26,7 +36,7 @@ from typing import Optional
 import numpy as np
 
 from ._core.constants import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT
-from ._core.task_mmu import pagemap
+from ._core.filemap import PageCache
 from .errors import MMError, enomem
 from .reserve import reserving
 from .flags import VmFlags
@@ -35,6 +45,7 @@ from .memory import break_cow_pte_range
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
+MAX_RW_COUNT = 0x7FFFF000   # INT_MAX & PAGE_MASK: the most one read(2) returns (rw_verify_area)
 FILE_DEV = (0, 0x2A)        # the device all emulated files live on (an anonymous-dev fs)
 
 
@@ -55,20 +66,22 @@ class File:
         MAP_SHARED with PROT_WRITE (EACCES), its MAP_SHARED mappings lose VM_MAYWRITE,
         and write_file/truncate give EBADF/EINVAL like write(2)/ftruncate(2) on an
         O_RDONLY descriptor.
-    cache : numpy.ndarray
-        The page cache: int64 PFN per page index, -1 for a hole. At least ``npages`` long.
+    swapbacked : bool
+        A tmpfs file (shmem): Shmem/RssShmem accounting and tmpfs fault-around.
+    cache : mmemu._core.filemap.PageCache
+        The page cache: ``cache[i]`` is the PFN of page i, -1 for a hole.
     """
 
-    swapbacked = False
-
-    def __init__(self, machine, path: str, inode: int, writable: bool = True):
+    def __init__(self, machine, path: str, inode: int, writable: bool = True,
+                 swapbacked: bool = False):
         self.machine = machine
         self.path = path
         self.inode = inode
         self.dev = FILE_DEV
         self.writable = writable
+        self.swapbacked = swapbacked
         self.size = 0
-        self.cache = np.full(0, -1, dtype=np.int64)
+        self.cache = PageCache()
         self.users = 0              # VMAs mapping the file (mm.insert / fork / mm.remove)
         self.unlinked = False
 
@@ -89,47 +102,38 @@ class File:
     @property
     def nr_cached(self) -> int:
         """Pages in the page cache."""
-        return int(np.count_nonzero(self.cache >= 0))
+        return len(self.cache)
 
     # ---- page cache ----
-    def _reserve(self, npages: int) -> None:
-        """Make the cache array cover npages. Replacing the array is fine: every VMA reads
-        ``backing.cache`` afresh on each Cython call."""
-        if npages > len(self.cache):
-            new = np.full(max(npages, 2 * len(self.cache)), -1, dtype=np.int64)
-            new[:len(self.cache)] = self.cache
-            self.cache = new
-
     def _find_or_create(self, idx: int) -> int:
         """shmem_get_folio(SGP_WRITE): the cache frame of page idx, allocated if a hole."""
-        pfn = int(self.cache[idx])
+        pfn = self.cache[idx]
         if pfn < 0:
             pfn = self.machine.phys.cache_alloc(self.swapbacked)
             if pfn < 0:
                 raise enomem("no frame for a page-cache page")
-            self.cache[idx] = pfn
+            if not self.cache.store(idx, pfn):
+                self.machine.phys.release_cache(np.array([pfn], np.int64), self.swapbacked)
+                raise enomem("no host memory for the page cache's tree")
         return pfn
 
     # ---- read(2) / write(2) / ftruncate(2) ----
     def read(self, offset: int, n: int) -> bytes:
-        """pread(2): up to n bytes at offset, short at EOF; holes read as zeros and are not
-        instantiated (shmem_file_read_iter uses the zero page for holes)."""
+        """pread(2): up to n bytes at offset (at most MAX_RW_COUNT, as rw_verify_area
+        clamps a read), short at EOF; holes read as zeros and are not instantiated
+        (shmem_file_read_iter uses the zero page for holes)."""
         if offset < 0 or n < 0:
             raise MMError(errno.EINVAL, "negative offset or count")
-        end = min(offset + n, self.size)
+        end = min(offset + min(n, MAX_RW_COUNT), self.size)
         if offset >= end:
             return b""
         out = bytearray(end - offset)
         phys = self.machine.phys
-        pos = offset
-        while pos < end:
-            idx = pos >> PAGE_SHIFT
-            stop = min(end, (idx + 1) << PAGE_SHIFT)
-            pfn = int(self.cache[idx])
-            if pfn >= 0:
-                off = pos & (PAGE_SIZE - 1)
-                out[pos - offset:stop - offset] = phys.frame(pfn)[off:off + (stop - pos)]
-            pos = stop
+        idx, pfns = self.cache.entries(offset >> PAGE_SHIFT, ((end - 1) >> PAGE_SHIFT) + 1)
+        for i, pfn in zip(idx.tolist(), pfns.tolist()):
+            pos, stop = max(offset, i << PAGE_SHIFT), min(end, (i + 1) << PAGE_SHIFT)
+            off = pos & (PAGE_SIZE - 1)
+            out[pos - offset:stop - offset] = phys.frame(pfn)[off:off + (stop - pos)]
         return bytes(out)
 
     def write(self, offset: int, data) -> int:
@@ -152,8 +156,7 @@ class File:
         if end > MAX_LFS_FILESIZE:
             raise MMError(errno.EFBIG, "write past the maximum file size")
         first, last = offset >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
-        self._reserve(last + 1)
-        holes = int(np.count_nonzero(self.cache[first:last + 1] < 0))
+        holes = last + 1 - first - self.cache.count(first, last + 1)
         if holes > self.machine.phys.nr_free:
             raise enomem(f"write needs {holes} page-cache pages")
         phys = self.machine.phys
@@ -186,7 +189,6 @@ class File:
             raise MMError(errno.EFBIG, "size past the maximum file size")
         old = self.size
         if size >= old:
-            self._reserve(_pages(size))
             self.size = size
             return
         keep = _pages(size)
@@ -194,12 +196,12 @@ class File:
         self.size = size
         if size & (PAGE_SIZE - 1):
             # truncate_inode_partial_folio: zero the cached tail beyond the new EOF
-            pfn = int(self.cache[keep - 1])
+            pfn = self.cache[keep - 1]
             if pfn >= 0:
                 tail = PAGE_SIZE - (size & (PAGE_SIZE - 1))
                 self.machine.phys.cache_write(pfn, size & (PAGE_SIZE - 1),
                                               np.zeros(tail, dtype=np.uint8), False)
-        self.machine.phys.release_cache(self.cache[keep:], self.swapbacked)
+        truncate_inode_pages_range(self.machine, self, keep)
 
     def punch_hole(self, offset: int, length: int) -> None:
         """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) for whole pages: unmap the
@@ -284,15 +286,22 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
                 _zap.zap(mm.core, s, e, False)
 
 
+def truncate_inode_pages_range(machine, obj, first: int, last: Optional[int] = None) -> None:
+    """truncate_inode_pages_range: drop the cache pages of obj at page indexes [first,
+    last) (to the end if last is None); every one must be unmapped already."""
+    _, pfns = obj.cache.pop(first, last)
+    machine.phys.release_cache(pfns, obj.swapbacked)
+
+
 def punch_hole(machine, obj, first: int, last: int) -> None:
     """shmem_fallocate(PUNCH_HOLE) over page indexes [first, last) of any page-cache object
     (a File or the shmem object of MAP_SHARED|MAP_ANONYMOUS): unmap_mapping_range without
     even_cows, then free the cache pages (shmem_truncate_range)."""
-    last = min(last, len(obj.cache))
+    last = min(last, obj.npages)
     if first >= last:
         return
     unmap_mapping_range(machine, obj, first, last, even_cows=False)
-    machine.phys.release_cache(obj.cache[first:last], obj.swapbacked)
+    truncate_inode_pages_range(machine, obj, first, last)
 
 
 def _runs(mask: np.ndarray, start: int):
@@ -305,30 +314,39 @@ def _runs(mask: np.ndarray, start: int):
             for a, b in zip(d[::2], d[1::2])]
 
 
+def _pagemap_runs(mm, start: int, end: int, mask: int, want: int):
+    """Runs of pages of [start, end) whose pagemap entry & mask == want (want includes
+    PM_PRESENT), read a PTE table at a time (pagemap_chunks): holes cost nothing."""
+    out = []
+    for addr, pm in pagemap_chunks(mm, start, end):
+        for s, e in _runs((pm & np.uint64(mask)) == np.uint64(want), addr):
+            if out and out[-1][1] == s:
+                out[-1] = (out[-1][0], e)
+            else:
+                out.append((s, e))
+    return out
+
+
 def file_pte_runs(mm, start: int, end: int):
     """Runs of present PTEs mapping page-cache pages (pagemap PM_FILE) in [start, end)."""
-    pm = pagemap(mm.core, start, (end - start) >> PAGE_SHIFT)
-    return _runs((pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE), start)
+    return _pagemap_runs(mm, start, end, PM_PRESENT | PM_FILE, PM_PRESENT | PM_FILE)
 
 
 def exclusive_anon_runs(mm, start: int, end: int):
     """Runs of present PTEs mapping anon pages mapped only here (pagemap: present, not
     PM_FILE, PM_MMAP_EXCLUSIVE; the zero page has neither flag)."""
-    pm = pagemap(mm.core, start, (end - start) >> PAGE_SHIFT)
-    want = np.uint64(PM_PRESENT | PM_MMAP_EXCLUSIVE)
-    mask = (pm & np.uint64(PM_PRESENT | PM_FILE | PM_MMAP_EXCLUSIVE)) == want
-    return _runs(mask, start)
+    return _pagemap_runs(mm, start, end, PM_PRESENT | PM_FILE | PM_MMAP_EXCLUSIVE,
+                         PM_PRESENT | PM_MMAP_EXCLUSIVE)
 
 
 def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
-                writable: bool = True) -> File:
+                writable: bool = True, tmpfs: bool = False) -> File:
     """Machine.create_file: a new file of max(size, len(data)) bytes, data written at 0."""
     if size < 0:
         raise MMError(errno.EINVAL, "negative size")
     n = 0 if data is None else len(memoryview(data).cast("B"))
-    f = File(machine, name, next(machine._inodes), True)
+    f = File(machine, name, next(machine._inodes), True, bool(tmpfs))
     if n:
-        f._reserve(_pages(max(size, n)))
         if _pages(n) > machine.phys.nr_free:
             raise enomem(f"file data needs {_pages(n)} page-cache pages")
         f.write(0, data)

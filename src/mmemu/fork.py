@@ -62,14 +62,15 @@ def vma_needs_copy(flags: int, has_anon_vma: bool) -> bool:
 def cow_blocked_spans(mm: MM) -> np.ndarray:
     """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
     a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy, and so
-    do tables holding swap entries."""
+    do tables holding swap entries (only spans that have a PTE table: the others have
+    nothing to share, and a 64 TiB mapping must not cost an array of its spans)."""
+    from ._core.task_mmu import pte_tables
     spans = []
     for v in mm.vmas:
         heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
                                       and v.end > mm.start_brk)
         if heap or v.flags & _NO_COW_PTE:
-            spans.append(np.arange(v.start >> PMD_SHIFT, ((v.end - 1) >> PMD_SHIFT) + 1,
-                                   dtype=np.int64))
+            spans.append(pte_tables(mm.core, v.start, v.end) >> PMD_SHIFT)
     if mm.core.rss[MM_SWAPENTS]:
         from ._core.swap import swap_spans
         spans.append(swap_spans(mm.core))

@@ -31,6 +31,22 @@ def _machine_lock(obj):
 
 
 def _locked(fn):
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def steps(self, *args, **kwargs):
+            lock = _machine_lock(self)
+            with lock:
+                it = fn(self, *args, **kwargs)
+            while True:
+                with lock:          # each step runs whole; other calls may run between steps
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        return
+                yield item
+        steps.__mmemu_locked__ = True
+        return steps
+
     @functools.wraps(fn)
     def call(self, *args, **kwargs):
         with _machine_lock(self):

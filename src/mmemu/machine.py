@@ -9,8 +9,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ._core.filemap import PageCache
 from ._core.physmem import PhysMem
 from . import file as _file
+from . import swap as _swap
 from .errors import MMError
 from .file import File
 from .fork import dup_mm
@@ -37,14 +39,14 @@ def parse_size(size) -> int:
 class ShmemFile:
     """The shmem object behind MAP_SHARED|MAP_ANONYMOUS (shmem_zero_setup).
 
-    Its page cache maps page index -> PFN (-1 for a hole). It lives while a VMA uses it.
+    Its page cache (a sparse PageCache) maps page index -> PFN. It lives while a VMA uses it.
     """
 
     swapbacked = True
 
     def __init__(self, npages: int, inode: int):
         self.npages = npages
-        self.cache = np.full(npages, -1, dtype=np.int64)
+        self.cache = PageCache()
         self.users = 0
         self.inode = inode
         self.name = "/dev/zero (deleted)"
@@ -60,6 +62,11 @@ class Machine:
     memory : int or str
         Physical memory size, bytes or a size string ("32G", "1T"); default 32 GiB.
         Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
+    swap : int or str, optional
+        Size of the swap device (SwapTotal), like memory, at most 64 TiB; default None:
+        as large as memory (capped at 64 TiB). 0 gives a machine without swap (swap_out
+        then writes nothing). The device is a host MAP_NORESERVE mapping too: it costs
+        what its used slots hold.
     max_map_count : int
         vm.max_map_count (default 65530).
     cow_pte_accounting : {"deferred", "eager"}
@@ -79,7 +86,7 @@ class Machine:
     b'hi'
     """
 
-    def __init__(self, memory="32G", *, max_map_count: int = 65530,
+    def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
                  cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
@@ -87,8 +94,11 @@ class Machine:
             raise ValueError("memory must be a multiple of 4096 bytes")
         if nbytes < 16 * PAGE_SIZE:
             raise ValueError("memory must be at least 64 KiB")
+        swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = PhysMem(nbytes // PAGE_SIZE)
+        _swap.attach(self, swap)
+        self.swap = swap
         self.phys.cow_pte_accounting = cow_pte_accounting
         self.cow_pgtable = bool(cow_pgtable)
         self.max_map_count = max_map_count
@@ -195,20 +205,23 @@ class Machine:
 
     def _evict(self, obj) -> None:
         """evict(): free the page cache of an object nothing maps or names any more."""
-        self.phys.release_cache(obj.cache, obj.swapbacked)
+        _file.truncate_inode_pages_range(self, obj, 0)
         self._backings.discard(obj)
 
     # ---- files (mmemu.file) ----
-    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True) -> File:
+    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True,
+                    tmpfs: bool = False) -> File:
         """Create a file of max(size, len(data)) bytes holding data (zeros elsewhere).
 
         writable=False models a descriptor opened O_RDONLY: MAP_SHARED|PROT_WRITE gives
         EACCES and write_file EBADF. The file's page cache counts in Cached (not Shmem)
         and stays until unlink() and the last munmap. EEXIST if the name is taken.
+        tmpfs=True makes a tmpfs file: its pages are shmem (Shmem, RssShmem) and
+        fault-around treats it as tmpfs does (see mmemu.file).
         """
         if name in self._files:
             raise MMError(errno.EEXIST, f"file {name!r} exists")
-        f = _file.create_file(self, name, size, data, writable)
+        f = _file.create_file(self, name, size, data, writable, tmpfs)
         self._files[name] = f
         self._backings.add(f)
         return f

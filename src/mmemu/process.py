@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import operator
+import os
 from typing import List, Optional
 
 import numpy as np
@@ -18,7 +19,8 @@ import numpy as np
 from ._core.task_mmu import pagemap
 from .args import page_align, uint, ulong
 from .brk import do_brk
-from .errors import MMError, einval
+from .errors import MMError, einval, enomem
+from .file import MAX_RW_COUNT
 from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags
 from .fork import clone3_args_valid
 from .layout import apply_layout
@@ -30,9 +32,12 @@ from .mmap import do_vmi_munmap, exit_mmap, sys_mmap
 from .mprotect import do_mprotect_pkey
 from .mremap import do_mremap
 from .reserve import syscall_scope
-from .stats import proc_maps, proc_smaps, proc_smaps_rollup, proc_statm, proc_status
+from .stats import pagemap_chunks, proc_maps, proc_smaps, proc_smaps_rollup, proc_statm, proc_status
 from .swap import swap_out
-from .vma import PAGE_SIZE, TASK_SIZE
+from .vma import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCESS_FLAGS
+
+_U64 = (1 << 64) - 1
+PAGEMAP_MAX_PAGES = MAX_RW_COUNT // 8    # one read(2) of /proc/PID/pagemap: 8 bytes a page
 
 
 @serialised
@@ -172,17 +177,36 @@ class Process:
         do_user_addr_fault(self.mm, addr, length, write, buf, mode)
 
     def read(self, addr: int, n: int) -> bytes:
-        """Read n bytes at addr as the process would (read faults as needed)."""
+        """Read n bytes at addr as the process would (read faults as needed).
+
+        A range that runs past the readable mappings faults page by page up to the first
+        byte it may not read and raises SegmentationFault there, without a buffer of n
+        bytes; a readable range larger than the host's memory raises MMError(ENOMEM)."""
         n = operator.index(n)
         if n < 0:
             raise ValueError("negative length")
-        if n > TASK_SIZE:
-            # longer than the address space: the read faults where the mappings end,
-            # without a buffer of n bytes
-            self._access(addr, n, False, None, 0)
-        out = np.empty(n, dtype=np.uint8)
+        self._check_alive()
+        if self._readable_end(ulong(addr), n) < ulong(addr) + n:
+            self._access(addr, n, False, None, 0)     # SIGSEGV where the mappings end
+        try:
+            if n > os.sysconf("SC_PHYS_PAGES") * PAGE_SIZE:
+                raise MemoryError
+            out = np.empty(n, dtype=np.uint8)
+        except MemoryError:
+            raise enomem(f"no host memory for a read of {n} bytes") from None
         self._access(addr, n, False, out, 1)
         return out.tobytes()
+
+    def _readable_end(self, addr: int, n: int) -> int:
+        """Where a read of [addr, addr+n) would hit a byte access_error refuses (or
+        addr+n): the VMAs alone decide, no fault is taken."""
+        pos, end = addr, addr + n
+        while pos < end:
+            vma = self.mm.find_vma(pos)
+            if vma is None or vma.start > pos or not (vma.flags & VM_ACCESS_FLAGS):
+                return pos
+            pos = vma.end
+        return end
 
     def write(self, addr: int, data) -> None:
         """Write bytes (or a numpy uint8 array) at addr as the process would."""
@@ -201,11 +225,19 @@ class Process:
         """Reclaim to the emulated swap device (what MADV_PAGEOUT does on a machine with
         swap): every exclusive anonymous page of [addr, addr+length) is written to a swap
         slot and its PTE becomes a swap entry (VmSwap, pagemap bit 62); the next access
-        reads it back. Returns the number of pages swapped out."""
+        reads it back. Returns the number of pages swapped out: once the device is full
+        the other pages stay resident, as reclaim keeps them (mmemu.swap). EINVAL for an
+        unaligned address or a range that wraps around (is_valid_madvise)."""
         self._check_alive()
+        addr, length = ulong(addr), ulong(length)
         if addr & (PAGE_SIZE - 1):
             raise einval("address not page aligned")
         end = addr + page_align(length)
+        if end > _U64:
+            raise einval("address range wraps around")       # is_valid_madvise
+        end = min(end, TASK_SIZE)
+        if addr >= end:
+            return 0
         reserve_cow_pte_breaks(self.mm, addr, end)
         break_cow_pte_range(self.mm, addr, end)
         self.mm.update_hiwater_rss()
@@ -233,10 +265,37 @@ class Process:
         return proc_statm(self)
 
     def pagemap(self, addr: int, npages: int) -> np.ndarray:
-        """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr."""
+        """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr.
+
+        At most PAGEMAP_MAX_PAGES entries (what one read(2) of /proc/PID/pagemap returns:
+        MAX_RW_COUNT bytes); a larger npages raises MMError(EINVAL) without allocating
+        anything: walk such a range with ``pagemap_chunks``."""
+        addr, npages = self._pagemap_range(addr, npages)
+        if npages > PAGEMAP_MAX_PAGES:
+            raise einval(f"pagemap of {npages} pages: more than one read(2) returns "
+                         f"({PAGEMAP_MAX_PAGES}); use pagemap_chunks")
+        n = max(0, min(npages, (TASK_SIZE - addr) >> PAGE_SHIFT))    # none above TASK_SIZE
+        try:
+            out = pagemap(self.mm.core, addr, n)
+            return out if n == npages else np.concatenate([out, np.zeros(npages - n, np.uint64)])
+        except MemoryError:
+            raise enomem(f"no host memory for {npages} pagemap entries") from None
+
+    def pagemap_chunks(self, addr: int, npages: int):
+        """pagemap() of any range, in pieces: yields (address, entries) for each part of
+        [addr, addr + npages pages) that has a PTE table, in address order, each at most
+        512 entries; every page not yielded reads 0, as in the kernel's pagemap (holes
+        and unmapped ranges). Host memory is bounded by one PTE table's entries."""
+        addr, npages = self._pagemap_range(addr, npages)
+        end = min(addr + (npages << PAGE_SHIFT), TASK_SIZE)
+        if addr < end:
+            yield from pagemap_chunks(self.mm, addr, end)
+
+    @staticmethod
+    def _pagemap_range(addr, npages):
         addr, npages = operator.index(addr), operator.index(npages)
         if addr & (PAGE_SIZE - 1):
             raise einval("pagemap address must be page aligned")
         if not 0 <= addr < (1 << 64) or npages < 0 or addr + npages * PAGE_SIZE > (1 << 64):
             raise ValueError("pagemap range outside the 64-bit address space")
-        return pagemap(self.mm.core, addr, npages)
+        return addr, npages

@@ -25,6 +25,11 @@ Policy (README "Real processes"):
   kernel keeps tables where pages went away (MADV_DONTNEED, munmap inside a span), which
   pagemap cannot show: the importer adds empty tables in mapped spans until the emulated
   VmPTE equals the kernel's, choosing the spans (a guess, reported in ``report``).
+* Pagemap is read only where pages can be: the ranges PAGEMAP_SCAN (Linux 6.7+) finds
+  holding a present page, a swap entry or a marker, and the VM_PFNMAP VMAs it skips;
+  without the ioctl, every VMA but the PROT_NONE ones smaps shows without Rss or Swap.
+  Reads are chunked and only those entries are kept, so a 16 TiB reservation costs
+  nothing to import.
 * Transparent huge pages are imported as base pages and counted in the report. Swapped
   entries become swap entries on the machine's emulated swap device (mmemu.swap), one
   slot per kernel swap entry (shared by imported processes that hold the same one); their
@@ -32,7 +37,10 @@ Policy (README "Real processes"):
 """
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
+import functools
 import os
 import signal
 import struct
@@ -55,6 +63,7 @@ KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON = 22, 24, 14, 12
 
 _FLAG_OF = {m: int(bit) for bit, m in VM_FLAG_MNEMONICS}
 _PFN_SPECIAL = ("[vvar]", "[vvar_vclock]")
+_PFNMAP_IO = int(VmFlags.PFNMAP | VmFlags.IO)
 _FILE_SPECIAL = ("[vdso]", "[uprobes]", "[sigpage]")
 _SHMEM_PREFIXES = ("/dev/zero", "/SYSV", "/memfd:", "/dev/shm/", "[anon_shmem")
 
@@ -83,7 +92,7 @@ class LiveVma:
     def npages(self) -> int:
         return (self.end - self.start) >> PAGE_SHIFT
 
-    @property
+    @functools.cached_property
     def flags(self) -> int:
         f = 0
         for m in self.vmflags:
@@ -184,6 +193,7 @@ def read_stat_fields(pid: int) -> Dict[str, int]:
 
 
 def read_pagemap(fd: int, start: int, npages: int) -> np.ndarray:
+    """npages pagemap entries from start (one read's worth: callers bound npages)."""
     want = npages * 8
     buf = bytearray()
     off = (start >> PAGE_SHIFT) * 8
@@ -193,15 +203,102 @@ def read_pagemap(fd: int, start: int, npages: int) -> np.ndarray:
             if not chunk:
                 break
             buf += chunk
-    except PermissionError:
-        raise ImportFailed(errno.EACCES, "pagemap: permission denied") from None
     except OSError as e:
-        if e.errno in (errno.ESRCH, errno.ENOENT):
-            raise ImportFailed(errno.ESRCH, "the process exited during the import") from None
-        raise ImportFailed(errno.ENOTSUP, f"pagemap unreadable: {e}") from None
+        raise _os_error(e, "pagemap") from None
     if len(buf) != want:
         raise ImportFailed(errno.ENOTSUP, "pagemap returned short data (hidden by the kernel?)")
     return np.frombuffer(bytes(buf), dtype=np.uint64)
+
+
+# PAGEMAP_SCAN (fs/proc/task_mmu.c, Linux 6.7+): the ranges of pages in given categories,
+# found by the kernel's own page-table walk, which skips what has no page table
+PAGEMAP_SCAN = 0xC0606610           # _IOWR('f', 16, struct pm_scan_arg)
+PAGE_IS_PRESENT, PAGE_IS_SWAPPED = 1 << 3, 1 << 4     # swapped: swap entries and markers
+_SCAN_VEC = 4096                    # page_region slots per ioctl
+_READ_CHUNK = 1 << 16               # pagemap entries per read (512 KiB)
+
+
+class _PmScanArg(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages",
+        "category_inverted", "category_mask", "category_anyof_mask", "return_mask")]
+
+
+class _NoScan(Exception):
+    """This kernel has no PAGEMAP_SCAN."""
+
+
+def _os_error(e: OSError, what: str) -> ImportFailed:
+    if e.errno in (errno.ESRCH, errno.ENOENT):
+        return ImportFailed(errno.ESRCH, "the process exited during the import")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ImportFailed(errno.EACCES, f"{what}: permission denied")
+    return ImportFailed(errno.ENOTSUP, f"{what} unreadable: {e}")
+
+
+def scan_pagemap(fd: int, start: int, end: int, vec) -> List[tuple]:
+    """[(start, end)] address ranges of [start, end) holding a present page, a swap entry
+    or a marker, from PAGEMAP_SCAN (vec: a ctypes array of 3 x uint64 page_region slots),
+    increasing and disjoint. Raises _NoScan where the kernel lacks the ioctl.
+
+    The kernel may report a walk_end before the end of the last region it returned (seen
+    on 6.18 at the stack); the next call then repeats a part, which is clipped off."""
+    out = []
+    covered = start
+    regions = np.frombuffer(vec, dtype=np.uint64).reshape(-1, 3)
+    cats = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+    while start < end:
+        arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), start=start, end=end,
+                         vec=ctypes.addressof(vec), vec_len=len(regions),
+                         category_anyof_mask=cats, return_mask=cats)
+        try:
+            n = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
+        except OSError as e:
+            if e.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                raise _NoScan() from None
+            raise _os_error(e, "PAGEMAP_SCAN") from None
+        for a, b in regions[:n, :2].tolist():
+            if b > covered:
+                out.append((max(a, covered), b))
+                covered = b
+        if arg.walk_end <= start:
+            break
+        start = arg.walk_end
+    return out
+
+
+def _may_hold_pages(v: "LiveVma") -> bool:
+    """Without PAGEMAP_SCAN: smaps says a PROT_NONE VMA with no Rss and no Swap holds
+    nothing worth a read (a reservation; only a zero page or a guard marker there would be
+    missed). Every other VMA is read."""
+    return v.perms[:3] != "---" or v.fields.get("Rss", 0) > 0 or v.fields.get("Swap", 0) > 0
+
+
+def read_pagemaps(fd: int, vmas: List["LiveVma"]) -> None:
+    """Set ``v.pi`` (page indexes in the VMA) and ``v.pm`` (entries) of the present and
+    swap/marker pagemap entries of every VMA below TASK_SIZE. Reads only where pages can
+    be: the ranges PAGEMAP_SCAN finds (plus the VM_PFNMAP VMAs, which it skips), or
+    without it every VMA _may_hold_pages allows; in chunks of at most _READ_CHUNK
+    entries. Host memory follows the pages found, not the size of the VMAs."""
+    vmas = [v for v in vmas if v.start < TASK_SIZE]
+    try:
+        ranges = scan_pagemap(fd, 0, TASK_SIZE, (ctypes.c_uint64 * (3 * _SCAN_VEC))())
+        ranges = sorted(ranges + [(v.start, v.end) for v in vmas if _is_pfnmap(v)])
+    except _NoScan:
+        ranges = [(v.start, v.end) for v in vmas if _may_hold_pages(v)]
+    pages, ents = [np.empty(0, np.int64)], [np.empty(0, np.uint64)]
+    for lo, hi in ranges:
+        for a in range(lo, hi, _READ_CHUNK << PAGE_SHIFT):
+            pm = read_pagemap(fd, a, min(_READ_CHUNK, (hi - a) >> PAGE_SHIFT))
+            nz = np.flatnonzero(pm & np.uint64(PM_PRESENT | PM_SWAP))   # not soft-dirty holes
+            pages.append(nz + (a >> PAGE_SHIFT))
+            ents.append(pm[nz])
+    pages, ents = np.concatenate(pages), np.concatenate(ents)
+    first = np.array([v.start >> PAGE_SHIFT for v in vmas], dtype=np.int64)
+    lo = np.searchsorted(pages, first).tolist()
+    hi = np.searchsorted(pages, [v.end >> PAGE_SHIFT for v in vmas]).tolist()
+    for v, f, a, b in zip(vmas, first.tolist(), lo, hi):
+        v.pi, v.pm = pages[a:b] - f, ents[a:b]
 
 
 _ZERO_PFN: Optional[int] = None
@@ -267,16 +364,20 @@ class _Plan:
     live: LiveVma
     kind: str                 # "anon", "file", "shmem", "pfnmap"
     key: object = None        # backing key
-    pm: Optional[np.ndarray] = None
+    pi: Optional[np.ndarray] = None     # page indexes (in the VMA) of present/swap entries
+    pm: Optional[np.ndarray] = None     # their pagemap entries
 
 
 def _is_shmem_path(path: str) -> bool:
     return path.startswith(_SHMEM_PREFIXES)
 
 
+def _is_pfnmap(v: LiveVma) -> bool:
+    return v.path in _PFN_SPECIAL or bool(v.flags & _PFNMAP_IO)
+
+
 def _classify(v: LiveVma) -> str:
-    fl = v.flags
-    if v.path in _PFN_SPECIAL or fl & (int(VmFlags.PFNMAP) | int(VmFlags.IO)):
+    if _is_pfnmap(v):
         return "pfnmap"
     if v.path in _FILE_SPECIAL:
         return "file"
@@ -334,10 +435,7 @@ def _read_live(pid: int) -> dict:
     stat = read_stat_fields(pid)
     pmf = _open_proc(pid, "pagemap", "rb")
     try:
-        fd = pmf.fileno()
-        for v in vmas:
-            if v.start < TASK_SIZE:
-                v.pm = read_pagemap(fd, v.start, v.npages)
+        read_pagemaps(pmf.fileno(), vmas)
     finally:
         pmf.close()
     status2 = read_status(pid)
@@ -364,7 +462,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
         pfns = pm[pres] & np.uint64(PM_PFN_MASK)
         if len(pfns):
             all_pfns.append(pfns)
-        plans.append(_Plan(v, _classify(v), pm=pm))
+        plans.append(_Plan(v, _classify(v), pi=v.pi, pm=pm))
     cat = np.concatenate(all_pfns) if all_pfns else np.empty(0, np.uint64)
     report.pfns_readable = bool(len(cat)) and bool(np.any(cat != 0))
     pfns_ok = report.pfns_readable and zpfn != 0
@@ -408,7 +506,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
         pgoff = v.offset >> PAGE_SHIFT
         need_pages[pl.key] = max(need_pages.get(pl.key, 0), pgoff + v.npages)
         key_inode[pl.key] = v.inode
-        fp = np.flatnonzero((pl.pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE))
+        fp = pl.pi[(pl.pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE)]
         if len(fp):
             present_pages[pl.key] = max(present_pages.get(pl.key, 0), pgoff + int(fp[-1]) + 1)
 
@@ -447,9 +545,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     sh.name = key[3] or "/dev/zero (deleted)"
                     registry["shmem"][key] = sh
                 elif sh.npages < npages:
-                    new = np.full(npages, -1, dtype=np.int64)
-                    new[:sh.npages] = sh.cache
-                    sh.cache, sh.npages = new, npages
+                    sh.npages = npages
                 backings[key] = sh
 
         mm = p.mm
@@ -475,14 +571,16 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if vma.flags & VmFlags.LOCKED:
                 mm.locked_vm += v.npages
             report.vmas += 1
-            pm = pl.pm
+            pm, pi = pl.pm, pl.pi
+            if not len(pm):
+                continue            # nothing present, swapped or guarded: the VMA alone
             pres = (pm & np.uint64(PM_PRESENT)) != 0
-            idx = np.flatnonzero(pres)
-            guard_idx = np.flatnonzero(pm == np.uint64(PM_GUARD_ENTRY))
+            idx = pi[pres]
+            guard_idx = pi[pm == np.uint64(PM_GUARD_ENTRY)]
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
                 if kflags:
                     thp = [(kflags.get(int(x & np.uint64(PM_PFN_MASK)), 0) >> KPF_THP) & 1
-                           for x in pm[idx]]
+                           for x in pm[pres]]
                     report.thp_pages += int(sum(thp))
                 else:
                     report.thp_pages += (v.fields.get("AnonHugePages", 0)
@@ -493,7 +591,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     if not _install.ensure_pte_table(mm.core, a):
                         raise _oom()
                 continue
-            e = pm[idx]
+            e = pm[pres]
             isfile = (e & np.uint64(PM_FILE)) != 0
             excl = (e & np.uint64(PM_MMAP_EXCLUSIVE)) != 0
             rpfn = (e & np.uint64(PM_PFN_MASK)).astype(np.int64)
@@ -537,11 +635,11 @@ def _build(machine, pid: int, live: dict, contents: bool):
                 for i in shared_anon.tolist():
                     if int(rpfn[i]) not in anon_reg or not _still_maps(*anon_reg[int(rpfn[i])]):
                         anon_reg[int(rpfn[i])] = (p, int(addrs[i]), int(frames[i]))
-            swap_idx = np.flatnonzero(((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
-                                      & (pm != np.uint64(PM_GUARD_ENTRY)))
-            if len(swap_idx):
-                counts["swap"] += len(swap_idx)
-                _import_swap(machine, mm, vma, v, pm, swap_idx, registry["swap"])
+            swapped = (((pm & np.uint64(PM_PRESENT | PM_SWAP)) == np.uint64(PM_SWAP))
+                       & (pm != np.uint64(PM_GUARD_ENTRY)))
+            if np.any(swapped):
+                counts["swap"] += int(np.count_nonzero(swapped))
+                _import_swap(machine, mm, vma, v, pm[swapped], pi[swapped], registry["swap"])
             if len(guard_idx):
                 from ._core import zap as _zap
                 for g in guard_idx.tolist():
@@ -581,15 +679,19 @@ def _build(machine, pid: int, live: dict, contents: bool):
         raise
 
 
-def _import_swap(machine, mm, vma, v: LiveVma, pm, idx, reg) -> None:
+def _import_swap(machine, mm, vma, v: LiveVma, entries, idx, reg) -> None:
     """Swap entries: one emulated slot per (swap type, offset) of the kernel, shared by
     every imported process that holds it (a fork's copies); the data is not readable (a
     read of /proc/PID/mem would swap the page in), so a fault reads back zeros."""
     from . import swap as _swapmod
     from ._core import swap as _swap
-    keys = (pm[idx] & np.uint64(PM_PFN_MASK)).tolist()
+    keys = (entries & np.uint64(PM_PFN_MASK)).tolist()
     missing = len({k for k in keys if k and k not in reg}) + sum(1 for k in keys if not k)
-    free = iter(_swapmod.alloc_slots(machine, missing).tolist())
+    got = _swapmod.alloc_slots(machine, missing)
+    if len(got) < missing:
+        raise ImportFailed(errno.ENOMEM, f"the emulated swap device has {len(got)} free "
+                                         f"slots for {missing} swap entries")
+    free = iter(got.tolist())
     sl = np.empty(len(keys), dtype=np.int64)
     for i, k in enumerate(keys):
         if not k:                   # the offset is hidden (no PFN rights): never shared
@@ -623,7 +725,11 @@ def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
     invisible to pagemap. Spans of VMAs without any present entry come first (their pages
     went: MADV_DONTNEED, or a munmap inside the span), then the others, each in address
     order, taking a span whenever its cost (1-3 tables) still fits. A private anonymous VMA
-    given a table gets an anon_vma (it was faulted, so most likely written)."""
+    given a table gets an anon_vma (it was faulted, so most likely written).
+
+    One pass in that order is enough, so the placement is linear in the spans: a span
+    passed over because its cost did not fit shares any missing upper table only with
+    spans that cost as much, so it never fits later either."""
     want = report.kernel_status.get("VmPTE")
     if want is None:
         return
@@ -634,7 +740,7 @@ def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
     empty, other = [], []
     for pl in plans:
         v = pl.live
-        has = bool(np.any(pl.pm & np.uint64(PM_PRESENT | PM_SWAP)))
+        has = len(pl.pm) > 0
         a = v.start & ~(PMD_SIZE - 1)
         n = 0
         while a < v.end and n < 4096:
@@ -642,21 +748,18 @@ def _match_vmpte(p, report: ImportReport, plans: List[_Plan]) -> None:
             a += PMD_SIZE
             n += 1
     vma_at = {v.start: v for v in p.mm.vmas}
-    progress = True
-    while deficit > 0 and progress:
-        progress = False
-        for a, vstart in empty + other:
-            c = core.tables_needed(a)
-            if c and c * PAGE_SIZE <= deficit:
-                _install.ensure_pte_table(core, a)
-                report.extra_tables.append(a)
-                deficit -= c * PAGE_SIZE
-                v = vma_at.get(vstart)
-                if v is not None and v.is_anonymous and not (v.flags & VmFlags.SHARED) \
-                        and v.anon_vma is None and v.flags & VmFlags.WRITE:
-                    v.anon_vma = AnonVma()
-                progress = True
-                break
+    for a, vstart in empty + other:
+        if deficit <= 0:
+            break
+        c = core.tables_needed(a)
+        if c and c * PAGE_SIZE <= deficit:
+            _install.ensure_pte_table(core, a)
+            report.extra_tables.append(a)
+            deficit -= c * PAGE_SIZE
+            v = vma_at.get(vstart)
+            if v is not None and v.is_anonymous and not (v.flags & VmFlags.SHARED) \
+                    and v.anon_vma is None and v.flags & VmFlags.WRITE:
+                v.anon_vma = AnonVma()
 
 
 def _copy_contents(machine, pid: int, to_fill) -> int:

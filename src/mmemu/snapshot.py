@@ -24,8 +24,9 @@ File layout (integers little-endian)::
 Sections: ``state`` (JSON: the machine, processes, VMAs, files, and the scalar state of
 physical memory and of each mm), one per per-frame metadata array (``frame.refcount``,
 ...; as listed by ``PhysMem._frame_arrays``), ``free_data``, ``free_table``,
-``page_caches`` (every page cache, concatenated), ``data_pfns`` and ``frames`` (4096 bytes
-per PFN in ``data_pfns``).
+``page_cache_index`` and ``page_cache_pfn`` (the pages of every page cache, one backing
+object after the other, in index order), ``data_pfns`` and ``frames`` (4096 bytes per PFN
+in ``data_pfns``).
 
 ``load`` checks the preamble, the header checksum, the header, the file size and every
 section's checksum before it builds anything; a bad file raises SnapshotError saying what
@@ -45,16 +46,17 @@ import zlib
 
 import numpy as np
 
+from ._core import swap as _swap
 from ._core.constants import NR_EVENTS
 from ._core.pagetable import MMCore
 from ._core.physmem import PhysMem
 from .errors import SnapshotError
-from .file import File
+from .file import MAX_LFS_FILESIZE, File
 from .locking import new_lock
 from .vma import PAGE_SIZE, VMA, AnonVma
 
 MAGIC = b"\x89MMEMU\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PRE = struct.Struct("<10sIIQ32s")          # magic, version, flags, header length, SHA-256
 PREAMBLE_SIZE = _PRE.size                   # 58
 _FRAME_CHUNK = 4096                         # frames per read_frames/write_frames call
@@ -63,8 +65,8 @@ _ZLIB_LEVEL = 1
 
 # The attributes save() knows how to store. Anything else on these objects is state the
 # format would lose, so save() refuses it rather than write an inexact snapshot.
-_MACHINE_ATTRS = {"_lock", "memory", "phys", "cow_pgtable", "max_map_count", "_procs", "_next_pid",
-                  "_inodes", "_backings", "_files", "_swap_dev",
+_MACHINE_ATTRS = {"_lock", "memory", "swap", "phys", "cow_pgtable", "max_map_count", "_procs",
+                  "_next_pid", "_inodes", "_backings", "_files",
                   # not saved: which host frames mmemu.procfs imported pages came from
                   # (meaningless on another host; a later import into a loaded machine
                   # shares no frames with the earlier ones)
@@ -75,12 +77,13 @@ _MM_INTS = ("total_vm", "data_vm", "exec_vm", "stack_vm", "locked_vm", "hiwater_
             "hiwater_rss", "start_brk", "brk", "start_stack", "start_code", "end_code")
 _MM_ATTRS = {"machine", "core", "cow_pgtable", "vmas"} | set(_MM_INTS)
 _VMA_ATTRS = {"start", "end", "flags", "pgoff", "backing", "anon_vma", "name", "page_prot"}
-_FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "size", "cache", "users",
-               "unlinked"}
+_FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "swapbacked", "size", "cache",
+               "users", "unlinked"}
 _SHMEM_ATTRS = {"npages", "cache", "users", "inode", "name", "dev"}
 
-_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "page_caches": "<i8",
-                 "data_pfns": "<i8", "swap_map": "<i4", "swap_data": "|u1"}
+_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "page_cache_index": "<i8",
+                 "page_cache_pfn": "<i8", "data_pfns": "<i8", "swap_slots": "<i8",
+                 "swap_counts": "<i4", "swap_data": "|u1"}
 
 
 def _check_attrs(obj, known, what):
@@ -108,30 +111,27 @@ def _collect(machine):
     bidx = {id(b): i for i, b in enumerate(backings)}
     caches, pos, brecs = [], 0, []
     for b in backings:
-        c = np.ascontiguousarray(b.cache, dtype=np.int64)
+        c = b.cache.entries()
         caches.append(c)
         if isinstance(b, File):
             _check_attrs(b, _FILE_ATTRS, f"file {b.path!r}")
             brecs.append({"kind": "file", "path": b.path, "inode": b.inode, "dev": list(b.dev),
-                          "writable": bool(b.writable), "size": b.size,
-                          "unlinked": bool(b.unlinked), "users": b.users,
-                          "cache": [pos, len(c)]})
+                          "writable": bool(b.writable), "swapbacked": bool(b.swapbacked),
+                          "size": b.size, "unlinked": bool(b.unlinked), "users": b.users,
+                          "cache": [pos, len(c[0])]})
         elif isinstance(b, ShmemFile):
             _check_attrs(b, _SHMEM_ATTRS, "a shmem object")
             brecs.append({"kind": "shmem", "inode": b.inode, "npages": b.npages,
                           "name": b.name, "dev": list(b.dev), "users": b.users,
-                          "cache": [pos, len(c)]})
+                          "cache": [pos, len(c[0])]})
         else:
             raise SnapshotError(f"cannot save: unknown backing object {b!r}")
-        pos += len(c)
-    arrays["page_caches"] = np.concatenate(caches) if caches else np.empty(0, np.int64)
-    # the swap device (mmemu.swap): every slot's count, and the data of the slots in use
-    dev = machine.__dict__.get("_swap_dev")
-    smap = dev["map"] if dev is not None else np.zeros(0, np.int32)
-    used = np.flatnonzero(smap)
-    arrays["swap_map"] = np.ascontiguousarray(smap, dtype=np.int32)
-    arrays["swap_data"] = (dev["data"].reshape(-1, PAGE_SIZE)[used].ravel() if len(used)
-                           else np.zeros(0, np.uint8))
+        pos += len(c[0])
+    for k, name in enumerate(("page_cache_index", "page_cache_pfn")):
+        arrays[name] = np.concatenate([c[k] for c in caches]) if caches else np.empty(0, np.int64)
+    # the swap device (mmemu.swap): the slots in use, their counts and their data
+    arrays["swap_slots"], arrays["swap_counts"] = _swap.used_slots(phys)
+    arrays["swap_data"] = _swap.read_slots(phys, arrays["swap_slots"]).ravel()
     files = []
     for path, f in machine._files.items():
         if id(f) not in bidx or f.path != path:
@@ -168,7 +168,8 @@ def _collect(machine):
                                "report": dataclasses.asdict(p.import_report)}
         procs.append(rec)
     state = {
-        "machine": {"memory": machine.memory, "max_map_count": machine.max_map_count,
+        "machine": {"memory": machine.memory, "swap": machine.swap,
+                    "max_map_count": machine.max_map_count,
                     "cow_pgtable": bool(machine.cow_pgtable),
                     "next_pid": int(machine._next_pid),
                     "next_inode": _peek_count(machine, "_inodes")},
@@ -198,7 +199,8 @@ def save(machine, path, compress: bool = True) -> None:
         a = arrays[name]
         dt = a.dtype.newbyteorder("<").str
         sections.append((name, dt, [len(a)], _le(a, dt).tobytes()))
-    for name in ("free_data", "free_table", "page_caches", "swap_map", "swap_data"):
+    for name in ("free_data", "free_table", "page_cache_index", "page_cache_pfn", "swap_slots",
+                 "swap_counts", "swap_data"):
         dt = _ARRAY_DTYPES[name]
         sections.append((name, dt, [len(arrays[name])], _le(arrays[name], dt).tobytes()))
     sections.append(("data_pfns", "<i8", [len(pfns)], pfns.tobytes()))
@@ -351,8 +353,8 @@ def _read_header(f, size):
         if len(sha) != 64:
             raise _bad(f"{where}: bad sha256")
         pos += length
-    want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames",
-            "swap_map", "swap_data"}
+    want = {"state", "free_data", "free_table", "page_cache_index", "page_cache_pfn",
+            "data_pfns", "frames", "swap_slots", "swap_counts", "swap_data"}
     if not want <= names:
         raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
@@ -535,27 +537,26 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
     m._inodes = itertools.count(_int(ms, "next_inode", "machine", 0))
     m._procs, m._files = {}, {}
 
-    caches = arrays["page_caches"]
-    if len(caches) and (np.any(caches < -1) or np.any(caches >= nframes)):
+    cindex, cpfn = arrays["page_cache_index"], arrays["page_cache_pfn"]
+    if len(cindex) != len(cpfn):
+        raise _bad("page_cache_index and page_cache_pfn differ in length")
+    if len(cpfn) and (np.any(cpfn < 0) or np.any(cpfn >= nframes)):
         raise _bad("a page cache holds a frame outside memory")
     backings = []
     for i, b in enumerate(_typed(state, "backings", list, "state")):
         where = f"backing object {i}"
         off, n = _typed(b, "cache", list, where)
-        if not (isinstance(off, int) and isinstance(n, int) and 0 <= off and off + n <= len(caches)):
-            raise _bad(f"{where}: page cache outside the page_caches section")
-        cache = caches[off:off + n].copy()
+        if not (isinstance(off, int) and isinstance(n, int) and 0 <= off and 0 <= n
+                and off + n <= len(cindex)):
+            raise _bad(f"{where}: page cache outside the page cache sections")
         kind = _typed(b, "kind", str, where)
         if kind == "file":
             obj = File(m, _typed(b, "path", str, where), _int(b, "inode", where),
-                       _typed(b, "writable", bool, where))
-            obj.size = _int(b, "size", where, 0)
+                       _typed(b, "writable", bool, where), _typed(b, "swapbacked", bool, where))
+            obj.size = _int(b, "size", where, 0, MAX_LFS_FILESIZE)
             obj.unlinked = _typed(b, "unlinked", bool, where)
-            if obj.npages > len(cache):
-                raise _bad(f"{where}: page cache shorter than the file")
         elif kind == "shmem":
-            obj = ShmemFile(0, _int(b, "inode", where))
-            obj.npages = _int(b, "npages", where, 0, len(cache))
+            obj = ShmemFile(_int(b, "npages", where, 0, 1 << 52), _int(b, "inode", where))
             obj.name = _typed(b, "name", str, where)
         else:
             raise _bad(f"{where}: unknown kind {kind!r}")
@@ -563,7 +564,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
         if len(dev) != 2 or not all(isinstance(x, int) for x in dev):
             raise _bad(f"{where}: 'dev' must be two integers")
         obj.dev = (dev[0], dev[1])
-        obj.cache = cache
+        _load_cache(obj, cindex[off:off + n], cpfn[off:off + n], where)
         obj.users = 0
         backings.append((obj, _int(b, "users", where, 0)))
     m._backings = {obj for obj, _ in backings}
@@ -664,7 +665,7 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
             raise _bad(f"backing object (inode {obj.inode}) has {users} users recorded, "
                        f"{obj.users} VMAs map it")
     phys._set_next_mm_id(scalars["next_mm_id"])
-    _build_swap(m, arrays)
+    _build_swap(m, ms, arrays)
     for p in m._procs.values():
         p.mm.core.validate_tables()
     if check:
@@ -675,23 +676,27 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
     return m
 
 
-def _build_swap(m, arrays):
-    """Re-create the swap device (mmemu.swap) from its two sections."""
-    from ._core import swap as _swap
-    smap, sdata = arrays["swap_map"], arrays["swap_data"]
-    if not len(smap):
-        if len(sdata):
-            raise _bad("swap data without a swap device")
-        return
-    if np.any(smap < 0):
-        raise _bad("a swap slot has a negative count")
-    used = np.flatnonzero(smap)
-    if len(sdata) != len(used) * PAGE_SIZE:
-        raise _bad(f"swap data holds {len(sdata)} bytes for {len(used)} slots in use")
-    data = np.zeros(len(smap) * PAGE_SIZE, np.uint8)
-    data.reshape(-1, PAGE_SIZE)[used] = sdata.reshape(-1, PAGE_SIZE)
-    m._swap_dev = {"map": np.ascontiguousarray(smap, dtype=np.int32), "data": data}
-    _swap.attach(m.phys, m._swap_dev["map"], data)
+def _load_cache(obj, index, pfns, where):
+    """Fill obj's (empty) page cache: indexes increasing and inside the object."""
+    if len(index) and (index[0] < 0 or index[-1] >= obj.npages or np.any(np.diff(index) <= 0)):
+        raise _bad(f"{where}: page cache indexes not increasing inside the object's "
+                   f"{obj.npages} pages")
+    for i, p in zip(index.tolist(), pfns.tolist()):
+        if not obj.cache.store(i, p):
+            raise _bad(f"{where}: no host memory for the page cache")
+
+
+def _build_swap(m, ms, arrays):
+    """Re-create the swap device (mmemu.swap) from the machine's swap size and the
+    swap_slots, swap_counts and swap_data sections."""
+    from .swap import MAX_SWAP, attach
+    m.swap = _int(ms, "swap", "machine", 0, MAX_SWAP)
+    attach(m, m.swap)
+    slots, counts, data = arrays["swap_slots"], arrays["swap_counts"], arrays["swap_data"]
+    if len(counts) != len(slots) or len(data) != len(slots) * PAGE_SIZE:
+        raise _bad(f"swap sections disagree: {len(slots)} slots, {len(counts)} counts, "
+                   f"{len(data)} bytes of data")
+    _swap.restore_slots(m.phys, slots, counts, data.reshape(-1, PAGE_SIZE))
 
 
 def _restore_import(p, rec, where):

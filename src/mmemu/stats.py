@@ -11,9 +11,9 @@ from collections.abc import Mapping
 # the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
 # EVENT_HELP (name -> what it counts), importable from here as before
 from ._core.constants import EVENT_HELP, EVENT_NAMES  # noqa: F401
-from ._core.task_mmu import smaps_range
+from ._core.task_mmu import pagemap, pte_tables, smaps_range
 from .flags import VmFlags
-from .vma import PAGE_SHIFT
+from .vma import PAGE_SHIFT, PMD_SIZE
 
 
 class ProcView(Mapping):
@@ -289,3 +289,12 @@ def proc_smaps(proc) -> Smaps:
         }
         out.append(e)
     return out
+
+
+def pagemap_chunks(mm, addr: int, end: int):
+    """/proc/PID/pagemap of [addr, end) in pieces (pagemap_pmd_range): (address, entries)
+    for each part that has a PTE table, in address order, at most 512 entries each; every
+    page not yielded reads 0. Host memory is bounded by one PTE table's entries."""
+    for span in pte_tables(mm.core, addr, end).tolist():
+        lo, hi = max(addr, span), min(end, span + PMD_SIZE)
+        yield lo, pagemap(mm.core, lo, (hi - lo) >> PAGE_SHIFT)

@@ -1,78 +1,80 @@
-"""The emulated swap device (policy): slot allocation and swap-out.
+"""The emulated swap device (policy): its size, slot allocation and swap-out.
 
-A machine's swap device is created on first use: a swap count per slot and 4 KiB of data
-(numpy arrays the Cython kernels see through ``_core.swap.attach``), growing by doubling.
-A PTE holding a swap entry (x86-64 encoding, type 0, the slot as offset) counts in the
-process's MM_SWAPENTS (VmSwap); fork duplicates it (the slot's count rises), zap frees it,
-a fault reads the page back (do_swap_page). There is no swap cache: two processes that
-share a swap entry each get their own page when they fault it in. COW page tables copy,
-never share, a table that holds a swap entry.
+Every machine has one swap device of a fixed size, ``Machine(swap=...)`` (default: as
+large as its memory), shown as SwapTotal. Its swap map (a count per slot) and its data
+(4 KiB per slot) are host MAP_NORESERVE mappings (mmemu._core.swap): the host pays for
+the slots used, not for the size. Slots are taken lowest first. A PTE holding a swap
+entry (x86-64 encoding, type 0, the slot as offset) counts in the process's MM_SWAPENTS
+(VmSwap); fork duplicates it (the slot's count rises), zap frees it, a fault reads the
+page back (do_swap_page). There is no swap cache: two processes that share a swap entry
+each get their own page when they fault it in. COW page tables copy, never share, a
+table that holds a swap entry.
+
+A full device is what reclaim meets when folio_alloc_swap fails (mm/vmscan.c
+shrink_folio_list: ``goto activate_locked_split``): the page stays resident and mapped,
+and MADV_PAGEOUT still returns 0; ``swap_out`` then returns fewer pages than it could
+have written.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._core import swap as _swap
+from .vma import PAGE_SIZE
+
+MAX_SWAP = 1 << 46          # 64 TiB: the host reserves the device's data as one mapping
 
 
-def _device(machine):
-    dev = machine.__dict__.get("_swap_dev")
-    if dev is None:
-        dev = machine._swap_dev = {"map": np.zeros(0, np.int32), "data": np.zeros(0, np.uint8)}
-    return dev
+def attach(machine, nbytes: int) -> None:
+    """swapon: a swap device of nbytes (a multiple of 4096, at most MAX_SWAP)."""
+    if nbytes % PAGE_SIZE or not 0 <= nbytes <= MAX_SWAP:
+        raise ValueError(f"swap must be a multiple of 4096 bytes in [0, {MAX_SWAP}], "
+                         f"not {nbytes}")
+    _swap.attach(machine.phys, nbytes // PAGE_SIZE)
 
 
 def slots_total(machine) -> int:
-    return len(_device(machine)["map"])
+    return int(_swap.swap_slots(machine.phys))
 
 
 def slots_used(machine) -> int:
-    return int(_swap.nr_swap_used(machine.phys)) if "_swap_dev" in machine.__dict__ else 0
+    return int(_swap.nr_swap_used(machine.phys))
 
 
 def alloc_slots(machine, n: int) -> np.ndarray:
-    """n free slots (count 0), growing the device if needed. They stay free until a swap
-    entry takes them."""
-    dev = _device(machine)
-    free = np.flatnonzero(dev["map"] == 0)
-    if len(free) < n:
-        old = len(dev["map"])
-        size = max(64, 2 * old, old + n - len(free))
-        m = np.zeros(size, np.int32)
-        m[:old] = dev["map"]
-        d = np.zeros(size * 4096, np.uint8)
-        d[:old * 4096] = dev["data"]
-        dev["map"], dev["data"] = m, d
-        _swap.attach(machine.phys, m, d)
-        free = np.flatnonzero(m == 0)
-    return free[:n].astype(np.int64)
+    """n free slots, lowest first, or fewer if the device has fewer. They stay free until
+    a swap entry takes them."""
+    return _swap.alloc_slots(machine.phys, n)
 
 
 def swap_out(proc, start: int, end: int) -> int:
     """Write the exclusive anonymous pages of [start, end) to swap; returns how many."""
     n = 0
     for v in proc.mm.overlapping(start, end):
-        s, e = max(start, v.start), min(end, v.end)
-        slots = alloc_slots(proc.machine, (e - s) >> 12)
-        n += _swap.swap_out(proc.mm.core, s, e, slots)
+        n += _swap.swap_out(proc.mm.core, max(start, v.start), min(end, v.end))
     return n
 
 
 def check(machine, problems: list) -> None:
     """The checker's part: each slot's count is the number of swap entries naming it."""
-    if "_swap_dev" not in machine.__dict__:
-        return
-    dev = machine._swap_dev
-    refs = np.zeros(len(dev["map"]), np.int64)
-    for p in machine.processes:
-        bad = _swap.count_refs(p.mm.core, refs)
+    total = slots_total(machine)
+    entries = [_swap.swap_entries(p.mm.core) for p in machine.processes]
+    for p, e in zip(machine.processes, entries):
+        bad = int(np.count_nonzero((e < 0) | (e >= total)))
         if bad:
             problems.append(f"pid {p.pid}: {bad} swap entries name no slot of the device")
-    diff = np.flatnonzero(refs != dev["map"])
-    if len(diff):
-        i = int(diff[0])
-        problems.append(f"swap slot {i}: count {int(dev['map'][i])}, {int(refs[i])} entries "
+    refs, nrefs = np.unique(np.concatenate(entries) if entries else np.empty(0, np.int64),
+                            return_counts=True)
+    keep = (refs >= 0) & (refs < total)
+    refs, nrefs = refs[keep], nrefs[keep]
+    slots, counts = _swap.used_slots(machine.phys)
+    if not (np.array_equal(slots, refs) and np.array_equal(counts, nrefs)):
+        both = np.union1d(slots, refs)
+        cnt = dict(zip(slots.tolist(), counts.tolist()))
+        ref = dict(zip(refs.tolist(), nrefs.tolist()))
+        diff = [s for s in both.tolist() if cnt.get(s, 0) != ref.get(s, 0)]
+        i = diff[0]
+        problems.append(f"swap slot {i}: count {cnt.get(i, 0)}, {ref.get(i, 0)} entries "
                         f"({len(diff)} slots differ)")
-    used = int(np.count_nonzero(dev["map"]))
-    if used != slots_used(machine):
-        problems.append(f"nr_swap_used {slots_used(machine)}, {used} slots in use")
+    if len(slots) != slots_used(machine):
+        problems.append(f"nr_swap_used {slots_used(machine)}, {len(slots)} slots in use")

@@ -24,6 +24,7 @@ from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap, folio_remove_rmap_pte, SetPageAnonExclusive,
     shmem_alloc_and_add_folio,
 )
+from mmemu._core.filemap cimport xa_load
 
 
 cdef int do_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, bint write) noexcept nogil:
@@ -89,10 +90,16 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
 DEF FAULT_AROUND_PAGES = 16     # fault_around_bytes (64 KiB) / PAGE_SIZE
 
 
-cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep) noexcept nogil:
+cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep,
+                          bint new_table) noexcept nogil:
     """do_fault_around + filemap_map_pages: map every cached page in the 16-page aligned
     window around addr (clamped to the VMA, the PTE table and EOF) whose PTE is none.
-    Returns whether the faulting page itself got mapped. Prefaulted PTEs are young (x86)."""
+    Returns whether the faulting page itself got mapped. Prefaulted PTEs are young (x86).
+
+    On a file that is not shmem, 6.18 installs the preallocated PTE table only when the
+    first cached folio of the window ends before EOF (filemap_map_pages skips
+    filemap_map_pmd otherwise, then finds no table): if that folio holds the file's last
+    page and the fault brought a new_table, nothing is mapped."""
     cdef int64_t pte_off = pte_index(addr)
     cdef int64_t vma_off = <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef int64_t vma_pages = <int64_t>((vma.end - vma.start) >> PAGE_SHIFT)
@@ -111,36 +118,47 @@ cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pt
         idx = vma.pgoff + vma_off + (i - pte_off)
         if idx < 0 or idx >= vma.cache_pages:
             continue
-        pfn = vma.cache[idx]
-        if pfn < 0 or table[i] != 0:
+        pfn = xa_load(vma.cache, idx)
+        if pfn < 0:
+            continue
+        if new_table and not vma.swapbacked and idx == vma.cache_pages - 1:
+            break       # the window's first folio reaches EOF: no table, nothing mapped
+        new_table = False
+        if table[i] != 0:
             continue
         set_pte_range(pm, mm, vma, &table[i], pfn, False)
     return ptep[0] != 0
 
 
-cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write) noexcept nogil:
+cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write,
+                  bint new_table) noexcept nogil:
     """do_read_fault (with fault-around) / do_cow_fault / do_shared_fault on a
-    page-cache-backed VMA."""
+    page-cache-backed VMA; new_table: the fault allocated the PTE table."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
     if vma.cache == NULL:
         return FAULT_SIGBUS
     # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
     # even when the faulting page lies past it), then __do_fault's SIGBUS
-    if not write and do_fault_around(pm, mm, vma, addr, ptep):
+    if not write and do_fault_around(pm, mm, vma, addr, ptep, new_table):
         pm.ev[EV_FAULT_SHMEM] += 1
         return FAULT_OK
     if write and not (vma.flags & VM_SHARED):
         vma.anon_vma = 1        # do_cow_fault: vmf_anon_prepare comes before __do_fault
     if idx >= vma.cache_pages:
         return FAULT_SIGBUS
-    pfn = vma.cache[idx]
+    pfn = xa_load(vma.cache, idx)
     if pfn < 0:
         # shmem_get_folio / filemap_fault: the page enters the cache (zero-filled hole)
         pfn = shmem_alloc_and_add_folio(pm, vma.cache, idx, vma.swapbacked)
         if pfn < 0:
             return FAULT_OOM
         pm.ev[EV_FAULT_SHMEM_ALLOC] += 1
+        if not write and not vma.swapbacked and do_fault_around(pm, mm, vma, addr, ptep, new_table):
+            # filemap_fault read a disk file's page in, dropping mmap_lock for the I/O: the
+            # fault is retried (VM_FAULT_RETRY) and faults around again, finding it cached
+            pm.ev[EV_FAULT_SHMEM] += 1
+            return FAULT_OK
     if write and not (vma.flags & VM_SHARED):
         # do_cow_fault: a private anon copy; the cache page is not mapped
         new = alloc_frame(pm, False, False)     # copy_frame writes every byte
@@ -203,7 +221,7 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     if new_table and vma.has_vm_ops:
         # do_fault preallocates the PTE table (vmf->prealloc_pte) and installs it only
         # when it maps a page: a fault that maps nothing (SIGBUS) leaves no table
-        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+        rc = _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp, True)
         if rc != FAULT_OK:
             t = ptep - pte_index(addr)
             for i in range(512):
@@ -213,11 +231,11 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
             pmd_clear(pm, pmdp)
             pgtable_free(pm, mm, table, LEVEL_PTE)
         return rc
-    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp)
+    return _handle_pte_fault(pm, mm, vma, addr, write, ptep, pmdp, False)
 
 
 cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write,
-                           pte_t* ptep, pte_t* pmdp) noexcept nogil:
+                           pte_t* ptep, pte_t* pmdp, bint new_table) noexcept nogil:
     cdef pte_t e
     cdef int rc
     if is_guard_pte(ptep[0]):
@@ -240,7 +258,7 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
     if e == 0:
         if not vma.has_vm_ops:
             return do_anonymous_page(pm, mm, vma, ptep, write)
-        return do_fault(pm, mm, vma, addr, ptep, write)
+        return do_fault(pm, mm, vma, addr, ptep, write, new_table)
     if write and not pte_write(e):
         return do_wp_page(pm, mm, vma, ptep, e)
     # spurious: the access is already allowed; only the A/D bits change

@@ -21,6 +21,7 @@ from mmemu._core.pgtable cimport set_pte_at
 from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap, folio_dup_rmap_pte, shmem_alloc_and_add_folio,
 )
+from mmemu._core.filemap cimport xa_load
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, page_list, walk_page_list
 
 # page kinds (numpy uint8 per page)
@@ -51,7 +52,7 @@ cdef int _install(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
         if vma.cache == NULL or idx < 0 or idx >= vma.cache_pages:
             return -2
-        pfn = vma.cache[idx]
+        pfn = xa_load(vma.cache, idx)
         if pfn < 0:
             pfn = shmem_alloc_and_add_folio(pm, vma.cache, idx, vma.swapbacked)
             if pfn < 0:

@@ -1,6 +1,7 @@
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from mmemu._core.types cimport pte_t, pfn_t
 from mmemu._core.physmem cimport physmem_t, PhysMem
+from mmemu._core.filemap cimport xarray_t
 
 cdef enum:
     LEVEL_PTE = 1
@@ -21,7 +22,7 @@ cdef struct vma_t:
     uint64_t flags          # VM_*
     pte_t prot              # vm_page_prot
     int64_t pgoff           # in pages
-    int64_t* cache          # page cache of the backing object (pfn or -1 per index); NULL if anon
+    xarray_t* cache         # page cache of the backing object (filemap.pxd xa_load); NULL if anon
     int64_t cache_pages     # size of the backing object in pages (SIGBUS at or beyond)
     int has_vm_ops          # backed by a file or shmem object (do_fault), else anonymous
     int swapbacked          # shmem backing: RssShmem, Shmem

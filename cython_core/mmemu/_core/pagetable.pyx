@@ -18,6 +18,8 @@ from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, walk_pud_range, walk_pmd_range, ACTION_CONTINUE,
     WALK_ALL_END,
 )
+from mmemu._core.filemap cimport PageCache
+
 
 
 cdef pfn_t pgtable_alloc(physmem_t* pm, mm_t* mm, int level) noexcept nogil:
@@ -431,7 +433,6 @@ _ENTRY_NAMES = ("PGD entry", "PUD entry", "PMD entry", "PTE")
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:
     """Flatten a Python VMA (mmemu.vma.VMA) into the struct the kernels read."""
-    cdef int64_t[::1] cache
     memset(v, 0, sizeof(vma_t))
     v.start = vma.start
     v.end = vma.end
@@ -442,11 +443,8 @@ cdef int vma_from_py(vma_t* v, object vma) except -1:
     obj = vma.backing
     if obj is not None:
         v.has_vm_ops = 1
-        cache = obj.cache
-        v.cache = &cache[0] if cache.shape[0] > 0 else NULL
+        v.cache = &(<PageCache?>obj.cache).xa
         v.cache_pages = obj.npages
         v.swapbacked = 1 if obj.swapbacked else 0
-        if v.cache_pages > cache.shape[0]:
-            raise ValueError("page cache array shorter than the file")
     return 0
 

@@ -44,6 +44,7 @@ cdef struct physmem_t:
     uint8_t* swap_data
     int64_t swap_slots
     int64_t nr_swap_used    # slots with a count (pages on swap)
+    int64_t swap_hwm        # slots [0, swap_hwm) have held a page (scans stop there)
 
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil

@@ -23,6 +23,7 @@ from mmemu._core.types cimport (
     MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES,
 )
 from mmemu._core.physmem cimport physmem_t, alloc_frame, put_page
+from mmemu._core.filemap cimport xarray_t, xa_store
 
 
 cdef inline int mm_counter(uint32_t fl) noexcept nogil:
@@ -107,16 +108,18 @@ cdef inline void filemap_add_folio(physmem_t* pm, pfn_t pfn, bint swapbacked) no
         pm.nr_shmem += 1
 
 
-cdef inline pfn_t shmem_alloc_and_add_folio(physmem_t* pm, int64_t* cache, int64_t idx,
+cdef inline pfn_t shmem_alloc_and_add_folio(physmem_t* pm, xarray_t* cache, int64_t idx,
                                             bint swapbacked) noexcept nogil:
     """shmem_alloc_and_add_folio (filemap_fault's filemap_add_folio for a file): a zeroed
     page enters the cache at index idx, a hole read or written through a mapping. -1 if
-    no frame is free."""
+    no frame is free or the host has no memory for the cache's tree (nothing changed)."""
     cdef pfn_t pfn = alloc_frame(pm, False, True)
     if pfn < 0:
         return -1
+    if xa_store(cache, idx, pfn) < 0:
+        put_page(pm, pfn)
+        return -1
     filemap_add_folio(pm, pfn, swapbacked)
-    cache[idx] = pfn
     return pfn
 
 

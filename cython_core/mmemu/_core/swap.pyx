@@ -5,12 +5,13 @@ each, swap entries in PTEs (x86-64 encoding, type 0), and the walks around them.
 Models swap_duplicate / free_swap_and_cache (the inline helpers in physmem.pxd, used by
 fork and zap), do_swap_page (fault.pyx) and the per-entry part of reclaim that writes an
 exclusive anonymous page to swap (try_to_unmap_one for swap-backed pages). Leaves out
-the swap cache: a page read back is a new page of the faulting process.
+the swap cache: a page read back is a new page of the faulting process. The device has a
+fixed number of slots (Machine(swap=...)); its map and data are host MAP_NORESERVE mappings,
+so the host pays for the slots in use only.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 
-cimport numpy as cnp
 import numpy as np
 
 from mmemu._core.types cimport *
@@ -23,33 +24,124 @@ from mmemu._core.pagewalk cimport (
 )
 
 
-def attach(PhysMem phys, cnp.ndarray swap_map, cnp.ndarray swap_data):
-    """Point the machine at its swap arrays (int32 counts, uint8 slots x 4096); the caller
-    keeps them alive and copies the old contents when it grows them."""
-    if swap_map.dtype != np.int32 or swap_data.dtype != np.uint8:
-        raise TypeError("swap_map int32, swap_data uint8")
-    if swap_data.shape[0] != swap_map.shape[0] * 4096 or not swap_map.flags.c_contiguous \
-            or not swap_data.flags.c_contiguous:
-        raise ValueError("swap_data must hold 4096 bytes per slot, both contiguous")
-    phys.pm.swap_map = <int32_t*>cnp.PyArray_DATA(swap_map)
-    phys.pm.swap_data = <uint8_t*>cnp.PyArray_DATA(swap_data)
-    phys.pm.swap_slots = swap_map.shape[0]
-    phys.pm.nr_swap_used = int(np.count_nonzero(swap_map))
+def attach(PhysMem phys, int64_t nslots):
+    """swapon: give the machine a swap device of nslots slots. Its swap map (int32 count
+    per slot) and its data (4 KiB per slot) are host MAP_NORESERVE mappings owned by phys:
+    the host pays only for the slots that are used."""
+    cdef physmem_t* pm = &phys.pm
+    if pm.swap_slots or pm.swap_map != NULL:
+        raise ValueError("the machine has a swap device already")
+    if nslots < 0:
+        raise ValueError(f"{nslots} swap slots")
+    if nslots:
+        pm.swap_map = <int32_t*>phys._map(<size_t>nslots * sizeof(int32_t))
+        pm.swap_data = <uint8_t*>phys._map(<size_t>nslots * PAGE_SIZE)
+    pm.swap_slots = nslots
+    pm.nr_swap_used = 0
+    pm.swap_hwm = 0
 
 
 def nr_swap_used(PhysMem phys):
     return phys.pm.nr_swap_used
 
 
+def swap_slots(PhysMem phys):
+    return phys.pm.swap_slots
+
+
+cdef int64_t get_swap_page(physmem_t* pm, int64_t* cursor) noexcept nogil:
+    """get_swap_pages for one slot: the lowest free slot at or after *cursor (which moves
+    past it), or -1 when the device is full. The slot stays free until a swap entry
+    takes it."""
+    cdef int64_t s = cursor[0]
+    if pm.nr_swap_used >= pm.swap_slots:
+        return -1
+    while s < pm.swap_slots and pm.swap_map[s] != 0:
+        s += 1
+    if s >= pm.swap_slots:
+        return -1
+    cursor[0] = s + 1
+    if s >= pm.swap_hwm:
+        pm.swap_hwm = s + 1
+    return s
+
+
+def alloc_slots(PhysMem phys, int64_t n):
+    """n free slots, lowest first (fewer if the device has fewer free)."""
+    cdef int64_t cursor = 0, k = 0, s
+    out = np.empty(max(n, 0), dtype=np.int64)
+    cdef int64_t[::1] o = out
+    while k < n:
+        s = get_swap_page(&phys.pm, &cursor)
+        if s < 0:
+            break
+        o[k] = s
+        k += 1
+    return out[:k]
+
+
+def used_slots(PhysMem phys):
+    """(slots, counts): every slot holding a page, in slot order (int64, int32)."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t s, k = 0
+    for s in range(pm.swap_hwm):
+        k += pm.swap_map[s] != 0
+    slots = np.empty(k, dtype=np.int64)
+    counts = np.empty(k, dtype=np.int32)
+    cdef int64_t[::1] so = slots
+    cdef int32_t[::1] co = counts
+    k = 0
+    for s in range(pm.swap_hwm):
+        if pm.swap_map[s] != 0:
+            so[k] = s
+            co[k] = pm.swap_map[s]
+            k += 1
+    return slots, counts
+
+
+def read_slots(PhysMem phys, const int64_t[::1] slots):
+    """The 4096 bytes of each slot (a copy, one row per slot)."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t i
+    for i in range(slots.shape[0]):
+        if not 0 <= slots[i] < pm.swap_slots:
+            raise ValueError(f"slot {slots[i]} outside the swap device")
+    out = np.empty((slots.shape[0], PAGE_SIZE), dtype=np.uint8)
+    cdef uint8_t[:, ::1] o = out
+    for i in range(slots.shape[0]):
+        memcpy(&o[i, 0], pm.swap_data + (<uint64_t>slots[i] << PAGE_SHIFT), PAGE_SIZE)
+    return out
+
+
+def restore_slots(PhysMem phys, const int64_t[::1] slots, const int32_t[::1] counts,
+                  const uint8_t[:, ::1] data):
+    """Snapshots: slots[i] gets count counts[i] (> 0) and data row i, on an empty device."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t i, n = slots.shape[0]
+    if counts.shape[0] != n or data.shape[0] != n or (n and data.shape[1] != PAGE_SIZE):
+        raise ValueError("one count and one 4096-byte row per slot")
+    if pm.nr_swap_used:
+        raise ValueError("the swap device is not empty")
+    for i in range(n):
+        if not 0 <= slots[i] < pm.swap_slots or counts[i] <= 0 or (i and slots[i] <= slots[i - 1]):
+            raise ValueError(f"slot {slots[i]} (count {counts[i]}): slots must increase "
+                             f"inside the device, with counts > 0")
+    for i in range(n):
+        pm.swap_map[slots[i]] = counts[i]
+        memcpy(pm.swap_data + (<uint64_t>slots[i] << PAGE_SHIFT), &data[i, 0], PAGE_SIZE)
+    pm.nr_swap_used = n
+    pm.swap_hwm = slots[n - 1] + 1 if n else 0
+
+
 cdef struct swap_out_walk:
-    const int64_t* slots    # free slots, one per page that may go
-    int64_t nslots
+    int64_t cursor          # get_swap_page's scan position
     int64_t n               # pages written
 
 
 cdef int swap_out_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
     """The pages of [addr, end) of one PTE table that go to swap: try_to_unmap_one for an
-    exclusive anonymous page (the data to its slot, a swap entry in its PTE)."""
+    exclusive anonymous page (the data to the lowest free slot, a swap entry in its PTE).
+    A full device stops the walk (1): the page stays resident."""
     cdef physmem_t* pm = walk.pm
     cdef swap_out_walk* w = <swap_out_walk*>walk.private
     cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
@@ -64,18 +156,20 @@ cdef int swap_out_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wa
             continue
         pfn = pte_pfn(e)
         fl = pm.flags[pfn]
-        if (fl & PG_ANON) and pm.mapcount[pfn] == 1 and pm.refcount[pfn] == 1 \
-                and w.n < w.nslots:
-            slot = w.slots[w.n]
-            memcpy(pm.swap_data + (<uint64_t>slot << PAGE_SHIFT), frame_ptr(pm, pfn), 4096)
-            pm.swap_map[slot] = 1
-            pm.nr_swap_used += 1
-            folio_remove_rmap_pte(pm, pfn, fl, walk.mm.rss)
-            walk.mm.rss[MM_SWAPENTS] += 1
-            set_pte_at(pm, &t[i], mk_swap_pte(slot))
-            put_page(pm, pfn)
-            pm.ev[EV_SWAPOUT] += 1
-            w.n += 1
+        if not (fl & PG_ANON) or pm.mapcount[pfn] != 1 or pm.refcount[pfn] != 1:
+            continue
+        slot = get_swap_page(pm, &w.cursor)
+        if slot < 0:
+            return 1
+        memcpy(pm.swap_data + (<uint64_t>slot << PAGE_SHIFT), frame_ptr(pm, pfn), 4096)
+        pm.swap_map[slot] = 1
+        pm.nr_swap_used += 1
+        folio_remove_rmap_pte(pm, pfn, fl, walk.mm.rss)
+        walk.mm.rss[MM_SWAPENTS] += 1
+        set_pte_at(pm, &t[i], mk_swap_pte(slot))
+        put_page(pm, pfn)
+        pm.ev[EV_SWAPOUT] += 1
+        w.n += 1
     return 0
 
 
@@ -83,13 +177,16 @@ cdef mm_walk_ops swap_out_ops
 swap_out_ops.pmd_entry = swap_out_pte_range
 
 
-def swap_out(MMCore core, uint64_t start, uint64_t end, const int64_t[::1] slots):
-    """Write the exclusive anonymous pages of [start, end) to the given free slots (one
-    per page, in order) and leave swap entries: rmap, rss and the page reference go as
-    reclaim drops them. Returns how many pages went (other entries are left alone)."""
+def swap_out(MMCore core, uint64_t start, uint64_t end):
+    """shrink_folio_list + try_to_unmap_one for the exclusive anonymous pages of [start,
+    end) (below 2**47): each is written to the lowest free slot and its PTE becomes a swap
+    entry; rmap, rss and the page reference go as reclaim drops them. When no slot is
+    free, folio_alloc_swap fails and the page stays resident (activate_locked), as do
+    the rest. Returns how many pages went (other entries are left alone)."""
     cdef swap_out_walk w
-    w.slots = &slots[0] if slots.shape[0] else NULL
-    w.nslots = slots.shape[0]
+    if end > (<uint64_t>1) << 47:
+        raise ValueError("swap_out above the 47-bit address space")
+    w.cursor = 0
     w.n = 0
     with nogil:
         walk_page_range(&core.phys.pm, &core.mm, start, end, &swap_out_ops, &w)
@@ -116,6 +213,8 @@ cdef int install_swap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk
         slot = w.slots[i]
         if pm.swap_map[slot] == 0:
             pm.nr_swap_used += 1
+            if slot >= pm.swap_hwm:
+                pm.swap_hwm = slot + 1
         swap_dup(pm, slot)
         set_pte_at(pm, ptep, mk_swap_pte(slot))
         walk.mm.rss[MM_SWAPENTS] += 1
@@ -175,39 +274,43 @@ def swap_spans(MMCore core):
     return np.array(out, dtype=np.int64)
 
 
-cdef struct swap_refs:
-    int64_t* refs
-    int64_t nrefs
-    int64_t bad             # entries naming a slot outside the device
+cdef struct swap_slots_walk:
+    int64_t* out
+    int64_t n               # entries seen
+    int64_t cap             # room in out
 
 
-cdef int count_refs_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
-    """The swap entries of one PTE table, into refs[slot]."""
-    cdef swap_refs* r = <swap_refs*>walk.private
+cdef int swap_entries_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """The slots of the swap entries of one PTE table, into out (counted past its room)."""
+    cdef swap_slots_walk* w = <swap_slots_walk*>walk.private
     cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
     cdef int i
-    cdef int64_t slot
     for i in range(512):
         if is_swap_pte(t[i]):
-            slot = swap_pte_slot(t[i])
-            if 0 <= slot < r.nrefs:
-                r.refs[slot] += 1
-            else:
-                r.bad += 1
+            if w.n < w.cap:
+                w.out[w.n] = swap_pte_slot(t[i])
+            w.n += 1
     return 0
 
 
-cdef mm_walk_ops count_refs_ops
-count_refs_ops.pmd_entry = count_refs_entry
+cdef mm_walk_ops swap_entries_ops
+swap_entries_ops.pmd_entry = swap_entries_entry
 
 
-def count_refs(MMCore core, cnp.ndarray[cnp.int64_t, ndim=1] refs):
-    """Add this mm's swap entries to refs[slot] (the checker's recount); returns the count
-    of entries naming a slot outside the device."""
-    cdef swap_refs r
-    cdef int64_t[::1] rv = refs
-    r.refs = &rv[0] if rv.shape[0] else NULL
-    r.nrefs = rv.shape[0]
-    r.bad = 0
-    walk_page_range(&core.phys.pm, &core.mm, 0, 1ULL << 47, &count_refs_ops, &r)
-    return r.bad
+def swap_entries(MMCore core):
+    """The slot of every swap entry of this mm (int64, one per entry): the checker's
+    recount, whose host memory follows the entries, not the device. A count that
+    disagrees with MM_SWAPENTS is recounted with the room the walk found."""
+    cdef swap_slots_walk w
+    cdef int64_t cap = core.mm.rss[MM_SWAPENTS] if core.mm.rss[MM_SWAPENTS] > 0 else 0
+    cdef int64_t[::1] o
+    while True:
+        out = np.empty(cap, dtype=np.int64)
+        o = out
+        w.out = &o[0] if cap else NULL
+        w.n = 0
+        w.cap = cap
+        walk_page_range(&core.phys.pm, &core.mm, 0, 1ULL << 47, &swap_entries_ops, &w)
+        if w.n <= cap:
+            return out[:w.n]
+        cap = w.n

@@ -418,3 +418,26 @@ def count_present(MMCore mmc):
     cdef int64_t n = 0
     walk_page_range(&mmc.phys.pm, &mmc.mm, 0, WALK_ALL_END, &count_ops, &n)
     return n
+
+
+cdef int pte_table_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """A PMD entry with a PTE table below: its span's address goes to the list."""
+    with gil:
+        (<list>walk.private).append(addr & ~(PMD_SIZE - 1))
+    return 0
+
+
+cdef mm_walk_ops pte_tables_ops
+pte_tables_ops.pmd_entry = pte_table_entry
+
+
+def pte_tables(MMCore mmc, uint64_t start, uint64_t end):
+    """The PMD spans (their 2 MiB-aligned addresses, int64) of [start, end) below 2**47
+    that have a PTE table: where pagemap can have a non-zero entry (pagemap_pmd_range)."""
+    out = []
+    if end > (<uint64_t>1) << 47:
+        end = (<uint64_t>1) << 47
+    if mmc.mm.pgd < 0 or start >= end:
+        return np.empty(0, dtype=np.int64)
+    walk_page_range(&mmc.phys.pm, &mmc.mm, start, end, &pte_tables_ops, <void*>out)
+    return np.array(out, dtype=np.int64)
