@@ -42,6 +42,7 @@ from .reserve import reserving
 from .flags import VmFlags
 from .locking import serialised
 from .memory import break_cow_pte_range
+from .stats import pagemap_chunks
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1

@@ -193,7 +193,7 @@ def swap_out(MMCore core, uint64_t start, uint64_t end):
     return w.n
 
 
-cdef struct swap_entries:
+cdef struct swap_install:
     page_list pages
     const int64_t* slots
 
@@ -202,7 +202,7 @@ cdef int install_swap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk
     """pmd_entry of an install walk: a swap entry in each listed none PTE (one more
     reference to its slot)."""
     cdef physmem_t* pm = walk.pm
-    cdef swap_entries* w = <swap_entries*>walk.private
+    cdef swap_install* w = <swap_install*>walk.private
     cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
     cdef pte_t* ptep
     cdef int64_t i, slot
@@ -230,7 +230,7 @@ def install_swap_entries(MMCore core, const uint64_t[::1] addrs, const int64_t[:
     """Put a swap entry for slots[i] at addrs[i] (importing swapped pages): the slot's
     count rises by one per entry. Returns 0, or -1 if a page table could not be had."""
     cdef physmem_t* pm = &core.phys.pm
-    cdef swap_entries w
+    cdef swap_install w
     cdef int64_t i
     cdef int rc
     if slots.shape[0] != addrs.shape[0]:
