@@ -324,8 +324,8 @@ def test_flipped_byte_in_each_section(tmp_path, good):
 def test_wrong_magic_version_flags(tmp_path, good):
     data = good[0]
     expect(tmp_path, b"\x89MMEMX" + data[6:], "not an mmemu snapshot")
-    expect(tmp_path, data[:10] + struct.pack("<I", 2) + data[14:],
-           "unsupported snapshot format version 2 \\(this mmemu reads version 1\\)")
+    expect(tmp_path, data[:10] + struct.pack("<I", 3) + data[14:],
+           "unsupported snapshot format version 3 \\(this mmemu reads versions 1, 2\\)")
     expect(tmp_path, data[:10] + struct.pack("<I", 0) + data[14:], "unsupported .* version 0")
     expect(tmp_path, data[:14] + struct.pack("<I", 1) + data[18:], "unsupported snapshot flags")
     expect(tmp_path, data + b"\0" * 3, "3 bytes after the end of the snapshot")
@@ -379,7 +379,8 @@ def rewrite(data, header_fn=None, state_fn=None, section_fn=None):
         if isinstance(header.get("file_size"), int):
             header["file_size"] = pos
     hb = json.dumps(header).encode()
-    pre = struct.pack("<10sIIQ32s", snap.MAGIC, 1, 0, len(hb), hashlib.sha256(hb).digest())
+    pre = struct.pack("<10sIIQ32s", snap.MAGIC, snap.FORMAT_VERSION, 0, len(hb),
+                      hashlib.sha256(hb).digest())
     return pre + hb + b"".join(blobs)
 
 

@@ -17,17 +17,17 @@ from .errors import enomem
 @contextmanager
 def reserving(phys, n: int, what: str):
     """A reservation scope with n table frames set aside, or MMError(ENOMEM)."""
-    if not phys.reserve(n):
+    if not phys._reserve(n):
         raise enomem(f"{what} needs {n} page-table frames, {phys.available} available")
     try:
         yield
     finally:
-        phys.release()
+        phys._release()
 
 
 def top_up(phys, n: int, what: str) -> None:
     """Make the open scope hold n unused table frames, or MMError(ENOMEM) (nothing taken)."""
-    if not phys.reserve(n, scope=False):
+    if not phys._reserve(n, scope=False):
         raise enomem(f"{what} needs {n} page-table frames, {phys.available} available")
 
 
@@ -37,9 +37,9 @@ def syscall_scope(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         phys = self.machine.phys
-        phys.reserve(0)
+        phys._reserve(0)
         try:
             return method(self, *args, **kwargs)
         finally:
-            phys.release()
+            phys._release()
     return wrapper

@@ -1,7 +1,8 @@
 """Machine snapshots: ``Machine.save(path)`` and ``Machine.load(path)``.
 
 A snapshot holds a whole machine exactly: every frame's metadata ("struct page") over the
-used PFN ranges, the allocator (high/low-water marks, both free stacks in order), the
+used PFN ranges, the page allocator (high/low-water marks, the gap, the per-cpu-pages
+lists and every buddy free list in order), the
 counters and events, every process with its mm (PGD, rss, pgtables_bytes, mm id, the VMA
 list with anon_vma identity) and every file and shmem object with its page cache. Frame
 contents are stored only for frames in use whose bytes are not all zero, so a touched but
@@ -23,9 +24,14 @@ File layout (integers little-endian)::
 
 Sections: ``state`` (JSON: the machine, processes, VMAs, files, and the scalar state of
 physical memory and of each mm), one per per-frame metadata array (``frame.refcount``,
-...; as listed by ``PhysMem._frame_arrays``), ``free_data``, ``free_table``,
-``page_caches`` (every page cache, concatenated), ``data_pfns`` and ``frames`` (4096 bytes
-per PFN in ``data_pfns``).
+...; as listed by ``PhysMem._frame_arrays``), ``free_data``, ``free_table`` (the two
+per-cpu-pages lists, coldest first), ``free_blocks`` (every buddy free list in turn, head
+first; their lengths are in the state), ``page_caches`` (every page cache, concatenated),
+``data_pfns`` and ``frames`` (4096 bytes per PFN in ``data_pfns``).
+
+Version 1 (before the buddy allocator) has no ``free_blocks``: its two free stacks load as
+the per-cpu-pages lists and its never-used frames as the gap, which is the same allocator
+state.
 
 ``load`` checks the preamble, the header checksum, the header, the file size and every
 section's checksum before it builds anything; a bad file raises SnapshotError saying what
@@ -46,16 +52,17 @@ import zlib
 import numpy as np
 
 from ._core.pagetable import MMCore
-from ._core.physmem import PhysMem
+from ._core.physmem import MAX_ORDER, PCP_BATCH, PhysMem
 from .errors import SnapshotError
 from .file import File
 from .vma import PAGE_SIZE, VMA, AnonVma
 
 MAGIC = b"\x89MMEMU\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)                  # version 1: no buddy free lists
 _PRE = struct.Struct("<10sIIQ32s")          # magic, version, flags, header length, SHA-256
 PREAMBLE_SIZE = _PRE.size                   # 58
-_FRAME_CHUNK = 4096                         # frames per read_frames/write_frames call
+_FRAME_CHUNK = 4096                         # frames per read_frames/_write_frames call
 _IO_CHUNK = 1 << 22
 _ZLIB_LEVEL = 1
 
@@ -77,7 +84,7 @@ _FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "size", "cache", "
                "unlinked"}
 _SHMEM_ATTRS = {"npages", "cache", "users", "inode", "name", "dev"}
 
-_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "page_caches": "<i8",
+_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "free_blocks": "<i8", "page_caches": "<i8",
                  "data_pfns": "<i8", "swap_map": "<i4", "swap_data": "|u1"}
 
 
@@ -196,7 +203,7 @@ def save(machine, path, compress: bool = True) -> None:
         a = arrays[name]
         dt = a.dtype.newbyteorder("<").str
         sections.append((name, dt, [len(a)], _le(a, dt).tobytes()))
-    for name in ("free_data", "free_table", "page_caches", "swap_map", "swap_data"):
+    for name in ("free_data", "free_table", "free_blocks", "page_caches", "swap_map", "swap_data"):
         dt = _ARRAY_DTYPES[name]
         sections.append((name, dt, [len(arrays[name])], _le(arrays[name], dt).tobytes()))
     sections.append(("data_pfns", "<i8", [len(pfns)], pfns.tobytes()))
@@ -303,9 +310,9 @@ def _read_header(f, size):
         raise SnapshotError(f"truncated snapshot: the file ends at byte {size}, inside the "
                             f"{PREAMBLE_SIZE}-byte preamble")
     magic, version, flags, hlen, hsum = _PRE.unpack(pre)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} (this mmemu "
-                            f"reads version {FORMAT_VERSION})")
+                            f"reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     if flags != 0:
         raise SnapshotError(f"unsupported snapshot flags {flags:#x}")
     if PREAMBLE_SIZE + hlen > size:
@@ -350,7 +357,7 @@ def _read_header(f, size):
             raise _bad(f"{where}: bad sha256")
         pos += length
     want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames",
-            "swap_map", "swap_data"}
+            "swap_map", "swap_data"} | ({"free_blocks"} if version >= 2 else set())
     if not want <= names:
         raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
@@ -459,6 +466,8 @@ def load(path, cls=None, check: bool = False):
                 arrays[name] = _array(f, s)
             elif name in _ARRAY_DTYPES:
                 arrays[name] = _array(f, s, _ARRAY_DTYPES[name])
+        if header["version"] == 1:
+            _upgrade_v1(state, arrays)
         fs = secs["frames"]
         if fs["shape"] != [len(arrays["data_pfns"]), PAGE_SIZE] or \
                 fs["raw_length"] != len(arrays["data_pfns"]) * PAGE_SIZE:
@@ -474,6 +483,19 @@ def load(path, cls=None, check: bool = False):
             if isinstance(e, SnapshotError):
                 raise
             raise _bad(f"inconsistent contents: {type(e).__name__}: {e}") from None
+
+
+def _upgrade_v1(state, arrays):
+    """A version-1 snapshot as version 2: its free stacks are the per-cpu-pages lists (as
+    long as memory, as a new PhysMem has them), its never-used frames the gap, and no
+    buddy free list has a block."""
+    scalars = state.get("physmem") if isinstance(state, dict) else None
+    if isinstance(scalars, dict):
+        n = scalars.get("nframes")
+        scalars["gap"] = [scalars.get("data_hwm"), scalars.get("table_lwm")]
+        scalars["pcp"] = [n, min(PCP_BATCH, n)] if isinstance(n, int) else None
+        scalars["free_blocks"] = [0] * (2 * (MAX_ORDER + 1))
+    arrays["free_blocks"] = np.zeros(0, np.int64)
 
 
 def _build(f, state, arrays, frames_sec, cls, check, partial):
@@ -513,13 +535,13 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
     for piece in _chunks(f, frames_sec, _FRAME_CHUNK * PAGE_SIZE):
         if not buf and len(piece) % PAGE_SIZE == 0:
             k = len(piece) // PAGE_SIZE
-            phys.write_frames(pfns[done:done + k], piece)
+            phys._write_frames(pfns[done:done + k], piece)
             done += k
             continue
         buf += piece
         k = len(buf) // PAGE_SIZE
         if k:
-            phys.write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
+            phys._write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
             del buf[:k * PAGE_SIZE]
             done += k
     if buf:
