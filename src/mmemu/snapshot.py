@@ -52,7 +52,7 @@ import zlib
 import numpy as np
 
 from ._core.pagetable import MMCore
-from ._core.physmem import MAX_ORDER, PCP_BATCH, PhysMem
+from ._core.physmem import MAX_ORDER, PhysMem, default_pcp_limits
 from .errors import SnapshotError
 from .file import File
 from .vma import PAGE_SIZE, VMA, AnonVma
@@ -486,14 +486,14 @@ def load(path, cls=None, check: bool = False):
 
 
 def _upgrade_v1(state, arrays):
-    """A version-1 snapshot as version 2: its free stacks are the per-cpu-pages lists (as
-    long as memory, as a new PhysMem has them), its never-used frames the gap, and no
-    buddy free list has a block."""
+    """A version-1 snapshot as version 2: its free stacks are the per-cpu-pages lists (with
+    a new machine's limits; longer ones shrink at their next free), its never-used frames
+    the gap, and no buddy free list has a block."""
     scalars = state.get("physmem") if isinstance(state, dict) else None
     if isinstance(scalars, dict):
         n = scalars.get("nframes")
         scalars["gap"] = [scalars.get("data_hwm"), scalars.get("table_lwm")]
-        scalars["pcp"] = [n, min(PCP_BATCH, n)] if isinstance(n, int) else None
+        scalars["pcp"] = list(default_pcp_limits(n)) if isinstance(n, int) and n > 0 else None
         scalars["free_blocks"] = [0] * (2 * (MAX_ORDER + 1))
     arrays["free_blocks"] = np.zeros(0, np.int64)
 

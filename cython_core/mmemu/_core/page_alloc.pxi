@@ -1,9 +1,9 @@
 # The page allocator (mm/page_alloc.c), included by physmem.pyx.
 #
 # A free frame is in exactly one of three places:
-#   - a per-cpu-pages list (order 0): a ring per kind, freed frames pushed and popped at the
-#     hot end (last in, first out), the coldest given back to the buddy lists in batches
-#     when a list grows beyond pcp_high (free_pcppages_bulk);
+#   - a per-cpu-pages list (order 0): a stack per kind, freed frames pushed and popped at
+#     the hot end (last in, first out), the coldest (at its base) given back to the buddy
+#     lists in batches when a list grows beyond pcp_high (free_pcppages_bulk);
 #   - a buddy free list: a block of 2^order frames (order 0..MAX_PAGE_ORDER), aligned to its
 #     size, its head flagged PG_BUDDY with the order in the flags, doubly linked through
 #     buddy_next/buddy_prev; one list per (kind, order);
@@ -14,6 +14,7 @@
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long x) nogil
+    bint unlikely(bint x) nogil         # Cython's own __builtin_expect(!!(x), 0)
 
 
 cdef inline int _kind(physmem_t* pm, pfn_t pfn) noexcept nogil:
@@ -176,31 +177,34 @@ cdef pfn_t _gap_take(physmem_t* pm, int order, bint top) noexcept nogil:
     return s
 
 
-cdef inline int64_t _pcp_slot(physmem_t* pm, int kind, int64_t i) noexcept nogil:
-    """Ring index of the i-th entry of a pcp list, coldest first."""
-    i += pm.pcp_base[kind]
-    return i - pm.pcp_cap if i >= pm.pcp_cap else i
-
-
 cdef inline void _pcp_push(physmem_t* pm, int kind, pfn_t pfn) noexcept nogil:
-    pm.pcp[kind][_pcp_slot(pm, kind, pm.pcp_count[kind])] = pfn
+    pm.pcp[kind][pm.pcp_base[kind] + pm.pcp_count[kind]] = pfn
     pm.pcp_count[kind] += 1
 
 
 cdef inline pfn_t _pcp_pop(physmem_t* pm, int kind) noexcept nogil:
     pm.pcp_count[kind] -= 1
-    return pm.pcp[kind][_pcp_slot(pm, kind, pm.pcp_count[kind])]
+    return pm.pcp[kind][pm.pcp_base[kind] + pm.pcp_count[kind]]
 
 
 cdef void _free_pcppages_bulk(physmem_t* pm, int kind, int64_t n) noexcept nogil:
     """free_pcppages_bulk: give the n coldest frames of a pcp list to the buddy lists."""
     cdef pfn_t pfn
+    cdef int64_t* stack = pm.pcp[kind]
     while n > 0 and pm.pcp_count[kind] > 0:
-        pfn = pm.pcp[kind][pm.pcp_base[kind]]
-        pm.pcp_base[kind] = _pcp_slot(pm, kind, 1)
+        pfn = stack[pm.pcp_base[kind]]
+        pm.pcp_base[kind] += 1
         pm.pcp_count[kind] -= 1
         _free_one_page(pm, pfn, 0)
         n -= 1
+    if pm.pcp_base[kind] >= pm.nframes:     # keep base + count below 2 * nframes
+        memmove(stack, stack + pm.pcp_base[kind], pm.pcp_count[kind] * sizeof(int64_t))
+        pm.pcp_base[kind] = 0
+
+
+ctypedef void (*pcp_trim_t)(physmem_t* pm, int kind, int64_t n) noexcept nogil
+cdef pcp_trim_t _pcp_trim = _free_pcppages_bulk     # called through a pointer: the free
+                                                    # fast path stays small (not inlined)
 
 
 cdef void drain_all_pages(physmem_t* pm) noexcept nogil:
@@ -227,10 +231,10 @@ cdef pfn_t _rmqueue(physmem_t* pm, int order, int kind, bint* from_pcp) noexcept
     """rmqueue past the caller's own pcp list: kind's buddy lists (smallest block first),
     the gap, the other kind's buddy lists, and for order 0 the other kind's pcp list
     (__rmqueue_fallback). An order > 0 that finds nothing drains the pcp lists and tries
-    once more (the kernel's drain_all_pages before it gives up). -1 if nothing fits."""
+    once more (the kernel's drain_all_pages before it gives up). -1 if nothing fits.
+    from_pcp (if not NULL) is set when the block came off the other pcp list."""
     cdef pfn_t pfn
     cdef int other = 1 - kind
-    from_pcp[0] = False
     while True:
         pfn = _rmqueue_smallest(pm, order, kind, kind)
         if pfn < 0:
@@ -241,7 +245,8 @@ cdef pfn_t _rmqueue(physmem_t* pm, int order, int kind, bint* from_pcp) noexcept
             return pfn
         if order == 0:
             if pm.pcp_count[other] > 0:
-                from_pcp[0] = True
+                if from_pcp != NULL:
+                    from_pcp[0] = True
                 return _pcp_pop(pm, other)
             return -1
         if pm.pcp_count[0] == 0 and pm.pcp_count[1] == 0:
@@ -249,40 +254,44 @@ cdef pfn_t _rmqueue(physmem_t* pm, int order, int kind, bint* from_pcp) noexcept
         drain_all_pages(pm)
 
 
-cdef pfn_t _take(physmem_t* pm, int order, int kind, bint* from_pcp) noexcept nogil:
+cdef inline pfn_t _take(physmem_t* pm, int order, int kind, bint* from_pcp) noexcept nogil:
     """Take a block off the free lists (kind's own pcp list first for order 0) and make
     each of its frames in use with one reference (post_alloc_hook); no events are counted
-    here. -1 if none (or an injected failure). from_pcp says whether it came off a pcp list."""
-    cdef pfn_t pfn, p, end
+    here. -1 if none (or an injected failure). from_pcp (if not NULL) says whether it came
+    off a pcp list."""
+    cdef pfn_t pfn, p
+    cdef int64_t i, n
     pm.alloc_calls += 1
-    if _should_fail(pm):
+    if unlikely(pm.fail_countdown > 0) and _should_fail(pm):
         pm.alloc_failed += 1
         return -1
+    if from_pcp != NULL:
+        from_pcp[0] = order == 0 and pm.pcp_count[kind] > 0
     if order == 0 and pm.pcp_count[kind] > 0:       # the hot path
-        from_pcp[0] = True
         pfn = _pcp_pop(pm, kind)
     else:
         pfn = _rmqueue(pm, order, kind, from_pcp)
         if pfn < 0:
             pm.alloc_failed += 1
             return -1
-    end = pfn + (<pfn_t>1 << order)
-    p = pfn
-    while p < end:
+    n = <int64_t>1 << order
+    for i in range(n):
+        p = pfn + i
         pm.flags[p] = PG_USED | (pm.flags[p] & PG_HASDATA)
         pm.refcount[p] = 1
         pm.mapcount[p] = 0
         pm.pt_share[p] = 0
         pm.pt_owner[p] = 0
-        p += 1
-    pm.nr_free -= end - pfn
+    pm.nr_free -= n
     return pfn
 
 
 cdef inline void _clear_frames(physmem_t* pm, pfn_t pfn, int order) noexcept nogil:
     """The metadata of free frames (free_pages_prepare); the bytes stay (PG_HASDATA)."""
-    cdef pfn_t p = pfn, end = pfn + (<pfn_t>1 << order)
-    while p < end:
+    cdef int64_t i, n = <int64_t>1 << order
+    cdef pfn_t p
+    for i in range(n):
+        p = pfn + i
         if MMEMU_DEBUG_BUILD:
             if not (pm.flags[p] & PG_USED) or (pm.flags[p] & (PG_BUDDY | PG_RESERVED)):
                 fprintf(stderr, b"mmemu: freeing frame %lld, which is not in use (flags %#x)\n",
@@ -293,8 +302,7 @@ cdef inline void _clear_frames(physmem_t* pm, pfn_t pfn, int order) noexcept nog
         pm.mapcount[p] = 0
         pm.pt_share[p] = 0
         pm.pt_owner[p] = 0
-        p += 1
-    pm.nr_free += end - pfn
+    pm.nr_free += n
 
 
 cdef void _put_back(physmem_t* pm, pfn_t pfn, int order, bint from_pcp) noexcept nogil:
@@ -338,12 +346,11 @@ cdef pfn_t alloc_pages(physmem_t* pm, int order, bint table, bint zero) noexcept
     one reference; -1 if none. A reserved block of the same order and kind is taken first
     (reserve_pages), which cannot fail. zero clears the frames that held data."""
     cdef pfn_t pfn
-    cdef bint from_pcp
     cdef int kind = table
     if pm.pool_avail[kind * NR_PAGE_ORDERS + order] > 0:
         pfn = _pool_take(pm, order, kind)
     else:
-        pfn = _take(pm, order, kind, &from_pcp)
+        pfn = _take(pm, order, kind, NULL)
         if pfn < 0:
             return -1
     if not table:
@@ -357,14 +364,16 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
     """alloc_pages at order 0 (the hot path: a pcp pop). Data frames come from the bottom
     of memory, table frames from the top, so tables pack densely in host memory."""
     cdef pfn_t pfn
-    cdef bint from_pcp
-    if pm.pool_avail[table * NR_PAGE_ORDERS] > 0:
+    if pm.pool_frames > 0 and pm.pool_avail[table * NR_PAGE_ORDERS] > 0:
         pfn = _pool_take(pm, 0, table)
-    else:
-        pfn = _take(pm, 0, table, &from_pcp)
+    elif table:                 # a constant kind: _take's order-0 path inlined twice
+        pfn = _take(pm, 0, 1, NULL)
         if pfn < 0:
             return -1
-    if not table:
+    else:
+        pfn = _take(pm, 0, 0, NULL)
+        if pfn < 0:
+            return -1
         pm.ev[EV_PGALLOC] += 1
     if zero and (pm.flags[pfn] & PG_HASDATA):
         memset(frame_ptr(pm, pfn), 0, 4096)
@@ -385,16 +394,24 @@ cdef void free_pages(physmem_t* pm, pfn_t pfn, int order) noexcept nogil:
     _free_one_page(pm, pfn, order)
 
 
-cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil:
+cdef inline void free_unref_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
     """free_unref_page: on the hot end of its pcp list; a list grown beyond pcp_high gives
     its coldest frames to the buddy lists, down to pcp_high - pcp_batch + 1."""
-    cdef int kind = _kind(pm, pfn)
     _clear_frames(pm, pfn, 0)
-    _pcp_push(pm, kind, pfn)
-    if not kind:
+    if _kind(pm, pfn):
+        _pcp_push(pm, 1, pfn)
+        if unlikely(pm.pcp_count[1] > pm.pcp_high):
+            _pcp_trim(pm, 1, pm.pcp_count[1] - pm.pcp_high + pm.pcp_batch - 1)
+    else:
+        _pcp_push(pm, 0, pfn)
         pm.ev[EV_PGFREE] += 1
-    if pm.pcp_count[kind] > pm.pcp_high:
-        _free_pcppages_bulk(pm, kind, pm.pcp_count[kind] - pm.pcp_high + pm.pcp_batch - 1)
+        if unlikely(pm.pcp_count[0] > pm.pcp_high):
+            _pcp_trim(pm, 0, pm.pcp_count[0] - pm.pcp_high + pm.pcp_batch - 1)
+
+
+cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """free_pages at order 0 (free_unref_page)."""
+    free_unref_page(pm, pfn)
 
 
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil:

@@ -19,19 +19,11 @@ cdef struct physmem_t:
     # of: a per-cpu-pages list (order 0, hot first), a buddy free list (a block of 2^order
     # frames), or the gap. Data frames come from the bottom of memory, table frames from the
     # top; each list exists once per kind (0 data, 1 tables: frames at or above table_lwm).
-    int64_t* pcp[2]         # per kind: ring of order-0 free PFNs (per_cpu_pages), hot end last
-    int64_t pcp_base[2]     # ring index of the coldest entry
-    int64_t pcp_count[2]
-    int64_t pcp_cap         # ring capacity: nframes
-    int64_t pcp_high        # a list longer than this gives back its coldest entries ...
-    int64_t pcp_batch       # ... in batches of pcp_batch (free_pcppages_bulk)
-    int64_t* buddy_next     # free block heads: the free lists' links (page->buddy_list)
-    int64_t* buddy_prev
-    int64_t free_head[NR_FREE_LISTS]  # first block of each list, -1 if none
-    int64_t nr_blocks[NR_FREE_LISTS]  # free_area[order].nr_free, per kind
-    uint32_t free_mask[2]   # per kind: bit `order` set while that list is not empty
-    int64_t gap_lo          # [gap_lo, gap_hi): free frames on no list, handed out from both
-    int64_t gap_hi          #   ends; holds every never-used frame, and freed blocks touching it
+    # The order-0 hot path's fields come first; the buddy lists' are at the end.
+    int64_t* pcp[2]         # per kind: stack of order-0 free PFNs (per_cpu_pages), 2 * nframes
+    int64_t pcp_count[2]    # entries [base, base + count), the hottest last
+    int64_t pcp_base[2]     # index of the coldest entry (below it: drained), < nframes
+    int64_t pcp_high        # a longer list gives its coldest frames to the buddy lists
     int64_t data_hwm        # data frames [0, data_hwm) have been handed out at least once
     int64_t table_lwm       # table frames [table_lwm, nframes) have been handed out at least once
     pfn_t zero_pfn
@@ -67,6 +59,15 @@ cdef struct physmem_t:
     uint8_t* swap_data
     int64_t swap_slots
     int64_t nr_swap_used    # slots with a count (pages on swap)
+    # the buddy free lists and the gap (page_alloc.pxi)
+    int64_t pcp_batch       # ... in batches of this many (free_pcppages_bulk)
+    int64_t* buddy_next     # free block heads: the free lists' links (page->buddy_list)
+    int64_t* buddy_prev
+    int64_t free_head[NR_FREE_LISTS]  # first block of each list, -1 if none
+    int64_t nr_blocks[NR_FREE_LISTS]  # free_area[order].nr_free, per kind
+    uint32_t free_mask[2]   # per kind: bit `order` set while that list is not empty
+    int64_t gap_lo          # [gap_lo, gap_hi): free frames on no list, handed out from both
+    int64_t gap_hi          #   ends; holds every never-used frame, and freed blocks touching it
 
 cdef pfn_t alloc_pages(physmem_t* pm, int order, bint table, bint zero) noexcept nogil
 cdef void free_pages(physmem_t* pm, pfn_t pfn, int order) noexcept nogil

@@ -9,7 +9,7 @@ machine costs O(1) in its size and the host pays only for frames that hold data.
 import operator
 
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memmove
 from libc.stdlib cimport realloc, free, abort
 from libc.stdio cimport fprintf, stderr
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
@@ -67,7 +67,7 @@ cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
     """folio_put: drop one reference, free the frame at zero."""
     pm.refcount[pfn] -= 1
     if pm.refcount[pfn] == 0:
-        free_frame(pm, pfn)
+        free_unref_page(pm, pfn)
 
 
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
@@ -82,6 +82,13 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
         pm.ev[EV_PAGES_ZEROED] += 1
 
 
+
+
+def default_pcp_limits(int64_t nframes):
+    """(high, batch) of a new machine's per-cpu-pages lists: batch 63 (zone_batchsize),
+    high nframes / 16 (the pcp high_max Linux 6.18 gives a zone), at least 4 batches."""
+    cdef int64_t batch = min(PCP_BATCH, nframes)
+    return min(nframes, max(4 * batch, nframes // 16)), batch
 
 
 cdef object _view(PhysMem owner, void* ptr, int64_t n, int typenum, bint writable):
@@ -162,15 +169,13 @@ cdef class PhysMem:
         self.pm.flags = <uint32_t*>self._map(<size_t>n * 4)
         self.pm.pt_share = <int32_t*>self._map(<size_t>n * 4)
         self.pm.pt_owner = <int32_t*>self._map(<size_t>n * 4)
-        self.pm.pcp[0] = <int64_t*>self._map(<size_t>n * 8)
-        self.pm.pcp[1] = <int64_t*>self._map(<size_t>n * 8)
+        self.pm.pcp[0] = <int64_t*>self._map(<size_t>n * 16)
+        self.pm.pcp[1] = <int64_t*>self._map(<size_t>n * 16)
         self.pm.buddy_next = <int64_t*>self._map(<size_t>n * 8)
         self.pm.buddy_prev = <int64_t*>self._map(<size_t>n * 8)
         self.pm.pool = <int64_t*>self._map(<size_t>n * 8)
         self.pm.pool_tag = <uint8_t*>self._map(<size_t>n)
-        self.pm.pcp_cap = n
-        self.pm.pcp_high = n        # per-cpu lists as long as memory: order 0 is LIFO
-        self.pm.pcp_batch = min(PCP_BATCH, n)
+        self.pm.pcp_high, self.pm.pcp_batch = default_pcp_limits(n)
         for i in range(NR_FREE_LISTS):
             self.pm.free_head[i] = -1
         self.pm.gap_lo = self.pm.data_hwm = 0
@@ -303,7 +308,7 @@ cdef class PhysMem:
             a = np.empty(self.pm.pcp_count[kind], dtype=np.int64)
             av = a
             for i in range(self.pm.pcp_count[kind]):
-                av[i] = self.pm.pcp[kind][_pcp_slot(&self.pm, kind, i)]
+                av[i] = self.pm.pcp[kind][self.pm.pcp_base[kind] + i]
             pcp.append(a)
         pfns, orders, kinds = [], [], []
         for i in range(NR_FREE_LISTS):
