@@ -452,16 +452,20 @@ cdef class PhysMem:
         cdef int64_t p = _int_arg(pfn, "pfn", 0, self.pm.nframes - 1)
         return np.array(<uint64_t[:512]> table_ptr(&self.pm, p), dtype=np.uint64, copy=True)
 
-    def release_cache(self, int64_t[::1] cache, swapbacked):
-        """truncate_inode_pages: drop every page of a page cache (-1 entries are holes).
-        Each other entry must be an unmapped page-cache frame of this kind (shmem or file)
-        holding only the cache's reference, named once; otherwise ValueError and nothing
-        changes."""
-        cdef int64_t i, j, k = cache.shape[0]
+    def release_cache(self, cnp.ndarray cache, bint swapbacked):
+        """truncate_inode_pages: drop every page of a page cache (a writable int64 array;
+        -1 entries are holes, and every entry becomes one). Each other entry must be an
+        unmapped page-cache frame of this kind (shmem or file) holding only the cache's
+        reference, named once; otherwise ValueError and nothing changes."""
+        if cache is None or cache.dtype != np.int64 or cache.ndim != 1 \
+                or not cache.flags.c_contiguous or not cache.flags.writeable:
+            raise ValueError("a page cache is a writable contiguous 1-d int64 array")
+        cdef int64_t[::1] c = cache
+        cdef int64_t i, j, k = c.shape[0]
         cdef pfn_t p
         cdef uint32_t want = PG_USED | PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
         for i in range(k):
-            p = cache[i]
+            p = c[i]
             if p == -1:
                 continue
             if p < -1 or p >= self.pm.nframes:
@@ -474,21 +478,21 @@ cdef class PhysMem:
             if self.pm.refcount[p] != 1:
                 raise ValueError(f"page cache frame {p} has {self.pm.refcount[p]} references")
         for i in range(k):          # a frame named twice: mark each (refcount 1 -> 2) once
-            p = cache[i]
+            p = c[i]
             if p == -1:
                 continue
             if self.pm.refcount[p] == 2:
                 for j in range(i):
-                    if cache[j] != -1:
-                        self.pm.refcount[cache[j]] = 1
+                    if c[j] != -1:
+                        self.pm.refcount[c[j]] = 1
                 raise ValueError(f"page cache frame {p} appears twice")
             self.pm.refcount[p] = 2
         for i in range(k):
-            p = cache[i]
+            p = c[i]
             if p == -1:
                 continue
             self.pm.refcount[p] = 1
-            cache[i] = -1
+            c[i] = -1
             self.pm.nr_file_pages -= 1
             if swapbacked:
                 self.pm.nr_shmem -= 1
@@ -652,7 +656,7 @@ cdef class PhysMem:
             for i in range(k):
                 memcpy(frame_ptr(&self.pm, pfns[i]), &data[i * 4096], 4096)
 
-    def restore_state(self, dict scalars, dict arrays):
+    def restore_state(self, dict scalars not None, dict arrays not None):
         """Load what dump_state returned into this freshly created PhysMem (frame contents
         come separately, through _write_frames). Everything is validated before anything
         is written -- shapes, ranges, and that the free lists, the pcp lists and the gap

@@ -19,13 +19,15 @@ from mmemu._core.pagetable cimport mm_t, MMCore, pte_offset, pte_offset_alloc, p
 
 
 def attach(PhysMem phys, cnp.ndarray swap_map, cnp.ndarray swap_data):
-    """Point the machine at its swap arrays (int32 counts, uint8 slots x 4096); the caller
-    keeps them alive and copies the old contents when it grows them."""
+    """Point the machine at its swap arrays (int32 counts, uint8 slots x 4096), which the
+    PhysMem keeps alive while it points into them; the caller copies the old contents when
+    it grows them."""
     if swap_map.dtype != np.int32 or swap_data.dtype != np.uint8:
         raise TypeError("swap_map int32, swap_data uint8")
     if swap_data.shape[0] != swap_map.shape[0] * 4096 or not swap_map.flags.c_contiguous \
             or not swap_data.flags.c_contiguous:
         raise ValueError("swap_data must hold 4096 bytes per slot, both contiguous")
+    phys._swap_arrays = (swap_map, swap_data)
     phys.pm.swap_map = <int32_t*>cnp.PyArray_DATA(swap_map)
     phys.pm.swap_data = <uint8_t*>cnp.PyArray_DATA(swap_data)
     phys.pm.swap_slots = swap_map.shape[0]
