@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# the fuzzing, the bad-input catalogue, out-of-memory sweeps and the COW page-table tests
+# the fuzzing, the bad-input catalogue, out-of-memory sweeps, the COW page-table tests and
+# the page allocator's
 RELIABILITY = ["test_fuzz*.py", "test_bad_input*.py", "test_oom.py",
-               "test_cow_pte.py", "test_designs_agree.py", "test_snapshot.py", "test_check.py"]
+               "test_cow_pte.py", "test_designs_agree.py", "test_snapshot.py", "test_check.py",
+               "test_page_alloc.py", "test_physmem_api.py"]
 
 
 def main(argv: list[str]) -> int:

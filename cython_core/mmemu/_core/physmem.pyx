@@ -82,12 +82,10 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
         pm.ev[EV_PAGES_ZEROED] += 1
 
 
-
-
-def default_pcp_limits(int64_t nframes):
+def default_pcp_limits(nframes):
     """(high, batch) of a new machine's per-cpu-pages lists: batch 63 (zone_batchsize),
     high nframes / 16 (the pcp high_max Linux 6.18 gives a zone), at least 4 batches."""
-    cdef int64_t batch = min(PCP_BATCH, nframes)
+    batch = min(PCP_BATCH, nframes)
     return min(nframes, max(4 * batch, nframes // 16)), batch
 
 
@@ -714,7 +712,7 @@ cdef class PhysMem:
         starts = np.concatenate([fd, ft, fb, [lo] if hi > lo else []]).astype(np.int64)
         ends = np.concatenate([fd + 1, ft + 1, fb + size, [hi] if hi > lo else []]).astype(np.int64)
         order = np.argsort(starts, kind="stable")
-        if len(order) > 1 and np.any(starts[order[1:]] < ends[order[:-1]]):
+        if np.any(starts[order][1:] < ends[order][:len(order) - 1]):
             raise ValueError("the free lists, pcp lists and gap overlap")
         fl = arrays["frame.flags"]
         inuse = np.concatenate([[0], np.cumsum((fl & PG_USED) != 0)])
