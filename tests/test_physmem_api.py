@@ -165,6 +165,27 @@ def test_constructor_and_machine_arguments():
     m.check()
 
 
+def test_accounting_mode_changes_only_without_processes():
+    """Switching deferred/eager under shared tables left PTEs mapping freed frames."""
+    m = mmemu.Machine("64M", cow_pgtable=True)
+    p = m.spawn()
+    a = p.mmap(0, 4 << 20, RW, PRIV)
+    p.touch(a, 4 << 20)
+    c = p.fork()
+    with pytest.raises(ValueError, match="while a process exists"):
+        m.phys.cow_pte_accounting = "eager"
+    m.phys.cow_pte_accounting = "deferred"          # no change: allowed
+    assert m.cow_pte_accounting == "deferred"
+    p.exit()
+    c.write(a, b"x")
+    m.check()
+    c.exit()
+    m.phys.cow_pte_accounting = "eager"
+    assert m.cow_pte_accounting == "eager"
+    m.spawn().fork().exit()
+    m.check()
+
+
 SWEEP = r"""
 import itertools, json, math
 import numpy as np

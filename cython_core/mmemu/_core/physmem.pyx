@@ -219,8 +219,15 @@ cdef class PhysMem:
 
     @cow_pte_accounting.setter
     def cow_pte_accounting(self, str mode):
+        """Set before the first process: tables shared under one mode are not accounted
+        as the other expects (ValueError while an mm is alive)."""
+        cdef int64_t i
         if mode not in ("deferred", "eager"):
             raise ValueError("cow_pte_accounting must be 'deferred' or 'eager'")
+        if (mode == "eager") != self.pm.cow_eager:
+            for i in range(self.pm.mms_len):
+                if self.pm.mms[i] != NULL:
+                    raise ValueError("cow_pte_accounting cannot change while a process exists")
         self.pm.cow_eager = 1 if mode == "eager" else 0
 
     @property
