@@ -5,8 +5,9 @@ per-frame mapcount = accounted PTEs mapping it (a COW-shared table's entries cou
 holder in eager accounting, once for its owner in deferred accounting); refcount = mapcount
 (+1 for the page cache); pt_share = PMD entries pointing at a PTE table, and a shared
 table's PMDs are all read-only; in deferred accounting every table's owner holds it;
-per-mm rss and pgtables_bytes by the same rules; the global NR_* counters; free frames
-are exactly the frames not in use; PTEs exist only inside VMAs and obey the
+per-mm rss and pgtables_bytes by the same rules; the global NR_* counters; the page
+allocator's free lists (_check_free_lists) hold exactly the frames not in use; PTEs exist
+only inside VMAs and obey the
 write-protection rules (an effectively writable private PTE maps an exclusive anon page).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._core import task_mmu
 from ._core.constants import (
     PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED, PG_TABLE, PG_USED, PG_ZERO,
 )
+from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
 from .flags import VmFlags
 
 
@@ -26,6 +28,77 @@ class InvariantError(AssertionError):
 
 def _first(idx, n=5):
     return ", ".join(str(int(i)) for i in idx[:n]) + (" ..." if len(idx) > n else "")
+
+
+def _check_free_lists(phys, fl, used_ranges, nr_free) -> list:
+    """The page allocator's free memory: the buddy free lists, the per-cpu-pages lists and
+    the gap are disjoint and inside memory, hold no frame in use, every block is aligned,
+    heads a PG_BUDDY frame of its order on the list of its kind and is merged as far as it
+    can be (its buddy is not a free block of its order, it does not touch the gap; frames
+    on the pcp lists are not merged, as in Linux), the stored list lengths are right, and
+    they all add up to NR_FREE_PAGES. fl: the flags of the used ranges (d1 + n - t0)."""
+    n = phys.nframes
+    d1, t0 = used_ranges
+    lists = phys.free_lists()
+    problems = list(lists["problems"])
+    (pd, pt), (pfns, orders, kinds) = lists["pcp"], lists["blocks"]
+    counts, (lo, hi) = lists["counts"], lists["gap"]
+    size = np.left_shift(1, orders)
+    listed = np.zeros((2, MAX_ORDER + 1), dtype=np.int64)
+    np.add.at(listed, (kinds, orders), 1)
+    if not np.array_equal(listed, counts):
+        problems.append(f"free list lengths stored {counts.tolist()}, walked {listed.tolist()}")
+    if not (0 <= lo <= hi <= n) or (d1 < t0 and not (lo <= d1 and t0 <= hi)):
+        problems.append(f"the gap [{lo}, {hi}) does not hold the never-used frames [{d1}, {t0})")
+        return problems
+    lengths = np.concatenate([np.ones(len(pd) + len(pt), dtype=np.int64), size])
+    starts = np.concatenate([pd, pt, pfns]).astype(np.int64)
+    ends = starts + lengths
+    bad = starts[((starts & (lengths - 1)) != 0) | (ends > n) | ((starts < t0) & (ends > d1))]
+    if len(bad):
+        problems.append(f"free blocks misaligned, beyond memory or in never-used memory: "
+                        f"{_first(bad)}")
+        return problems
+    if np.any((pfns >= t0) != (kinds == 1)) or np.any(pd >= t0) or np.any(pt < t0):
+        problems.append("free frames on the lists of the other end of memory")
+    # every free frame exactly once: pcp frames, blocks, the gap
+    if hi > lo:
+        starts, ends = np.append(starts, lo), np.append(ends, hi)
+    order = np.argsort(starts, kind="stable")
+    overlap = np.flatnonzero(starts[order[1:]] < ends[order[:-1]])
+    if len(overlap):
+        problems.append(f"free memory listed twice, from pfn {int(starts[order[overlap[0] + 1]])}")
+
+    def at(p):      # index of a PFN boundary in the used-range arrays
+        return np.where(p <= d1, np.minimum(p, d1), d1 + np.maximum(p - t0, 0))
+    free = np.zeros(len(fl) + 1, dtype=np.int64)    # difference array of the free ranges
+    np.add.at(free, at(starts), 1)
+    np.add.at(free, at(ends), -1)
+    free = np.cumsum(free[:-1]) > 0
+    in_use = (fl & PG_USED) != 0
+    if np.any(free & in_use):
+        problems.append(f"frames in use on the free lists: {_first(np.flatnonzero(free & in_use))}"
+                        " (used-range indices)")
+    heads = np.zeros(len(fl), dtype=bool)
+    heads[at(pfns)] = True
+    if np.any(((fl & PG_BUDDY) != 0) != heads):
+        problems.append(f"PG_BUDDY frames and free block heads differ (used-range indices "
+                        f"{_first(np.flatnonzero(((fl & PG_BUDDY) != 0) != heads))})")
+    elif np.any((fl[at(pfns)] >> ORDER_SHIFT) & 15 != orders):
+        problems.append("free block heads carry another order than their list's")
+    key = pfns * 16 + orders
+    small = orders < MAX_ORDER
+    unmerged = pfns[small][np.isin(((pfns ^ size) * 16 + orders)[small], key)]
+    if len(unmerged):
+        problems.append(f"free blocks not merged with their free buddy: {_first(np.sort(unmerged))}")
+    touching = pfns[(pfns + size == lo) | (pfns == hi)]
+    if len(touching):
+        problems.append(f"free blocks not merged into the gap: {_first(touching)}")
+    total = len(pd) + len(pt) + int(size.sum()) + (hi - lo)
+    if total != nr_free:
+        problems.append(f"pcp lists hold {len(pd) + len(pt)}, buddy lists {int(size.sum())}, "
+                        f"the gap {hi - lo} frames: {total}, NR_FREE_PAGES is {nr_free}")
+    return problems
 
 
 def check_machine(machine) -> None:
@@ -137,15 +210,6 @@ def check_machine(machine) -> None:
     for k, v in expect.items():
         if c[k] != v:
             problems.append(f"{k}: counter {c[k]}, recomputed {v}")
-    fd, ft = phys.free_pfns()
-    free_list = np.concatenate([fd, ft])
-    if len(free_list) != len(np.unique(free_list)):
-        problems.append("a frame is on the free lists twice")
-    if len(free_list) and np.any((flags[free_list] & PG_USED) != 0):
-        problems.append(f"frames on the free lists are in use: {_first(free_list[(flags[free_list] & PG_USED) != 0])}")
-    never = (n - (d1 - d0) - (t1 - t0))
-    if len(free_list) + never != c["nr_free_pages"]:
-        problems.append(f"free lists hold {len(free_list)} + {never} never-used frames, "
-                        f"NR_FREE_PAGES is {c['nr_free_pages']}")
+    problems += _check_free_lists(phys, fl, (d1, t0), c["nr_free_pages"])
     if problems:
         raise InvariantError("mmemu invariants violated:\n  " + "\n  ".join(problems))

@@ -359,5 +359,4 @@ def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
 def i_size_write(f: File, size: int) -> None:
     """i_size_write for a file that grows without a write (an imported process maps it
     further than its emulated size): EOF moves, the new pages are holes."""
-    f._reserve(_pages(size))
     f.size = size

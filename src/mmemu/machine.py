@@ -308,6 +308,14 @@ class Machine:
         from .stats import meminfo
         return meminfo(self)
 
+    def buddyinfo(self):
+        """/proc/buddyinfo: the free blocks of each order 0..10 (a tuple; str() gives the
+        kernel's line). Memory never handed out counts as the largest aligned blocks it
+        holds; the frames on the per-cpu-pages lists are free but, as in Linux, not
+        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``)."""
+        from .stats import buddyinfo
+        return buddyinfo(self)
+
     def vmstat(self):
         """Event and page counters (/proc/vmstat style) as a Counters mapping."""
         from .stats import vmstat

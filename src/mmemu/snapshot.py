@@ -1,7 +1,8 @@
 """Machine snapshots: ``Machine.save(path)`` and ``Machine.load(path)``.
 
 A snapshot holds a whole machine exactly: every frame's metadata ("struct page") over the
-used PFN ranges, the allocator (high/low-water marks, both free stacks in order), the
+used PFN ranges, the page allocator (high/low-water marks, the gap, the per-cpu-pages
+lists and every buddy free list in order), the
 counters and events, every process with its mm (PGD, rss, pgtables_bytes, mm id, the VMA
 list with anon_vma identity) and every file and shmem object with its page cache. Frame
 contents are stored only for frames in use whose bytes are not all zero, so a touched but
@@ -23,10 +24,17 @@ File layout (integers little-endian)::
 
 Sections: ``state`` (JSON: the machine, processes, VMAs, files, and the scalar state of
 physical memory and of each mm), one per per-frame metadata array (``frame.refcount``,
-...; as listed by ``PhysMem._frame_arrays``), ``free_data``, ``free_table``,
-``page_cache_index`` and ``page_cache_pfn`` (the pages of every page cache, one backing
-object after the other, in index order), ``data_pfns`` and ``frames`` (4096 bytes per PFN
-in ``data_pfns``).
+...; as listed by ``PhysMem._frame_arrays``), ``free_data``, ``free_table`` (the two
+per-cpu-pages lists, coldest first), ``free_blocks`` (every buddy free list in turn, head
+first; their lengths are in the state), ``page_cache_index`` and ``page_cache_pfn`` (the pages
+of every page cache, one backing object after the other, in index order), ``swap_slots``,
+``swap_counts`` and ``swap_data`` (the swap slots in use), ``data_pfns`` and ``frames``
+(4096 bytes per PFN in ``data_pfns``).
+
+Version 1 (before the buddy allocator and the sparse caches) has no ``free_blocks``: its two
+free stacks load as the per-cpu-pages lists and its never-used frames as the gap, which is the
+same allocator state; its dense ``page_caches`` (-1 for a hole) and its dense swap device
+(``swap_map``, ``swap_data``) load as the pages and slots they hold.
 
 ``load`` checks the preamble, the header checksum, the header, the file size and every
 section's checksum before it builds anything; a bad file raises SnapshotError saying what
@@ -49,7 +57,7 @@ import numpy as np
 from ._core import swap as _swap
 from ._core.constants import NR_EVENTS
 from ._core.pagetable import MMCore
-from ._core.physmem import PhysMem
+from ._core.physmem import MAX_ORDER, PhysMem, default_pcp_limits
 from .errors import SnapshotError
 from .file import MAX_LFS_FILESIZE, File
 from .locking import new_lock
@@ -57,9 +65,10 @@ from .vma import PAGE_SIZE, VMA, AnonVma
 
 MAGIC = b"\x89MMEMU\r\n\x1a\n"
 FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)                  # version 1: no buddy free lists
 _PRE = struct.Struct("<10sIIQ32s")          # magic, version, flags, header length, SHA-256
 PREAMBLE_SIZE = _PRE.size                   # 58
-_FRAME_CHUNK = 4096                         # frames per read_frames/write_frames call
+_FRAME_CHUNK = 4096                         # frames per read_frames/_write_frames call
 _IO_CHUNK = 1 << 22
 _ZLIB_LEVEL = 1
 
@@ -81,9 +90,10 @@ _FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "swapbacked", "siz
                "users", "unlinked"}
 _SHMEM_ATTRS = {"npages", "cache", "users", "inode", "name", "dev"}
 
-_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "page_cache_index": "<i8",
-                 "page_cache_pfn": "<i8", "data_pfns": "<i8", "swap_slots": "<i8",
-                 "swap_counts": "<i4", "swap_data": "|u1"}
+_ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "free_blocks": "<i8",
+                 "page_cache_index": "<i8", "page_cache_pfn": "<i8", "data_pfns": "<i8",
+                 "swap_slots": "<i8", "swap_counts": "<i4", "swap_data": "|u1",
+                 "page_caches": "<i8", "swap_map": "<i4"}        # the last two: version 1
 
 
 def _check_attrs(obj, known, what):
@@ -199,8 +209,8 @@ def save(machine, path, compress: bool = True) -> None:
         a = arrays[name]
         dt = a.dtype.newbyteorder("<").str
         sections.append((name, dt, [len(a)], _le(a, dt).tobytes()))
-    for name in ("free_data", "free_table", "page_cache_index", "page_cache_pfn", "swap_slots",
-                 "swap_counts", "swap_data"):
+    for name in ("free_data", "free_table", "free_blocks", "page_cache_index", "page_cache_pfn",
+                 "swap_slots", "swap_counts", "swap_data"):
         dt = _ARRAY_DTYPES[name]
         sections.append((name, dt, [len(arrays[name])], _le(arrays[name], dt).tobytes()))
     sections.append(("data_pfns", "<i8", [len(pfns)], pfns.tobytes()))
@@ -307,9 +317,9 @@ def _read_header(f, size):
         raise SnapshotError(f"truncated snapshot: the file ends at byte {size}, inside the "
                             f"{PREAMBLE_SIZE}-byte preamble")
     magic, version, flags, hlen, hsum = _PRE.unpack(pre)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise SnapshotError(f"unsupported snapshot format version {version} (this mmemu "
-                            f"reads version {FORMAT_VERSION})")
+                            f"reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     if flags != 0:
         raise SnapshotError(f"unsupported snapshot flags {flags:#x}")
     if PREAMBLE_SIZE + hlen > size:
@@ -353,8 +363,12 @@ def _read_header(f, size):
         if len(sha) != 64:
             raise _bad(f"{where}: bad sha256")
         pos += length
-    want = {"state", "free_data", "free_table", "page_cache_index", "page_cache_pfn",
-            "data_pfns", "frames", "swap_slots", "swap_counts", "swap_data"}
+    if version >= 2:
+        want = {"state", "free_data", "free_table", "free_blocks", "page_cache_index",
+                "page_cache_pfn", "data_pfns", "frames", "swap_slots", "swap_counts", "swap_data"}
+    else:
+        want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames",
+                "swap_map", "swap_data"}
     if not want <= names:
         raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
@@ -463,6 +477,8 @@ def load(path, cls=None, check: bool = False):
                 arrays[name] = _array(f, s)
             elif name in _ARRAY_DTYPES:
                 arrays[name] = _array(f, s, _ARRAY_DTYPES[name])
+        if header["version"] == 1:
+            _upgrade_v1(state, arrays)
         fs = secs["frames"]
         if fs["shape"] != [len(arrays["data_pfns"]), PAGE_SIZE] or \
                 fs["raw_length"] != len(arrays["data_pfns"]) * PAGE_SIZE:
@@ -478,6 +494,45 @@ def load(path, cls=None, check: bool = False):
             if isinstance(e, SnapshotError):
                 raise
             raise _bad(f"inconsistent contents: {type(e).__name__}: {e}") from None
+
+
+def _upgrade_v1(state, arrays):
+    """A version-1 snapshot as version 2: its free stacks are the per-cpu-pages lists (with
+    a new machine's limits; longer ones shrink at their next free), its never-used frames
+    the gap, and no buddy free list has a block."""
+    scalars = state.get("physmem") if isinstance(state, dict) else None
+    if isinstance(scalars, dict):
+        n = scalars.get("nframes")
+        scalars["gap"] = [scalars.get("data_hwm"), scalars.get("table_lwm")]
+        scalars["pcp"] = list(default_pcp_limits(n)) if isinstance(n, int) and n > 0 else None
+        scalars["free_blocks"] = [0] * (2 * (MAX_ORDER + 1))
+    arrays["free_blocks"] = np.zeros(0, np.int64)
+    # dense page caches (-1 for a hole) -> the cached pages, in index order
+    dense = arrays.pop("page_caches")
+    index, pfns, pos = [], [], 0
+    for b in (state.get("backings") or []) if isinstance(state, dict) else []:
+        if isinstance(b, dict) and isinstance(b.get("cache"), list) and len(b["cache"]) == 2 \
+                and all(isinstance(x, int) and x >= 0 for x in b["cache"]):
+            off, n = b["cache"]
+            part = dense[off:off + n]
+            held = np.flatnonzero(part >= 0)
+            index.append(held)
+            pfns.append(part[held])
+            b["cache"] = [pos, len(held)]
+            pos += len(held)
+        if isinstance(b, dict) and b.get("kind") == "file":
+            b.setdefault("swapbacked", False)       # version 1 had no tmpfs files
+    arrays["page_cache_index"] = np.concatenate(index) if index else np.zeros(0, np.int64)
+    arrays["page_cache_pfn"] = np.concatenate(pfns) if pfns else np.zeros(0, np.int64)
+    # a swap device sized by use: every slot's count -> the slots in use, on a device of
+    # the size it had (SwapTotal as it was)
+    smap = arrays.pop("swap_map")
+    arrays["swap_slots"] = np.flatnonzero(smap > 0).astype(np.int64)
+    arrays["swap_counts"] = smap[arrays["swap_slots"]].astype(np.int32)
+    ms = state.get("machine") if isinstance(state, dict) else None
+    if isinstance(ms, dict) and isinstance(ms.get("memory"), int) and "swap" not in ms:
+        from .swap import MAX_SWAP
+        ms["swap"] = min(len(smap) * PAGE_SIZE, MAX_SWAP)   # SwapTotal as it was
 
 
 def _build(f, state, arrays, frames_sec, cls, check, partial):
@@ -520,13 +575,13 @@ def _build(f, state, arrays, frames_sec, cls, check, partial):
     for piece in _chunks(f, frames_sec, _FRAME_CHUNK * PAGE_SIZE):
         if not buf and len(piece) % PAGE_SIZE == 0:
             k = len(piece) // PAGE_SIZE
-            phys.write_frames(pfns[done:done + k], piece)
+            phys._write_frames(pfns[done:done + k], piece)
             done += k
             continue
         buf += piece
         k = len(buf) // PAGE_SIZE
         if k:
-            phys.write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
+            phys._write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
             del buf[:k * PAGE_SIZE]
             done += k
     if buf:

@@ -70,6 +70,18 @@ class Counters(ProcView):
         return Counters((k, v - other.get(k, 0)) for k, v in self._d.items())
 
 
+class BuddyInfo(tuple):
+    """/proc/buddyinfo: free blocks of each order 0..10 in the one zone (Normal, node 0);
+    str() gives the kernel's line (mm/vmstat.c frag_show_print)."""
+
+    def __str__(self):
+        return "Node 0, zone %8s " % "Normal" + "".join("%6d " % n for n in self) + "\n"
+
+
+def buddyinfo(machine) -> BuddyInfo:
+    return BuddyInfo(machine.phys.buddyinfo())
+
+
 def _swap_total(machine) -> int:
     from .swap import slots_total
     return slots_total(machine)

@@ -320,6 +320,6 @@ def test_fail_page_alloc_arguments():
     p = m.spawn()
     p.touch(p.mmap(0, PG, RW, PRIV), PG)
     with pytest.raises(RuntimeError):
-        m.phys.release()                # no reservation is open
+        m.phys.release()               # no reservation is open
     with pytest.raises(RuntimeError):
         m.phys.reserve(1, scope=False)

@@ -1,6 +1,12 @@
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from mmemu._core.types cimport pte_t, pfn_t, NR_EVENTS
 
+cdef enum:
+    MAX_PAGE_ORDER = 10     # blocks of 2^0 .. 2^10 frames (4 KiB .. 4 MiB)
+    NR_PAGE_ORDERS = 11
+    NR_FREE_LISTS = 22      # one list per (kind, order): index kind * NR_PAGE_ORDERS + order
+    POOL_FROM_PCP = 1 << 5  # pool_tag: the block came off a pcp list (goes back there)
+
 cdef struct physmem_t:
     uint8_t* mem            # frame contents: nframes * 4096 bytes (host MAP_NORESERVE)
     int64_t nframes
@@ -9,10 +15,15 @@ cdef struct physmem_t:
     uint32_t* flags         # PG_* bits
     int32_t* pt_share       # PTE tables: number of PMD entries pointing at the table
     int32_t* pt_owner       # table frames: id of the mm that allocated / owns it
-    int64_t* free_data      # stack of freed data frames (LIFO: hot frames first)
-    int64_t nfree_data
-    int64_t* free_table     # stack of freed table frames
-    int64_t nfree_table
+    # the page allocator (page_alloc.pxi, mm/page_alloc.c). A free frame is in exactly one
+    # of: a per-cpu-pages list (order 0, hot first), a buddy free list (a block of 2^order
+    # frames), or the gap. Data frames come from the bottom of memory, table frames from the
+    # top; each list exists once per kind (0 data, 1 tables: frames at or above table_lwm).
+    # The order-0 hot path's fields come first; the buddy lists' are at the end.
+    int64_t* pcp[2]         # per kind: stack of order-0 free PFNs (per_cpu_pages), 2 * nframes
+    int64_t pcp_count[2]    # entries [base, base + count), the hottest last
+    int64_t pcp_base[2]     # index of the coldest entry (below it: drained), < nframes
+    int64_t pcp_high        # a longer list gives its coldest frames to the buddy lists
     int64_t data_hwm        # data frames [0, data_hwm) have been handed out at least once
     int64_t table_lwm       # table frames [table_lwm, nframes) have been handed out at least once
     pfn_t zero_pfn
@@ -28,11 +39,15 @@ cdef struct physmem_t:
     int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
     void** mms              # mm_t* of every live mm, indexed by mm id (NULL when gone)
     int64_t mms_len         # ids [0, mms_len) have a slot
-    # reservations: table frames taken ahead so that a multi-table operation (fork, a
-    # syscall's page-table breaks, mremap) cannot fail half way; handed out first
-    int64_t* pool           # pool[pool_head:pool_len] are reserved and not handed out yet
+    # reservations: blocks taken ahead so that a multi-table operation (fork, a syscall's
+    # page-table breaks, mremap) cannot fail half way; an allocation of the same order and
+    # kind takes them first
+    int64_t* pool           # pool[pool_head:pool_len] are reserved blocks (-1: handed out)
+    uint8_t* pool_tag       # each entry's order | kind << 4 | POOL_FROM_PCP
     int64_t pool_head
     int64_t pool_len
+    int64_t pool_avail[NR_FREE_LISTS]  # entries not handed out yet, per (kind, order)
+    int64_t pool_frames     # frames in them
     int pool_depth          # nested reservation scopes; the outermost returns leftovers
     # fault injection (like the kernel's fail_page_alloc)
     int64_t fail_countdown  # > 0: the allocation that brings it to 0 fails
@@ -44,15 +59,28 @@ cdef struct physmem_t:
     uint8_t* swap_data
     int64_t swap_slots
     int64_t nr_swap_used    # slots with a count (pages on swap)
+    # the buddy free lists and the gap (page_alloc.pxi)
+    int64_t pcp_batch       # ... in batches of this many (free_pcppages_bulk)
+    int64_t* buddy_next     # free block heads: the free lists' links (page->buddy_list)
+    int64_t* buddy_prev
+    int64_t free_head[NR_FREE_LISTS]  # first block of each list, -1 if none
+    int64_t nr_blocks[NR_FREE_LISTS]  # free_area[order].nr_free, per kind
+    uint32_t free_mask[2]   # per kind: bit `order` set while that list is not empty
+    int64_t gap_lo          # [gap_lo, gap_hi): free frames on no list, handed out from both
+    int64_t gap_hi          #   ends; holds every never-used frame, and freed blocks touching it
     int64_t swap_hwm        # slots [0, swap_hwm) have held a page (scans stop there)
 
+cdef pfn_t alloc_pages(physmem_t* pm, int order, bint table, bint zero) noexcept nogil
+cdef void free_pages(physmem_t* pm, pfn_t pfn, int order) noexcept nogil
 cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil
+cdef int reserve_pages(physmem_t* pm, int order, bint table, int64_t n, bint scope) noexcept nogil
 cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=*) noexcept nogil
 cdef void release_reserve(physmem_t* pm) noexcept nogil
+cdef void drain_all_pages(physmem_t* pm) noexcept nogil
 
 cdef inline void swap_dup(physmem_t* pm, int64_t slot) noexcept nogil:
     """swap_duplicate: one more PTE references the slot (fork)."""
@@ -74,6 +102,7 @@ cdef inline pte_t* table_ptr(physmem_t* pm, pfn_t pfn) noexcept nogil:
 
 cdef class PhysMem:
     cdef physmem_t pm
+    cdef object _swap_arrays  # the swap device's arrays pm.swap_map/swap_data point into
     cdef void* _addr[16]    # host mappings, unmapped on dealloc
     cdef size_t _len[16]
     cdef int _nregions

@@ -1,24 +1,27 @@
 # cython: language_level=3
 """Emulated physical memory: host backing, per-frame metadata ("struct page"), allocator.
 
-Models the order-0 page allocator (mm/page_alloc.c) with a LIFO of freed frames, and the
-zero page (mm/memory.c ZERO_PAGE). Everything is one host mapping reserved with
-MAP_NORESERVE, so creating a machine costs O(1) in its size and the host pays only for
-frames that hold data.
+Models the page allocator (mm/page_alloc.c: a buddy allocator of orders 0 to 10 behind
+per-cpu-pages lists of order-0 frames; page_alloc.pxi) and the zero page (mm/memory.c
+ZERO_PAGE). Everything is one host mapping reserved with MAP_NORESERVE, so creating a
+machine costs O(1) in its size and the host pays only for frames that hold data.
 """
+import operator
+
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
-from libc.string cimport memset, memcpy
-from libc.stdlib cimport realloc, free
+from libc.string cimport memset, memcpy, memmove
+from libc.stdlib cimport realloc, free, abort
+from libc.stdio cimport fprintf, stderr
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
 cimport numpy as cnp
 import numpy as np
 
 from mmemu._core.types cimport (
-    pfn_t, pte_t, PG_USED, PG_HASDATA, PG_ZERO, PG_RESERVED, PG_TABLE,
-    EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
+    pfn_t, pte_t, PG_USED, PG_HASDATA, PG_ZERO, PG_RESERVED, PG_TABLE, PG_BUDDY,
+    PG_ORDER_SHIFT, EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
-from mmemu._core.types cimport PG_FILE, PG_DIRTY
+from mmemu._core.types cimport PG_FILE, PG_DIRTY, PG_SWAPBACKED
 from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
@@ -26,6 +29,11 @@ cnp.import_array()
 from mmemu._core.types cimport MMEMU_DEBUG_BUILD
 
 DEBUG_BUILD = bool(MMEMU_DEBUG_BUILD)   # built with MMEMU_DEBUG=1: bounds checks and asserts on
+MAX_ORDER = MAX_PAGE_ORDER              # the largest block: 2^MAX_ORDER frames
+BUDDY_FLAG = PG_BUDDY                   # flags of a free block's head; its order above ORDER_SHIFT
+ORDER_SHIFT = PG_ORDER_SHIFT
+MAX_FRAMES = 1 << 34                    # 64 TiB: the host's 47-bit address space holds it once
+PCP_BATCH = 63                          # Linux's pcp->batch on machines of 256 MiB and more
 
 cdef extern from "emmintrin.h" nogil:
     ctypedef struct __m128i:
@@ -53,120 +61,14 @@ cdef extern from "sys/mman.h":
     int MAP_NORESERVE
 
 
-cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
-    """__alloc_pages(order 0): freed frames LIFO first, then never-used ones; -1 if none.
-
-    Data frames come from the bottom of memory, table frames from the top, so tables pack
-    densely in host memory. A frame that held data is zeroed when `zero` is asked for.
-    A table frame comes from the reservation pool first (reserve_frames), which cannot fail.
-    """
-    cdef pfn_t pfn
-    if table and pm.pool_head < pm.pool_len:
-        pfn = pm.pool[pm.pool_head]
-        pm.pool_head += 1
-    else:
-        pfn = _take(pm, table)
-        if pfn < 0:
-            return -1
-        if not table:
-            pm.ev[EV_PGALLOC] += 1
-    if zero and (pm.flags[pfn] & PG_HASDATA):
-        memset(frame_ptr(pm, pfn), 0, 4096)
-        pm.ev[EV_PAGES_ZEROED] += 1
-        pm.flags[pfn] = PG_USED
-    return pfn
-
-
-cdef inline bint _should_fail(physmem_t* pm) noexcept nogil:
-    """should_fail_alloc_page: the fault-injection countdown (fail_page_alloc)."""
-    if pm.fail_countdown <= 0:
-        return False
-    pm.fail_countdown -= 1
-    if pm.fail_countdown > 0:
-        return False
-    if pm.fail_times > 0:
-        pm.fail_times -= 1
-    if pm.fail_times != 0:
-        pm.fail_countdown = 1       # keep failing: the next attempt fails too
-    return True
-
-
-cdef pfn_t _take(physmem_t* pm, bint table) noexcept nogil:
-    """Take a frame off the free lists (or the never-used ranges) and make it in use, with
-    one reference; no events are counted here. -1 if none (or an injected failure)."""
-    cdef pfn_t pfn = -1
-    pm.alloc_calls += 1
-    if _should_fail(pm):
-        pm.alloc_failed += 1
-        return -1
-    if table:
-        if pm.nfree_table > 0:
-            pm.nfree_table -= 1
-            pfn = pm.free_table[pm.nfree_table]
-        elif pm.table_lwm > pm.data_hwm:
-            pm.table_lwm -= 1
-            pfn = pm.table_lwm
-        elif pm.nfree_data > 0:
-            pm.nfree_data -= 1
-            pfn = pm.free_data[pm.nfree_data]
-    else:
-        if pm.nfree_data > 0:
-            pm.nfree_data -= 1
-            pfn = pm.free_data[pm.nfree_data]
-        elif pm.data_hwm < pm.table_lwm:
-            pfn = pm.data_hwm
-            pm.data_hwm += 1
-        elif pm.nfree_table > 0:
-            pm.nfree_table -= 1
-            pfn = pm.free_table[pm.nfree_table]
-    if pfn < 0:
-        pm.alloc_failed += 1
-        return -1
-    pm.flags[pfn] = PG_USED | (pm.flags[pfn] & PG_HASDATA)
-    pm.refcount[pfn] = 1
-    pm.mapcount[pfn] = 0
-    pm.pt_share[pfn] = 0
-    pm.pt_owner[pfn] = 0
-    pm.nr_free -= 1
-    return pfn
-
-
-cdef void _put_back(physmem_t* pm, pfn_t pfn) noexcept nogil:
-    """Undo _take for a frame never handed out: back on its free list, no events."""
-    pm.flags[pfn] = pm.flags[pfn] & PG_HASDATA
-    pm.refcount[pfn] = 0
-    pm.nr_free += 1
-    if pfn >= pm.table_lwm:
-        pm.free_table[pm.nfree_table] = pfn
-        pm.nfree_table += 1
-    else:
-        pm.free_data[pm.nfree_data] = pfn
-        pm.nfree_data += 1
-
-
-cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil:
-    """free_unref_page: back on the free LIFO of its end of memory."""
-    cdef bint table = pfn >= pm.table_lwm
-    pm.flags[pfn] = pm.flags[pfn] & PG_HASDATA
-    pm.refcount[pfn] = 0
-    pm.mapcount[pfn] = 0
-    pm.pt_share[pfn] = 0
-    pm.pt_owner[pfn] = 0
-    pm.nr_free += 1
-    if table:
-        pm.free_table[pm.nfree_table] = pfn
-        pm.nfree_table += 1
-    else:
-        pm.free_data[pm.nfree_data] = pfn
-        pm.nfree_data += 1
-        pm.ev[EV_PGFREE] += 1
+include "page_alloc.pxi"
 
 
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
     """folio_put: drop one reference, free the frame at zero."""
     pm.refcount[pfn] -= 1
     if pm.refcount[pfn] == 0:
-        free_frame(pm, pfn)
+        free_unref_page(pm, pfn)
 
 
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
@@ -181,66 +83,63 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
         pm.ev[EV_PAGES_ZEROED] += 1
 
 
-cdef int64_t frames_available(physmem_t* pm) noexcept nogil:
-    """Frames a table allocation can still get: the free ones and the reserved ones."""
-    return pm.nr_free + pm.pool_len - pm.pool_head
+def default_pcp_limits(nframes):
+    """(high, batch) of a new machine's per-cpu-pages lists: batch 63 (zone_batchsize),
+    high nframes / 16 (the pcp high_max Linux 6.18 gives a zone), at least 4 batches."""
+    batch = min(PCP_BATCH, nframes)
+    return min(nframes, max(4 * batch, nframes // 16)), batch
 
 
-cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=True) noexcept nogil:
-    """Open a reservation scope holding at least n unused table frames: 0, or -1 with
-    nothing taken (and no scope opened) if the allocator refuses one of them. With
-    scope=False, top up the current scope instead of opening one.
-
-    Frames are taken in the order the operation would have allocated them and handed out
-    first-in first-out, so a reserved operation gets the same frames an unreserved one
-    would have; taking, giving back and handing out count the same events as an
-    unreserved allocation would (none until a frame is handed out)."""
-    cdef int64_t start, i
-    cdef pfn_t pfn
-    if pm.pool_head == pm.pool_len:
-        pm.pool_head = pm.pool_len = 0
-    start = pm.pool_len
-    if n - (pm.pool_len - pm.pool_head) > pm.nr_free:
-        pm.alloc_failed += 1
-        return -1
-    while pm.pool_len - pm.pool_head < n:
-        pfn = _take(pm, True)
-        if pfn < 0:
-            # give back this call's frames, last taken first, so that the first one
-            # taken is the next frame handed out (as if nothing had been reserved)
-            i = pm.pool_len - 1
-            while i >= start:
-                _put_back(pm, pm.pool[i])
-                i -= 1
-            pm.pool_len = start
-            return -1
-        pm.pool[pm.pool_len] = pfn
-        pm.pool_len += 1
-    if scope:
-        pm.pool_depth += 1
-    return 0
-
-
-cdef void release_reserve(physmem_t* pm) noexcept nogil:
-    """Close a reservation scope; the outermost one gives back what was not used."""
-    cdef int64_t i
-    pm.pool_depth -= 1
-    if pm.pool_depth > 0:
-        return
-    i = pm.pool_len - 1
-    while i >= pm.pool_head:
-        _put_back(pm, pm.pool[i])
-        i -= 1
-    pm.pool_head = pm.pool_len = 0
-
-
-cdef object _view(void* ptr, int64_t n, object dtype, int typenum):
-    """A read-only numpy view of `n` elements of a metadata array."""
+cdef object _view(PhysMem owner, void* ptr, int64_t n, int typenum, bint writable):
+    """A numpy view of `n` elements of a metadata array. It holds a reference to the
+    PhysMem that owns the host mapping, so it stays valid however long it is kept."""
     cdef cnp.npy_intp dims[1]
     dims[0] = n
-    arr = cnp.PyArray_SimpleNewFromData(1, dims, typenum, ptr)
-    arr.flags.writeable = False
+    cdef cnp.ndarray arr = cnp.PyArray_SimpleNewFromData(1, dims, typenum, ptr)
+    cnp.set_array_base(arr, owner)
+    if not writable:
+        arr.flags.writeable = False
     return arr
+
+
+cdef int64_t _int_arg(object v, str what, int64_t lo, int64_t hi) except? -1:
+    """An integer argument in [lo, hi]: TypeError if it is not an integer, ValueError if it
+    lies outside (never OverflowError)."""
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, not {type(v).__name__}") from None
+    if not lo <= i <= hi:
+        raise ValueError(f"{what} {i} is outside [{lo}, {hi}]")
+    return i
+
+
+cdef object _walk_list(physmem_t* pm, pfn_t head, int64_t limit, list problems, str name):
+    """The PFNs of one free list, head first (a copy). A broken link (outside memory, a
+    back link that disagrees, more than `limit` entries) ends the walk with a problem."""
+    out = np.empty(min(limit, 1024), dtype=np.int64)
+    cdef int64_t[::1] o = out
+    cdef int64_t k = 0
+    cdef pfn_t p = head, prev = -1
+    while p != -1:
+        if p < 0 or p >= pm.nframes:
+            problems.append(f"free list {name}: link to {p}, outside memory")
+            break
+        if pm.buddy_prev[p] != prev:
+            problems.append(f"free list {name}: block {p} links back to "
+                            f"{pm.buddy_prev[p]}, not {prev}")
+            break
+        if k == limit:
+            problems.append(f"free list {name}: more than {limit} blocks (a cycle?)")
+            break
+        if k == o.shape[0]:
+            out = np.concatenate([out, np.empty(min(limit, 2 * k) - k, dtype=np.int64)])
+            o = out
+        o[k] = p
+        k += 1
+        prev = p
+        p = pm.buddy_next[p]
+    return out[:k].copy()
 
 
 cdef class PhysMem:
@@ -249,30 +148,38 @@ cdef class PhysMem:
     Parameters
     ----------
     nframes : int
-        Number of 4 KiB frames. Frame 0 of the data end becomes the zero page.
+        Number of 4 KiB frames, 16 to MAX_FRAMES. Frame 0 becomes the zero page.
     """
 
-    def __cinit__(self, int64_t nframes):
+    def __cinit__(self, nframes):
+        cdef int64_t n, i
         self._nregions = 0
         memset(&self.pm, 0, sizeof(physmem_t))
-        if nframes < 16:
+        n = _int_arg(nframes, "nframes", 0, MAX_FRAMES)
+        if n < 16:
             raise ValueError("an emulated machine needs at least 16 frames (64 KiB)")
-        self.pm.nframes = nframes
+        self.pm.nframes = n
         # 4 KiB host pages, not MADV_HUGEPAGE: a host huge page must be found and zeroed
         # whole (2 MiB of fresh memory) where a 4 KiB fault reuses recently freed memory;
         # measured on a VM, the first 1 GiB of COW copies took 2-5 s with it, 1.4-1.7 s without
-        self.pm.mem = <uint8_t*>self._map(<size_t>nframes * 4096)
-        self.pm.refcount = <int32_t*>self._map(<size_t>nframes * 4)
-        self.pm.mapcount = <int32_t*>self._map(<size_t>nframes * 4)
-        self.pm.flags = <uint32_t*>self._map(<size_t>nframes * 4)
-        self.pm.pt_share = <int32_t*>self._map(<size_t>nframes * 4)
-        self.pm.pt_owner = <int32_t*>self._map(<size_t>nframes * 4)
-        self.pm.free_data = <int64_t*>self._map(<size_t>nframes * 8)
-        self.pm.free_table = <int64_t*>self._map(<size_t>nframes * 8)
-        self.pm.pool = <int64_t*>self._map(<size_t>nframes * 8)
-        self.pm.data_hwm = 0
-        self.pm.table_lwm = nframes
-        self.pm.nr_free = nframes
+        self.pm.mem = <uint8_t*>self._map(<size_t>n * 4096)
+        self.pm.refcount = <int32_t*>self._map(<size_t>n * 4)
+        self.pm.mapcount = <int32_t*>self._map(<size_t>n * 4)
+        self.pm.flags = <uint32_t*>self._map(<size_t>n * 4)
+        self.pm.pt_share = <int32_t*>self._map(<size_t>n * 4)
+        self.pm.pt_owner = <int32_t*>self._map(<size_t>n * 4)
+        self.pm.pcp[0] = <int64_t*>self._map(<size_t>n * 16)
+        self.pm.pcp[1] = <int64_t*>self._map(<size_t>n * 16)
+        self.pm.buddy_next = <int64_t*>self._map(<size_t>n * 8)
+        self.pm.buddy_prev = <int64_t*>self._map(<size_t>n * 8)
+        self.pm.pool = <int64_t*>self._map(<size_t>n * 8)
+        self.pm.pool_tag = <uint8_t*>self._map(<size_t>n)
+        self.pm.pcp_high, self.pm.pcp_batch = default_pcp_limits(n)
+        for i in range(NR_FREE_LISTS):
+            self.pm.free_head[i] = -1
+        self.pm.gap_lo = self.pm.data_hwm = 0
+        self.pm.gap_hi = self.pm.table_lwm = n
+        self.pm.nr_free = n
         cdef pfn_t z = alloc_frame(&self.pm, False, True)
         self.pm.flags[z] |= PG_ZERO | PG_RESERVED
         self.pm.zero_pfn = z
@@ -297,7 +204,12 @@ cdef class PhysMem:
         self._nregions = 0
 
     def new_mm_id(self):
-        """A fresh mm id, with a NULL registry slot."""
+        """A fresh mm id, with a NULL registry slot (MMError EAGAIN once 2^31 - 2 are used:
+        the ids are stored as int32 owners)."""
+        if self._next_mm_id >= (1 << 31) - 2:
+            from mmemu.errors import MMError
+            import errno
+            raise MMError(errno.EAGAIN, "no mm ids left")
         self._mm_slot(self._next_mm_id + 1)
         self._next_mm_id += 1
         return self._next_mm_id
@@ -308,8 +220,15 @@ cdef class PhysMem:
 
     @cow_pte_accounting.setter
     def cow_pte_accounting(self, str mode):
+        """Set before the first process: tables shared under one mode are not accounted
+        as the other expects (ValueError while an mm is alive)."""
+        cdef int64_t i
         if mode not in ("deferred", "eager"):
             raise ValueError("cow_pte_accounting must be 'deferred' or 'eager'")
+        if (mode == "eager") != self.pm.cow_eager:
+            for i in range(self.pm.mms_len):
+                if self.pm.mms[i] != NULL:
+                    raise ValueError("cow_pte_accounting cannot change while a process exists")
         self.pm.cow_eager = 1 if mode == "eager" else 0
 
     @property
@@ -326,20 +245,125 @@ cdef class PhysMem:
 
     @property
     def available(self):
-        """Frames a page-table allocation can still get (free + reserved, unused)."""
+        """Frames an allocation can still get (free + reserved, unused)."""
         return frames_available(&self.pm)
 
+    # ---- the page allocator (page_alloc.pxi) ----
+    @property
+    def pcp_pages(self):
+        """Free frames on the per-cpu-pages lists (free memory /proc/buddyinfo leaves out)."""
+        return self.pm.pcp_count[0] + self.pm.pcp_count[1]
+
+    @property
+    def pcp_limits(self):
+        """(high, batch) of each per-cpu-pages list: a list longer than high gives its
+        coldest frames back to the buddy lists, down to high - batch + 1."""
+        return self.pm.pcp_high, self.pm.pcp_batch
+
+    @pcp_limits.setter
+    def pcp_limits(self, value):
+        """Set (high, batch): 1 <= batch <= high <= nframes (percpu_pagelist_high_fraction).
+        Lists now longer than high shrink at their next free."""
+        try:
+            high, batch = value
+        except (TypeError, ValueError):
+            raise TypeError("pcp_limits takes a pair (high, batch)") from None
+        cdef int64_t h = _int_arg(high, "pcp high", 1, self.pm.nframes)
+        cdef int64_t b = _int_arg(batch, "pcp batch", 1, h)
+        self.pm.pcp_high = h
+        self.pm.pcp_batch = b
+
+    def drain_pages(self):
+        """drain_all_pages: every per-cpu-pages frame back to the buddy lists (merged)."""
+        drain_all_pages(&self.pm)
+
+    def buddyinfo(self):
+        """Free blocks per order 0..MAX_ORDER, as /proc/buddyinfo counts them: the blocks
+        on the buddy lists, and the gap as the largest aligned blocks it holds (it is free
+        memory never split); frames on the per-cpu-pages lists are not counted."""
+        cdef int64_t lo = self.pm.gap_lo, hi = self.pm.gap_hi, k
+        cdef int o, i
+        out = [0] * NR_PAGE_ORDERS
+        for i in range(NR_FREE_LISTS):
+            out[i % NR_PAGE_ORDERS] += self.pm.nr_blocks[i]
+        while lo < hi:
+            o = MAX_PAGE_ORDER if lo == 0 else min(__builtin_ctzll(<unsigned long long>lo), MAX_PAGE_ORDER)
+            while lo + (<int64_t>1 << o) > hi:
+                o -= 1
+            if o == MAX_PAGE_ORDER:
+                k = (hi - lo) >> MAX_PAGE_ORDER
+                out[o] += k
+                lo += k << MAX_PAGE_ORDER
+            else:
+                out[o] += 1
+                lo += <int64_t>1 << o
+        return out
+
+    def free_lists(self):
+        """The allocator's free memory, for the checker and tests (copies): a dict with
+        ``pcp`` (data, table) PFN arrays, coldest first; ``blocks`` (pfns, orders, kinds)
+        arrays of every buddy free list in turn, head first; ``counts`` the stored
+        per-list block counts, shape (2 kinds, MAX_ORDER + 1); ``gap`` (lo, hi); and
+        ``problems``: broken links found while walking the lists."""
+        cdef int64_t i
+        cdef int kind
+        cdef int64_t[::1] av
+        problems = []
+        pcp = []
+        for kind in range(2):
+            a = np.empty(self.pm.pcp_count[kind], dtype=np.int64)
+            av = a
+            for i in range(self.pm.pcp_count[kind]):
+                av[i] = self.pm.pcp[kind][self.pm.pcp_base[kind] + i]
+            pcp.append(a)
+        pfns, orders, kinds = [], [], []
+        for i in range(NR_FREE_LISTS):
+            kind, o = divmod(i, NR_PAGE_ORDERS)
+            lst = _walk_list(&self.pm, self.pm.free_head[i], self.pm.nframes, problems,
+                             f"{('data', 'table')[kind]} order {o}")
+            pfns.append(lst)
+            orders.append(np.full(len(lst), o, dtype=np.int64))
+            kinds.append(np.full(len(lst), kind, dtype=np.int64))
+        return {"pcp": tuple(pcp),
+                "blocks": (np.concatenate(pfns), np.concatenate(orders), np.concatenate(kinds)),
+                "counts": np.array([self.pm.nr_blocks[i] for i in range(NR_FREE_LISTS)],
+                                   dtype=np.int64).reshape(2, NR_PAGE_ORDERS),
+                "gap": (self.pm.gap_lo, self.pm.gap_hi),
+                "problems": problems}
+
+    def _alloc_pages(self, order, bint table=False):
+        """alloc_pages(order) from Python (tests): the first PFN of a block of 2^order
+        zeroed frames in use, each with one reference; -1 if there is none."""
+        cdef int o = _int_arg(order, "order", 0, MAX_PAGE_ORDER)
+        return alloc_pages(&self.pm, o, table, True)
+
+    def _free_pages(self, pfn, order):
+        """free_pages of a block _alloc_pages gave: every frame must be in use, unmapped,
+        with one reference and no other role (ValueError and nothing freed otherwise)."""
+        cdef int o = _int_arg(order, "order", 0, MAX_PAGE_ORDER)
+        cdef int64_t p = _int_arg(pfn, "pfn", 0, self.pm.nframes - (<int64_t>1 << o))
+        cdef int64_t q
+        if p & ((<int64_t>1 << o) - 1):
+            raise ValueError(f"pfn {p} is not aligned to a block of order {o}")
+        if self.pm.pool_depth:
+            raise ValueError("a reservation scope is open")
+        for q in range(p, p + (<int64_t>1 << o)):
+            if (self.pm.flags[q] & ~PG_HASDATA) != PG_USED or self.pm.refcount[q] != 1 \
+                    or self.pm.mapcount[q] != 0:
+                raise ValueError(f"frame {q} is not a bare allocated frame")
+        free_pages(&self.pm, p, o)
+
     # ---- reservations and fault injection ----
-    def reserve(self, int64_t n, bint scope=True):
-        """Open a reservation scope with at least n table frames set aside (the scope's
-        table allocations then cannot fail). False, with nothing taken, if they cannot all
-        be had. Every True must be paired with release(). With scope=False, top up the
-        innermost open scope to n unused frames instead."""
-        if n < 0:
-            raise ValueError("negative reservation")
+    def reserve(self, n, bint scope=True, order=0, bint table=True):
+        """Open a reservation scope with at least n blocks of 2^order frames of this kind
+        set aside (the scope's allocations of that order and kind then cannot fail). False,
+        with nothing taken, if they cannot all be had. Every True must be paired with
+        release(). With scope=False, top up the innermost open scope instead."""
+        cdef int64_t k = _int_arg(n, "n", 0, 1 << 62)
+        cdef int o = _int_arg(order, "order", 0, MAX_PAGE_ORDER)
         if not scope and self.pm.pool_depth <= 0:
             raise RuntimeError("no reservation scope is open")
-        return reserve_frames(&self.pm, n, scope) == 0
+        return reserve_pages(&self.pm, o, table, k, scope) == 0
 
     def release(self):
         """Close the innermost reservation scope; the outermost frees what was not used."""
@@ -351,16 +375,16 @@ cdef class PhysMem:
     def reservation_depth(self):
         return self.pm.pool_depth
 
-    def fail_page_alloc(self, int64_t nth, int64_t times=1):
+    def fail_page_alloc(self, nth, times=1):
         """Fault injection: the nth allocation attempt from now fails (nth >= 1), and the
         times - 1 attempts after it (times < 0: every attempt from then on). nth = 0 turns
-        injection off. Frames already reserved are not affected."""
-        if nth < 0:
-            raise ValueError("nth must be >= 0")
-        if times == 0 and nth:
+        injection off. Frames already reserved are not affected. Every order counts."""
+        cdef int64_t n = _int_arg(nth, "nth", 0, 1 << 62)
+        cdef int64_t t = _int_arg(times, "times", -(1 << 62), 1 << 62)
+        if t == 0 and n:
             raise ValueError("times must be nonzero")
-        self.pm.fail_countdown = nth
-        self.pm.fail_times = times if nth else 0
+        self.pm.fail_countdown = n
+        self.pm.fail_times = (-1 if t < 0 else t) if n else 0
 
     @property
     def fail_pending(self):
@@ -369,7 +393,7 @@ cdef class PhysMem:
 
     @property
     def alloc_calls(self):
-        """Allocation attempts so far (reserved frames handed out are not attempts)."""
+        """Allocation attempts so far (reserved blocks handed out are not attempts)."""
         return self.pm.alloc_calls
 
     @property
@@ -398,59 +422,83 @@ cdef class PhysMem:
             self.pm.ev[i] = 0
 
     def used_ranges(self):
-        """The two PFN ranges that have ever been handed out: data [0, hwm), tables [lwm, n)."""
+        """The two PFN ranges that have ever been handed out: data [0, hwm), tables [lwm, n).
+        Every frame between them is free, in the gap, and has never been touched."""
         return (0, self.pm.data_hwm), (self.pm.table_lwm, self.pm.nframes)
 
-    def free_pfns(self):
-        """PFNs on the free stacks (copies)."""
-        d = np.array(<int64_t[:self.pm.nfree_data]> self.pm.free_data, copy=True) if self.pm.nfree_data else np.empty(0, np.int64)
-        t = np.array(<int64_t[:self.pm.nfree_table]> self.pm.free_table, copy=True) if self.pm.nfree_table else np.empty(0, np.int64)
-        return d, t
-
-    # read-only views of the metadata arrays (never reallocated: fixed-size host mappings)
+    # read-only views of the metadata arrays (never reallocated: fixed-size host mappings;
+    # each view keeps this PhysMem, and so the mapping, alive)
     @property
     def refcount(self):
-        return _view(self.pm.refcount, self.pm.nframes, np.int32, cnp.NPY_INT32)
+        return _view(self, self.pm.refcount, self.pm.nframes, cnp.NPY_INT32, False)
 
     @property
     def mapcount(self):
-        return _view(self.pm.mapcount, self.pm.nframes, np.int32, cnp.NPY_INT32)
+        return _view(self, self.pm.mapcount, self.pm.nframes, cnp.NPY_INT32, False)
 
     @property
     def flags(self):
-        return _view(self.pm.flags, self.pm.nframes, np.uint32, cnp.NPY_UINT32)
+        return _view(self, self.pm.flags, self.pm.nframes, cnp.NPY_UINT32, False)
 
     @property
     def pt_share(self):
-        return _view(self.pm.pt_share, self.pm.nframes, np.int32, cnp.NPY_INT32)
+        return _view(self, self.pm.pt_share, self.pm.nframes, cnp.NPY_INT32, False)
 
     @property
     def pt_owner(self):
-        return _view(self.pm.pt_owner, self.pm.nframes, np.int32, cnp.NPY_INT32)
+        return _view(self, self.pm.pt_owner, self.pm.nframes, cnp.NPY_INT32, False)
 
-    def frame(self, pfn_t pfn):
+    def frame(self, pfn):
         """The 4096 bytes of a frame (a copy)."""
-        if pfn < 0 or pfn >= self.pm.nframes:
-            raise IndexError(pfn)
-        return bytes((<char*>frame_ptr(&self.pm, pfn))[:4096])
+        cdef int64_t p = _int_arg(pfn, "pfn", 0, self.pm.nframes - 1)
+        return bytes((<char*>frame_ptr(&self.pm, p))[:4096])
 
-    def table(self, pfn_t pfn):
+    def table(self, pfn):
         """The 512 entries of a page-table frame (a copy, uint64)."""
-        if pfn < 0 or pfn >= self.pm.nframes:
-            raise IndexError(pfn)
-        return np.array(<uint64_t[:512]> table_ptr(&self.pm, pfn), dtype=np.uint64, copy=True)
+        cdef int64_t p = _int_arg(pfn, "pfn", 0, self.pm.nframes - 1)
+        return np.array(<uint64_t[:512]> table_ptr(&self.pm, p), dtype=np.uint64, copy=True)
 
-    def release_cache(self, int64_t[::1] cache, bint swapbacked):
-        """truncate_inode_pages: drop every page of a page cache (all must be unmapped)."""
-        cdef int64_t i
+    def release_cache(self, cnp.ndarray cache, bint swapbacked):
+        """truncate_inode_pages: drop every page of a page cache (a writable int64 array;
+        -1 entries are holes, and every entry becomes one). Each other entry must be an
+        unmapped page-cache frame of this kind (shmem or file) holding only the cache's
+        reference, named once; otherwise ValueError and nothing changes."""
+        if cache is None or cache.dtype != np.int64 or cache.ndim != 1 \
+                or not cache.flags.c_contiguous or not cache.flags.writeable:
+            raise ValueError("a page cache is a writable contiguous 1-d int64 array")
+        cdef int64_t[::1] c = cache
+        cdef int64_t i, j, k = c.shape[0]
         cdef pfn_t p
-        for i in range(cache.shape[0]):
-            p = cache[i]
-            if p < 0:
+        cdef uint32_t want = PG_USED | PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
+        for i in range(k):
+            p = c[i]
+            if p == -1:
                 continue
+            if p < -1 or p >= self.pm.nframes:
+                raise ValueError(f"page cache entry {i}: frame {p} outside memory")
+            if (self.pm.flags[p] & (PG_USED | PG_FILE | PG_SWAPBACKED | PG_TABLE)) != want:
+                raise ValueError(f"page cache entry {i}: frame {p} is not a "
+                                 f"{'shmem' if swapbacked else 'file'} page-cache frame")
             if self.pm.mapcount[p] != 0:
-                raise RuntimeError(f"page cache frame {p} is still mapped")
-            cache[i] = -1
+                raise ValueError(f"page cache frame {p} is still mapped")
+            if self.pm.refcount[p] != 1:
+                raise ValueError(f"page cache frame {p} has {self.pm.refcount[p]} references")
+        for i in range(k):          # a frame named twice: mark each (refcount 1 -> 2) once
+            p = c[i]
+            if p == -1:
+                continue
+            if self.pm.refcount[p] == 2:
+                for j in range(i):
+                    if c[j] != -1:
+                        self.pm.refcount[c[j]] = 1
+                raise ValueError(f"page cache frame {p} appears twice")
+            self.pm.refcount[p] = 2
+        for i in range(k):
+            p = c[i]
+            if p == -1:
+                continue
+            self.pm.refcount[p] = 1
+            c[i] = -1
             filemap_remove_folio(&self.pm, p, swapbacked)
 
     # ---- page-cache helpers for in-emulator files (mmemu.file) ----
@@ -467,18 +515,20 @@ cdef class PhysMem:
         filemap_add_folio(&self.pm, p, swapbacked)
         return p
 
-    def cache_write(self, pfn_t pfn, int64_t offset, const uint8_t[::1] data, bint dirty):
+    def cache_write(self, pfn, offset, const uint8_t[::1] data, bint dirty):
         """Copy bytes into a page-cache frame at offset (write(2) through the page cache);
         dirty marks the folio dirty (folio_mark_dirty)."""
         cdef int64_t n = data.shape[0]
-        if pfn < 0 or pfn >= self.pm.nframes or not (self.pm.flags[pfn] & PG_FILE):
-            raise ValueError(f"pfn {pfn} is not a page-cache frame")
-        if offset < 0 or offset + n > 4096:
+        cdef int64_t p = _int_arg(pfn, "pfn", 0, self.pm.nframes - 1)
+        cdef int64_t off = _int_arg(offset, "offset", 0, 4096)
+        if (self.pm.flags[p] & (PG_USED | PG_FILE)) != PG_USED | PG_FILE:
+            raise ValueError(f"pfn {p} is not a page-cache frame")
+        if off + n > 4096:
             raise ValueError("write outside the frame")
         if n == 0:
             return
-        memcpy(frame_ptr(&self.pm, pfn) + offset, &data[0], n)
-        self.pm.flags[pfn] |= PG_HASDATA | (PG_DIRTY if dirty else 0)
+        memcpy(frame_ptr(&self.pm, p) + off, &data[0], n)
+        self.pm.flags[p] |= PG_HASDATA | (PG_DIRTY if dirty else 0)
 
     def _debug_poke(self, str field, pfn_t pfn, int64_t value):
         """Overwrite one metadata entry. For tests of the invariant checker only."""
@@ -494,6 +544,8 @@ cdef class PhysMem:
             self.pm.pt_share[pfn] = <int32_t>value
         elif field == "pt_owner":
             self.pm.pt_owner[pfn] = <int32_t>value
+        elif field == "buddy_next":
+            self.pm.buddy_next[pfn] = value
         elif field == "nr_anon_mapped":
             self.pm.nr_anon_mapped = value
         else:
@@ -505,27 +557,35 @@ cdef class PhysMem:
         restores. A new per-frame array in physmem_t needs exactly one line here."""
         cdef int64_t n = self.pm.nframes
         return {
-            "refcount": _wview(self.pm.refcount, n, cnp.NPY_INT32),
-            "mapcount": _wview(self.pm.mapcount, n, cnp.NPY_INT32),
-            "flags": _wview(self.pm.flags, n, cnp.NPY_UINT32),
-            "pt_share": _wview(self.pm.pt_share, n, cnp.NPY_INT32),
-            "pt_owner": _wview(self.pm.pt_owner, n, cnp.NPY_INT32),
+            "refcount": _view(self, self.pm.refcount, n, cnp.NPY_INT32, True),
+            "mapcount": _view(self, self.pm.mapcount, n, cnp.NPY_INT32, True),
+            "flags": _view(self, self.pm.flags, n, cnp.NPY_UINT32, True),
+            "pt_share": _view(self, self.pm.pt_share, n, cnp.NPY_INT32, True),
+            "pt_owner": _view(self, self.pm.pt_owner, n, cnp.NPY_INT32, True),
         }
 
     def dump_state(self):
         """The allocator and "struct page" state as (scalars, arrays), for a snapshot.
 
-        scalars is a JSON-able dict (sizes, high/low-water marks, counters, events,
-        accounting mode, the mm id counter); arrays maps names to numpy copies: each
-        per-frame array over the used ranges only ([0, data_hwm) then [table_lwm,
-        nframes)), the two free stacks, and ``data_pfns``: the frames in use whose bytes
-        are not all zero (their contents: ``read_frames``).
+        scalars is a JSON-able dict (sizes, high/low-water marks, the gap, the pcp limits,
+        the length of every buddy free list, counters, events, accounting mode, the mm id
+        counter); arrays maps names to numpy copies: each per-frame array over the used
+        ranges only ([0, data_hwm) then [table_lwm, nframes)), the two pcp lists
+        (``free_data``, ``free_table``, coldest first), ``free_blocks`` (every buddy free
+        list in turn, head first), and ``data_pfns``: the frames in use whose bytes are not
+        all zero (their contents: ``read_frames``).
         """
         cdef int64_t i, n = self.pm.nframes, d1 = self.pm.data_hwm, t0 = self.pm.table_lwm
         if self.pm.pool_depth or self.pm.pool_len:
             raise RuntimeError("cannot dump physical memory inside a reservation scope")
+        fl = self.free_lists()
+        if fl["problems"]:
+            raise RuntimeError("free lists are broken: " + "; ".join(fl["problems"]))
         scalars = {
             "nframes": n, "data_hwm": d1, "table_lwm": t0, "zero_pfn": self.pm.zero_pfn,
+            "gap": [self.pm.gap_lo, self.pm.gap_hi],
+            "pcp": [self.pm.pcp_high, self.pm.pcp_batch],
+            "free_blocks": [int(c) for c in fl["counts"].ravel()],
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
             "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
@@ -536,9 +596,8 @@ cdef class PhysMem:
         arrays = {}
         for name, view in self._frame_arrays().items():
             arrays["frame." + name] = np.concatenate([view[:d1], view[t0:]])
-        d, t = self.free_pfns()
-        arrays["free_data"] = d
-        arrays["free_table"] = t
+        arrays["free_data"], arrays["free_table"] = fl["pcp"]
+        arrays["free_blocks"] = fl["blocks"][0]
         arrays["data_pfns"] = self._nonzero_frames()
         return scalars, arrays
 
@@ -575,7 +634,7 @@ cdef class PhysMem:
         cdef int64_t i, k = pfns.shape[0]
         for i in range(k):
             if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
-                raise IndexError(pfns[i])
+                raise ValueError(f"frame {pfns[i]} outside memory")
         out = np.empty(k * 4096, dtype=np.uint8)
         cdef uint8_t[::1] o = out
         with nogil:
@@ -583,8 +642,9 @@ cdef class PhysMem:
                 memcpy(&o[i * 4096], frame_ptr(&self.pm, pfns[i]), 4096)
         return out
 
-    def write_frames(self, const int64_t[::1] pfns, const uint8_t[::1] data):
-        """Restore frame contents (the inverse of read_frames; metadata is untouched)."""
+    def _write_frames(self, const int64_t[::1] pfns, const uint8_t[::1] data):
+        """Restore frame contents (the inverse of read_frames; metadata is untouched).
+        Only for mmemu.snapshot, on a machine it is restoring: the bytes may be tables."""
         cdef int64_t i, k = pfns.shape[0]
         if data.shape[0] != k * 4096:
             raise ValueError(f"{data.shape[0]} bytes of data for {k} frames")
@@ -597,52 +657,103 @@ cdef class PhysMem:
             for i in range(k):
                 memcpy(frame_ptr(&self.pm, pfns[i]), &data[i * 4096], 4096)
 
-    def restore_state(self, dict scalars, dict arrays):
+    def restore_state(self, dict scalars not None, dict arrays not None):
         """Load what dump_state returned into this freshly created PhysMem (frame contents
-        come separately, through write_frames). Everything is validated before anything is
-        written; ValueError says what is wrong. Host memory between the used ranges is
-        never touched (it is zero in a fresh PhysMem). The mm registry is not touched: each
-        MMCore registers itself in MMCore.restore_state."""
-        cdef int64_t n = self.pm.nframes, i
-        if self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.nfree_data or self.pm.nfree_table:
+        come separately, through _write_frames). Everything is validated before anything
+        is written -- shapes, ranges, and that the free lists, the pcp lists and the gap
+        are disjoint, hold no frame in use, are merged as far as they can be and account
+        for every free frame; ValueError says what is wrong. Host memory between the used
+        ranges is never touched (it is zero in a fresh PhysMem). The mm registry is not
+        touched: each MMCore registers itself in MMCore.restore_state."""
+        cdef int64_t n = self.pm.nframes, i, j, lst
+        cdef int kind
+        if (self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.gap_lo != 1
+                or self.pm.gap_hi != n or self.pm.pcp_count[0] or self.pm.pcp_count[1]
+                or self.pm.free_mask[0] or self.pm.free_mask[1] or self.pm.pool_len):
             raise ValueError("restore_state needs a freshly created PhysMem")
-        if scalars["nframes"] != n:
+        if _scalar(scalars, "nframes", 0, 1 << 62) != n:
             raise ValueError(f"snapshot has {scalars['nframes']} frames, this memory {n}")
-        cdef int64_t d1 = scalars["data_hwm"], t0 = scalars["table_lwm"]
+        cdef int64_t d1 = _scalar(scalars, "data_hwm", 0, 1 << 62)
+        cdef int64_t t0 = _scalar(scalars, "table_lwm", 0, 1 << 62)
         if not (1 <= d1 <= t0 <= n):
             raise ValueError(f"bad used ranges: data_hwm {d1}, table_lwm {t0}, nframes {n}")
         used = d1 + (n - t0)
+        gap = _ints(scalars, "gap", 2)
+        lo, hi = gap
+        if not (0 <= lo <= hi <= n) or (d1 < t0 and not (lo <= d1 and t0 <= hi)):
+            raise ValueError(f"bad gap [{lo}, {hi}): it must hold the never-used frames "
+                             f"[{d1}, {t0})")
+        high, batch = _ints(scalars, "pcp", 2)
+        if not 1 <= batch <= high <= n:
+            raise ValueError(f"bad pcp limits: high {high}, batch {batch}")
+        counts = _ints(scalars, "free_blocks", NR_FREE_LISTS)
+        if min(counts) < 0:
+            raise ValueError("a negative free list length")
         views = self._frame_arrays()
         for name, view in views.items():
             a = arrays.get("frame." + name)
-            if a is None:
+            if not isinstance(a, np.ndarray):
                 raise ValueError(f"per-frame array {name!r} missing")
             if a.dtype != view.dtype or a.shape != (used,):
                 raise ValueError(f"per-frame array {name!r}: {a.dtype}{a.shape}, expected "
                                  f"{view.dtype}({used},)")
-        fd, ft = arrays["free_data"], arrays["free_table"]
-        for a, what in ((fd, "free_data"), (ft, "free_table")):
-            if a.dtype != np.int64 or a.ndim != 1 or len(a) > used:
-                raise ValueError(f"bad free stack {what}")
-            if len(a) and (np.any(a < 0) or np.any(a >= n) or np.any((a >= d1) & (a < t0))):
-                raise ValueError(f"free stack {what} holds frames outside the used ranges")
-        if len(fd) + len(ft) + (t0 - d1) != scalars["nr_free"]:
-            raise ValueError(f"free stacks hold {len(fd) + len(ft)} + {t0 - d1} never-used "
-                             f"frames, nr_free is {scalars['nr_free']}")
-        z = scalars["zero_pfn"]
-        if not 0 <= z < d1:
-            raise ValueError(f"zero page {z} outside the data range")
-        ev = scalars["events"]
-        if len(ev) != NR_EVENTS:
-            raise ValueError(f"{len(ev)} event counters, expected {NR_EVENTS}")
-        if scalars["cow_eager"] not in (0, 1):
-            raise ValueError("bad accounting mode")
-        nid = scalars["next_mm_id"]
-        if not 0 <= nid < (1 << 31) - 1:
-            raise ValueError(f"bad mm id counter {nid}")
-        calls, failed = scalars["alloc_calls"], scalars["alloc_failed"]
-        if not (0 <= failed <= calls < (1 << 62)):
-            raise ValueError(f"bad allocation counters {calls}, {failed}")
+        fd, ft, fb = (arrays.get(k) for k in ("free_data", "free_table", "free_blocks"))
+        for a, what in ((fd, "free_data"), (ft, "free_table"), (fb, "free_blocks")):
+            if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 1 or len(a) > n:
+                raise ValueError(f"bad free list array {what}")
+        if len(fb) != sum(counts):
+            raise ValueError(f"free_blocks holds {len(fb)} blocks, the list lengths say "
+                             f"{sum(counts)}")
+        orders = np.repeat(np.arange(NR_FREE_LISTS) % NR_PAGE_ORDERS, counts).astype(np.int64)
+        kinds = np.repeat(np.arange(NR_FREE_LISTS) // NR_PAGE_ORDERS, counts).astype(np.int64)
+        size = np.left_shift(np.int64(1), orders)
+        if len(fb) and (np.any(fb < 0) or np.any(fb & (size - 1)) or np.any(fb + size > n)):
+            raise ValueError("a free block lies outside memory or is not aligned to its size")
+        for a, k, what in ((fd, 0, "free_data"), (ft, 1, "free_table"), (fb, kinds, "free_blocks")):
+            if len(a) and np.any((a < 0) | (a >= n) | ((a >= t0) != k)):
+                raise ValueError(f"{what} holds frames of the other end of memory or outside it")
+        starts = np.concatenate([fd, ft, fb, [lo] if hi > lo else []]).astype(np.int64)
+        ends = np.concatenate([fd + 1, ft + 1, fb + size, [hi] if hi > lo else []]).astype(np.int64)
+        order = np.argsort(starts, kind="stable")
+        if np.any(starts[order][1:] < ends[order][:len(order) - 1]):
+            raise ValueError("the free lists, pcp lists and gap overlap")
+        fl = arrays["frame.flags"]
+        inuse = np.concatenate([[0], np.cumsum((fl & PG_USED) != 0)])
+        def at(p):                  # index into the used-range arrays of a PFN boundary
+            return np.where(p <= d1, np.minimum(p, d1), d1 + np.maximum(p - t0, 0))
+        s_all = np.concatenate([starts, [lo, max(lo, t0)]]).astype(np.int64)
+        e_all = np.concatenate([ends, [min(hi, d1), hi]]).astype(np.int64)
+        keep = e_all > s_all
+        if np.any(inuse[at(e_all[keep])] - inuse[at(s_all[keep])]):
+            raise ValueError("the free lists hold frames in use")
+        if int(np.count_nonzero((fl & PG_USED) == 0)) + (t0 - d1) != \
+                len(fd) + len(ft) + int(size.sum()) + (hi - lo):
+            raise ValueError("free frames that are on no free list")
+        heads = np.concatenate([np.arange(d1), np.arange(t0, n)])[(fl & PG_BUDDY) != 0]
+        byhead = np.argsort(fb, kind="stable")
+        if not np.array_equal(heads, fb[byhead]) or np.any(
+                ((fl[at(fb)] >> PG_ORDER_SHIFT) & 15) != orders):
+            raise ValueError("PG_BUDDY flags and the free lists disagree")
+        key = fb * 16 + orders
+        small = orders < MAX_PAGE_ORDER
+        if np.any(np.isin(((fb ^ size) * 16 + orders)[small], key)) or \
+                np.any(fb + size == lo) or np.any(fb == hi):
+            raise ValueError("free blocks that should have merged")
+        nr_free = _scalar(scalars, "nr_free", 0, n)
+        if nr_free != len(fd) + len(ft) + int(size.sum()) + (hi - lo):
+            raise ValueError(f"free lists hold {len(fd) + len(ft) + int(size.sum())} + "
+                             f"{hi - lo} frames in the gap, nr_free is {nr_free}")
+        z = _scalar(scalars, "zero_pfn", 0, d1 - 1)
+        ev = scalars.get("events")
+        if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
+                isinstance(x, int) and 0 <= x < (1 << 62) for x in ev):
+            raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
+        eager = _scalar(scalars, "cow_eager", 0, 1)
+        nid = _scalar(scalars, "next_mm_id", 0, (1 << 31) - 2)
+        calls = _scalar(scalars, "alloc_calls", 0, (1 << 62) - 1)
+        failed = _scalar(scalars, "alloc_failed", 0, calls)
+        gauges = {k: _scalar(scalars, k, 0, n) for k in (
+            "nr_anon_mapped", "nr_file_mapped", "nr_shmem", "nr_file_pages", "nr_pagetable")}
         # validated: write
         for name, view in views.items():
             a = arrays["frame." + name]
@@ -650,22 +761,31 @@ cdef class PhysMem:
             view[t0:] = a[d1:]
         self.pm.data_hwm = d1
         self.pm.table_lwm = t0
-        self.pm.nfree_data = len(fd)
-        self.pm.nfree_table = len(ft)
-        if len(fd):
-            _wview(self.pm.free_data, n, cnp.NPY_INT64)[:len(fd)] = fd
-        if len(ft):
-            _wview(self.pm.free_table, n, cnp.NPY_INT64)[:len(ft)] = ft
+        self.pm.gap_lo = lo
+        self.pm.gap_hi = hi
+        self.pm.pcp_high = high
+        self.pm.pcp_batch = batch
+        cdef const int64_t[::1] v
+        for kind, a in ((0, fd), (1, ft)):
+            v = np.ascontiguousarray(a)
+            for i in range(v.shape[0]):
+                _pcp_push(&self.pm, kind, v[i])
+        v = np.ascontiguousarray(fb)
+        j = v.shape[0]
+        for lst in range(NR_FREE_LISTS - 1, -1, -1):     # each list tail first
+            for i in range(counts[lst]):
+                j -= 1
+                _add_to_free_list(&self.pm, v[j], lst % NR_PAGE_ORDERS)
         self.pm.zero_pfn = z
-        self.pm.nr_free = scalars["nr_free"]
-        self.pm.nr_anon_mapped = scalars["nr_anon_mapped"]
-        self.pm.nr_file_mapped = scalars["nr_file_mapped"]
-        self.pm.nr_shmem = scalars["nr_shmem"]
-        self.pm.nr_file_pages = scalars["nr_file_pages"]
-        self.pm.nr_pagetable = scalars["nr_pagetable"]
+        self.pm.nr_free = nr_free
+        self.pm.nr_anon_mapped = gauges["nr_anon_mapped"]
+        self.pm.nr_file_mapped = gauges["nr_file_mapped"]
+        self.pm.nr_shmem = gauges["nr_shmem"]
+        self.pm.nr_file_pages = gauges["nr_file_pages"]
+        self.pm.nr_pagetable = gauges["nr_pagetable"]
         for i in range(NR_EVENTS):
             self.pm.ev[i] = ev[i]
-        self.pm.cow_eager = scalars["cow_eager"]
+        self.pm.cow_eager = eager
         self.pm.alloc_calls = calls
         self.pm.alloc_failed = failed
         self._set_next_mm_id(nid)
@@ -690,8 +810,18 @@ cdef class PhysMem:
             self.pm.mms_len = n
 
 
-cdef object _wview(void* ptr, int64_t n, int typenum):
-    """A writable numpy view of `n` elements of a metadata array (snapshot restore only)."""
-    cdef cnp.npy_intp dims[1]
-    dims[0] = n
-    return cnp.PyArray_SimpleNewFromData(1, dims, typenum, ptr)
+def _scalar(dict d, str key, lo, hi):
+    """d[key], an int in [lo, hi] (ValueError otherwise)."""
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"scalar {key!r} must be an integer in [{lo}, {hi}], not {v!r}")
+    return v
+
+
+def _ints(dict d, str key, int n):
+    """d[key], a list of n ints in [0, 2^62] (ValueError otherwise)."""
+    v = d.get(key)
+    if not isinstance(v, list) or len(v) != n or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= (1 << 62) for x in v):
+        raise ValueError(f"{key!r} must be a list of {n} integers in [0, 2^62]")
+    return v

@@ -151,6 +151,8 @@ cdef enum:
     PG_ANON_EXCLUSIVE = 1 << 7  # PageAnonExclusive
     PG_DIRTY = 1 << 8         # folio dirty (page cache)
     PG_RESERVED = 1 << 9      # never freed (zero page)
+    PG_BUDDY = 1 << 10        # head of a free block on a buddy free list (PageBuddy)
+    PG_ORDER_SHIFT = 16       # ... its order in flag bits 16..19 (page->private)
 
 # ---- rss counters (mm_types.h) ----
 cdef enum:
