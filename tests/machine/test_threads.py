@@ -13,7 +13,7 @@ import time
 import pytest
 
 import mmemu
-from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from mmemu import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 
 PG = 4096
 RW = PROT_READ | PROT_WRITE

@@ -467,7 +467,7 @@ def test_read_spanning_into_unmapped_maperr(m, p):
 def test_write_spanning_into_readonly_vma_accerr(m, p):
     """fault.c:access_error: a write that crosses from a RW VMA into an adjacent PROT_READ
     VMA faults with SEGV_ACCERR at the first byte of the read-only VMA."""
-    a = p.mmap(BASE, PG, RW, PRIV | MAP_FIXED)
+    p.mmap(BASE, PG, RW, PRIV | MAP_FIXED)
     b = p.mmap(BASE + PG, PG, PROT_READ, PRIV | MAP_FIXED)
     with pytest.raises(mmemu.SegmentationFault) as exc:
         p.write(b - 2, b"abcd")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import mmemu
 from mmemu.bench import counters, kernel, lower_bound, report, runner, track
 from mmemu.bench.scenarios import SCENARIOS, must_hold, run
 from mmemu.cli import main
