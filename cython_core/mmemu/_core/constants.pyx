@@ -9,8 +9,8 @@ Exports the page geometry, the PTE bits vm_page_prot is built from (BIT_*), the 
 (name, help) of event counter slot i (``PhysMem.events()[i]``) for every slot below
 NR_EVENTS; ``EVENT_NAMES`` and ``EVENT_HELP`` are views of it.
 """
-from mmemu._core cimport types as T
-from mmemu._core cimport pagemap as C
+cimport mmemu._core.types as T
+cimport mmemu._core.pagemap as C
 
 # ---- geometry ----
 PAGE_SHIFT = T.PAGE_SHIFT
