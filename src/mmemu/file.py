@@ -60,6 +60,7 @@ class File:
     """
 
     swapbacked = False
+    freed = False       # set by Machine._evict: unlinked, unmapped, its page cache freed
 
     def __init__(self, machine, path: str, inode: int, writable: bool = True):
         self.machine = machine
@@ -91,6 +92,10 @@ class File:
         """Pages in the page cache."""
         return int(np.count_nonzero(self.cache >= 0))
 
+    def _check_alive(self) -> None:
+        if self.freed:
+            raise MMError(errno.EBADF, f"{self.path!r} was unlinked and freed")
+
     # ---- page cache ----
     def _reserve(self, npages: int) -> None:
         """Make the cache array cover npages. Replacing the array is fine: every VMA reads
@@ -114,6 +119,7 @@ class File:
     def read(self, offset: int, n: int) -> bytes:
         """pread(2): up to n bytes at offset, short at EOF; holes read as zeros and are not
         instantiated (shmem_file_read_iter uses the zero page for holes)."""
+        self._check_alive()
         if offset < 0 or n < 0:
             raise MMError(errno.EINVAL, "negative offset or count")
         end = min(offset + n, self.size)
@@ -140,6 +146,7 @@ class File:
         nothing changed) when the pages it needs are not free; if an allocation fails
         half way all the same, the bytes before that page stay written and their count is
         returned (a short write, as generic_perform_write does)."""
+        self._check_alive()
         if not self.writable:
             raise MMError(errno.EBADF, "file not open for writing")
         buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
@@ -178,6 +185,7 @@ class File:
         (private COW copies too: unmap_mapping_range even_cows=1), zeroes the tail of the
         new last page and frees the cache pages past EOF; accesses there then raise
         BusError. Growing only moves EOF (holes read as zeros)."""
+        self._check_alive()
         if not self.writable:
             raise MMError(errno.EINVAL, "ftruncate on a descriptor not open for writing")
         if size < 0:
@@ -205,12 +213,26 @@ class File:
         """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) for whole pages: unmap the
         page-cache pages from every mapping (private COW copies stay: even_cows=0) and free
         them; the range then reads as zeros. Used by MADV_REMOVE."""
+        self._check_alive()
         punch_hole(self.machine, self, (offset + PAGE_SIZE - 1) >> PAGE_SHIFT,
                    (offset + length) >> PAGE_SHIFT)
 
     def unlink(self) -> None:
         """unlink(2): the name goes; the page cache is freed once no VMA maps the file."""
+        self._check_alive()
         self.machine.unlink(self)
+
+
+def fdget(machine, f) -> File:
+    """fdget: the File argument of a call on machine -- a File of this machine that still
+    exists, else TypeError (not a File) or MMError(EBADF) (another machine's, or unlinked
+    and freed: no descriptor of this machine can name it)."""
+    if not isinstance(f, File):
+        raise TypeError(f"expected a mmemu File, got {type(f).__name__}")
+    if f.machine is not machine:
+        raise MMError(errno.EBADF, f"{f.path!r} is a file of another Machine")
+    f._check_alive()
+    return f
 
 
 # include/linux/mman.h LEGACY_MAP_MASK on x86-64: SHARED PRIVATE FIXED ANONYMOUS 32BIT ABOVE4G
