@@ -199,8 +199,8 @@ def read_pagemap(fd: int, start: int, npages: int) -> np.ndarray:
         if e.errno in (errno.ESRCH, errno.ENOENT):
             raise ImportFailed(errno.ESRCH, "the process exited during the import") from None
         raise ImportFailed(errno.ENOTSUP, f"pagemap unreadable: {e}") from None
-    if len(buf) != want:
-        raise ImportFailed(errno.ENOTSUP, "pagemap returned short data (hidden by the kernel?)")
+    if len(buf) != want:        # pagemap_read gives nothing once the mm is gone
+        raise ImportFailed(errno.ESRCH, "pagemap ended early: the process exited during the import")
     return np.frombuffer(bytes(buf), dtype=np.uint64)
 
 
