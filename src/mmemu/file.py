@@ -212,8 +212,13 @@ class File:
     def punch_hole(self, offset: int, length: int) -> None:
         """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) for whole pages: unmap the
         page-cache pages from every mapping (private COW copies stay: even_cows=0) and free
-        them; the range then reads as zeros. Used by MADV_REMOVE."""
+        them; the range then reads as zeros. Used by MADV_REMOVE. vfs_fallocate's checks:
+        EINVAL for a negative offset or a length below 1, then EBADF on a read-only file."""
         self._check_alive()
+        if offset < 0 or length <= 0:
+            raise MMError(errno.EINVAL, "negative offset or empty range")
+        if not self.writable:
+            raise MMError(errno.EBADF, "fallocate on a descriptor not open for writing")
         punch_hole(self.machine, self, (offset + PAGE_SIZE - 1) >> PAGE_SHIFT,
                    (offset + length) >> PAGE_SHIFT)
 

@@ -207,8 +207,13 @@ class Machine:
 
         writable=False models a descriptor opened O_RDONLY: MAP_SHARED|PROT_WRITE gives
         EACCES and write_file EBADF. The file's page cache counts in Cached (not Shmem)
-        and stays until unlink() and the last munmap. EEXIST if the name is taken.
+        and stays until unlink() and the last munmap. EEXIST if the name is taken, ENOENT
+        if it is empty (open(2) of ""), TypeError if it is not a str.
         """
+        if not isinstance(name, str):
+            raise TypeError(f"a file name is a str, not {type(name).__name__}")
+        if not name:
+            raise MMError(errno.ENOENT, "empty file name")
         if name in self._files:
             raise MMError(errno.EEXIST, f"file {name!r} exists")
         f = _file.create_file(self, name, size, data, writable)
