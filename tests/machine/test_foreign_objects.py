@@ -208,3 +208,23 @@ def test_a_file_mapped_after_unlink_is_still_usable_until_its_last_unmap():
             call()
         assert e.value.errno == errno.EBADF
     m.check()
+
+
+def test_measure_fork_refuses_a_process_of_another_machine():
+    """mmemu.compare.measure_fork(m, p) (fork-table, compare) measures p's fork on m: a p
+    of another machine would fork there and report m's unchanged numbers."""
+    from mmemu.compare import measure_fork
+    m, other = mmemu.Machine("64M"), mmemu.Machine("64M")
+    q = other.spawn()
+    q.touch(q.mmap(0, 4 * PG, mmemu.PROT_READ | mmemu.PROT_WRITE,
+                   mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS), 4 * PG)
+    before = (str(m.meminfo()), str(other.meminfo()), str(other.vmstat()))
+    with pytest.raises(mmemu.MMError) as e:
+        measure_fork(m, q, cow=False)
+    assert e.value.errno == errno.ESRCH
+    assert (str(m.meminfo()), str(other.meminfo()), str(other.vmstat())) == before
+    assert other.processes == [q]
+    child = measure_fork(other, q, cow=False)[0]
+    assert other.processes == [q, child]
+    m.check()
+    other.check()
