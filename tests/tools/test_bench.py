@@ -59,7 +59,11 @@ def test_kernel_helper_measures_fork_and_cow():
 
 def test_lower_bounds_return_times():
     for op, fn in lower_bound.LOWER_BOUNDS.items():
-        assert len(fn(1 * MIB, 2)) == 2
+        r = fn(1 * MIB, 2)
+        if op == "two_machines":        # the host's ceiling: serial and on two threads
+            assert len(r["times"]) == len(r["serial"]) == 2 and min(r["serial"]) > 0
+        else:
+            assert len(r) == 2
     assert len(lower_bound.first_touch_host(1 * MIB, 1)) == 1
 
 
@@ -134,12 +138,17 @@ def test_two_machines_ratio_is_parallel_over_serial():
         "id": "two_machines.64M", "kind": "mmemu", "op": "two_machines", "size": 64 * MIB,
         "design": None, "times": [0.5, 0.6, 0.7], "serial": [1.0, 1.2, 0.9], "pages": 32768,
         "host_peak": 1, "must_hold": 1, "work": {}})}
+    res["numpy.two_machines.64M"] = runner.summarize({
+        "id": "numpy.two_machines.64M", "kind": "numpy", "op": "two_machines", "size": 64 * MIB,
+        "design": None, "times": [0.3], "serial": [0.4], "pages": 32768})
     rs = report.ratios(res)
     assert rs["two_machines.64M/two_machines.64M.serial"] == pytest.approx(0.6 / 1.0)
+    assert rs["numpy.two_machines.64M/numpy.two_machines.64M.serial"] == pytest.approx(0.75)
     tg = {t["target"]: t for t in report.targets(res, rs)}
     row = tg["two machines on two threads >= 1.6x faster than one after the other"]
     assert row["met"] is True and row["limit"] == pytest.approx(0.625)
-    assert "0.6 of 1 s" in report.table(res, rs, list(tg.values()), report.meta(True))
+    text = report.table(res, rs, list(tg.values()), report.meta(True))
+    assert "0.6 of 1 s" in text and "the host's ceiling: x1.33" in text
 
 
 def test_two_x_rule(tmp_path):

@@ -48,6 +48,7 @@ def plan(quick: bool) -> list:
         add("mmemu", "read", s, 5)
         add("numpy", "read", s, 5)
         add("mmemu", "two_machines", s, 7)
+        add("numpy", "two_machines", s, 7)
         return jobs
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
@@ -75,6 +76,7 @@ def plan(quick: bool) -> list:
     add("mmemu", "read", 256 * MIB, 5)
     add("numpy", "read", 256 * MIB, 5)
     add("mmemu", "two_machines", 64 * MIB, 11)
+    add("numpy", "two_machines", 64 * MIB, 11)
     return jobs
 
 
@@ -115,6 +117,8 @@ def _measure(kind, op, size, opt):
     if kind == "numpy":
         fn = lower_bound.first_touch_host if op == "first_touch" else lower_bound.LOWER_BOUNDS[op]
         times = fn(size, rounds)
+        if isinstance(times, dict):         # serial and parallel (two_threads)
+            return {**times, "pages": 2 * size // 4096}
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
         return (reference.fork if op == "fork" else reference.fork_write)(size, rounds)
