@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # the fuzzing, the bad-input catalogue, out-of-memory sweeps, the COW page-table tests and
 # the page allocator's
 RELIABILITY = ["properties/test_fuzz*.py", "properties/test_bad_input*.py", "properties/test_oom.py",
+               "properties/test_all_or_nothing.py", "properties/test_error_types.py",
+               "machine/test_foreign_objects.py",
                "cow_pte/test_cow_pte.py", "cow_pte/test_designs_agree.py",
                "machine/test_snapshot.py", "machine/test_check.py",
                "machine/test_sparse.py", "machine/test_filemap.py",

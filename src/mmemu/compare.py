@@ -5,9 +5,11 @@ forks once to warm up (the child exits), then the measured fork runs, as in
 """
 from __future__ import annotations
 
+import errno
 import time
 from typing import Dict, List, Sequence
 
+from .errors import MMError
 from .machine import Machine
 from .procfs import import_process
 
@@ -25,7 +27,9 @@ def measure_fork(m: Machine, p, cow: bool, check: bool = False):
     """The measured fork of `mmemu fork-table` and `mmemu compare`: one warm-up fork (its
     child exits, so the measured fork reuses hot frames), then a timed fork of p.
     Returns (child, meminfo before, meminfo after, vmstat work, seconds); check=True runs
-    the invariant checker afterwards."""
+    the invariant checker afterwards. MMError(ESRCH) if p is not a process of m."""
+    if getattr(p, "machine", None) is not m:
+        raise MMError(errno.ESRCH, f"{p!r} is not a process of this machine")
     p.fork(cow_pgtable=cow).exit()
     before = dict(m.meminfo())
     ev0 = m.vmstat()

@@ -31,6 +31,7 @@ Model (tmpfs-like lifetime; a disk filesystem's accounting unless ``tmpfs=True``
 from __future__ import annotations
 
 import errno
+import operator
 from typing import Optional
 
 import numpy as np
@@ -73,6 +74,8 @@ class File:
         The page cache: ``cache[i]`` is the PFN of page i, -1 for a hole.
     """
 
+    freed = False       # set by Machine._evict: unlinked, unmapped, its page cache freed
+
     def __init__(self, machine, path: str, inode: int, writable: bool = True,
                  swapbacked: bool = False):
         self.machine = machine
@@ -105,6 +108,10 @@ class File:
         """Pages in the page cache."""
         return len(self.cache)
 
+    def _check_alive(self) -> None:
+        if self.freed:
+            raise MMError(errno.EBADF, f"{self.path!r} was unlinked and freed")
+
     # ---- page cache ----
     def _find_or_create(self, idx: int) -> int:
         """shmem_get_folio(SGP_WRITE): the cache frame of page idx, allocated if a hole."""
@@ -123,6 +130,7 @@ class File:
         """pread(2): up to n bytes at offset (at most MAX_RW_COUNT, as rw_verify_area
         clamps a read), short at EOF; holes read as zeros and are not instantiated
         (shmem_file_read_iter uses the zero page for holes)."""
+        self._check_alive()
         if offset < 0 or n < 0:
             raise MMError(errno.EINVAL, "negative offset or count")
         end = min(offset + min(n, MAX_RW_COUNT), self.size)
@@ -145,6 +153,7 @@ class File:
         nothing changed) when the pages it needs are not free; if an allocation fails
         half way all the same, the bytes before that page stay written and their count is
         returned (a short write, as generic_perform_write does)."""
+        self._check_alive()
         if not self.writable:
             raise MMError(errno.EBADF, "file not open for writing")
         buf = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
@@ -182,6 +191,7 @@ class File:
         (private COW copies too: unmap_mapping_range even_cows=1), zeroes the tail of the
         new last page and frees the cache pages past EOF; accesses there then raise
         BusError. Growing only moves EOF (holes read as zeros)."""
+        self._check_alive()
         if not self.writable:
             raise MMError(errno.EINVAL, "ftruncate on a descriptor not open for writing")
         if size < 0:
@@ -207,13 +217,32 @@ class File:
     def punch_hole(self, offset: int, length: int) -> None:
         """fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) for whole pages: unmap the
         page-cache pages from every mapping (private COW copies stay: even_cows=0) and free
-        them; the range then reads as zeros. Used by MADV_REMOVE."""
+        them; the range then reads as zeros. Used by MADV_REMOVE. vfs_fallocate's checks:
+        EINVAL for a negative offset or a length below 1, then EBADF on a read-only file."""
+        self._check_alive()
+        if offset < 0 or length <= 0:
+            raise MMError(errno.EINVAL, "negative offset or empty range")
+        if not self.writable:
+            raise MMError(errno.EBADF, "fallocate on a descriptor not open for writing")
         punch_hole(self.machine, self, (offset + PAGE_SIZE - 1) >> PAGE_SHIFT,
                    (offset + length) >> PAGE_SHIFT)
 
     def unlink(self) -> None:
         """unlink(2): the name goes; the page cache is freed once no VMA maps the file."""
+        self._check_alive()
         self.machine.unlink(self)
+
+
+def fdget(machine, f) -> File:
+    """fdget: the File argument of a call on machine -- a File of this machine that still
+    exists, else TypeError (not a File) or MMError(EBADF) (another machine's, or unlinked
+    and freed: no descriptor of this machine can name it)."""
+    if not isinstance(f, File):
+        raise TypeError(f"expected a mmemu File, got {type(f).__name__}")
+    if f.machine is not machine:
+        raise MMError(errno.EBADF, f"{f.path!r} is a file of another Machine")
+    f._check_alive()
+    return f
 
 
 # include/linux/mman.h LEGACY_MAP_MASK on x86-64: SHARED PRIVATE FIXED ANONYMOUS 32BIT ABOVE4G
@@ -342,9 +371,13 @@ def exclusive_anon_runs(mm, start: int, end: int):
 
 def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
                 writable: bool = True, tmpfs: bool = False) -> File:
-    """Machine.create_file: a new file of max(size, len(data)) bytes, data written at 0."""
+    """Machine.create_file: a new file of max(size, len(data)) bytes, data written at 0.
+    Every argument is checked before anything is made (nothing to undo on an error)."""
+    size = operator.index(size)
     if size < 0:
         raise MMError(errno.EINVAL, "negative size")
+    if size > MAX_LFS_FILESIZE:
+        raise MMError(errno.EFBIG, "size past the maximum file size")
     n = 0 if data is None else len(memoryview(data).cast("B"))
     f = File(machine, name, next(machine._inodes), True, bool(tmpfs))
     if n:

@@ -43,6 +43,7 @@ class ShmemFile:
     """
 
     swapbacked = True
+    freed = False       # set by Machine._evict
 
     def __init__(self, npages: int, inode: int):
         self.npages = npages
@@ -204,9 +205,11 @@ class Machine:
             self._evict(obj)
 
     def _evict(self, obj) -> None:
-        """evict(): free the page cache of an object nothing maps or names any more."""
+        """evict(): free the page cache of an object nothing maps or names any more (a
+        File's calls then raise EBADF)."""
         _file.truncate_inode_pages_range(self, obj, 0)
         self._backings.discard(obj)
+        obj.freed = True
 
     # ---- files (mmemu.file) ----
     def create_file(self, name: str, size: int = 0, data=None, writable: bool = True,
@@ -215,10 +218,15 @@ class Machine:
 
         writable=False models a descriptor opened O_RDONLY: MAP_SHARED|PROT_WRITE gives
         EACCES and write_file EBADF. The file's page cache counts in Cached (not Shmem)
-        and stays until unlink() and the last munmap. EEXIST if the name is taken.
+        and stays until unlink() and the last munmap. EEXIST if the name is taken, ENOENT
+        if it is empty (open(2) of ""), TypeError if it is not a str.
         tmpfs=True makes a tmpfs file: its pages are shmem (Shmem, RssShmem) and
         fault-around treats it as tmpfs does (see mmemu.file).
         """
+        if not isinstance(name, str):
+            raise TypeError(f"a file name is a str, not {type(name).__name__}")
+        if not name:
+            raise MMError(errno.ENOENT, "empty file name")
         if name in self._files:
             raise MMError(errno.EEXIST, f"file {name!r} exists")
         f = _file.create_file(self, name, size, data, writable, tmpfs)
@@ -233,23 +241,11 @@ class Machine:
 
     def read_file(self, f: File, offset: int, n: int) -> bytes:
         """pread(2) through the page cache (short at EOF)."""
-        return self._own_file(f).read(offset, n)
+        return _file.fdget(self, f).read(offset, n)
 
     def write_file(self, f: File, offset: int, data) -> int:
         """pwrite(2) through the page cache; mapped pages see the bytes at once."""
-        return self._own_file(f).write(offset, data)
-
-    def _own_file(self, f) -> File:
-        """The File argument of a call: a File of this machine that still exists, else
-        TypeError (not a File) or MMError(EBADF) (another machine's, or unlinked and freed:
-        no descriptor of this machine can name it)."""
-        if not isinstance(f, File):
-            raise TypeError(f"expected a mmemu File, got {type(f).__name__}")
-        if f.machine is not self:
-            raise MMError(errno.EBADF, f"{f.path!r} is a file of another Machine")
-        if f not in self._backings:
-            raise MMError(errno.EBADF, f"{f.path!r} was unlinked and freed")
-        return f
+        return _file.fdget(self, f).write(offset, data)
 
     def unlink(self, f) -> None:
         """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""

@@ -111,9 +111,10 @@ def madvise_populate(mm, start: int, end: int, write: bool) -> int:
     """madvise_populate / faultin_page_range: fault in [start, end) page by page like
     MAP_POPULATE, but report errors: no VMA at an address -> ENOMEM (earlier pages stay
     populated), check_vma_flags refusing the access -> EINVAL (VM_READ needed to read,
-    VM_WRITE to write; no x86 write-implies-read here), SIGBUS -> EFAULT."""
-    if write:
-        break_cow_pte_range(mm, start, end)
+    VM_WRITE to write; no x86 write-implies-read here), SIGBUS -> EFAULT. A write gives
+    the mm private copies of the shared page tables of each VMA's part only when that part
+    is about to be faulted (as the series breaks them in the fault): a hole or a refused
+    VMA before it leaves its tables shared."""
     pos = start
     while pos < end:
         vma = mm.vma_at(pos)
@@ -123,6 +124,8 @@ def madvise_populate(mm, start: int, end: int, write: bool) -> int:
         if vma.flags & (VmFlags.IO | VmFlags.PFNMAP) or not (vma.flags & need):
             raise einval("MADV_POPULATE: mapping does not allow the access")
         stop = min(end, vma.end)
+        if write:
+            break_cow_pte_range(mm, pos, stop)
         try:
             handle_mm_fault_range(mm, vma, pos, stop, write)
         except (BusError, SegmentationFault) as e:

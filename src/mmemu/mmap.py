@@ -16,7 +16,7 @@ from ._core import cow_pte as _cow_pte
 from ._core import zap as _zap
 from .args import U64, page_align, ulong, uint
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
-from .file import File, file_mmap_checks
+from .file import File, fdget, file_mmap_checks
 from .flags import MapFlags, Prot, VmFlags
 from .memory import handle_mm_fault_range, reserve_cow_pte_breaks
 from .vma import (
@@ -31,8 +31,9 @@ def calc_vm_prot_bits(prot: int) -> int:
 
 def sys_mmap(mm, addr, length, prot, flags, fd=-1, offset=0, file=None) -> int:
     """SYSCALL mmap + ksys_mmap_pgoff: the arguments as the kernel's C types, the offset
-    alignment (EINVAL), the file from ``file=`` or a File passed as fd (EBADF without one
-    and without MAP_ANONYMOUS; MAP_HUGETLB on it is EINVAL), then do_mmap."""
+    alignment (EINVAL), the file from ``file=`` or a File passed as fd (fdget: EBADF
+    without one and without MAP_ANONYMOUS, or for a File of another machine or one
+    unlinked and freed; MAP_HUGETLB on it is EINVAL), then do_mmap."""
     addr, length = ulong(addr), ulong(length)    # unsigned long, as the ABI passes them
     prot, flags = uint(prot), uint(flags)
     if not isinstance(fd, File):
@@ -46,8 +47,10 @@ def sys_mmap(mm, addr, length, prot, flags, fd=-1, offset=0, file=None) -> int:
         file = None
     elif file is None:
         raise MMError(errno.EBADF, "no file and no MAP_ANONYMOUS")
-    elif flags & MapFlags.HUGETLB:
-        raise einval("MAP_HUGETLB on a file that is not on hugetlbfs")
+    else:
+        fdget(mm.machine, file)
+        if flags & MapFlags.HUGETLB:
+            raise einval("MAP_HUGETLB on a file that is not on hugetlbfs")
     return do_mmap(mm, file, addr, length, prot, flags, offset >> PAGE_SHIFT)
 
 

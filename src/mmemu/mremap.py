@@ -1,9 +1,9 @@
 """mremap(2) policy, after mm/mremap.c (do_mremap and the vma_remap_struct helpers).
 
-Argument checks follow check_mremap_params and remap_is_valid with Linux's errnos, in
+Argument checks follow check_mremap_params and check_prep_vma with Linux's errnos, in
 Linux's order: errors found before anything changes leave the machine untouched; a
-MREMAP_FIXED destination is unmapped first (mremap_to), as in Linux, so an error found
-after that leaves the destination unmapped. The page-table work is the Cython kernel
+MREMAP_FIXED destination is unmapped then (mremap_to), as in Linux, so running out of
+memory after that leaves the destination unmapped. The page-table work is the Cython kernel
 ``_core.mremap`` (move_page_tables); the frames a move needs are counted first, so a
 move that cannot get them fails with ENOMEM before the source changes.
 
@@ -95,14 +95,17 @@ class _Remap:
             raise efault("mapping vanished")
 
     def _remap_is_valid(self) -> None:
+        """check_prep_vma for a move or an expansion: EINVAL/EFAULT before anything changes
+        (a shrink may cross the end of the VMA: only its new length must fit)."""
         vma = self.vma
         if self.old_len == 0 and not vma.flags & (VmFlags.SHARED | VmFlags.MAYSHARE):
             raise einval("old_len 0 duplicates only shared mappings")
         if self.flags & MremapFlags.DONTUNMAP and vma.flags & (VmFlags.DONTEXPAND | VmFlags.PFNMAP):
             raise einval("MREMAP_DONTUNMAP on a VM_DONTEXPAND/VM_PFNMAP mapping")
-        if self.old_len > vma.end - self.addr:
+        old_len = min(self.old_len, self.new_len)
+        if old_len > vma.end - self.addr:
             raise efault("old range crosses the end of the mapping")
-        if self.new_len == self.old_len:
+        if self.new_len == old_len:
             return
         pgoff = vma.pgoff + ((self.addr - vma.start) >> PAGE_SHIFT)
         if pgoff + (self.new_len >> PAGE_SHIFT) > U64 >> PAGE_SHIFT:
@@ -132,11 +135,15 @@ class _Remap:
 
     # ---------------------------------------------------------------- entry points
     def mremap_to(self) -> int:
-        """mremap_to: MREMAP_FIXED or MREMAP_DONTUNMAP, a move to new_addr."""
+        """check_prep_vma, then mremap_to: MREMAP_FIXED or MREMAP_DONTUNMAP, a move to
+        new_addr. A MREMAP_FIXED destination is unmapped once the arguments are known to be
+        valid (6.18 checks them first, checked on the development kernel): a failure after
+        that (ENOMEM) leaves it unmapped, as in Linux."""
         if self.new_len > TASK_SIZE or self.new_addr > TASK_SIZE - self.new_len:
             raise einval("new range beyond TASK_SIZE")
         if self._overlaps():
             raise einval("old and new ranges overlap")
+        self._remap_is_valid()
         if self.flags & MremapFlags.FIXED:
             do_vmi_munmap(self.mm, self.new_addr, self.new_len)
             self.vma = self.mm.vma_at(self.addr)
@@ -146,7 +153,6 @@ class _Remap:
             self._shrink()
             self.old_len = self.new_len
             self.delta = 0
-        self._remap_is_valid()
         self._set_new_addr()
         return self._move_vma()
 

@@ -206,7 +206,7 @@ def read_pagemap(fd: int, start: int, npages: int) -> np.ndarray:
     except OSError as e:
         raise _os_error(e, "pagemap") from None
     if len(buf) != want:
-        raise ImportFailed(errno.ENOTSUP, "pagemap returned short data (hidden by the kernel?)")
+        raise ImportFailed(errno.ESRCH, "pagemap ended early: the process exited during the import")
     return np.frombuffer(bytes(buf), dtype=np.uint64)
 
 

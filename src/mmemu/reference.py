@@ -351,6 +351,10 @@ class ModelProcess:
         if addr not in self.pages:
             return ("errno", errno.EFAULT)
         if flags & (FIXED | DONTUNMAP):                          # mremap_to
+            # check_prep_vma comes first (6.18): a source crossing the end of its VMA (only
+            # the part kept, when shrinking) is EFAULT with the destination still mapped
+            if min(old_len, new_len) > vma_end - addr:
+                return ("errno", errno.EFAULT)
             if flags & FIXED:
                 self._unmap(new_addr, new_addr + new_len)
                 if addr < new_addr < vma_end:
@@ -361,8 +365,6 @@ class ModelProcess:
                 self._unmap(addr + new_len, addr + old_len)
                 vma_end = min(vma_end, addr + new_len)
                 old_len = new_len
-            if old_len > vma_end - addr:
-                return ("errno", errno.EFAULT)
             if not flags & FIXED:
                 if not (new_addr and self.free(new_addr, new_addr + new_len)):
                     new_addr = self.unmapped_area(new_len, self._align(addr, new_len))

@@ -235,6 +235,41 @@ def test_errors_leave_nothing_behind():
 
 
 @pytest.mark.skipif(bool(linux_proc_available()), reason=linux_proc_available() or "linux")
+@pytest.mark.parametrize("reaped", [False, True], ids=["zombie", "reaped"])
+def test_a_process_that_exits_during_the_import_is_esrch(monkeypatch, reaped):
+    """The process dies after its pagemap was opened, before it was read: pagemap_read gives
+    nothing once the mm is gone, which the import reported as ENOTSUP ("hidden by the
+    kernel?"); it is ESRCH, with nothing added to the machine."""
+    import mmemu.procfs as pf
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    real = pf.read_pagemap
+
+    def dies_first(fd, start, npages):
+        if child.poll() is None:
+            child.kill()
+            if reaped:
+                child.wait()
+            else:                                 # wait for the zombie, do not reap it
+                while open(f"/proc/{child.pid}/stat").read().split(") ")[1][0] != "Z":
+                    pass
+        return real(fd, start, npages)
+
+    monkeypatch.setattr(pf, "read_pagemap", dies_first)
+    m = mmemu.Machine("1G")
+    try:
+        while "VmSize" not in read_status(child.pid):     # until the interpreter has an mm
+            pass
+        with pytest.raises(ImportFailed) as e:
+            import_process(m, child.pid)
+        assert e.value.errno == errno.ESRCH, e.value
+    finally:
+        child.kill()
+        child.wait()
+    assert m.processes == [] and m.files == [] and m.meminfo()["PageTables"] == 0
+    m.check()
+
+
+@pytest.mark.skipif(bool(linux_proc_available()), reason=linux_proc_available() or "linux")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges in a child")
 def test_permission_denied():
     """A process of another user, read by an unprivileged importer: EACCES, nothing added."""

@@ -16,6 +16,7 @@ the case exists there. mmemu's own rules, where Linux has no counterpart:
 Runs in each fork design (the fixture forks a child that shares the parent's memory).
 """
 import errno
+import tempfile
 
 import pytest
 
@@ -28,6 +29,7 @@ from mmemu import (CLONE_COW_PGTABLE, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPL
 
 A = 0x7F0000000000
 RWP, RO, NONE, SHM, FPRIV, FRO, FEOF, LOCKED = (A + k * 16 * PG for k in range(8))
+COWP = A + (2 << 20)        # private data alone in its page table: COW-shared at fork
 TASK_SIZE = 0x7FFFFFFFF000
 U64 = 2**64
 PROT_GROWSDOWN, PROT_GROWSUP = 0x01000000, 0x02000000
@@ -55,13 +57,27 @@ class World:
         p.mmap(FRO, 2 * PG, PROT_READ, MAP_SHARED | MAP_FIXED, file=self.ro)
         p.mmap(FEOF, 4 * PG, RW, MAP_SHARED | MAP_FIXED, file=self.f)     # pages 2, 3 past EOF
         p.mmap(LOCKED, 2 * PG, RW, PRIV | MAP_FIXED | MAP_LOCKED)
+        p.mmap(COWP, 8 * PG, RW, PRIV | MAP_FIXED)
+        p.write(COWP, b"c" * 8 * PG)
         self.c = p.fork()
         self.dead = p.fork()
         self.dead.exit()
+        self.gone = m.create_file("/gone", data=b"g" * PG)
+        self.gone.unlink()                          # nothing maps it: freed at once
+        self.other = mmemu.Machine("64M")           # objects of another machine
+        self.of = self.other.create_file("/data", data=b"o" * PG)
+        self.oq = self.other.spawn()
 
 
 def E(err):
     return (mmemu.MMError, err)
+
+
+def _load_bytes(data):
+    with tempfile.NamedTemporaryFile(suffix=".mms") as t:
+        t.write(data)
+        t.flush()
+        return mmemu.Machine.load(t.name)
 
 
 SEGV_MAPERR = (mmemu.SegmentationFault, "SEGV_MAPERR")
@@ -69,6 +85,7 @@ SEGV_ACCERR = (mmemu.SegmentationFault, "SEGV_ACCERR")
 SIGBUS = (mmemu.BusError, "BUS_ADRERR")
 TYPE = (TypeError, None)
 VALUE = (ValueError, None)
+SNAPSHOT = (mmemu.SnapshotError, None)
 ESRCH = E(errno.ESRCH)
 
 CASES = {
@@ -147,6 +164,12 @@ CASES = {
     "madvise-populate-read-prot-none": (lambda w: w.p.madvise(NONE, PG, Madv.POPULATE_READ), E(errno.EINVAL)),
     "madvise-populate-write-readonly": (lambda w: w.p.madvise(RO, PG, Madv.POPULATE_WRITE), E(errno.EINVAL)),
     "madvise-populate-unmapped": (lambda w: w.p.madvise(A - 4 * PG, PG, Madv.POPULATE_READ), E(errno.ENOMEM)),
+    # the hole is in a span whose page table the child shares (COW designs): the table
+    # was copied, then the call failed
+    "madvise-populate-write-hole-in-shared-span": (
+        lambda w: w.c.madvise(COWP + 8 * PG, PG, Madv.POPULATE_WRITE), E(errno.ENOMEM)),
+    "madvise-populate-read-hole-in-shared-span": (
+        lambda w: w.c.madvise(COWP + 8 * PG, 4 * PG, Madv.POPULATE_READ), E(errno.ENOMEM)),
     "madvise-advice-str": (lambda w: w.p.madvise(RWP, PG, "dontneed"), TYPE),
     "madvise-length-none": (lambda w: w.p.madvise(RWP, None, Madv.DONTNEED), TYPE),
     # ---- mremap
@@ -224,11 +247,59 @@ CASES = {
     "exited-clone3": (lambda w: w.dead.clone3(CLONE_COW_PGTABLE), ESRCH),
     "exited-prctl": (lambda w: w.dead.prctl(PR_SET_COW_PTE, 1), ESRCH),
     "exited-execve": (lambda w: w.dead.execve(), ESRCH),
+    "exited-swap-out": (lambda w: w.dead.swap_out(RWP, PG), ESRCH),
+    # ---- pagemap, swap_out
+    "pagemap-unaligned": (lambda w: w.p.pagemap(RWP + 1, 1), E(errno.EINVAL)),
+    "pagemap-negative-count": (lambda w: w.p.pagemap(RWP, -1), VALUE),
+    "swap-out-unaligned": (lambda w: w.p.swap_out(RWP + 1, PG), E(errno.EINVAL)),
+    "swap-out-address-str": (lambda w: w.p.swap_out("0", PG), TYPE),
+    # ---- objects that belong elsewhere or no longer exist
+    "mmap-file-of-another-machine": (lambda w: w.p.mmap(0, PG, PROT_READ, MAP_SHARED, file=w.of),
+                                     E(errno.EBADF)),
+    "mmap-fd-of-another-machine": (lambda w: w.p.mmap(0, PG, PROT_READ, MAP_PRIVATE, w.of), E(errno.EBADF)),
+    "mmap-freed-file": (lambda w: w.p.mmap(0, PG, PROT_READ, MAP_PRIVATE, file=w.gone), E(errno.EBADF)),
+    "mmap-file-not-a-file": (lambda w: w.p.mmap(0, PG, PROT_READ, MAP_PRIVATE, file=w.c), TYPE),
+    "machine-read-file-of-another-machine": (lambda w: w.m.read_file(w.of, 0, 1), E(errno.EBADF)),
+    "machine-read-freed-file": (lambda w: w.m.read_file(w.gone, 0, 1), E(errno.EBADF)),
+    "machine-write-file-of-another-machine": (lambda w: w.m.write_file(w.of, 0, b"z"), E(errno.EBADF)),
+    "machine-write-freed-file": (lambda w: w.m.write_file(w.gone, 0, b"z"), E(errno.EBADF)),
+    "machine-unlink-file-of-another-machine": (lambda w: w.m.unlink(w.of), E(errno.ENOENT)),
+    "machine-unlink-freed-file": (lambda w: w.m.unlink(w.gone), E(errno.ENOENT)),
+    "machine-copy-process-exited": (lambda w: w.m.copy_process(w.dead), ESRCH),
+    "machine-copy-process-of-another-machine": (lambda w: w.m.copy_process(w.oq), ESRCH),
+    "machine-do-exit-exited": (lambda w: w.m.do_exit(w.dead), ESRCH),
+    "machine-do-exit-process-of-another-machine": (lambda w: w.m.do_exit(w.oq), ESRCH),
+    "freed-file-read": (lambda w: w.gone.read(0, 1), E(errno.EBADF)),
+    "freed-file-write": (lambda w: w.gone.write(0, b"z"), E(errno.EBADF)),
+    "freed-file-truncate": (lambda w: w.gone.truncate(0), E(errno.EBADF)),
+    "freed-file-punch-hole": (lambda w: w.gone.punch_hole(0, PG), E(errno.EBADF)),
+    "freed-file-unlink": (lambda w: w.gone.unlink(), E(errno.EBADF)),
     # ---- machine-level calls
     "machine-no-such-pid": (lambda w: w.m.process(10**6), ESRCH),
+    "machine-spawn-unknown-layout": (lambda w: w.m.spawn(layout="Typical"), VALUE),
+    "machine-shmem-object-of-no-pages": (lambda w: w.m.shmem_zero_setup(0), VALUE),
+    "machine-shmem-object-unaligned": (lambda w: w.m.shmem_zero_setup(PG + 1), VALUE),
+    "machine-fail-page-alloc-negative": (lambda w: w.m.fail_page_alloc(-1), VALUE),
+    "machine-fail-page-alloc-zero-times": (lambda w: w.m.fail_page_alloc(1, times=0), VALUE),
+    "machine-load-not-a-snapshot": (lambda w: _load_bytes(b"not an mmemu snapshot" * 10), SNAPSHOT),
+    "machine-load-no-such-file": (lambda w: mmemu.Machine.load("/nonexistent/m.mms"), (FileNotFoundError, None)),
+    "machine-save-into-no-such-directory": (lambda w: w.m.save("/nonexistent/m.mms"), (FileNotFoundError, None)),
     "file-create-existing-name": (lambda w: w.m.create_file("/data"), E(errno.EEXIST)),
+    "file-create-empty-name": (lambda w: w.m.create_file(""), E(errno.ENOENT)),
+    "file-create-name-not-a-str": (lambda w: w.m.create_file(7), TYPE),
+    "file-create-negative-size": (lambda w: w.m.create_file("/n", size=-1), E(errno.EINVAL)),
     "file-unlink-unknown-name": (lambda w: w.m.unlink("/nonexistent"), E(errno.ENOENT)),
     "file-write-readonly": (lambda w: w.m.write_file(w.ro, 0, b"z"), E(errno.EBADF)),
+    "file-write-readonly-directly": (lambda w: w.ro.write(0, b"z"), E(errno.EBADF)),
+    "file-write-negative-offset": (lambda w: w.f.write(-1, b"z"), E(errno.EINVAL)),
+    "file-read-negative-offset": (lambda w: w.m.read_file(w.f, -1, 1), E(errno.EINVAL)),
+    "file-read-negative-count": (lambda w: w.f.read(0, -1), E(errno.EINVAL)),
+    "file-truncate-readonly": (lambda w: w.ro.truncate(0), E(errno.EINVAL)),
+    "file-truncate-negative": (lambda w: w.f.truncate(-1), E(errno.EINVAL)),
+    "file-truncate-past-max-size": (lambda w: w.f.truncate(2**63), E(errno.EFBIG)),
+    "file-punch-hole-readonly": (lambda w: w.ro.punch_hole(0, PG), E(errno.EBADF)),
+    "file-punch-hole-empty": (lambda w: w.f.punch_hole(0, 0), E(errno.EINVAL)),
+    "file-punch-hole-negative-offset": (lambda w: w.f.punch_hole(-PG, 2 * PG), E(errno.EINVAL)),
 }
 
 # calls that get a signal only after the fault handler ran (Linux counts the fault): the

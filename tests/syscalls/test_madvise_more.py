@@ -158,6 +158,30 @@ def test_populate_enomem_on_hole_keeps_earlier_pages(m, p):
     assert_errno(errno.ENOMEM, p.madvise, B + 4 * PG, 2 * PG, MADV_POPULATE_WRITE)
 
 
+@pytest.mark.parametrize("advice", [MADV_POPULATE_WRITE, MADV_POPULATE_READ])
+def test_populate_of_a_hole_in_a_shared_span_changes_nothing(m, p, advice):
+    """Populate that meets the hole first fails with ENOMEM (Linux: faultin_page_range finds
+    no VMA) before it changes anything: with COW page tables the child's table over the span
+    stays shared (it used to be copied first, then the call failed). A range that starts
+    with mapped pages populates those, then fails at the hole, as in Linux (checked on
+    6.18: test_populate_enomem_on_hole_keeps_earlier_pages)."""
+    a = mapped(p, B, 8)
+    p.write(a, b"w" * (8 * PG))
+    mapped(p, B + 16 * PG, 4)
+    c = p.fork()
+    for start, npages in ((B + 8 * PG, 1), (B + 10 * PG, 8)):      # a hole, a hole then a VMA
+        assert_errno(errno.ENOMEM, c.madvise, start, npages * PG, advice)
+    with pytest.raises(mmemu.MMError) as e:
+        c.madvise(a + 6 * PG, 4 * PG, advice)        # two mapped pages, then the hole
+    assert e.value.errno == errno.ENOMEM
+    pfn = (1 << 55) - 1
+    mine = [int(x) & pfn for x in c.pagemap(a, 8)]
+    theirs = [int(x) & pfn for x in p.pagemap(a, 8)]
+    copied = [x != y for x, y in zip(mine, theirs)]
+    assert copied == [False] * 6 + [advice == MADV_POPULATE_WRITE] * 2
+    assert p.read(a, 8 * PG) == c.read(a, 8 * PG) == b"w" * (8 * PG)
+
+
 def test_populate_efault_on_sigbus(m, p):
     f = m.create_file("/short", size=2 * PG)
     a = mapped(p, B, 4, RW, MAP_SHARED, file=f)

@@ -451,3 +451,52 @@ def test_mlocked_expand_populates(m, p):
     assert p.status()["VmLck"] == 8
     assert p.mremap(a, 2 * PG, 4 * PG, 0) == a
     assert p.status()["VmLck"] == 16 and p.status()["RssAnon"] == 16
+
+
+# ---- MREMAP_FIXED: what a failure leaves of the destination, against the live kernel ----
+LIVE = 0x210000000000            # far from anything Python maps
+# (old offset, old_len, new_len, new offset) in pages from LIVE; the source is pages 0-7,
+# the destination pages 64-67 are mapped too
+FIXED_FAILURES = {
+    "old-len-zero-private": (0, 0, 4, 64),          # EINVAL, destination kept
+    "grow-across-the-vma-end": (0, 16, 32, 64),     # EFAULT, destination kept
+    "wrapping-old-len-misses-the-overlap": (0, 2**52 - 1, 1, 0),   # EFAULT, source page 0 gone
+}
+
+
+def _live_fixed_failure(case):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = libc.mremap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    old, old_len, new_len, new = case
+    try:
+        for off, n in ((0, 8), (64, 4)):
+            assert libc.mmap(LIVE + off * PG, n * PG, RW, PRIV | 0x100000, -1, 0) == LIVE + off * PG
+        r = libc.mremap(LIVE + old * PG, old_len * PG, new_len * PG, 3, LIVE + new * PG)
+        err = ctypes.get_errno() if r in (None, 2**64 - 1) else 0
+        with open("/proc/self/maps") as f:
+            ranges = [tuple(int(x, 16) - LIVE for x in line.split()[0].split("-"))
+                      for line in f if LIVE <= int(line.split("-")[0], 16) < LIVE + (1 << 30)]
+        return err, ranges
+    finally:
+        libc.munmap(LIVE, 1 << 30)
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_FAILURES))
+def test_fixed_move_failures_match_the_live_kernel(m, p, name):
+    """6.18 checks the source (check_prep_vma: old_len 0 of a private mapping, a range
+    crossing the end of its VMA) before mremap_to unmaps the MREMAP_FIXED destination, so
+    those failures leave it mapped; only a destination its unsigned overlap test misses
+    (an old_len that wraps around onto the source itself) is unmapped before the EFAULT."""
+    old, old_len, new_len, new = FIXED_FAILURES[name]
+    want = _live_fixed_failure(FIXED_FAILURES[name])
+    assert want[0] in (errno.EINVAL, errno.EFAULT)
+    for off, n in ((0, 8), (64, 4)):
+        p.mmap(LIVE + off * PG, n * PG, RW, PRIV | MAP_FIXED)
+    with pytest.raises(mmemu.MMError) as e:
+        p.mremap(LIVE + old * PG, old_len * PG, new_len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, LIVE + new * PG)
+    got = (e.value.errno, [(v.start - LIVE, v.end - LIVE) for v in p.mm.vmas])
+    assert got == want

@@ -31,11 +31,13 @@ def test_every_scenario_runs_and_counts_its_work():
     expect = {"touch": ("fault_anon", 1024), "zero_read": ("fault_zero_page", 1024),
               "cow_data": ("pages_copied", 1024), "fork_write": ("pages_copied", 1024),
               "break_cow_pte": ("cow_pte_tables_duplicated", 2), "munmap": ("ptes_zapped", 1024),
-              "exit": ("ptes_zapped", 1024), "read": ("pgfault", 0)}
+              "exit": ("ptes_zapped", 1024), "read": ("pgfault", 0),
+              "two_machines": ("pages_copied", 1024)}
     assert set(expect) | {"fork"} == set(SCENARIOS)
     for op, (counter, n) in expect.items():
         r = run(op, 4 * MIB, None, 2)
         assert r["work"].get(counter, 0) == n, (op, r["work"])
+    assert r["pages"] == 2 * 1024 and len(r["serial"]) == len(r["times"]) == 2
 
 
 def test_must_hold_counts_tables_metadata_and_data():
@@ -56,7 +58,11 @@ def test_kernel_helper_measures_fork_and_cow():
 
 def test_lower_bounds_return_times():
     for op, fn in lower_bound.LOWER_BOUNDS.items():
-        assert len(fn(1 * MIB, 2)) == 2
+        r = fn(1 * MIB, 2)
+        if op == "two_machines":        # the host's ceiling: serial and on two threads
+            assert len(r["times"]) == len(r["serial"]) == 2 and min(r["serial"]) > 0
+        else:
+            assert len(r) == 2
     assert len(lower_bound.first_touch_host(1 * MIB, 1)) == 1
 
 
@@ -121,6 +127,27 @@ def test_ratios_and_targets():
     assert tg["fork-then-write 64M >= 100x faster than the reference model"] is None
     text = report.table(res, rs, report.targets(res, rs), report.meta(False))
     assert "fork classic" in text and "0.05 of 20 ms" in text and "MISSED" in text
+
+
+def test_two_machines_ratio_is_parallel_over_serial():
+    """The same-run baseline of two machines on two threads is the same work one after the
+    other, inside the scenario: the ratio is parallel / serial and the target is a 1.6x
+    speedup."""
+    res = {"two_machines.64M": runner.summarize({
+        "id": "two_machines.64M", "kind": "mmemu", "op": "two_machines", "size": 64 * MIB,
+        "design": None, "times": [0.5, 0.6, 0.7], "serial": [1.0, 1.2, 0.9], "pages": 32768,
+        "host_peak": 1, "must_hold": 1, "work": {}})}
+    res["numpy.two_machines.64M"] = runner.summarize({
+        "id": "numpy.two_machines.64M", "kind": "numpy", "op": "two_machines", "size": 64 * MIB,
+        "design": None, "times": [0.3], "serial": [0.4], "pages": 32768})
+    rs = report.ratios(res)
+    assert rs["two_machines.64M/two_machines.64M.serial"] == pytest.approx(0.6 / 1.0)
+    assert rs["numpy.two_machines.64M/numpy.two_machines.64M.serial"] == pytest.approx(0.75)
+    tg = {t["target"]: t for t in report.targets(res, rs)}
+    row = tg["two machines on two threads >= 1.6x faster than one after the other"]
+    assert row["met"] is True and row["limit"] == pytest.approx(0.625)
+    text = report.table(res, rs, list(tg.values()), report.meta(True))
+    assert "0.6 of 1 s" in text and "the host's ceiling: x1.33" in text
 
 
 def test_two_x_rule(tmp_path):

@@ -115,6 +115,39 @@ def read_copy(size: int, rounds: int = 5):
     return _times(lambda: src.tobytes(), rounds)
 
 
+def two_threads(size: int, rounds: int = 5) -> dict:
+    """The host's own ceiling for two machines on two threads: each machine's data movement
+    in a cycle -- copy size bytes (the COW copies), then write size bytes of other data over
+    them (the child's write) -- for two machines, one after the other and in two threads at
+    once (numpy drops the GIL for large copies), alternating which goes first. Returns
+    {"times": in two threads, "serial": one after the other} (seconds)."""
+    import threading
+    rng = np.random.default_rng(3)
+    bufs = [[rng.integers(0, 256, size, dtype=np.uint8) for _ in range(3)] for _ in range(2)]
+
+    def cycle(b):
+        np.copyto(b[1], b[0])
+        np.copyto(b[1], b[2])
+
+    def serial():
+        for b in bufs:
+            cycle(b)
+
+    def parallel():
+        threads = [threading.Thread(target=cycle, args=(b,)) for b in bufs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    serial()                                 # warm: every buffer faulted in
+    out = {"times": [], "serial": []}
+    for i in range(rounds):
+        order = [("serial", serial), ("times", parallel)]
+        for key, fn in (order if i % 2 == 0 else order[::-1]):
+            out[key] += _times(fn, 1)
+    return out
+
+
 LOWER_BOUNDS = {
     "fork": fork,
     "touch": touch,
@@ -123,4 +156,5 @@ LOWER_BOUNDS = {
     "munmap": zap,
     "exit": zap,
     "read": read_copy,
+    "two_machines": two_threads,
 }

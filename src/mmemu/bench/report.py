@@ -22,6 +22,7 @@ LABELS = {
     "munmap": "munmap",
     "exit": "exit",
     "read": "read (page-table walks + copy)",
+    "two_machines": "2 machines on 2 threads (fork+COW+DONTNEED)",
 }
 LOWER_BOUND_OF = {"fork": "fork", "touch": "touch", "zero_read": "touch", "cow_data": "cow_data",
                   "munmap": "munmap", "exit": "munmap", "read": "read", "break_cow_pte": "fork"}
@@ -73,6 +74,12 @@ def ratios(results: dict) -> dict:
             out[f"{tag}.cold/host.first_touch"] = _div(r["cold_s"], _get(results, f"numpy.first_touch.{s}"))
         elif op == "fork_write":
             out[f"{tag}/reference.fork_write"] = _div(r["median_s"], _get(results, f"reference.fork_write.{s}"))
+        elif op == "two_machines":      # in parallel / one after the other, in one process
+            out[f"{tag}/{tag}.serial"] = _div(r["median_s"], r["serial_s"])
+            ceiling = results.get(f"numpy.two_machines.{s}")
+            if ceiling and "skipped" not in ceiling:
+                out[f"numpy.two_machines.{s}/numpy.two_machines.{s}.serial"] = _div(
+                    ceiling["median_s"], ceiling["serial_s"])
         if op in LOWER_BOUND_OF and op not in ("fork", "cow_data"):
             lb = LOWER_BOUND_OF[op]
             out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
@@ -99,6 +106,10 @@ def targets(results: dict, rs: dict) -> list:
         ("(fork alone, classic, 64M >= 100x faster than the reference model)",
          rs.get("fork.classic.64M/reference.fork"), 0.01),
         (f"classic fork of {big} < 0.5 s (seconds)", _get(results, f"fork.classic.{big}"), 0.5),
+        ("two machines on two threads >= 1.6x faster than one after the other",
+         rs.get("two_machines.64M/two_machines.64M.serial"), 1 / 1.6),
+        ("(host ceiling: numpy, the same data movement, two threads)",
+         rs.get("numpy.two_machines.64M/numpy.two_machines.64M.serial"), 1 / 1.6),
     ]
     if big != "64M":    # at 64 MiB one 2 MiB host huge page of tables outweighs what they hold
         rows.append((f"host memory of classic fork {big} <= 1.3x page tables + metadata",
@@ -130,7 +141,8 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
             "ref. speedup", "host MB", "hold MB", "ratio"]
     legend = ("medians of each scenario's rounds; ÷ = mmemu / baseline measured in the same run "
               "(lower is better); lower bound = numpy doing the same data movement (for cold COW: "
-              "the host's first touch of as much fresh memory); ref. speedup = reference model / "
+              "the host's first touch of as much fresh memory; for 2 machines on 2 threads: the "
+              "same work one after the other); ref. speedup = reference model / "
               "mmemu; host MB = peak RSS growth of the scenario's own process; hold MB = page "
               "tables + frame metadata (+ frame data) it must hold; ratio = host / hold")
     lines = [f"mmemu bench{' --quick' if info['quick'] else ''}: {info['date']}, Linux "
@@ -164,6 +176,8 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
                     nb, numpy_ = _get(results, f"numpy.cow_data.{s}"), rs.get(f"{tag}.warm/numpy.cow_data")
                 else:   # cold: the host's first touch of as much fresh memory
                     nb, numpy_ = _get(results, f"numpy.first_touch.{s}"), rs.get(f"{tag}.cold/host.first_touch")
+            elif r["op"] == "two_machines":     # the baseline: the same work serially
+                nb, numpy_ = r["serial_s"], rs.get(f"{tag}/{tag}.serial")
             elif r["op"] in LOWER_BOUND_OF:
                 lb = LOWER_BOUND_OF[r["op"]]
                 nb, numpy_ = _get(results, f"numpy.{lb}.{s}"), rs.get(f"{tag}/numpy.{lb}")
@@ -196,6 +210,9 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
                 extra += (f"; child's COW faults per page: cold {fmt_time(r['cow_cold_s'] / n)}, "
                           f"warm {fmt_time(r['cow_warm_s'] / n)}")
             extra += f"; child VmPTE {r.get('child_VmPTE_kb')} kB (MADV_NOHUGEPAGE)"
+        elif r["kind"] == "numpy" and r["op"] == "two_machines":
+            extra = (f"one after the other {fmt_time(r['serial_s'])}, on two threads "
+                     f"{fmt_time(r['median_s'])} (the host's ceiling: x{r['serial_s'] / r['median_s']:.2f})")
         elif r["kind"] == "reference":
             what = "fork alone" if r["op"] == "fork" else "fork + child writes every page"
             extra = f"{what}: {fmt_time(r['median_s'])} ({r['model']})"

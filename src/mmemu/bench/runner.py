@@ -47,6 +47,8 @@ def plan(quick: bool) -> list:
         add("numpy", "munmap", s, 5)
         add("mmemu", "read", s, 5)
         add("numpy", "read", s, 5)
+        add("mmemu", "two_machines", s, 7)
+        add("numpy", "two_machines", s, 7)
         return jobs
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
@@ -73,6 +75,8 @@ def plan(quick: bool) -> list:
     add("numpy", "munmap", GIB, 5)
     add("mmemu", "read", 256 * MIB, 5)
     add("numpy", "read", 256 * MIB, 5)
+    add("mmemu", "two_machines", 64 * MIB, 11)
+    add("numpy", "two_machines", 64 * MIB, 11)
     return jobs
 
 
@@ -113,6 +117,8 @@ def _measure(kind, op, size, opt):
     if kind == "numpy":
         fn = lower_bound.first_touch_host if op == "first_touch" else lower_bound.LOWER_BOUNDS[op]
         times = fn(size, rounds)
+        if isinstance(times, dict):         # serial and parallel (two_threads)
+            return {**times, "pages": 2 * size // 4096}
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
         return (reference.fork if op == "fork" else reference.fork_write)(size, rounds)
@@ -134,10 +140,13 @@ class kernel_skip(Exception):
 
 def summarize(r: dict) -> dict:
     """Add medians: median_s over all rounds; for COW timings, cold (round 0) and warm
-    (the median of later rounds) per page."""
+    (the median of later rounds) per page; for two machines on two threads, serial_s (the
+    same work one after the other)."""
     t = r["times"]
     r["median_s"] = statistics.median(t)
     r["min_s"] = min(t)
+    if r.get("serial"):
+        r["serial_s"] = statistics.median(r["serial"])
     if r.get("op") == "cow_data":
         r["cold_s"], r["warm_s"] = t[0], statistics.median(t[1:])
     if r.get("kind") == "kernel" and r.get("cow_s"):

@@ -22,6 +22,7 @@ TRACKED = [
     "munmap.64M/numpy.munmap",
     "exit.64M/numpy.munmap",
     "read.64M/numpy.read",
+    "two_machines.64M/two_machines.64M.serial",
 ]
 
 
