@@ -479,6 +479,44 @@ def test_write_spanning_into_readonly_vma_accerr(m, p):
     assert st(p, "RssAnon") == 4
 
 
+def test_write_across_a_pud_boundary_allocates_each_table_once(m, p):
+    """memory.c:__handle_mm_fault: one write from the last two pages below a 1 GiB boundary
+    into the first two above it (a fresh PGD slot) faults each page once and allocates a
+    PUD table, then a PMD and a PTE table on each side; the bytes land where written."""
+    a = p.mmap(BASE + (1 << 30) - 2 * PG, 4 * PG, RW, PRIV | MAP_FIXED)
+    data = bytes((i * 13 + 5) & 0xFF for i in range(4 * PG - 100))
+    ev0 = m.vmstat()
+    p.write(a + 50, data)
+    d = m.vmstat() - ev0
+    assert d["pgfault"] == 4 and d["fault_anon"] == 4
+    assert d["pgtable_alloc"] == 5
+    assert st(p, "RssAnon") == 16
+    assert p.read(a, 4 * PG) == bytes(50) + data + bytes(50)
+    assert len({pm_pfn(p, a + i * PG) for i in range(4)}) == 4
+
+
+def test_child_write_across_two_pte_tables_copies_every_page(m, p, fork_design):
+    """memory.c:wp_page_copy, page by page, after a fork: one child write over the last four
+    pages of a 2 MiB span and the first four of the next copies all eight (pages_copied).
+    With COW page tables each span's shared PTE table is duplicated at its first fault
+    (handle_cow_pte_fault) and the rest of the span's faults land in the child's copy."""
+    a = p.mmap(BASE + (2 << 20) - 4 * PG, 8 * PG, RW, PRIV | MAP_FIXED)
+    parent = bytes((i * 7 + 1) & 0xFF for i in range(8 * PG))
+    p.write(a, parent)
+    c = p.fork()
+    child = bytes((i * 11 + 3) & 0xFF for i in range(8 * PG - 2))
+    ev0 = m.vmstat()
+    c.write(a + 1, child)
+    d = m.vmstat() - ev0
+    assert d["pgfault"] == 8 and d["cow_fault"] == 8 and d["pages_copied"] == 8
+    assert d["cow_pte_tables_duplicated"] == per_design(fork_design, 0, deferred=2, eager=2)
+    assert c.read(a, 8 * PG) == parent[:1] + child + parent[-1:]
+    assert p.read(a, 8 * PG) == parent
+    pfns = [pm_pfn(proc, a + i * PG) for proc in (p, c) for i in range(8)]
+    assert len(set(pfns)) == 16
+    assert st(c, "RssAnon") == 32 and st(p, "RssAnon") == 32
+
+
 # ------------------------------------------------------------------------------ pagemap
 def test_pagemap_bits_zero_anon_shmem(m, p):
     """task_mmu.c:pte_to_pagemap_entry. Verified on Linux 6.18 (root, PFNs visible):

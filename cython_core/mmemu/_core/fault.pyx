@@ -12,7 +12,7 @@ from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, alloc_frame, put_page, copy_frame, frame_ptr, table_ptr, swap_free,
+    physmem_t, alloc_frame, put_page, copy_frame, wmb, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
@@ -204,7 +204,9 @@ cdef int do_swap_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
 
 
 cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil:
-    """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault)."""
+    """handle_mm_fault after access_error passed: allocate tables, dispatch (handle_pte_fault).
+    A caller that holds the PMD entry of an existing PTE table calls _handle_pte_fault
+    directly: this walk would find the same entries and allocate nothing."""
     cdef pte_t* pmdp
     cdef pte_t* ptep
     cdef int rc, i
@@ -236,6 +238,8 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
 
 cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write,
                            pte_t* ptep, pte_t* pmdp, bint new_table) noexcept nogil:
+    """handle_pte_fault: the fault on the PTE ptep (in the table pmdp links, new_table if
+    this fault allocated it), after handle_cow_pte_fault made a COW-shared table private."""
     cdef pte_t e
     cdef int rc
     if is_guard_pte(ptep[0]):
@@ -273,6 +277,11 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
 
     mode 0: access only (touch); 1: copy frame bytes out to buf; 2: copy buf into frames.
     start/end need not be page aligned. Returns FAULT_* and the failing address.
+
+    The PTE table of the current 2 MiB span is looked up once: a fault on one of its
+    entries goes straight to _handle_pte_fault, and afterwards the table is read back from
+    the PMD entry (break_cow_pte may have replaced it). Before returning it orders the
+    non-temporal stores of the COW copies it made (wmb, once per call, not per page).
     """
     cdef uint64_t addr = start, page, nxt, off, n
     cdef pte_t* table = NULL
@@ -299,12 +308,18 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             if (e & want) != want and pte_write(pmdp[0]):
                 ptep_set_access_flags(pm, &table[pte_index(page)], e | want)
         else:
-            rc = handle_mm_fault(pm, mm, vma, page, write)
+            if table != NULL:
+                rc = _handle_pte_fault(pm, mm, vma, page, write, &table[pte_index(page)], pmdp, False)
+            else:
+                rc = handle_mm_fault(pm, mm, vma, page, write)
             if rc != FAULT_OK:
                 fail_addr[0] = page
+                wmb()
                 return rc
-            table = pte_offset(pm, mm, table_span, &pmdp)
-            e = table[pte_index(page)]
+            if pmdp != NULL:
+                table = table_ptr(pm, pte_pfn(pmdp[0]))
+            else:           # the fault allocated the PMD table too
+                table = pte_offset(pm, mm, table_span, &pmdp)
         if mode != 0:
             pfn = pte_pfn(table[pte_index(page)])
             off = addr - page
@@ -316,6 +331,7 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
                 pm.flags[pfn] |= PG_HASDATA
             buf += n
         addr = nxt
+    wmb()
     return FAULT_OK
 
 

@@ -76,6 +76,9 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil
 cdef void free_frame(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
+
+cdef extern from "emmintrin.h" nogil:
+    void wmb "_mm_sfence" ()   # wmb(): copy_frame's non-temporal stores before any later store
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil
 cdef int reserve_pages(physmem_t* pm, int order, bint table, int64_t n, bint scope) noexcept nogil
 cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=*) noexcept nogil
