@@ -46,6 +46,7 @@ SANE = {
     "Machine.fail_page_alloc": lambda w, tmp: w.m.fail_page_alloc(1000),
     "Machine.load": lambda w, tmp: mmemu.Machine.load(_saved(w, tmp)),
     "Machine.meminfo": lambda w, tmp: w.m.meminfo(),
+    "Machine.buddyinfo": lambda w, tmp: w.m.buddyinfo(),
     "Machine.process": lambda w, tmp: w.m.process(w.p.pid),
     "Machine.read_file": lambda w, tmp: w.m.read_file(w.f, 0, 2 * PG),
     "Machine.release_backing": lambda w, tmp: w.m.release_backing(w.f),
@@ -68,6 +69,7 @@ SANE = {
     "Process.mremap": lambda w, tmp: w.c.mremap(COWP, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, FAR),
     "Process.munmap": lambda w, tmp: w.c.munmap(COWP + PG, PG),
     "Process.pagemap": lambda w, tmp: w.c.pagemap(COWP, 8),
+    "Process.pagemap_chunks": lambda w, tmp: list(w.c.pagemap_chunks(COWP, 8)),
     "Process.prctl": lambda w, tmp: w.p.prctl(PR_SET_COW_PTE, 1),
     "Process.read": lambda w, tmp: w.c.read(FEOF, 2 * PG),
     "Process.smaps": lambda w, tmp: w.c.smaps(),
@@ -88,6 +90,7 @@ SANE = {
 NEVER_FAILS = {
     "Machine.check": "reads the machine; raises only InvariantError, on a corrupt machine",
     "Machine.meminfo": "a view without arguments",
+    "Machine.buddyinfo": "a view without arguments",
     "Machine.vmstat": "a view without arguments",
     "Machine.reset_vmstat": "no arguments; zeroes the event counters",
     "Machine.release_backing": "__fput: an object this machine does not hold, or one still "

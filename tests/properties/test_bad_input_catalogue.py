@@ -251,6 +251,7 @@ CASES = {
     # ---- pagemap, swap_out
     "pagemap-unaligned": (lambda w: w.p.pagemap(RWP + 1, 1), E(errno.EINVAL)),
     "pagemap-negative-count": (lambda w: w.p.pagemap(RWP, -1), VALUE),
+    "pagemap-chunks-unaligned": (lambda w: list(w.p.pagemap_chunks(RWP + 1, 1)), E(errno.EINVAL)),
     "swap-out-unaligned": (lambda w: w.p.swap_out(RWP + 1, PG), E(errno.EINVAL)),
     "swap-out-address-str": (lambda w: w.p.swap_out("0", PG), TYPE),
     # ---- objects that belong elsewhere or no longer exist
