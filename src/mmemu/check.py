@@ -12,14 +12,17 @@ write-protection rules (an effectively writable private PTE maps an exclusive an
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from ._core import task_mmu
 from ._core.constants import (
-    PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED, PG_TABLE, PG_USED, PG_ZERO,
+    PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_RESERVED, PG_SWAPBACKED,
+    PG_TABLE, PG_USED, PG_ZERO,
 )
 from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
-from .flags import VmFlags
+from .mm import MM
 
 
 class InvariantError(AssertionError):
@@ -101,6 +104,56 @@ def _check_free_lists(phys, fl, used_ranges, nr_free) -> list:
     return problems
 
 
+_KNOWN_FLAGS = (PG_USED | PG_ANON | PG_FILE | PG_SWAPBACKED | PG_TABLE | PG_ZERO | PG_HASDATA
+                | PG_ANON_EXCLUSIVE | PG_DIRTY | PG_RESERVED | PG_BUDDY | (15 << ORDER_SHIFT))
+_ORDER_BITS = 15 << ORDER_SHIFT
+_NOT_FREE_FLAGS = 0xFFFFFFFF & ~(PG_HASDATA | PG_BUDDY | _ORDER_BITS)   # a free frame has none
+_ROLES = (PG_ANON, PG_FILE, PG_TABLE, PG_ZERO)     # a frame in use has exactly one
+
+
+def _check_flags(phys, idx, fl) -> list:
+    """Frame flags over the used ranges (idx, fl): known bits only; the zero page, and it
+    alone, PG_ZERO | PG_RESERVED with bytes all zero; a frame in use one role (anon, page
+    cache, page table, zero page), PageAnonExclusive only on anon pages, PG_SWAPBACKED and
+    PG_DIRTY only on page-cache pages, no buddy order; a free frame nothing but PG_HASDATA
+    and, heading a free block, PG_BUDDY with its order."""
+    problems = []
+    z = phys.zero_pfn
+    used = (fl & PG_USED) != 0
+    checks = [
+        ("unknown flag bits", (fl & np.uint32(0xFFFFFFFF & ~_KNOWN_FLAGS)) != 0),
+        ("PG_ZERO or PG_RESERVED off the zero page",
+         ((fl & (PG_ZERO | PG_RESERVED)) != 0) & (idx != z)),
+        ("frames in use without exactly one role (anon, page cache, table, zero page)",
+         used & (sum(((fl & r) != 0).astype(np.int8) for r in _ROLES) != 1)),
+        ("PageAnonExclusive on pages that are not anon",
+         ((fl & PG_ANON_EXCLUSIVE) != 0) & ((fl & PG_ANON) == 0)),
+        ("PG_SWAPBACKED or PG_DIRTY on pages not in a page cache",
+         ((fl & (PG_SWAPBACKED | PG_DIRTY)) != 0) & ((fl & PG_FILE) == 0)),
+        ("buddy flags on frames in use", used & ((fl & (PG_BUDDY | _ORDER_BITS)) != 0)),
+        ("free frames with flags of frames in use", ~used & ((fl & np.uint32(_NOT_FREE_FLAGS)) != 0)),
+        ("a buddy order on frames that head no free block",
+         ((fl & PG_BUDDY) == 0) & ((fl & _ORDER_BITS) != 0)),
+    ]
+    for text, bad in checks:
+        if np.any(bad):
+            problems.append(f"{text}: {_first(idx[bad])}")
+    zf = int(phys.flags[z])
+    if zf != PG_USED | PG_ZERO | PG_RESERVED or phys.frame(z) != bytes(4096):
+        problems.append(f"the zero page {z} has flags {zf:#x} or bytes that are not zero")
+    return problems
+
+
+def _check_mm_counters(p) -> list:
+    """total_vm and its exec/stack/data split are the pages of the VMAs (vm_stat_account;
+    locked_vm is not: MREMAP_DONTUNMAP leaves the source counted, as Linux does)."""
+    want = SimpleNamespace(total_vm=0, exec_vm=0, stack_vm=0, data_vm=0)
+    for v in p.mm.vmas:
+        MM.vm_stat_account(want, v.flags, v.npages)
+    return [f"pid {p.pid}: {k} {getattr(p.mm, k)}, its VMAs have {n} pages"
+            for k, n in vars(want).items() if getattr(p.mm, k) != n]
+
+
 def check_machine(machine) -> None:
     phys = machine.phys
     n = phys.nframes
@@ -110,12 +163,23 @@ def check_machine(machine) -> None:
     owners = np.zeros(n, dtype=np.int32)
     level = np.zeros(n, dtype=np.uint8)
 
+    spans = np.zeros(n, dtype=np.int64)
+    procs = []
+    for p in machine.processes:
+        try:
+            p.mm.core.validate_tables()     # nothing below walks tables it has not proved
+        except ValueError as e:
+            problems.append(f"pid {p.pid}: {e}")
+        else:
+            procs.append(p)
+    if len(procs) < len(machine.processes):
+        raise InvariantError("mmemu invariants violated:\n  " + "\n  ".join(problems))
     from .swap import check as _swap_check
     _swap_check(machine, problems)
-    for p in machine.processes:
+    for p in procs:
         core = p.mm.core
         lvl = np.zeros(n, dtype=np.uint8)
-        rss, ntables, probs = task_mmu.recount_mm(core, exp_map, exp_share, lvl, owners)
+        rss, ntables, probs = task_mmu.recount_mm(core, exp_map, exp_share, lvl, owners, spans)
         problems += [f"pid {p.pid}: {s}" for s in probs]
         both = (level != 0) & (lvl != 0)
         if np.any(both & ((level != 1) | (lvl != 1))):
@@ -130,8 +194,7 @@ def check_machine(machine) -> None:
                             f"{ntables} PUD/PMD/PTE tables are linked")
         total = 0
         for v in p.mm.vmas:
-            cnt, bad = task_mmu.audit_range(core, v.start, v.end, bool(v.flags & VmFlags.SHARED),
-                                            bool(v.flags & VmFlags.WRITE))
+            cnt, bad = task_mmu.audit_range(core, v)
             total += cnt
             if bad:
                 problems.append(f"pid {p.pid}: {bad}")
@@ -141,6 +204,7 @@ def check_machine(machine) -> None:
         for a, b in zip(p.mm.vmas, p.mm.vmas[1:]):
             if a.end > b.start or a.start >= a.end:
                 problems.append(f"pid {p.pid}: VMAs overlap or are empty: {a} {b}")
+        problems += _check_mm_counters(p)
 
     flags = phys.flags
     refc = phys.refcount
@@ -155,23 +219,44 @@ def check_machine(machine) -> None:
     anon = (fl & PG_ANON) != 0
     filep = (fl & PG_FILE) != 0
 
-    # page-cache membership
+    # page-cache membership: each cached frame a page-cache frame of the object's kind, in
+    # one cache once
     in_cache = np.zeros(n, dtype=np.int32)
     for obj in machine._backings:
-        np.add.at(in_cache, obj.cache.entries()[1], 1)
+        cached = obj.cache.entries()[1]
+        np.add.at(in_cache, cached, 1)
+        want = PG_USED | PG_FILE | (PG_SWAPBACKED if obj.swapbacked else 0)
+        wrong = cached[(flags[cached] & (PG_USED | PG_FILE | PG_SWAPBACKED | PG_TABLE)) != want]
+        if len(wrong):
+            problems.append(f"page cache of inode {obj.inode} holds frames that are not "
+                            f"{'shmem' if obj.swapbacked else 'file'} page-cache frames: "
+                            f"{_first(wrong)}")
     cache_i = in_cache[idx]
+    if np.any(cache_i > 1):
+        problems.append(f"frames in more than one page cache: {_first(idx[cache_i > 1])}")
+    problems += _check_flags(phys, idx, fl)
 
     mism = idx[(mapc[idx] != exp_map[idx]) & ~tables]
     if len(mism):
         i = int(mism[0])
         problems.append(f"mapcount differs on {len(mism)} frames (first pfn {i}: stored "
                         f"{int(mapc[i])}, PTEs {int(exp_map[i])})")
+    odd = idx[(tables | zero) & ((refc[idx] != 1) | (mapc[idx] != 0))]
+    if len(odd):
+        problems.append(f"page tables or the zero page with a refcount other than 1 or a "
+                        f"mapcount: {_first(odd)}")
     bad_ref = idx[used & ~tables & ~zero & (refc[idx] != mapc[idx] + cache_i)]
     if len(bad_ref):
         i = int(bad_ref[0])
         problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {i}: refcount "
                         f"{int(refc[i])}, mapcount {int(mapc[i])}, page cache {int(in_cache[i])})")
     lv = level[idx]
+    if np.any((share[idx] != 0) & (lv != 1)):
+        problems.append(f"pt_share set on frames that are not PTE tables: "
+                        f"{_first(idx[(share[idx] != 0) & (lv != 1)])}")
+    if np.any((phys.pt_owner[idx] != 0) & ~tables):
+        problems.append(f"pt_owner set on frames that are not page tables: "
+                        f"{_first(idx[(phys.pt_owner[idx] != 0) & ~tables])}")
     if np.any(tables != (lv != 0)):
         bad = idx[tables != (lv != 0)]
         problems.append(f"table frames and linked tables differ: pfns {_first(bad)}")

@@ -14,7 +14,8 @@ import numpy as np
 from mmemu._core.types cimport *
 from mmemu._core.pagemap cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
-from mmemu._core.pagetable cimport mm_t, MMCore
+from mmemu._core.pagetable cimport mm_t, MMCore, vma_t, vma_from_py
+from mmemu._core.filemap cimport xa_load
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range, WALK_ALL_END
 
 cnp.import_array()
@@ -175,6 +176,7 @@ cdef struct recount:
     int32_t* pt_share       # out: PMD entries pointing at each PTE table
     uint8_t* level          # out: 4 = PGD .. 1 = PTE table, per frame this mm links
     int32_t* owners         # out: PTE tables this mm owns
+    int64_t* spans          # in/out: 1 + the PMD span (addr >> 21) each PTE table is linked at
     int64_t rss[4]
     int64_t ntables
     void* problems          # a Python list of str
@@ -190,6 +192,10 @@ _PROBLEMS = (
     "zero-page PTE {x:#x} not special read-only",
     "PTE {x:#x} maps free frame {y}",
     "PTE {x:#x} maps page-table frame {y}",
+    "PTE table {x} linked at two addresses (spans {y:#x} and another)",
+    "special PTE {x:#x} does not map the zero page",
+    "PTE table {x} is shared {y} ways but holds a swap entry",
+    "table {x} is linked by an mm that does not own it (pt_owner {y})",
 )
 
 cdef enum:     # indexes into _PROBLEMS
@@ -202,6 +208,10 @@ cdef enum:     # indexes into _PROBLEMS
     P_ZERO = 6
     P_FREE = 7
     P_TABLE = 8
+    P_SPANS = 9
+    P_SPECIAL = 10
+    P_SHARED_SWAP = 11
+    P_OWNER = 12
 
 
 cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
@@ -216,6 +226,8 @@ cdef inline void _link_table(mm_walk* walk, pte_t e, uint8_t lvl) noexcept nogil
     cdef pfn_t tp = pte_pfn(e)
     if r.level[tp] != 0:
         _problem(walk, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE, tp)
+    if walk.pm.pt_owner[tp] != walk.mm.id:
+        _problem(walk, P_OWNER, tp, walk.pm.pt_owner[tp])
     r.level[tp] = lvl
     r.ntables += 1
 
@@ -243,8 +255,18 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
         _problem(walk, P_PTE_TWICE, tp)
     r.level[tp] = 1
     r.pt_share[tp] += 1
+    if r.spans[tp] == 0:
+        r.spans[tp] = 1 + <int64_t>(addr >> PMD_SHIFT)
+    elif r.spans[tp] != 1 + <int64_t>(addr >> PMD_SHIFT):
+        _problem(walk, P_SPANS, tp, addr & ~(PMD_SIZE - 1))
     if pm.pt_share[tp] > 1 and pte_write(pmd[0]):
         _problem(walk, P_SHARED_WRITABLE, tp, pm.pt_share[tp])
+    if pm.pt_share[tp] > 1:
+        ptet = table_ptr(pm, tp)
+        for l in range(512):
+            if is_swap_pte(ptet[l]):
+                _problem(walk, P_SHARED_SWAP, tp, pm.pt_share[tp])
+                break
     if pm.pt_owner[tp] == walk.mm.id:
         r.owners[tp] += 1
     if not (pm.cow_eager or pm.pt_owner[tp] == walk.mm.id):
@@ -270,6 +292,9 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
             if not pte_special(e) or pte_write(e):
                 _problem(walk, P_ZERO, e)
             continue
+        if pte_special(e):
+            _problem(walk, P_SPECIAL, e)
+            continue
         if not (fl & PG_USED):
             _problem(walk, P_FREE, e, p)
             continue
@@ -293,10 +318,14 @@ recount_ops.pmd_entry = recount_pte_range
 
 
 def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t[::1] level,
-               int32_t[::1] owners):
-    """Walk every table of one mm; add each accounted PTE's page to mapcount, each PMD
-    entry's PTE table to pt_share, mark table frames with their level (4=PGD .. 1=PTE) in
-    this mm's `level` array, and count in `owners` the PTE tables this mm owns.
+               int32_t[::1] owners, int64_t[::1] spans):
+    """Walk every table of one mm (its tables validated first: MMCore.validate_tables);
+    add each accounted PTE's page to mapcount, each PMD entry's PTE table to pt_share, mark
+    table frames with their level (4=PGD .. 1=PTE) in this mm's `level` array, count in
+    `owners` the PTE tables this mm owns, and note in `spans` (1 + addr >> 21, shared by
+    every mm) where each PTE table is linked: a table linked at two addresses is a problem
+    (COW sharers map a table at the same address), as is an upper-level table this mm did
+    not allocate, a special PTE off the zero page, and a swap entry in a shared table.
 
     A PTE table reached through a read-only PMD is COW-shared: in eager accounting every
     holder accounts its entries; in deferred accounting only its owner (pt_owner) does.
@@ -310,10 +339,13 @@ def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t
     r.pt_share = &pt_share[0]
     r.level = &level[0]
     r.owners = &owners[0]
+    r.spans = &spans[0]
     r.rss[0] = r.rss[1] = r.rss[2] = r.rss[3] = 0
     r.ntables = 0
     r.problems = <void*>problems
     level[mmc.mm.pgd] = 4
+    if mmc.phys.pm.pt_owner[mmc.mm.pgd] != mmc.mm.id:
+        problems.append(_PROBLEMS[P_OWNER].format(x=mmc.mm.pgd, y=mmc.phys.pm.pt_owner[mmc.mm.pgd]))
     walk_page_range(&mmc.phys.pm, &mmc.mm, 0, WALK_ALL_END, &recount_ops, &r)
     return (r.rss[0], r.rss[1], r.rss[2], r.rss[3]), r.ntables, problems
 
@@ -326,11 +358,15 @@ cdef enum:
     AUDIT_ANON_IN_SHARED = 2
     AUDIT_WRITE_NOT_ANON = 3
     AUDIT_WRITE_SHARED_ANON = 4
+    AUDIT_CACHE_IN_ANON = 5
+    AUDIT_CACHE_INDEX = 6
+    AUDIT_ANON_NO_ANON_VMA = 7
 
 
 cdef struct audit:
     bint shared
     bint writable_vma
+    vma_t vma               # the VMA's backing object (cache, pgoff) and start
     int64_t n               # non-none PTEs seen
     int problem             # AUDIT_*
     uint64_t addr           # where
@@ -351,12 +387,23 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
         if e == 0:
             continue
         a.n += 1
+        if is_swap_pte(e) and not a.vma.anon_vma:
+            a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
+            a.problem = AUDIT_ANON_NO_ANON_VMA
+            return 1
         if not pte_write(pmd[0]):
             e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
         p = pte_pfn(e)
         fl = pm.flags[p] if 0 <= p < pm.nframes else 0
         a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
-        if pte_write(e) and not a.writable_vma:
+        if (fl & PG_ANON) and pte_present(e) and not a.vma.anon_vma:
+            a.problem = AUDIT_ANON_NO_ANON_VMA
+        elif (fl & PG_FILE) and not pte_special(e) and a.vma.cache == NULL:
+            a.problem = AUDIT_CACHE_IN_ANON
+        elif (fl & PG_FILE) and not pte_special(e) and xa_load(
+                a.vma.cache, a.vma.pgoff + <int64_t>((a.addr - a.vma.start) >> PAGE_SHIFT)) != p:
+            a.problem = AUDIT_CACHE_INDEX
+        elif pte_write(e) and not a.writable_vma:
             a.problem = AUDIT_WRITE_NO_VM_WRITE
         elif a.shared and (fl & PG_ANON):
             a.problem = AUDIT_ANON_IN_SHARED
@@ -375,15 +422,20 @@ cdef mm_walk_ops audit_ops
 audit_ops.pmd_entry = audit_pte_range
 
 
-def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writable_vma):
-    """Entry rules inside one VMA: (non-none PTE count, first problem or None).
+def audit_range(MMCore mmc, object vma):
+    """Entry rules inside one VMA (mmemu.vma.VMA): (non-none PTE count, first problem or
+    None).
 
     A writable PTE in a private VMA must map an exclusive anon page; no PTE may be
-    writable in a VMA without VM_WRITE; a shared VMA maps no anon page.
+    writable in a VMA without VM_WRITE; a shared VMA maps no anon page; a page-cache page
+    is mapped only by a VMA of its object, at its offset (vm_pgoff); an anon page or a swap
+    entry only by a VMA with an anon_vma (which fork copies).
     """
     cdef audit a
-    a.shared = shared
-    a.writable_vma = writable_vma
+    vma_from_py(&a.vma, vma)
+    cdef uint64_t start = a.vma.start, end = a.vma.end
+    a.shared = (a.vma.flags & VM_SHARED) != 0
+    a.writable_vma = (a.vma.flags & VM_WRITE) != 0
     a.n = 0
     a.problem = AUDIT_OK
     a.addr = 0
@@ -396,6 +448,9 @@ def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writ
         AUDIT_ANON_IN_SHARED: "anon page in a shared VMA",
         AUDIT_WRITE_NOT_ANON: "writable PTE to a non-anon page in a private VMA",
         AUDIT_WRITE_SHARED_ANON: f"writable PTE to a shared anon page (mapcount {a.mapcount})",
+        AUDIT_CACHE_IN_ANON: "page-cache page in an anonymous VMA",
+        AUDIT_CACHE_INDEX: "page-cache page that is not its object's page at this offset",
+        AUDIT_ANON_NO_ANON_VMA: "anon page or swap entry in a VMA without an anon_vma",
     }[a.problem]
     return a.n, f"{a.addr:#x}: {text}"
 
