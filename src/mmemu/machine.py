@@ -393,10 +393,10 @@ class Machine:
         processes restore themselves, each checking its own state; here: the references
         between them (a backing object's users are the VMAs mapping it, a linked file is
         named, pids increase below the pid counter, parents and children agree, a parent's
-        pid is below its child's, inodes differ and lie below the inode counter), and that
-        every process's page tables are safe to walk. Last, the invariant checker proves
-        the rest (check()). SnapshotError on anything bad, and the half-built machine is
-        torn down at once (no reference cycle keeps its host memory)."""
+        pid is below its child's, inodes differ and lie below the inode counter). Last, the
+        invariant checker (check()) proves every process's page tables safe to walk and
+        then the rest. SnapshotError on anything bad, and the half-built machine is torn
+        down at once (no reference cycle keeps its host memory)."""
         if not isinstance(state, dict):
             raise bad("state is not an object")
         ms = field(state, "machine", dict, "state")
@@ -444,12 +444,7 @@ class Machine:
                           f"{obj.users} VMAs map it")
             if obj.users == 0 and (isinstance(obj, ShmemFile) or obj.unlinked):
                 raise bad(f"backing object (inode {obj.inode}) is neither mapped nor named")
-        for p in m._procs.values():
-            try:
-                p.mm.core.validate_tables()
-            except ValueError as e:
-                raise bad(f"process {p.pid}: {e}") from None
-        check_machine(m)
+        check_machine(m)        # which first proves every process's tables safe to walk
 
     def _break_cycles(self) -> None:
         """Tear down a machine that failed to load: its processes, mms and files point back
