@@ -22,6 +22,12 @@ SHARED = MAP_SHARED | MAP_ANONYMOUS
 
 DESIGNS = ["classic", "cow-deferred", "cow-eager"]
 
+# The snapshot protocol: every stateful class's dump_state / from_state, called by
+# mmemu.snapshot with what a snapshot file holds. The argument sweeps leave them to the
+# snapshot mutation fuzzer (tests/properties/test_snapshot_mutations.py), which feeds them
+# hostile states through Machine.load.
+STATE_PROTOCOL = ("dump_state", "from_state")
+
 
 def fuzz_settings(examples, *variables, **kw):
     """Hypothesis settings for a randomized test whose budget is ``examples`` unless one of

@@ -1,25 +1,35 @@
 """The invariant checker: recompute every counter from the page tables and compare.
 
-Walks every live mm's tables (the _core.task_mmu recount kernels) and checks, at least:
-per-frame mapcount = accounted PTEs mapping it (a COW-shared table's entries count once per
-holder in eager accounting, once for its owner in deferred accounting); refcount = mapcount
-(+1 for the page cache); pt_share = PMD entries pointing at a PTE table, and a shared
-table's PMDs are all read-only; in deferred accounting every table's owner holds it;
-per-mm rss and pgtables_bytes by the same rules; the global NR_* counters; the page
-allocator's free lists (_check_free_lists) hold exactly the frames not in use; PTEs exist
-only inside VMAs and obey the
-write-protection rules (an effectively writable private PTE maps an exclusive anon page).
+First proves every mm's tables safe to walk (MMCore.validate_tables: links to page-table
+frames in use, entries encoded as mmemu encodes them), then walks them (the _core.task_mmu
+recount kernels) and checks, at least: per-frame mapcount = accounted PTEs mapping it (a
+COW-shared table's entries count once per holder in eager accounting, once for its owner in
+deferred accounting); refcount = mapcount (+1 for the page cache), 1 for page tables and
+the zero page; pt_share = PMD entries pointing at a PTE table (0 on other frames), a shared
+table's PMDs are all read-only, it is linked at one address in every holder and holds no
+swap entry; in deferred accounting every table's owner holds it, an upper-level table is
+its mm's own; per-mm rss, pgtables_bytes and VM counters by the same rules; the global NR_*
+counters; frame flags (one role per frame in use, the zero page alone PG_ZERO, all zero
+bytes); page caches (each frame in one cache, of its kind); the page allocator's free lists
+(_check_free_lists) hold exactly the frames not in use; PTEs exist only inside VMAs and obey
+the write-protection rules (an effectively writable private PTE maps an exclusive anon
+page), a page-cache page is mapped only by a VMA of its object at its offset, an anon page
+or swap entry only by a VMA with an anon_vma. Host memory and time follow the frames ever
+used and the tables, not the memory size.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
 from ._core import task_mmu
 from ._core.constants import (
-    PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED, PG_TABLE, PG_USED, PG_ZERO,
+    PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_RESERVED, PG_SWAPBACKED,
+    PG_TABLE, PG_USED, PG_ZERO,
 )
 from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
-from .flags import VmFlags
+from .mm import MM
 
 
 class InvariantError(AssertionError):
@@ -101,27 +111,87 @@ def _check_free_lists(phys, fl, used_ranges, nr_free) -> list:
     return problems
 
 
+_KNOWN_FLAGS = (PG_USED | PG_ANON | PG_FILE | PG_SWAPBACKED | PG_TABLE | PG_ZERO | PG_HASDATA
+                | PG_ANON_EXCLUSIVE | PG_DIRTY | PG_RESERVED | PG_BUDDY | (15 << ORDER_SHIFT))
+_ORDER_BITS = 15 << ORDER_SHIFT
+_NOT_FREE_FLAGS = 0xFFFFFFFF & ~(PG_HASDATA | PG_BUDDY | _ORDER_BITS)   # a free frame has none
+_ROLES = (PG_ANON, PG_FILE, PG_TABLE, PG_ZERO)     # a frame in use has exactly one
+
+
+def _check_flags(phys, idx, fl) -> list:
+    """Frame flags over the used ranges (idx, fl): known bits only; the zero page, and it
+    alone, PG_ZERO | PG_RESERVED with bytes all zero; a frame in use one role (anon, page
+    cache, page table, zero page), PageAnonExclusive only on anon pages, PG_SWAPBACKED and
+    PG_DIRTY only on page-cache pages, no buddy order; a free frame nothing but PG_HASDATA
+    and, heading a free block, PG_BUDDY with its order."""
+    problems = []
+    z = phys.zero_pfn
+    used = (fl & PG_USED) != 0
+    checks = [
+        ("unknown flag bits", (fl & np.uint32(0xFFFFFFFF & ~_KNOWN_FLAGS)) != 0),
+        ("PG_ZERO or PG_RESERVED off the zero page",
+         ((fl & (PG_ZERO | PG_RESERVED)) != 0) & (idx != z)),
+        ("frames in use without exactly one role (anon, page cache, table, zero page)",
+         used & (sum(((fl & r) != 0).astype(np.int8) for r in _ROLES) != 1)),
+        ("PageAnonExclusive on pages that are not anon",
+         ((fl & PG_ANON_EXCLUSIVE) != 0) & ((fl & PG_ANON) == 0)),
+        ("PG_SWAPBACKED or PG_DIRTY on pages not in a page cache",
+         ((fl & (PG_SWAPBACKED | PG_DIRTY)) != 0) & ((fl & PG_FILE) == 0)),
+        ("buddy flags on frames in use", used & ((fl & (PG_BUDDY | _ORDER_BITS)) != 0)),
+        ("free frames with flags of frames in use", ~used & ((fl & np.uint32(_NOT_FREE_FLAGS)) != 0)),
+        ("a buddy order on frames that head no free block",
+         ((fl & PG_BUDDY) == 0) & ((fl & _ORDER_BITS) != 0)),
+    ]
+    for text, bad in checks:
+        if np.any(bad):
+            problems.append(f"{text}: {_first(idx[bad])}")
+    zf = int(phys.flags[z])
+    if zf != PG_USED | PG_ZERO | PG_RESERVED or phys.frame(z) != bytes(4096):
+        problems.append(f"the zero page {z} has flags {zf:#x} or bytes that are not zero")
+    return problems
+
+
+def _check_mm_counters(p) -> list:
+    """total_vm and its exec/stack/data split are the pages of the VMAs (vm_stat_account;
+    locked_vm is not: MREMAP_DONTUNMAP leaves the source counted, as Linux does)."""
+    want = SimpleNamespace(total_vm=0, exec_vm=0, stack_vm=0, data_vm=0)
+    for v in p.mm.vmas:
+        MM.vm_stat_account(want, v.flags, v.npages)
+    return [f"pid {p.pid}: {k} {getattr(p.mm, k)}, its VMAs have {n} pages"
+            for k, n in vars(want).items() if getattr(p.mm, k) != n]
+
+
 def check_machine(machine) -> None:
+    """Recompute everything from the page tables, after proving them safe to walk. Host
+    memory and time follow the frames ever used and the tables, not the memory size."""
     phys = machine.phys
     n = phys.nframes
     problems = []
-    exp_map = np.zeros(n, dtype=np.int32)
-    exp_share = np.zeros(n, dtype=np.int32)
-    owners = np.zeros(n, dtype=np.int32)
-    level = np.zeros(n, dtype=np.uint8)
-
+    procs = []
+    for p in machine.processes:
+        try:
+            p.mm.core.validate_tables()     # nothing below walks tables it has not proved
+        except ValueError as e:
+            problems.append(f"pid {p.pid}: {e}")
+        else:
+            procs.append(p)
+    if len(procs) < len(machine.processes):
+        raise InvariantError("mmemu invariants violated:\n  " + "\n  ".join(problems))
     from .swap import check as _swap_check
     _swap_check(machine, problems)
-    for p in machine.processes:
+
+    # per-frame arrays over the used ranges [0, d1) and [t0, n): idx[i] is the frame at i
+    (_, d1), (t0, _) = phys.used_ranges()
+    idx = np.concatenate([np.arange(d1), np.arange(t0, n)])
+    u = len(idx)
+    exp_map, exp_share, owners, last = (np.zeros(u, dtype=np.int32) for _ in range(4))
+    level = np.zeros(u, dtype=np.uint8)
+    spans = np.zeros(u, dtype=np.int64)
+    for me, p in enumerate(procs, 1):
         core = p.mm.core
-        lvl = np.zeros(n, dtype=np.uint8)
-        rss, ntables, probs = task_mmu.recount_mm(core, exp_map, exp_share, lvl, owners)
+        rss, ntables, probs = task_mmu.recount_mm(core, me, exp_map, exp_share, level, last,
+                                                  owners, spans)
         problems += [f"pid {p.pid}: {s}" for s in probs]
-        both = (level != 0) & (lvl != 0)
-        if np.any(both & ((level != 1) | (lvl != 1))):
-            problems.append(f"pid {p.pid}: upper-level tables shared with another mm: "
-                            f"{_first(np.flatnonzero(both & ((level != 1) | (lvl != 1))))}")
-        level = np.maximum(level, lvl)
         if tuple(rss) != tuple(core.rss):
             problems.append(f"pid {p.pid}: rss (file, anon, swap, shmem) stored {core.rss}, "
                             f"page tables say {tuple(rss)}")
@@ -130,8 +200,7 @@ def check_machine(machine) -> None:
                             f"{ntables} PUD/PMD/PTE tables are linked")
         total = 0
         for v in p.mm.vmas:
-            cnt, bad = task_mmu.audit_range(core, v.start, v.end, bool(v.flags & VmFlags.SHARED),
-                                            bool(v.flags & VmFlags.WRITE))
+            cnt, bad = task_mmu.audit_range(core, v)
             total += cnt
             if bad:
                 problems.append(f"pid {p.pid}: {bad}")
@@ -141,68 +210,85 @@ def check_machine(machine) -> None:
         for a, b in zip(p.mm.vmas, p.mm.vmas[1:]):
             if a.end > b.start or a.start >= a.end:
                 problems.append(f"pid {p.pid}: VMAs overlap or are empty: {a} {b}")
+        problems += _check_mm_counters(p)
 
-    flags = phys.flags
-    refc = phys.refcount
-    mapc = phys.mapcount
-    share = phys.pt_share
-    (d0, d1), (t0, t1) = phys.used_ranges()
-    idx = np.concatenate([np.arange(d0, d1), np.arange(t0, t1)])
-    fl = flags[idx]
+    def used_part(view):
+        return np.concatenate([view[:d1], view[t0:]])
+    fl, refc, mapc = used_part(phys.flags), used_part(phys.refcount), used_part(phys.mapcount)
+    share, owner = used_part(phys.pt_share), used_part(phys.pt_owner)
     used = (fl & PG_USED) != 0
     tables = (fl & PG_TABLE) != 0
     zero = (fl & PG_ZERO) != 0
     anon = (fl & PG_ANON) != 0
     filep = (fl & PG_FILE) != 0
 
-    # page-cache membership
-    in_cache = np.zeros(n, dtype=np.int32)
+    # page-cache membership: each cached frame a page-cache frame of the object's kind, in
+    # one cache once
+    flags = phys.flags
+    in_cache = np.zeros(u, dtype=np.int32)
     for obj in machine._backings:
-        np.add.at(in_cache, obj.cache.entries()[1], 1)
-    cache_i = in_cache[idx]
+        cached = obj.cache.entries()[1]
+        want = PG_USED | PG_FILE | (PG_SWAPBACKED if obj.swapbacked else 0)
+        wrong = cached[(flags[cached] & (PG_USED | PG_FILE | PG_SWAPBACKED | PG_TABLE)) != want]
+        if len(wrong):
+            problems.append(f"page cache of inode {obj.inode} holds frames that are not "
+                            f"{'shmem' if obj.swapbacked else 'file'} page-cache frames: "
+                            f"{_first(wrong)}")
+        cached = cached[(cached < d1) | (cached >= t0)]     # never-used ones: just reported
+        np.add.at(in_cache, np.where(cached < d1, cached, cached - (t0 - d1)), 1)
+    if np.any(in_cache > 1):
+        problems.append(f"frames in more than one page cache: {_first(idx[in_cache > 1])}")
+    problems += _check_flags(phys, idx, fl)
 
-    mism = idx[(mapc[idx] != exp_map[idx]) & ~tables]
+    mism = np.flatnonzero((mapc != exp_map) & ~tables)
     if len(mism):
-        i = int(mism[0])
-        problems.append(f"mapcount differs on {len(mism)} frames (first pfn {i}: stored "
-                        f"{int(mapc[i])}, PTEs {int(exp_map[i])})")
-    bad_ref = idx[used & ~tables & ~zero & (refc[idx] != mapc[idx] + cache_i)]
+        i = mism[0]
+        problems.append(f"mapcount differs on {len(mism)} frames (first pfn {idx[i]}: stored "
+                        f"{mapc[i]}, PTEs {exp_map[i]})")
+    odd = idx[(tables | zero) & ((refc != 1) | (mapc != 0))]
+    if len(odd):
+        problems.append(f"page tables or the zero page with a refcount other than 1 or a "
+                        f"mapcount: {_first(odd)}")
+    bad_ref = np.flatnonzero(used & ~tables & ~zero & (refc != mapc + in_cache))
     if len(bad_ref):
-        i = int(bad_ref[0])
-        problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {i}: refcount "
-                        f"{int(refc[i])}, mapcount {int(mapc[i])}, page cache {int(in_cache[i])})")
-    lv = level[idx]
-    if np.any(tables != (lv != 0)):
-        bad = idx[tables != (lv != 0)]
-        problems.append(f"table frames and linked tables differ: pfns {_first(bad)}")
-    pte_tables = idx[lv == 1]
-    bad_share = pte_tables[share[pte_tables] != exp_share[pte_tables]]
+        i = bad_ref[0]
+        problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {idx[i]}: refcount "
+                        f"{refc[i]}, mapcount {mapc[i]}, page cache {in_cache[i]})")
+    if np.any((share != 0) & (level != 1)):
+        problems.append(f"pt_share set on frames that are not PTE tables: "
+                        f"{_first(idx[(share != 0) & (level != 1)])}")
+    if np.any((owner != 0) & ~tables):
+        problems.append(f"pt_owner set on frames that are not page tables: "
+                        f"{_first(idx[(owner != 0) & ~tables])}")
+    if np.any(tables != (level != 0)):
+        problems.append(f"table frames and linked tables differ: pfns "
+                        f"{_first(idx[tables != (level != 0)])}")
+    pte = level == 1
+    bad_share = np.flatnonzero(pte & (share != exp_share))
     if len(bad_share):
-        i = int(bad_share[0])
-        problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {i}: "
-                        f"stored {int(share[i])}, PMD entries {int(exp_share[i])})")
-    if phys.cow_pte_accounting == "deferred":
-        orphan = pte_tables[owners[pte_tables] != 1]
-        if len(orphan):
-            problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
-                            f"{_first(orphan)}")
-    leaked = idx[used & ~tables & ~zero & (mapc[idx] == 0) & (cache_i == 0)]
+        i = bad_share[0]
+        problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {idx[i]}: "
+                        f"stored {share[i]}, PMD entries {exp_share[i]})")
+    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1)):
+        problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
+                        f"{_first(idx[pte & (owners != 1)])}")
+    leaked = idx[used & ~tables & ~zero & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")
-    not_used = idx[~used & ((mapc[idx] != 0) | (refc[idx] != 0) | (cache_i != 0))]
+    not_used = idx[~used & ((mapc != 0) | (refc != 0) | (in_cache != 0))]
     if len(not_used):
         problems.append(f"free frames still referenced: {_first(not_used)}")
-    ae_bad = idx[((fl & PG_ANON_EXCLUSIVE) != 0) & (mapc[idx] > 1)]
+    ae_bad = idx[((fl & PG_ANON_EXCLUSIVE) != 0) & (mapc > 1)]
     if len(ae_bad):
         problems.append(f"PageAnonExclusive pages mapped more than once: {_first(ae_bad)}")
-    if np.any(filep & ~(cache_i > 0) & used):
-        problems.append(f"page-cache frames outside every cache: {_first(idx[filep & (cache_i == 0) & used])}")
+    if np.any(filep & (in_cache == 0) & used):
+        problems.append(f"page-cache frames outside every cache: {_first(idx[filep & (in_cache == 0) & used])}")
 
     c = phys.counters()
     expect = {
         "nr_free_pages": n - int(np.count_nonzero(used)),
-        "nr_anon_mapped": int(np.count_nonzero(anon & (mapc[idx] > 0))),
-        "nr_file_mapped": int(np.count_nonzero(filep & (mapc[idx] > 0))),
+        "nr_anon_mapped": int(np.count_nonzero(anon & (mapc > 0))),
+        "nr_file_mapped": int(np.count_nonzero(filep & (mapc > 0))),
         "nr_page_table_pages": int(np.count_nonzero(tables)),
         "nr_file_pages": int(np.count_nonzero(filep & used)),
         "nr_shmem": int(np.count_nonzero(filep & used & ((fl & PG_SWAPBACKED) != 0))),

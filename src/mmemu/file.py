@@ -38,11 +38,12 @@ import numpy as np
 
 from ._core.constants import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT
 from ._core.filemap import PageCache
-from .errors import MMError, enomem
+from .errors import MMError, SnapshotError, enomem
 from .reserve import reserving
 from .flags import VmFlags
 from .locking import serialised
 from .memory import break_cow_pte_range
+from .state import bad, field, integer, is_int, refuse_undeclared
 from .stats import pagemap_chunks
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
@@ -232,6 +233,27 @@ class File:
         self._check_alive()
         self.machine.unlink(self)
 
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self):
+        """(record, (indexes, PFNs) of the page cache) for a snapshot."""
+        refuse_undeclared(self, f"file {self.path!r}")
+        return ({"kind": "file", "path": self.path, "inode": self.inode, "dev": list(self.dev),
+                 "writable": bool(self.writable), "swapbacked": bool(self.swapbacked),
+                 "size": self.size, "unlinked": bool(self.unlinked), "users": self.users},
+                self.cache.entries())
+
+    @classmethod
+    def from_state(cls, machine, rec, index, pfns, where) -> "File":
+        """The file dump_state gave (without users: the VMAs mapping it count them), its
+        page cache filled from (index, pfns) (fill_page_cache)."""
+        f = cls(machine, field(rec, "path", str, where), integer(rec, "inode", where, 0, 1 << 62),
+                field(rec, "writable", bool, where), field(rec, "swapbacked", bool, where))
+        f.size = integer(rec, "size", where, 0, MAX_LFS_FILESIZE)
+        f.unlinked = field(rec, "unlinked", bool, where)
+        f.dev = device(rec, where)
+        fill_page_cache(f, index, pfns, machine.phys.nframes, where)
+        return f
+
 
 def fdget(machine, f) -> File:
     """fdget: the File argument of a call on machine -- a File of this machine that still
@@ -387,6 +409,27 @@ def create_file(machine, name: str, size: int = 0, data: Optional[bytes] = None,
     f.truncate(max(size, n))
     f.writable = writable
     return f
+
+
+def device(rec, where):
+    """The (major, minor) pair of a saved file or shmem object."""
+    dev = field(rec, "dev", list, where)
+    if len(dev) != 2 or not all(is_int(x) and 0 <= x < 1 << 32 for x in dev):
+        raise bad(f"{where}: 'dev' must be two integers")
+    return (dev[0], dev[1])
+
+
+def fill_page_cache(obj, index: np.ndarray, pfns: np.ndarray, nframes: int, where) -> None:
+    """A snapshot's page cache into obj's empty one: indexes increasing inside the object,
+    frames inside memory (which frames they are, the invariant checker proves)."""
+    if len(index) and (index[0] < 0 or index[-1] >= obj.npages or np.any(np.diff(index) <= 0)):
+        raise bad(f"{where}: page cache indexes not increasing inside the object's "
+                  f"{obj.npages} pages")
+    if len(pfns) and (pfns.min() < 0 or pfns.max() >= nframes):
+        raise bad(f"{where}: a page cache holds a frame outside memory")
+    for i, p in zip(index.tolist(), pfns.tolist()):
+        if not obj.cache.store(i, p):
+            raise SnapshotError(f"{where}: no host memory for the page cache")
 
 
 def i_size_write(f: File, size: int) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import operator
 import re
@@ -10,20 +11,34 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ._core.filemap import PageCache
-from ._core.physmem import PhysMem
+from ._core.physmem import MAX_FRAMES, PhysMem
 from . import file as _file
 from . import swap as _swap
-from .errors import MMError
+from .check import InvariantError, check_machine
+from .errors import MMError, SnapshotError
 from .file import File
 from .fork import dup_mm
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
 from .process import Process
-from .vma import PAGE_SIZE, TASK_SIZE
+from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
+from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def _host_mapped(make, *args):
+    """make(*args) for an object that reserves host address space (PhysMem, the swap
+    device): if the host refuses, machines no longer reachable may still hold theirs (a
+    machine is a reference cycle: its processes and files point back at it), so collect
+    them and try once more."""
+    try:
+        return make(*args)
+    except MemoryError:
+        gc.collect()
+        return make(*args)
 
 
 def parse_size(size) -> int:
@@ -52,6 +67,22 @@ class ShmemFile:
         self.inode = inode
         self.name = "/dev/zero (deleted)"
         self.dev = (0, 1)
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self):
+        """(record, (indexes, PFNs) of the page cache) for a snapshot."""
+        refuse_undeclared(self, "a shmem object")
+        return ({"kind": "shmem", "inode": self.inode, "npages": self.npages, "name": self.name,
+                 "dev": list(self.dev), "users": self.users}, self.cache.entries())
+
+    @classmethod
+    def from_state(cls, machine, rec, index, pfns, where) -> "ShmemFile":
+        """The object dump_state gave (without users: the VMAs mapping it count them)."""
+        obj = cls(integer(rec, "npages", where, 0, 1 << 52), integer(rec, "inode", where, 0, 1 << 62))
+        obj.name = field(rec, "name", str, where)
+        obj.dev = _file.device(rec, where)
+        _file.fill_page_cache(obj, index, pfns, machine.phys.nframes, where)
+        return obj
 
 
 @serialised
@@ -97,9 +128,8 @@ class Machine:
             raise ValueError("memory must be at least 64 KiB")
         swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
-        self.phys = PhysMem(nbytes // PAGE_SIZE)
-        _swap.attach(self, swap)
-        self.swap = swap
+        self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
+        self.swap_device = _host_mapped(_swap.SwapDevice, self.phys, swap)
         self.phys.cow_pte_accounting = cow_pte_accounting
         self.cow_pgtable = bool(cow_pgtable)
         self.max_map_count = max_map_count
@@ -108,9 +138,22 @@ class Machine:
         self._inodes = itertools.count(1024)
         self._backings: set = set()
         self._files: Dict[str, "File"] = {}     # path -> File (the namespace)
+        # mmemu.procfs.import_process: what earlier imports into this machine made of the
+        # host's frames, shmem objects and swap entries (not saved: meaningless on another
+        # host, so an import into a loaded machine shares nothing with earlier ones)
+        self._import_registry = {
+            "anon": {},     # real pfn -> (process, address, emulated pfn) of a shared anon page
+            "shmem": {},    # key -> ShmemFile
+            "swap": {},     # (swap type, offset) -> emulated swap slot
+        }
 
     def __repr__(self) -> str:
         return f"<Machine memory={self.memory >> 20} MiB processes={len(self._procs)}>"
+
+    @property
+    def swap(self) -> int:
+        """SwapTotal in bytes: the size of the swap device."""
+        return self.swap_device.size
 
     # ---- processes ----
     @property
@@ -277,17 +320,207 @@ class Machine:
         save(self, path, compress=compress)
 
     @classmethod
-    def load(cls, path, *, check: bool = False) -> "Machine":
+    def load(cls, path, *, check: bool = True) -> "Machine":
         """A machine read from a snapshot written by ``save``.
 
-        The file's magic, version, sizes and SHA-256 checksums are verified before anything
-        is built; a bad file raises ``mmemu.SnapshotError`` saying what is wrong (truncated
-        at byte N, checksum mismatch in section X, not an mmemu snapshot, unsupported
-        version V) and no machine is returned. check=True also runs ``check()`` on the
-        loaded machine (SnapshotError if it fails).
+        Nothing is built before the file's magic, version, sizes and SHA-256 checksums are
+        verified, and no machine is returned before its every structural invariant is:
+        the state and the page tables it links (``from_state``), then ``check()``. A bad
+        file raises ``mmemu.SnapshotError`` saying what is wrong (truncated at byte N,
+        checksum mismatch in section X, not an mmemu snapshot, unsupported version V, the
+        loaded machine fails check()), never another error, whatever the file holds; the
+        host memory it may take is bounded by the file and the machine it describes.
+        ``check`` is accepted for compatibility: the checker always runs.
         """
         from .snapshot import load
-        return load(path, cls, check)
+        return load(path, cls)
+
+    def dump_state(self):
+        """The machine for mmemu.snapshot: (state, arrays), a JSON-able dict and named int
+        arrays (PhysMem.dump_state's, the page caches one object after the other, the swap
+        slots in use). The frames of arrays["data_pfns"] (``phys.read_frames``) and the
+        slots of arrays["swap_slots"] (``swap_device.read_slots``) hold the rest.
+        SnapshotError if an object holds state the snapshot format does not know."""
+        refuse_undeclared(self, "the Machine")
+        scalars, arrays = self.phys.dump_state()
+        refs = SaveRefs(sorted(self._backings, key=lambda b: b.inode))
+        brecs, caches, pos = [], [], 0
+        for b in refs.backings:
+            if not isinstance(b, (File, ShmemFile)):
+                raise SnapshotError(f"cannot save: unknown backing object {b!r}")
+            rec, cache = b.dump_state()
+            rec["cache"] = [pos, len(cache[0])]
+            pos += len(cache[0])
+            brecs.append(rec)
+            caches.append(cache)
+        for k, name in enumerate(("page_cache_index", "page_cache_pfn")):
+            arrays[name] = np.concatenate([c[k] for c in caches]) if caches else np.empty(0, np.int64)
+        arrays["swap_slots"], arrays["swap_counts"] = self.swap_device.dump_state()
+        files = []
+        for path, f in self._files.items():
+            if f.path != path:
+                raise SnapshotError(f"cannot save: file {path!r} is not a known backing object")
+            files.append(refs.backing_index(f, f"file {path!r}"))
+        procs = [p.dump_state(refs) for p in self._procs.values()]
+        state = {
+            "machine": {"memory": self.memory, "swap": self.swap,
+                        "max_map_count": self.max_map_count,
+                        "cow_pgtable": bool(self.cow_pgtable), "next_pid": int(self._next_pid),
+                        "next_inode": self._peek_inode()},
+            "physmem": scalars,
+            "backings": brecs,
+            "files": files,
+            "anon_vmas": refs.anon_vmas,
+            "processes": procs,
+        }
+        return state, arrays
+
+    def _peek_inode(self) -> int:
+        """The next inode number (the counter is replaced by an equal one)."""
+        n = next(self._inodes)
+        self._inodes = itertools.count(n)
+        return n
+
+    @classmethod
+    def from_state(cls, state, arrays, frames=(), swap_data=()) -> "Machine":
+        """The machine dump_state gave: ``cls(memory, swap=..., ...)`` whose physical memory
+        (frames: the contents of arrays["data_pfns"], as PhysMem.restore_state takes them),
+        swap device (swap_data: the bytes of the slots in use), files, shmem objects and
+        processes restore themselves, each checking its own state; here: the references
+        between them (a backing object's users are the VMAs mapping it, a linked file is
+        named, pids increase below the pid counter, parents and children agree, a parent's
+        pid is below its child's, inodes differ and lie below the inode counter). Last, the
+        invariant checker (check()) proves every process's page tables safe to walk and
+        then the rest. SnapshotError on anything bad, and the half-built machine is torn
+        down at once (no reference cycle keeps its host memory)."""
+        if not isinstance(state, dict):
+            raise bad("state is not an object")
+        ms = field(state, "machine", dict, "state")
+        scalars = field(state, "physmem", dict, "state")
+        nframes = integer(scalars, "nframes", "physmem", 16, MAX_FRAMES)
+        memory = integer(ms, "memory", "machine", 0)
+        if memory != nframes * PAGE_SIZE:
+            raise bad(f"memory {memory} bytes but {nframes} frames")
+        swap = integer(ms, "swap", "machine", 0, _swap.MAX_SWAP)
+        if swap % PAGE_SIZE:
+            raise bad(f"machine: swap {swap} is not a multiple of 4096 bytes")
+        eager = integer(scalars, "cow_eager", "physmem", 0, 1)
+        m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
+                cow_pte_accounting="eager" if eager else "deferred",
+                cow_pgtable=field(ms, "cow_pgtable", bool, "machine"))
+        try:
+            m._restore(state, arrays, frames, swap_data)
+        except BaseException as e:
+            m._break_cycles()
+            if isinstance(e, InvariantError):
+                raise SnapshotError(f"the loaded machine fails Machine.check(): {e}") from None
+            raise
+        return m
+
+    def _restore(self, state, arrays, frames, swap_data) -> None:
+        """from_state's work on the new machine."""
+        m, ms, scalars = self, state["machine"], state["physmem"]
+        try:
+            m.phys.restore_state(scalars, arrays, frames)
+        except ValueError as e:
+            raise bad(f"physical memory: {e}") from None
+        m.swap_device.restore_state(arrays["swap_slots"], arrays["swap_counts"], swap_data)
+        m._next_pid = integer(ms, "next_pid", "machine", 1, 1 << 31)
+        next_inode = integer(ms, "next_inode", "machine", 0, 1 << 62)
+        m._inodes = itertools.count(next_inode)
+        backings, users = m._restore_backings(state, arrays, next_inode)
+        anon = field(state, "anon_vmas", list, "state")
+        if not all(isinstance(x, bool) for x in anon):
+            raise bad("anon_vmas must be booleans")
+        refs = LoadRefs(backings, [AnonVma(forked=x) for x in anon])
+        m._restore_processes(field(state, "processes", list, "state"), refs)
+        for obj, n in zip(backings, users):
+            if obj.users != n:
+                raise bad(f"backing object (inode {obj.inode}) has {n} users recorded, "
+                          f"{obj.users} VMAs map it")
+            if obj.users == 0 and (isinstance(obj, ShmemFile) or obj.unlinked):
+                raise bad(f"backing object (inode {obj.inode}) is neither mapped nor named")
+        check_machine(m)        # which first proves every process's tables safe to walk
+
+    def _break_cycles(self) -> None:
+        """Tear down a machine that failed to load: its processes, mms and files point back
+        at it, so drop those references now rather than wait for a garbage collection
+        (the host memory it mapped goes with the last reference)."""
+        for p in self._procs.values():
+            p.mm.__dict__.clear()
+            p.__dict__.clear()
+        for b in self._backings:
+            b.__dict__.clear()
+        self.__dict__.clear()
+
+    def _restore_backings(self, state, arrays, next_inode):
+        """The files and shmem objects of from_state's state (with their page caches), the
+        users each had, and the file namespace."""
+        cindex, cpfn = arrays["page_cache_index"], arrays["page_cache_pfn"]
+        if len(cindex) != len(cpfn):
+            raise bad("page_cache_index and page_cache_pfn differ in length")
+        backings, users, inodes = [], [], set()
+        for i, b in enumerate(field(state, "backings", list, "state")):
+            where = f"backing object {i}"
+            rng = field(b, "cache", list, where)
+            if len(rng) != 2 or not all(is_int(x) for x in rng) or not (
+                    0 <= rng[0] and 0 <= rng[1] and rng[0] + rng[1] <= len(cindex)):
+                raise bad(f"{where}: page cache outside the page cache sections")
+            kind = field(b, "kind", str, where)
+            if kind not in ("file", "shmem"):
+                raise bad(f"{where}: unknown kind {show(kind)}")
+            make = File.from_state if kind == "file" else ShmemFile.from_state
+            part = slice(rng[0], rng[0] + rng[1])
+            obj = make(self, b, cindex[part], cpfn[part], where)
+            if obj.inode >= next_inode or obj.inode in inodes:
+                raise bad(f"{where}: inode {obj.inode} used twice or beyond the inode counter")
+            inodes.add(obj.inode)
+            backings.append(obj)
+            users.append(integer(b, "users", where, 0))
+        self._backings = set(backings)
+        for i in field(state, "files", list, "state"):
+            if not is_int(i) or not 0 <= i < len(backings):
+                raise bad(f"files: bad backing index {show(i)}")
+            obj = backings[i]
+            if not isinstance(obj, File) or obj.unlinked or obj.path in self._files:
+                raise bad(f"files: backing {i} is not a named file")
+            self._files[obj.path] = obj
+        if any(isinstance(b, File) and not b.unlinked and b.path not in self._files for b in backings):
+            raise bad("files: a file that is not unlinked has no name")
+        return backings, users
+
+    def _restore_processes(self, records, refs) -> None:
+        """from_state's processes, in pid order, then their parents and children."""
+        built = []
+        for i, rec in enumerate(records):
+            p = Process.from_state(self, rec, refs, f"process {i}")
+            if p.pid in self._procs:
+                raise bad(f"pid {p.pid} appears twice")
+            if p.pid >= self._next_pid or (built and p.pid < built[-1][0].pid):
+                raise bad(f"process {i}: pid {p.pid} out of order or beyond the pid counter "
+                          f"{self._next_pid}")
+            self._procs[p.pid] = p
+            built.append((p, rec))
+        for p, rec in built:
+            where = f"process {p.pid}"
+            parent = rec.get("parent")
+            if parent is not None:
+                if not is_int(parent) or parent not in self._procs:
+                    raise bad(f"{where}: parent {show(parent)} is not a live process")
+                if parent >= p.pid:
+                    raise bad(f"{where}: parent {parent} is younger than its child")
+                p.parent = self._procs[parent]
+            for c in field(rec, "children", list, where):
+                if not is_int(c) or c not in self._procs or self._procs[c] in p.children:
+                    raise bad(f"{where}: child {show(c)} is not a live process or is listed twice")
+                p.children.append(self._procs[c])
+        for p in self._procs.values():
+            for c in p.children:
+                if c.parent is not p:
+                    raise bad(f"process {c.pid} is a child of {p.pid} but names another parent")
+            if p.parent is not None and p not in p.parent.children:
+                raise bad(f"process {p.pid} names {p.parent.pid} as parent, which does not "
+                          f"list it")
 
     # ---- fault injection ----
     def fail_page_alloc(self, nth: int, times: int = 1) -> None:
@@ -323,5 +556,4 @@ class Machine:
 
     def check(self) -> None:
         """Recompute every counter from the page tables; raise InvariantError on a mismatch."""
-        from .check import check_machine
         check_machine(self)

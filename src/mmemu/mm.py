@@ -13,6 +13,7 @@ from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
 from .memory import break_cow_pte_range
+from .state import bad, field, integer, refuse_undeclared
 from .vma import (
     MMAP_BASE, MMAP_MIN_ADDR, PAGE_SHIFT, TASK_SIZE, VM_IGNORE_MERGE, VM_STACK, VM_STICKY, VMA,
 )
@@ -22,12 +23,18 @@ _EXEC_MASK = _EXEC | _WRITE | _STACK
 _DATA_MASK = _WRITE | int(VmFlags.SHARED) | _STACK
 
 
-class MM:
-    """An address space: VMAs sorted by start, counters, and the page-table core."""
+# the mm_struct counters and addresses a snapshot saves, besides the core and the VMAs
+MM_COUNTERS = ("total_vm", "data_vm", "exec_vm", "stack_vm", "locked_vm", "hiwater_vm",
+               "hiwater_rss", "start_brk", "brk", "start_stack", "start_code", "end_code")
 
-    def __init__(self, machine):
+
+class MM:
+    """An address space: VMAs sorted by start, counters, and the page-table core
+    (``core``: a new one, without a PGD yet, unless given)."""
+
+    def __init__(self, machine, core: Optional[MMCore] = None):
         self.machine = machine
-        self.core = MMCore(machine.phys)
+        self.core = core if core is not None else MMCore(machine.phys)
         self.cow_pgtable = False        # MMF_COW_PGTABLE: every fork shares PTE tables
         self.vmas: List[VMA] = []
         self.total_vm = 0
@@ -201,6 +208,40 @@ class MM:
         """__split_vma / mmap_region: ENOMEM if map_count would pass max_map_count."""
         if self.map_count + extra > self.machine.max_map_count:
             raise enomem(f"map_count would exceed max_map_count ({self.machine.max_map_count})")
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self, refs, where) -> dict:
+        """The counters, the PR_SET_COW_PTE switch, the core's state and the VMAs."""
+        refuse_undeclared(self, f"the mm of {where}")
+        rec = {k: int(getattr(self, k)) for k in MM_COUNTERS}
+        rec.update(core=self.core.dump_state(), cow_pgtable=bool(self.cow_pgtable),
+                   vmas=[v.dump_state(refs, where) for v in self.vmas])
+        return rec
+
+    @classmethod
+    def from_state(cls, machine, rec, refs, where) -> "MM":
+        """The mm dump_state gave, on a machine whose physical memory is restored: its core
+        takes its saved id, PGD and counters (MMCore(phys, state), which checks them); the
+        VMAs are checked and sorted without overlap, and each adds a user to its backing
+        object. Counters are page counts of the address space, addresses below 2^64."""
+        core_state = field(rec, "core", dict, where)
+        try:
+            core = MMCore(machine.phys, core_state)
+        except ValueError as e:
+            raise bad(f"{where}: {e}") from None
+        mm = cls(machine, core)
+        mm.cow_pgtable = field(rec, "cow_pgtable", bool, where)
+        for k in MM_COUNTERS:
+            hi = (TASK_SIZE >> PAGE_SHIFT) if k.endswith("_vm") or k == "hiwater_rss" else (1 << 64) - 1
+            setattr(mm, k, integer(rec, k, where, 0, hi))
+        if mm.brk < mm.start_brk:
+            raise bad(f"{where}: the break {mm.brk:#x} lies below start_brk {mm.start_brk:#x}")
+        end = 0
+        for v in field(rec, "vmas", list, where):
+            vma = VMA.from_state(v, refs, where, end)
+            end = vma.end
+            mm.insert(vma)
+        return mm
 
     # ---- address-space search ----
     def get_unmapped_area(self, length: int, align: int = 0) -> Optional[int]:

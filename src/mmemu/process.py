@@ -32,6 +32,7 @@ from .mmap import do_vmi_munmap, exit_mmap, sys_mmap
 from .mprotect import do_mprotect_pkey
 from .mremap import do_mremap
 from .reserve import syscall_scope
+from .state import field, integer, refuse_undeclared
 from .stats import pagemap_chunks, proc_maps, proc_smaps, proc_smaps_rollup, proc_statm, proc_status
 from .swap import swap_out
 from .vma import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCESS_FLAGS
@@ -51,11 +52,43 @@ class Process:
         self.parent = parent
         self.children: List[Process] = []
         self.alive = True
+        self.exit_code: Optional[int] = None      # set by exit
+        self.imported_from: Optional[int] = None  # mmemu.procfs.import_process: the source pid
+        self.import_report = None                 # ... and its ImportReport
         self.mm = mm if mm is not None else mm_alloc(machine)
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "exited"
         return f"<Process pid={self.pid} {state} vmas={self.mm.map_count}>"
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self, refs) -> dict:
+        """pid, parent and children (pids), the mm, and where an imported process came from
+        (mmemu.procfs). Only live processes are saved."""
+        where = f"process {self.pid}"
+        refuse_undeclared(self, where)
+        rec = {"pid": self.pid, "parent": None if self.parent is None else self.parent.pid,
+               "children": [c.pid for c in self.children], "mm": self.mm.dump_state(refs, where)}
+        if self.imported_from is not None:
+            rec["imported"] = {"from": int(self.imported_from),
+                               "report": self.import_report.dump_state()}
+        return rec
+
+    @classmethod
+    def from_state(cls, machine, rec, refs, where) -> "Process":
+        """A live process from dump_state's record, without its parent and children (the
+        machine links them once every process is back): a pid in [1, 2^31), its mm
+        (MM.from_state), the import it came from."""
+        pid = integer(rec, "pid", where, 1, (1 << 31) - 1)
+        p = cls(machine, pid, None, MM.from_state(machine, field(rec, "mm", dict, where),
+                                                  refs, f"process {pid}"))
+        if "imported" in rec:
+            from .procfs import ImportReport
+            imp = field(rec, "imported", dict, where)
+            p.imported_from = integer(imp, "from", where + " import", 0, (1 << 31) - 1)
+            p.import_report = ImportReport.from_state(field(imp, "report", dict, where + " import"),
+                                                      where + " import report")
+        return p
 
     def _check_alive(self) -> None:
         if not self.alive:

@@ -44,6 +44,7 @@ import functools
 import os
 import signal
 import struct
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -56,6 +57,7 @@ from ._core.constants import (
 from .file import i_size_write
 from .flags import VmFlags
 from .locking import locked_function
+from .state import bad, is_int, show
 from .stats import VM_FLAG_MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
@@ -121,6 +123,27 @@ class ImportReport:
         """{field: (kernel, emulated)} where the imported process differs from the kernel."""
         return {k: (self.kernel_status.get(k), self.emulated_status.get(k)) for k in names
                 if self.kernel_status.get(k) != self.emulated_status.get(k)}
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, rec, where) -> "ImportReport":
+        """The report dump_state gave, each field of its declared type (integers, flags,
+        lists of strings or integers, str -> int dicts)."""
+        kinds = {"int": is_int, "bool": lambda v: isinstance(v, bool),
+                 "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                 "List[int]": lambda v: isinstance(v, list) and all(is_int(x) for x in v),
+                 "Dict[str, int]": lambda v: isinstance(v, dict) and all(
+                     isinstance(k, str) and is_int(x) for k, x in v.items())}
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        if not isinstance(rec, dict) or set(rec) - set(fields) or "pid" not in rec:
+            raise bad(f"{where}: not an import report")
+        for k, v in rec.items():
+            if not kinds[fields[k]](v):
+                raise bad(f"{where}: {k!r} must be {fields[k]}, not {show(v)}")
+        return cls(**rec)
 
 
 # ---------------------------------------------------------------- reading /proc
@@ -510,11 +533,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
         if len(fp):
             present_pages[pl.key] = max(present_pages.get(pl.key, 0), pgoff + int(fp[-1]) + 1)
 
-    registry = machine.__dict__.setdefault("_import_registry", {
-        "anon": {},        # real pfn -> (process, address, emulated pfn) of a not exclusively mapped anon page
-        "shmem": {},       # key -> ShmemFile
-        "swap": {},        # (swap type, offset) -> emulated swap slot
-    })
+    registry = machine._import_registry
     created_files = []
     p = machine.spawn()
     try:

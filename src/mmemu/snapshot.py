@@ -36,16 +36,27 @@ free stacks load as the per-cpu-pages lists and its never-used frames as the gap
 same allocator state; its dense ``page_caches`` (-1 for a hole) and its dense swap device
 (``swap_map``, ``swap_data``) load as the pages and slots they hold.
 
-``load`` checks the preamble, the header checksum, the header, the file size and every
-section's checksum before it builds anything; a bad file raises SnapshotError saying what
-is wrong, and nothing is half built (the new machine is returned only when complete).
+This module is the file format only: each stateful class saves and restores its own state
+(``Machine.dump_state`` / ``Machine.from_state``, which call those of PhysMem, MMCore, the
+swap device, File, ShmemFile, Process, MM and VMA; mmemu.state reads their fields back).
+
+``load`` trusts nothing in the file. Before it builds anything it checks the preamble, the
+header checksum, the header, the file size and every section's checksum, and that no
+section claims more bytes than its stored bytes can decode to (zlib expands at most
+1032:1). Once the state names the machine's size, every array section is held to the
+entries that machine can have (one per frame; swap slots in use: 512 per frame) before it
+is decoded, in bounded pieces into one allocation; frame
+contents and swap data are streamed into place, and version 1's dense page caches and
+swap map are read in pieces, keeping only what they hold. The classes then check their own
+state and the references between objects (``from_state``), the page tables are proved safe
+to walk, and the invariant checker runs on the result (``Machine.check``). Anything wrong
+raises SnapshotError saying what -- never MemoryError, RecursionError, an abort or a
+machine that fails later -- and the half-built machine is torn down at once.
 No pickle: a foreign file cannot run code.
 """
 from __future__ import annotations
 
 import hashlib
-import dataclasses
-import itertools
 import json
 import os
 import struct
@@ -54,154 +65,41 @@ import zlib
 
 import numpy as np
 
-from ._core import swap as _swap
-from ._core.constants import NR_EVENTS
-from ._core.pagetable import MMCore
-from ._core.physmem import MAX_ORDER, PhysMem, default_pcp_limits
+from ._core.physmem import MAX_FRAMES, MAX_ORDER, default_pcp_limits
 from .errors import SnapshotError
-from .file import MAX_LFS_FILESIZE, File
-from .locking import new_lock
-from .vma import PAGE_SIZE, VMA, AnonVma
+from .state import bad, field, integer, is_int, show
+from .swap import MAX_SWAP
+from .vma import PAGE_SIZE
 
 MAGIC = b"\x89MMEMU\r\n\x1a\n"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)                  # version 1: no buddy free lists
 _PRE = struct.Struct("<10sIIQ32s")          # magic, version, flags, header length, SHA-256
 PREAMBLE_SIZE = _PRE.size                   # 58
-_FRAME_CHUNK = 4096                         # frames per read_frames/_write_frames call
+_FRAME_CHUNK = 4096                         # frames (or swap slots) read or written at a time
 _IO_CHUNK = 1 << 22
 _ZLIB_LEVEL = 1
-
-# The attributes save() knows how to store. Anything else on these objects is state the
-# format would lose, so save() refuses it rather than write an inexact snapshot.
-_MACHINE_ATTRS = {"_lock", "memory", "swap", "phys", "cow_pgtable", "max_map_count", "_procs",
-                  "_next_pid", "_inodes", "_backings", "_files",
-                  # not saved: which host frames mmemu.procfs imported pages came from
-                  # (meaningless on another host; a later import into a loaded machine
-                  # shares no frames with the earlier ones)
-                  "_import_registry"}
-_PROCESS_ATTRS = {"machine", "pid", "parent", "children", "alive", "mm",
-                  "imported_from", "import_report"}     # mmemu.procfs
-_MM_INTS = ("total_vm", "data_vm", "exec_vm", "stack_vm", "locked_vm", "hiwater_vm",
-            "hiwater_rss", "start_brk", "brk", "start_stack", "start_code", "end_code")
-_MM_ATTRS = {"machine", "core", "cow_pgtable", "vmas"} | set(_MM_INTS)
-_VMA_ATTRS = {"start", "end", "flags", "pgoff", "backing", "anon_vma", "name", "page_prot"}
-_FILE_ATTRS = {"machine", "path", "inode", "dev", "writable", "swapbacked", "size", "cache",
-               "users", "unlinked"}
-_SHMEM_ATTRS = {"npages", "cache", "users", "inode", "name", "dev"}
+_ZLIB_MAX_RATIO = 1032                      # deflate's best: 258 bytes from 2 bits
 
 _ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "free_blocks": "<i8",
                  "page_cache_index": "<i8", "page_cache_pfn": "<i8", "data_pfns": "<i8",
                  "swap_slots": "<i8", "swap_counts": "<i4", "swap_data": "|u1",
                  "page_caches": "<i8", "swap_map": "<i4"}        # the last two: version 1
-
-
-def _check_attrs(obj, known, what):
-    extra = set(vars(obj)) - known
-    if extra:
-        raise SnapshotError(f"cannot save: {what} has state the snapshot format does not "
-                            f"know: {', '.join(sorted(extra))}")
-
-
-def _peek_count(machine, name):
-    """The next value of an itertools.count attribute (replaced by an equal counter)."""
-    n = next(getattr(machine, name))
-    setattr(machine, name, itertools.count(n))
-    return n
+_STREAMED = {"swap_data", "page_caches", "swap_map"}    # read in pieces, never whole
 
 
 # ---------------------------------------------------------------------------- save
-def _collect(machine):
-    """(state dict, {name: array}) of a machine: everything but the frame contents."""
-    from .machine import ShmemFile
-    _check_attrs(machine, _MACHINE_ATTRS, "the Machine")
-    phys = machine.phys
-    scalars, arrays = phys.dump_state()
-    backings = sorted(machine._backings, key=lambda b: b.inode)
-    bidx = {id(b): i for i, b in enumerate(backings)}
-    caches, pos, brecs = [], 0, []
-    for b in backings:
-        c = b.cache.entries()
-        caches.append(c)
-        if isinstance(b, File):
-            _check_attrs(b, _FILE_ATTRS, f"file {b.path!r}")
-            brecs.append({"kind": "file", "path": b.path, "inode": b.inode, "dev": list(b.dev),
-                          "writable": bool(b.writable), "swapbacked": bool(b.swapbacked),
-                          "size": b.size, "unlinked": bool(b.unlinked), "users": b.users,
-                          "cache": [pos, len(c[0])]})
-        elif isinstance(b, ShmemFile):
-            _check_attrs(b, _SHMEM_ATTRS, "a shmem object")
-            brecs.append({"kind": "shmem", "inode": b.inode, "npages": b.npages,
-                          "name": b.name, "dev": list(b.dev), "users": b.users,
-                          "cache": [pos, len(c[0])]})
-        else:
-            raise SnapshotError(f"cannot save: unknown backing object {b!r}")
-        pos += len(c[0])
-    for k, name in enumerate(("page_cache_index", "page_cache_pfn")):
-        arrays[name] = np.concatenate([c[k] for c in caches]) if caches else np.empty(0, np.int64)
-    # the swap device (mmemu.swap): the slots in use, their counts and their data
-    arrays["swap_slots"], arrays["swap_counts"] = _swap.used_slots(phys)
-    arrays["swap_data"] = _swap.read_slots(phys, arrays["swap_slots"]).ravel()
-    files = []
-    for path, f in machine._files.items():
-        if id(f) not in bidx or f.path != path:
-            raise SnapshotError(f"cannot save: file {path!r} is not a known backing object")
-        files.append(bidx[id(f)])
-    anon_idx, anon = {}, []
-    procs = []
-    for p in machine._procs.values():
-        _check_attrs(p, _PROCESS_ATTRS, f"process {p.pid}")
-        mm = p.mm
-        _check_attrs(mm, _MM_ATTRS, f"the mm of process {p.pid}")
-        vmas = []
-        for v in mm.vmas:
-            _check_attrs(v, _VMA_ATTRS, f"a VMA of process {p.pid}")
-            b = None
-            if v.backing is not None:
-                if id(v.backing) not in bidx:
-                    raise SnapshotError(f"cannot save: a VMA of process {p.pid} maps an "
-                                        f"object the machine does not know")
-                b = bidx[id(v.backing)]
-            a = None
-            if v.anon_vma is not None:
-                a = anon_idx.get(id(v.anon_vma))
-                if a is None:
-                    a = anon_idx[id(v.anon_vma)] = len(anon)
-                    anon.append(bool(v.anon_vma.forked))
-            vmas.append([v.start, v.end, v.flags, v.pgoff, b, a, v.name, v.page_prot])
-        rec = {k: int(getattr(mm, k)) for k in _MM_INTS}
-        rec.update(core=mm.core.dump_state(), cow_pgtable=bool(mm.cow_pgtable), vmas=vmas)
-        rec = {"pid": p.pid, "parent": None if p.parent is None else p.parent.pid,
-               "children": [c.pid for c in p.children], "mm": rec}
-        if "imported_from" in vars(p):
-            rec["imported"] = {"from": int(p.imported_from),
-                               "report": dataclasses.asdict(p.import_report)}
-        procs.append(rec)
-    state = {
-        "machine": {"memory": machine.memory, "swap": machine.swap,
-                    "max_map_count": machine.max_map_count,
-                    "cow_pgtable": bool(machine.cow_pgtable),
-                    "next_pid": int(machine._next_pid),
-                    "next_inode": _peek_count(machine, "_inodes")},
-        "physmem": scalars,
-        "backings": brecs,
-        "files": files,
-        "anon_vmas": anon,
-        "processes": procs,
-    }
-    return state, arrays
-
-
 def _le(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.dtype(dtype))
 
 
 def save(machine, path, compress: bool = True) -> None:
     """Write a snapshot of machine to path (atomically: a temporary file is renamed)."""
-    state, arrays = _collect(machine)
+    state, arrays = machine.dump_state()
     codec = "zlib" if compress else "none"
-    phys = machine.phys
+    phys, device = machine.phys, machine.swap_device
     pfns = _le(arrays.pop("data_pfns"), "<i8")
+    slots = arrays["swap_slots"]
     # (name, dtype, shape, payload: bytes or a generator of bytes)
     sections = [("state", "json", [], json.dumps(state, sort_keys=True,
                                                   separators=(",", ":")).encode())]
@@ -210,9 +108,14 @@ def save(machine, path, compress: bool = True) -> None:
         dt = a.dtype.newbyteorder("<").str
         sections.append((name, dt, [len(a)], _le(a, dt).tobytes()))
     for name in ("free_data", "free_table", "free_blocks", "page_cache_index", "page_cache_pfn",
-                 "swap_slots", "swap_counts", "swap_data"):
+                 "swap_slots", "swap_counts"):
         dt = _ARRAY_DTYPES[name]
         sections.append((name, dt, [len(arrays[name])], _le(arrays[name], dt).tobytes()))
+
+    def swap_data():
+        for i in range(0, len(slots), _FRAME_CHUNK):
+            yield device.read_slots(slots[i:i + _FRAME_CHUNK]).tobytes()
+    sections.append(("swap_data", "|u1", [len(slots) * PAGE_SIZE], swap_data()))
     sections.append(("data_pfns", "<i8", [len(pfns)], pfns.tobytes()))
 
     def frames():
@@ -283,26 +186,191 @@ def _header(sections, file_size) -> bytes:
 
 
 # ---------------------------------------------------------------------------- load
-def _bad(msg):
-    return SnapshotError(f"bad snapshot: {msg}")
+def load(path, cls=None):
+    """Read a snapshot written by save(); return a new Machine (or cls instance) built and
+    checked by cls.from_state. SnapshotError for anything wrong in the file."""
+    from .machine import Machine
+    with open(path, "rb") as f:
+        try:
+            return _load(f, Machine if cls is None else cls)
+        except MemoryError:
+            raise bad("the machine it describes does not fit in this host's memory") from None
+        except RecursionError:
+            raise bad("the state is nested too deeply") from None
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+            if isinstance(e, SnapshotError):
+                raise
+            raise bad(f"inconsistent contents: {type(e).__name__}: {show(str(e))}") from None
 
 
-def _int(d, key, where, lo=None, hi=None):
-    v = d.get(key) if isinstance(d, dict) else None
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise _bad(f"{where}: {key!r} must be an integer, got {type(v).__name__}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _bad(f"{where}: {key!r} = {v} out of range")
-    return v
+def _load(f, cls):
+    size = os.fstat(f.fileno()).st_size
+    header = _read_header(f, size)
+    secs = {s["name"]: s for s in header["sections"]}
+    for s in header["sections"]:
+        _verify(f, s)
+    # every byte is what save() wrote: decode no more than the machine can hold
+    try:
+        text = b"".join(_chunks(f, secs["state"])).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad(f"state is not JSON: {e}") from None
+    state = _json(text, "state")
+    caps = _caps(state)
+    arrays = {}
+    for name, s in secs.items():
+        if name.startswith("frame."):
+            arrays[name] = _array(f, s, None, caps["frames"])
+        elif name in _ARRAY_DTYPES and name not in _STREAMED:
+            arrays[name] = _array(f, s, _ARRAY_DTYPES[name], caps.get(name, caps["frames"]))
+    fs = secs["frames"]
+    if fs["shape"] != [len(arrays["data_pfns"]), PAGE_SIZE] or \
+            fs["raw_length"] != len(arrays["data_pfns"]) * PAGE_SIZE:
+        raise bad("section 'frames' does not match 'data_pfns'")
+    if header["version"] == 1:
+        swap_data = _upgrade_v1(f, secs, state, arrays, caps)
+    else:
+        sd = secs["swap_data"]
+        if sd["shape"] != [len(arrays["swap_slots"]) * PAGE_SIZE] or \
+                sd["raw_length"] != len(arrays["swap_slots"]) * PAGE_SIZE:
+            raise bad("section 'swap_data' does not match 'swap_slots'")
+        swap_data = _whole_rows(_chunks(f, sd, _FRAME_CHUNK * PAGE_SIZE))
+    frames = _whole_rows(_chunks(f, fs, _FRAME_CHUNK * PAGE_SIZE))
+    return cls.from_state(state, arrays, frames, swap_data)
 
 
-def _typed(d, key, types, where):
-    v = d.get(key) if isinstance(d, dict) else None
-    if not isinstance(v, types) or (isinstance(v, bool) and bool not in (
-            types if isinstance(types, tuple) else (types,))):
-        names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise _bad(f"{where}: {key!r} must be {names}, got {type(v).__name__}")
-    return v
+def _json(text: str, what: str):
+    """The JSON of the header or the state; SnapshotError if it is not JSON or nests deeper
+    than the interpreter's recursion limit (no value is walked recursively after it)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise bad(f"{what} is nested too deeply") from None
+    except ValueError as e:
+        raise bad(f"{what} is not JSON: {show(str(e))}") from None
+
+
+def _caps(state) -> dict:
+    """The most entries each array section can hold, from the size of the machine the state
+    describes: no section is decoded or allocated beyond them. Every frame array, free
+    list, page cache and data_pfns holds at most one entry per frame; a swap slot in use is
+    named by a swap entry, in a PTE table: at most 512 per frame (the device's own bounds
+    are its restore's to check)."""
+    if not isinstance(state, dict):
+        raise bad("state is not an object")
+    n = integer(field(state, "physmem", dict, "state"), "nframes", "physmem", 16, MAX_FRAMES)
+    field(state, "machine", dict, "state")
+    return {"frames": n, "swap_slots": 512 * n, "swap_counts": 512 * n}
+
+
+def _check_shape(sec, dtype: str):
+    """The dtype and entry count of a 1-d integer section (its shape agrees with its raw
+    length)."""
+    dt = sec["dtype"]
+    if dtype is not None and dt != dtype:
+        raise bad(f"section {sec['name']!r} has dtype {show(dt)}, expected {dtype}")
+    try:
+        np_dtype = np.dtype(dt)
+    except TypeError:
+        raise bad(f"section {sec['name']!r}: unknown dtype {show(dt)}") from None
+    if np_dtype.kind not in "iu" or np_dtype.itemsize not in (1, 2, 4, 8):
+        raise bad(f"section {sec['name']!r}: dtype {show(dt)} is not an integer type")
+    shape = sec["shape"]
+    if len(shape) != 1 or shape[0] * np_dtype.itemsize != sec["raw_length"]:
+        raise bad(f"section {sec['name']!r}: shape {show(shape)} and dtype {dt} do not "
+                  f"match its {sec['raw_length']} bytes")
+    return np_dtype, shape[0]
+
+
+def _array(f, sec, dtype, cap: int) -> np.ndarray:
+    """A whole section (1-d integers, at most cap of them) as a native array, decoded in
+    bounded pieces into its one allocation."""
+    np_dtype, n = _check_shape(sec, dtype)
+    if n > cap:
+        raise bad(f"section {sec['name']!r}: {n} entries, more than the machine can have ({cap})")
+    out = np.empty(n, dtype=np_dtype)
+    raw, pos = out.view(np.uint8), 0
+    for piece in _chunks(f, sec):
+        raw[pos:pos + len(piece)] = np.frombuffer(piece, np.uint8)
+        pos += len(piece)
+    return out.astype(np_dtype.newbyteorder("="), copy=False)
+
+
+def _held(f, sec, dtype: str, keep, cap: int):
+    """(positions, values) of the entries of a dense 1-d section for which keep(values) is
+    true, read in pieces; more than cap of them is an error."""
+    np_dtype, n = _check_shape(sec, dtype)
+    pos, vals, start, count, tail = [], [], 0, 0, b""
+    for piece in _chunks(f, sec, 1 << 22):
+        piece = tail + piece
+        whole = len(piece) // np_dtype.itemsize * np_dtype.itemsize
+        a = np.frombuffer(piece[:whole], np_dtype)
+        tail = piece[whole:]
+        held = np.flatnonzero(keep(a))
+        count += len(held)
+        if count > cap:
+            raise bad(f"section {sec['name']!r} holds more than the machine can have ({cap})")
+        pos.append(held + start)
+        vals.append(a[held].astype(np_dtype.newbyteorder("=")))
+        start += len(a)
+    if not pos:
+        return np.zeros(0, np.int64), np.zeros(0, np_dtype.newbyteorder("="))
+    return np.concatenate(pos).astype(np.int64), np.concatenate(vals)
+
+
+def _whole_rows(pieces):
+    """Pieces of decoded bytes regrouped at 4096-byte boundaries (frames, swap slots)."""
+    buf = bytearray()
+    for piece in pieces:
+        if not buf and len(piece) % PAGE_SIZE == 0:
+            yield piece
+            continue
+        buf += piece
+        k = len(buf) // PAGE_SIZE * PAGE_SIZE
+        if k:
+            yield bytes(buf[:k])
+            del buf[:k]
+    if buf:
+        raise bad("a section of 4096-byte rows ends inside a row")
+
+
+def _upgrade_v1(f, secs, state, arrays, caps):
+    """A version-1 snapshot as version 2 (state and arrays are changed in place); returns
+    the data of the swap slots in use (pieces of whole slots).
+
+    Its two free stacks are the per-cpu-pages lists (with a new machine's limits; longer
+    ones shrink at their next free), its never-used frames the gap, and no buddy free list
+    has a block. Its dense page caches (-1 for a hole) give the pages they hold, its dense
+    swap map the slots in use (its swap data holds theirs) on a device of the size it had
+    (SwapTotal as it was); both are read in pieces, and a hole or an unused slot costs no
+    host memory."""
+    scalars, ms = state["physmem"], state["machine"]
+    scalars["gap"] = [scalars.get("data_hwm"), scalars.get("table_lwm")]
+    scalars["pcp"] = list(default_pcp_limits(scalars["nframes"]))
+    scalars["free_blocks"] = [0] * (2 * (MAX_ORDER + 1))
+    arrays["free_blocks"] = np.zeros(0, np.int64)
+    at, vals = _held(f, secs["page_caches"], "<i8", lambda a: a >= 0, caps["frames"])
+    index, pfns, pos = [], [], 0
+    for b in state.get("backings") if isinstance(state.get("backings"), list) else []:
+        rng = b.get("cache") if isinstance(b, dict) else None
+        if isinstance(rng, list) and len(rng) == 2 and all(is_int(x) and x >= 0 for x in rng):
+            lo, hi = np.searchsorted(at, [rng[0], rng[0] + rng[1]])
+            index.append(at[lo:hi] - rng[0])
+            pfns.append(vals[lo:hi])
+            b["cache"] = [pos, int(hi - lo)]
+            pos += int(hi - lo)
+        if isinstance(b, dict) and b.get("kind") == "file":
+            b.setdefault("swapbacked", False)       # version 1 had no tmpfs files
+    arrays["page_cache_index"] = np.concatenate(index) if index else np.zeros(0, np.int64)
+    arrays["page_cache_pfn"] = np.concatenate(pfns) if pfns else np.zeros(0, np.int64)
+    slots, counts = _held(f, secs["swap_map"], "<i4", lambda a: a > 0, caps["swap_slots"])
+    nslots = secs["swap_map"]["shape"][0]
+    ms.setdefault("swap", min(nslots * PAGE_SIZE, MAX_SWAP))
+    arrays["swap_slots"], arrays["swap_counts"] = slots, counts.astype(np.int32)
+    sd = secs["swap_data"]
+    if sd["raw_length"] != len(slots) * PAGE_SIZE:
+        raise bad("section 'swap_data' does not match 'swap_map'")
+    return _whole_rows(_chunks(f, sd, _FRAME_CHUNK * PAGE_SIZE))
+
 
 
 def _read_header(f, size):
@@ -330,38 +398,43 @@ def _read_header(f, size):
         raise SnapshotError(f"checksum mismatch in the header (bytes {PREAMBLE_SIZE}-"
                             f"{PREAMBLE_SIZE + hlen}): the file is corrupted")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _bad(f"header is not JSON: {e}") from None
+        header = _json(raw.decode("utf-8"), "header")
+    except UnicodeDecodeError as e:
+        raise bad(f"header is not JSON: {e}") from None
     if not isinstance(header, dict) or header.get("format") != "mmemu-snapshot":
-        raise _bad("header does not describe an mmemu snapshot")
+        raise bad("header does not describe an mmemu snapshot")
     if header.get("version") != version:
-        raise _bad(f"header version {header.get('version')!r} differs from the preamble's {version}")
-    fsize = _int(header, "file_size", "header", 0)
-    secs = _typed(header, "sections", list, "header")
+        raise bad(f"header version {header.get('version')!r} differs from the preamble's {version}")
+    fsize = integer(header, "file_size", "header", 0)
+    secs = field(header, "sections", list, "header")
     pos = PREAMBLE_SIZE + hlen
     names = set()
     for i, s in enumerate(secs):
         where = f"header section {i}"
-        name = _typed(s, "name", str, where)
+        name = field(s, "name", str, where)
         where = f"section {name!r}"
         if name in names:
-            raise _bad(f"{where} appears twice")
+            raise bad(f"{where} appears twice")
         names.add(name)
-        off = _int(s, "offset", where, 0)
-        length = _int(s, "length", where, 0)
-        _int(s, "raw_length", where, 0)
+        off = integer(s, "offset", where, 0)
+        length = integer(s, "length", where, 0)
+        raw = integer(s, "raw_length", where, 0)
         if off != pos:
-            raise _bad(f"{where} starts at byte {off}, expected {pos}")
-        if _typed(s, "codec", str, where) not in ("zlib", "none"):
-            raise _bad(f"{where}: unknown codec {s['codec']!r}")
-        _typed(s, "dtype", str, where)
-        shape = _typed(s, "shape", list, where)
+            raise bad(f"{where} starts at byte {off}, expected {pos}")
+        codec = field(s, "codec", str, where)
+        if codec not in ("zlib", "none"):
+            raise bad(f"{where}: unknown codec {show(codec)}")
+        # what the stored bytes can describe: themselves, or what zlib expands them to
+        # (1032:1 at most)
+        if raw > (length if codec == "none" else _ZLIB_MAX_RATIO * length + 1024):
+            raise bad(f"{where}: {length} stored bytes cannot hold {raw} bytes")
+        field(s, "dtype", str, where)
+        shape = field(s, "shape", list, where)
         if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape):
-            raise _bad(f"{where}: bad shape {shape!r}")
-        sha = _typed(s, "sha256", str, where)
+            raise bad(f"{where}: bad shape {shape!r}")
+        sha = field(s, "sha256", str, where)
         if len(sha) != 64:
-            raise _bad(f"{where}: bad sha256")
+            raise bad(f"{where}: bad sha256")
         pos += length
     if version >= 2:
         want = {"state", "free_data", "free_table", "free_blocks", "page_cache_index",
@@ -370,9 +443,9 @@ def _read_header(f, size):
         want = {"state", "free_data", "free_table", "page_caches", "data_pfns", "frames",
                 "swap_map", "swap_data"}
     if not want <= names:
-        raise _bad(f"missing sections: {', '.join(sorted(want - names))}")
+        raise bad(f"missing sections: {', '.join(sorted(want - names))}")
     if pos != fsize:
-        raise _bad(f"sections end at byte {pos}, header says the file has {fsize} bytes")
+        raise bad(f"sections end at byte {pos}, header says the file has {fsize} bytes")
     if size < fsize:
         for s in secs:
             if s["offset"] <= size < s["offset"] + s["length"]:
@@ -415,6 +488,9 @@ def _chunks(f, sec, block=1 << 24):
             left -= len(buf)
             if d is None:
                 total += len(buf)
+                if total > sec["raw_length"]:
+                    raise bad(f"section {sec['name']!r} holds more than its "
+                              f"{sec['raw_length']} bytes")
                 yield buf
                 continue
             while buf:
@@ -422,7 +498,7 @@ def _chunks(f, sec, block=1 << 24):
                 buf = d.unconsumed_tail
                 total += len(out)
                 if total > sec["raw_length"]:
-                    raise _bad(f"section {sec['name']!r} decodes to more than its "
+                    raise bad(f"section {sec['name']!r} decodes to more than its "
                                f"{sec['raw_length']} bytes")
                 yield out
         if d is not None:
@@ -430,336 +506,9 @@ def _chunks(f, sec, block=1 << 24):
             total += len(out)
             yield out
             if not d.eof or d.unused_data:
-                raise _bad(f"section {sec['name']!r}: the compressed stream is malformed")
+                raise bad(f"section {sec['name']!r}: the compressed stream is malformed")
     except zlib.error as e:
-        raise _bad(f"section {sec['name']!r}: {e}") from None
+        raise bad(f"section {sec['name']!r}: {e}") from None
     if total != sec["raw_length"]:
-        raise _bad(f"section {sec['name']!r} decodes to {total} bytes, expected "
+        raise bad(f"section {sec['name']!r} decodes to {total} bytes, expected "
                    f"{sec['raw_length']}")
-
-
-def _array(f, sec, dtype=None):
-    dt = sec["dtype"]
-    if dtype is not None and dt != dtype:
-        raise _bad(f"section {sec['name']!r} has dtype {dt}, expected {dtype}")
-    try:
-        dtype = np.dtype(dt)
-    except TypeError:
-        raise _bad(f"section {sec['name']!r}: unknown dtype {dt!r}") from None
-    if dtype.kind not in "iu" or dtype.itemsize not in (1, 2, 4, 8):
-        raise _bad(f"section {sec['name']!r}: dtype {dt!r} is not an integer type")
-    n = int(np.prod(sec["shape"], dtype=np.int64)) if sec["shape"] else 1
-    if len(sec["shape"]) != 1 or n * dtype.itemsize != sec["raw_length"]:
-        raise _bad(f"section {sec['name']!r}: shape {sec['shape']} and dtype {dt} do not "
-                   f"match its {sec['raw_length']} bytes")
-    data = b"".join(_chunks(f, sec))
-    return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="), copy=True)
-
-
-def load(path, cls=None, check: bool = False):
-    """Read a snapshot written by save(); return a new Machine (or cls instance)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        header = _read_header(f, size)
-        secs = {s["name"]: s for s in header["sections"]}
-        for s in header["sections"]:
-            _verify(f, s)
-        # every byte is what save() wrote; decode and build
-        try:
-            state = json.loads(b"".join(_chunks(f, secs["state"])).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            if isinstance(e, SnapshotError):
-                raise
-            raise _bad(f"state is not JSON: {e}") from None
-        arrays = {}
-        for name, s in secs.items():
-            if name.startswith("frame."):
-                arrays[name] = _array(f, s)
-            elif name in _ARRAY_DTYPES:
-                arrays[name] = _array(f, s, _ARRAY_DTYPES[name])
-        if header["version"] == 1:
-            _upgrade_v1(state, arrays)
-        fs = secs["frames"]
-        if fs["shape"] != [len(arrays["data_pfns"]), PAGE_SIZE] or \
-                fs["raw_length"] != len(arrays["data_pfns"]) * PAGE_SIZE:
-            raise _bad("section 'frames' does not match 'data_pfns'")
-        partial = []
-        try:
-            return _build(f, state, arrays, fs, cls, check, partial)
-        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
-            # the half-built machine is unreachable; break its reference cycles (processes
-            # point at it and at each other) so its host mappings go now, not at a later gc
-            for obj in partial:
-                obj.__dict__.clear()
-            if isinstance(e, SnapshotError):
-                raise
-            raise _bad(f"inconsistent contents: {type(e).__name__}: {e}") from None
-
-
-def _upgrade_v1(state, arrays):
-    """A version-1 snapshot as version 2: its free stacks are the per-cpu-pages lists (with
-    a new machine's limits; longer ones shrink at their next free), its never-used frames
-    the gap, and no buddy free list has a block."""
-    scalars = state.get("physmem") if isinstance(state, dict) else None
-    if isinstance(scalars, dict):
-        n = scalars.get("nframes")
-        scalars["gap"] = [scalars.get("data_hwm"), scalars.get("table_lwm")]
-        scalars["pcp"] = list(default_pcp_limits(n)) if isinstance(n, int) and n > 0 else None
-        scalars["free_blocks"] = [0] * (2 * (MAX_ORDER + 1))
-    arrays["free_blocks"] = np.zeros(0, np.int64)
-    # dense page caches (-1 for a hole) -> the cached pages, in index order
-    dense = arrays.pop("page_caches")
-    index, pfns, pos = [], [], 0
-    for b in (state.get("backings") or []) if isinstance(state, dict) else []:
-        if isinstance(b, dict) and isinstance(b.get("cache"), list) and len(b["cache"]) == 2 \
-                and all(isinstance(x, int) and x >= 0 for x in b["cache"]):
-            off, n = b["cache"]
-            part = dense[off:off + n]
-            held = np.flatnonzero(part >= 0)
-            index.append(held)
-            pfns.append(part[held])
-            b["cache"] = [pos, len(held)]
-            pos += len(held)
-        if isinstance(b, dict) and b.get("kind") == "file":
-            b.setdefault("swapbacked", False)       # version 1 had no tmpfs files
-    arrays["page_cache_index"] = np.concatenate(index) if index else np.zeros(0, np.int64)
-    arrays["page_cache_pfn"] = np.concatenate(pfns) if pfns else np.zeros(0, np.int64)
-    # a swap device sized by use: every slot's count -> the slots in use, on a device of
-    # the size it had (SwapTotal as it was)
-    smap = arrays.pop("swap_map")
-    arrays["swap_slots"] = np.flatnonzero(smap > 0).astype(np.int64)
-    arrays["swap_counts"] = smap[arrays["swap_slots"]].astype(np.int32)
-    ms = state.get("machine") if isinstance(state, dict) else None
-    if isinstance(ms, dict) and isinstance(ms.get("memory"), int) and "swap" not in ms:
-        from .swap import MAX_SWAP
-        ms["swap"] = min(len(smap) * PAGE_SIZE, MAX_SWAP)   # SwapTotal as it was
-
-
-def _build(f, state, arrays, frames_sec, cls, check, partial):
-    from .check import InvariantError
-    from .machine import Machine, ShmemFile
-    from .mm import MM
-    from .process import Process
-    if cls is None:
-        cls = Machine
-    if not isinstance(state, dict):
-        raise _bad("state is not an object")
-    ms = _typed(state, "machine", dict, "state")
-    scalars = _typed(state, "physmem", dict, "state")
-    nframes = _int(scalars, "nframes", "physmem", 16, 1 << 40)
-    memory = _int(ms, "memory", "machine", 0)
-    if memory != nframes * PAGE_SIZE:
-        raise _bad(f"memory {memory} bytes but {nframes} frames")
-    for k in ("data_hwm", "table_lwm", "zero_pfn", "nr_free", "nr_anon_mapped",
-              "nr_file_mapped", "nr_shmem", "nr_file_pages", "nr_pagetable", "cow_eager",
-              "next_mm_id", "alloc_calls", "alloc_failed"):
-        _int(scalars, k, "physmem")
-    ev = _typed(scalars, "events", list, "physmem")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in ev):
-        raise _bad("physmem: events must be integers")
-    if len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
-        scalars["events"] = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
-
-    m = cls.__new__(cls)
-    m._lock = new_lock()
-    partial.append(m)
-    m.memory = memory
-    m.phys = phys = PhysMem(nframes)
-    phys.restore_state(scalars, arrays)
-    pfns = arrays["data_pfns"]
-    d1, t0 = scalars["data_hwm"], scalars["table_lwm"]
-    if len(pfns) and (np.any(pfns < 0) or np.any(pfns >= nframes)
-                      or np.any((pfns >= d1) & (pfns < t0))):
-        raise _bad("data_pfns holds frames outside the used ranges")
-    buf, done = bytearray(), 0
-    for piece in _chunks(f, frames_sec, _FRAME_CHUNK * PAGE_SIZE):
-        if not buf and len(piece) % PAGE_SIZE == 0:
-            k = len(piece) // PAGE_SIZE
-            phys._write_frames(pfns[done:done + k], piece)
-            done += k
-            continue
-        buf += piece
-        k = len(buf) // PAGE_SIZE
-        if k:
-            phys._write_frames(pfns[done:done + k], bytes(buf[:k * PAGE_SIZE]))
-            del buf[:k * PAGE_SIZE]
-            done += k
-    if buf:
-        raise _bad("section 'frames' is not a whole number of frames")
-    m.cow_pgtable = bool(_typed(ms, "cow_pgtable", bool, "machine"))
-    m.max_map_count = _int(ms, "max_map_count", "machine", 0)
-    m._next_pid = _int(ms, "next_pid", "machine", 1)
-    m._inodes = itertools.count(_int(ms, "next_inode", "machine", 0))
-    m._procs, m._files = {}, {}
-
-    cindex, cpfn = arrays["page_cache_index"], arrays["page_cache_pfn"]
-    if len(cindex) != len(cpfn):
-        raise _bad("page_cache_index and page_cache_pfn differ in length")
-    if len(cpfn) and (np.any(cpfn < 0) or np.any(cpfn >= nframes)):
-        raise _bad("a page cache holds a frame outside memory")
-    backings = []
-    for i, b in enumerate(_typed(state, "backings", list, "state")):
-        where = f"backing object {i}"
-        off, n = _typed(b, "cache", list, where)
-        if not (isinstance(off, int) and isinstance(n, int) and 0 <= off and 0 <= n
-                and off + n <= len(cindex)):
-            raise _bad(f"{where}: page cache outside the page cache sections")
-        kind = _typed(b, "kind", str, where)
-        if kind == "file":
-            obj = File(m, _typed(b, "path", str, where), _int(b, "inode", where),
-                       _typed(b, "writable", bool, where), _typed(b, "swapbacked", bool, where))
-            obj.size = _int(b, "size", where, 0, MAX_LFS_FILESIZE)
-            obj.unlinked = _typed(b, "unlinked", bool, where)
-        elif kind == "shmem":
-            obj = ShmemFile(_int(b, "npages", where, 0, 1 << 52), _int(b, "inode", where))
-            obj.name = _typed(b, "name", str, where)
-        else:
-            raise _bad(f"{where}: unknown kind {kind!r}")
-        dev = _typed(b, "dev", list, where)
-        if len(dev) != 2 or not all(isinstance(x, int) for x in dev):
-            raise _bad(f"{where}: 'dev' must be two integers")
-        obj.dev = (dev[0], dev[1])
-        _load_cache(obj, cindex[off:off + n], cpfn[off:off + n], where)
-        obj.users = 0
-        backings.append((obj, _int(b, "users", where, 0)))
-    m._backings = {obj for obj, _ in backings}
-    for i in _typed(state, "files", list, "state"):
-        if not isinstance(i, int) or not 0 <= i < len(backings):
-            raise _bad(f"files: bad backing index {i!r}")
-        obj = backings[i][0]
-        if not isinstance(obj, File) or obj.unlinked or obj.path in m._files:
-            raise _bad(f"files: backing {i} is not a named file")
-        m._files[obj.path] = obj
-    anon = _typed(state, "anon_vmas", list, "state")
-    if not all(isinstance(x, bool) for x in anon):
-        raise _bad("anon_vmas must be booleans")
-    anon = [AnonVma(forked=x) for x in anon]
-
-    procs = _typed(state, "processes", list, "state")
-    built = []
-    for i, pr in enumerate(procs):
-        where = f"process {i}"
-        p = Process.__new__(Process)
-        partial.append(p)
-        p.machine = m
-        p.pid = _int(pr, "pid", where, 1)
-        if p.pid in m._procs:
-            raise _bad(f"pid {p.pid} appears twice")
-        p.alive = True
-        if "imported" in pr:
-            _restore_import(p, _typed(pr, "imported", dict, where), where)
-        p.parent = None
-        p.children = []
-        ms_ = _typed(pr, "mm", dict, where)
-        mm = MM.__new__(MM)
-        mm.machine = m
-        mm.core = MMCore(phys)
-        core = _typed(ms_, "core", dict, where)
-        for k in ("id", "pgd", "pgtables_bytes"):
-            _int(core, k, where + " core")
-        rss = _typed(core, "rss", list, where + " core")
-        if not all(isinstance(x, int) for x in rss):
-            raise _bad(f"{where}: rss must be integers")
-        if not 1 <= core["id"] <= scalars["next_mm_id"]:
-            raise _bad(f"{where}: mm id {core['id']} beyond the id counter")
-        mm.core.restore_state(core)
-        if mm.core.pgd < 0:
-            raise _bad(f"{where}: a live process without a PGD")
-        mm.cow_pgtable = _typed(ms_, "cow_pgtable", bool, where)
-        for k in _MM_INTS:
-            setattr(mm, k, _int(ms_, k, where))
-        mm.vmas = []
-        prev_end = 0
-        for v in _typed(ms_, "vmas", list, where):
-            if not isinstance(v, list) or len(v) != 8:
-                raise _bad(f"{where}: a VMA record must be a list of 8")
-            start, end, flags, pgoff, bi, ai, name, prot = v
-            if not all(isinstance(x, int) and not isinstance(x, bool)
-                       for x in (start, end, flags, pgoff, prot)):
-                raise _bad(f"{where}: VMA fields must be integers")
-            if not (prev_end <= start < end <= 1 << 47) or (start | end) & (PAGE_SIZE - 1):
-                raise _bad(f"{where}: bad or overlapping VMA {start:#x}-{end:#x}")
-            if not (0 <= pgoff < 1 << 52 and 0 <= flags < 1 << 64 and 0 <= prot < 1 << 64):
-                raise _bad(f"{where}: VMA {start:#x}-{end:#x} has a field out of range")
-            prev_end = end
-            if name is not None and not isinstance(name, str):
-                raise _bad(f"{where}: VMA name must be a string")
-            backing = None
-            if bi is not None:
-                if not isinstance(bi, int) or not 0 <= bi < len(backings):
-                    raise _bad(f"{where}: VMA backing index {bi!r} out of range")
-                backing = backings[bi][0]
-                backing.users += 1
-            av = None
-            if ai is not None:
-                if not isinstance(ai, int) or not 0 <= ai < len(anon):
-                    raise _bad(f"{where}: anon_vma index {ai!r} out of range")
-                av = anon[ai]
-            vma = VMA(start, end, flags, pgoff, backing, av, name)
-            vma.page_prot = prot
-            mm.vmas.append(vma)
-        p.mm = mm
-        m._procs[p.pid] = p
-        built.append((p, pr))
-    for p, pr in built:
-        parent = pr.get("parent")
-        if parent is not None:
-            if parent not in m._procs:
-                raise _bad(f"process {p.pid}: parent {parent!r} is not a live process")
-            p.parent = m._procs[parent]
-        for c in _typed(pr, "children", list, f"process {p.pid}"):
-            if c not in m._procs:
-                raise _bad(f"process {p.pid}: child {c!r} is not a live process")
-            p.children.append(m._procs[c])
-    for p in m._procs.values():
-        for c in p.children:
-            if c.parent is not p:
-                raise _bad(f"process {c.pid} is a child of {p.pid} but names another parent")
-    for obj, users in backings:
-        if obj.users != users:
-            raise _bad(f"backing object (inode {obj.inode}) has {users} users recorded, "
-                       f"{obj.users} VMAs map it")
-    phys._set_next_mm_id(scalars["next_mm_id"])
-    _build_swap(m, ms, arrays)
-    for p in m._procs.values():
-        p.mm.core.validate_tables()
-    if check:
-        try:
-            m.check()
-        except InvariantError as e:
-            raise SnapshotError(f"the loaded machine fails Machine.check(): {e}") from None
-    return m
-
-
-def _load_cache(obj, index, pfns, where):
-    """Fill obj's (empty) page cache: indexes increasing and inside the object."""
-    if len(index) and (index[0] < 0 or index[-1] >= obj.npages or np.any(np.diff(index) <= 0)):
-        raise _bad(f"{where}: page cache indexes not increasing inside the object's "
-                   f"{obj.npages} pages")
-    for i, p in zip(index.tolist(), pfns.tolist()):
-        if not obj.cache.store(i, p):
-            raise _bad(f"{where}: no host memory for the page cache")
-
-
-def _build_swap(m, ms, arrays):
-    """Re-create the swap device (mmemu.swap) from the machine's swap size and the
-    swap_slots, swap_counts and swap_data sections."""
-    from .swap import MAX_SWAP, attach
-    m.swap = _int(ms, "swap", "machine", 0, MAX_SWAP)
-    attach(m, m.swap)
-    slots, counts, data = arrays["swap_slots"], arrays["swap_counts"], arrays["swap_data"]
-    if len(counts) != len(slots) or len(data) != len(slots) * PAGE_SIZE:
-        raise _bad(f"swap sections disagree: {len(slots)} slots, {len(counts)} counts, "
-                   f"{len(data)} bytes of data")
-    _swap.restore_slots(m.phys, slots, counts, data.reshape(-1, PAGE_SIZE))
-
-
-def _restore_import(p, rec, where):
-    """A process made by mmemu.procfs.import_process: its source pid and ImportReport."""
-    from .procfs import ImportReport
-    p.imported_from = _int(rec, "from", where + " import", 0)
-    report = _typed(rec, "report", dict, where + " import")
-    try:
-        p.import_report = ImportReport(**report)
-    except TypeError as e:
-        raise _bad(f"{where}: bad import report: {e}") from None

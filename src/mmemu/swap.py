@@ -20,17 +20,46 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import swap as _swap
+from .state import bad, refuse_undeclared
 from .vma import PAGE_SIZE
 
 MAX_SWAP = 1 << 46          # 64 TiB: the host reserves the device's data as one mapping
 
 
-def attach(machine, nbytes: int) -> None:
-    """swapon: a swap device of nbytes (a multiple of 4096, at most MAX_SWAP)."""
-    if nbytes % PAGE_SIZE or not 0 <= nbytes <= MAX_SWAP:
-        raise ValueError(f"swap must be a multiple of 4096 bytes in [0, {MAX_SWAP}], "
-                         f"not {nbytes}")
-    _swap.attach(machine.phys, nbytes // PAGE_SIZE)
+class SwapDevice:
+    """The machine's swap device (swapon of nbytes: a multiple of 4096, at most MAX_SWAP).
+    Its swap map and data live with the machine's physical memory (mmemu._core.swap)."""
+
+    def __init__(self, phys, nbytes: int):
+        if nbytes % PAGE_SIZE or not 0 <= nbytes <= MAX_SWAP:
+            raise ValueError(f"swap must be a multiple of 4096 bytes in [0, {MAX_SWAP}], "
+                             f"not {nbytes}")
+        _swap.attach(phys, nbytes // PAGE_SIZE)
+        self.phys = phys
+        self.size = nbytes
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self):
+        """(slots, counts): the slots in use, in order, and their swap counts; their data:
+        read_slots."""
+        refuse_undeclared(self, "the swap device")
+        return _swap.used_slots(self.phys)
+
+    def read_slots(self, slots: np.ndarray) -> np.ndarray:
+        """The 4096 bytes of each of these slots (one row each, a copy)."""
+        return _swap.read_slots(self.phys, slots)
+
+    def restore_state(self, slots: np.ndarray, counts: np.ndarray, data=()) -> None:
+        """Fill this empty device with what dump_state gave: slots increasing inside the
+        device with counts > 0, ``data`` yielding their bytes in order (pieces of whole
+        slots). SnapshotError otherwise; which entries name the slots, the checker proves."""
+        if len(counts) != len(slots):
+            raise bad(f"swap sections disagree: {len(slots)} slots, {len(counts)} counts")
+        try:
+            _swap.restore_slots(self.phys, np.ascontiguousarray(slots, np.int64),
+                                np.ascontiguousarray(counts, np.int32), data)
+        except ValueError as e:
+            raise bad(str(e)) from None
 
 
 def slots_total(machine) -> int:

@@ -5,12 +5,15 @@ in mm.py next to the counters they must keep in step.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ._core.constants import BIT_ACCESSED, BIT_NX, BIT_PRESENT, BIT_PROTNONE, BIT_RW, BIT_USER
 from ._core.constants import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE  # noqa: F401  (the geometry, from here)
 from .flags import VmFlags
+from .state import bad, is_int, refuse_undeclared, show
 
 TASK_SIZE = 0x7FFFFFFFF000          # x86-64 4-level TASK_SIZE_MAX
 MMAP_MIN_ADDR = 0x10000             # vm.mmap_min_addr default (65536)
@@ -42,6 +45,7 @@ VM_STACK = VmFlags.GROWSDOWN
 # like the development machines' 6.18, is built without CONFIG_MEM_SOFT_DIRTY.
 VM_IGNORE_MERGE = VmFlags.SOFTDIRTY | VmFlags.MAYBE_GUARD
 VM_STICKY = VmFlags.SOFTDIRTY | VmFlags.MAYBE_GUARD
+VM_KNOWN = functools.reduce(operator.or_, (int(f) for f in VmFlags), 0)   # every VM_* bit mmemu names
 
 
 def vm_get_page_prot(vm_flags: int) -> int:
@@ -109,3 +113,40 @@ class VMA:
 
     def __repr__(self) -> str:
         return f"VMA({self.start:#x}-{self.end:#x} {VmFlags(self.flags)!r} pgoff={self.pgoff})"
+
+    # ---- snapshots (mmemu.snapshot) ----
+    def dump_state(self, refs, where) -> list:
+        """[start, end, flags, pgoff, backing, anon_vma, name, page_prot], the backing
+        object and the anon_vma as indexes of refs (mmemu.state.SaveRefs), None if none."""
+        refuse_undeclared(self, f"a VMA of {where}")
+        b = None if self.backing is None else refs.backing_index(self.backing, where)
+        a = None if self.anon_vma is None else refs.anon_vma_index(self.anon_vma)
+        return [self.start, self.end, self.flags, self.pgoff, b, a, self.name, self.page_prot]
+
+    @classmethod
+    def from_state(cls, rec, refs, where, after=0) -> "VMA":
+        """The VMA dump_state gave, checked: page-aligned, above ``after`` (the end of the
+        VMA before it) and at most TASK_SIZE, known VM_* bits only, a shared mapping only
+        of a file or shmem object, the page protection its flags give. Its backing
+        object's ``users`` is not changed (the caller counts the VMAs mapping it)."""
+        if not isinstance(rec, list) or len(rec) != 8:
+            raise bad(f"{where}: a VMA record must be a list of 8")
+        start, end, flags, pgoff, bi, ai, name, prot = rec
+        if not all(is_int(x) for x in (start, end, flags, pgoff, prot)):
+            raise bad(f"{where}: VMA fields must be integers")
+        if not (after <= start < end <= TASK_SIZE) or (start | end) & (PAGE_SIZE - 1):
+            raise bad(f"{where}: bad or overlapping VMA {start:#x}-{end:#x}")
+        if not (0 <= pgoff < 1 << 52 and 0 <= flags < 1 << 64 and 0 <= prot < 1 << 64):
+            raise bad(f"{where}: VMA {start:#x}-{end:#x} has a field out of range")
+        if flags & ~VM_KNOWN:
+            raise bad(f"{where}: VMA {start:#x}-{end:#x} has unknown flags {flags & ~VM_KNOWN:#x}")
+        if name is not None and not isinstance(name, str):
+            raise bad(f"{where}: VMA name must be a string, not {show(name)}")
+        backing = None if bi is None else refs.backing(bi, where)
+        if flags & (VmFlags.SHARED | VmFlags.MAYSHARE) and backing is None:
+            raise bad(f"{where}: shared VMA {start:#x}-{end:#x} without a file or shmem object")
+        if prot != vm_get_page_prot(flags):
+            raise bad(f"{where}: VMA {start:#x}-{end:#x}: page protection {prot:#x}, its flags "
+                      f"give {vm_get_page_prot(flags):#x}")
+        av = None if ai is None else refs.anon_vma(ai, where)
+        return cls(start, end, flags, pgoff, backing, av, name)

@@ -264,7 +264,9 @@ for h in HOSTILE:
     attempt("fail_page_alloc", m.fail_page_alloc, (h,))
 
 # restore_state on a fresh PhysMem: every scalar and array of a real dump made hostile
+# (the frame contents stay those of the real dump)
 scalars, arrays = ph.dump_state()
+frames = [ph.read_frames(arrays["data_pfns"]).tobytes()]
 def fresh_state(x):
     return (x.used_ranges(), tuple(x.buddyinfo()), json.dumps(x.counters()), x.free_lists()["gap"])
 def restore(s, a):
@@ -273,7 +275,7 @@ def restore(s, a):
     fresh = PhysMem(ph.nframes)
     before = fresh_state(fresh)
     try:
-        fresh.restore_state(s, a)
+        fresh.restore_state(s, a, frames)
     except ALLOWED:
         if fresh_state(fresh) != before:
             bad.append(f"restore_state: failed but changed state")

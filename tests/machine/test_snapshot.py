@@ -50,7 +50,7 @@ def observe(m):
         })
     out["procs"] = procs
     out["files"] = [(f.path, f.size, f.read(0, f.size)) for f in m.files]
-    state, arrays = snap._collect(m)
+    state, arrays = m.dump_state()
     out["state"] = json.dumps(state, sort_keys=True)
     out["arrays"] = {k: v.tobytes() for k, v in arrays.items()}
     pfns = arrays["data_pfns"]
@@ -500,9 +500,9 @@ def test_load_check_flag_runs_the_checker(tmp_path):
     p.touch(a, PG)
     p.mm.core._debug_poke("rss", 7, 1)
     m.save(tmp_path / "x.mms")
-    mmemu.Machine.load(tmp_path / "x.mms")            # loads what was saved
-    with pytest.raises(mmemu.SnapshotError, match="fails Machine.check"):
-        mmemu.Machine.load(tmp_path / "x.mms", check=True)
+    for check in (True, False):                     # the checker always runs
+        with pytest.raises(mmemu.SnapshotError, match="(?s)fails Machine.check.*pid 1: rss"):
+            mmemu.Machine.load(tmp_path / "x.mms", check=check)
 
 
 @pytest.mark.one_design
@@ -623,7 +623,8 @@ def test_identical_runs_in_separate_interpreters(tmp_path):
 # ---------------------------------------------------------------- the page allocator
 def fragmented(m):
     """A machine whose free memory is on every kind of list: per-cpu-pages lists cut short
-    (so frees reach the buddy lists), blocks of several orders at both ends, and the gap."""
+    (so frees reach the buddy lists), blocks of several orders, and the gap. (Every frame
+    in use is a process's: a loaded machine passes check().)"""
     m.phys.pcp_limits = (8, 4)
     p = m.spawn()
     a = p.mmap(0, 4 << 20, RW, PRIV)
@@ -632,9 +633,11 @@ def fragmented(m):
     c.write(a + 5 * PG, b"child")
     for off in range(0, 3 << 20, 3 * PG):
         p.madvise(a + off, PG, MADV_DONTNEED)
-    assert m.phys._alloc_pages(7) >= 0 and m.phys._alloc_pages(2, table=True) >= 0
-    m.phys._free_pages(m.phys._alloc_pages(5), 5)
     c.madvise(a, 8 * PG, MADV_DONTNEED)         # frees 0, 3 and 6 (the parent dropped them)
+    for order, off in ((1, 40), (2, 64), (3, 128), (4, 256), (5, 384)):
+        for q in (c, p):                        # runs of 2^order pages, freed by both
+            q.madvise(a + off * PG, (1 << order) * PG, MADV_DONTNEED)
+    m.check()
     lists = m.phys.free_lists()
     assert len(set(lists["blocks"][1].tolist())) >= 3 and m.phys.pcp_pages > 0
     return p, c, a
@@ -748,4 +751,100 @@ def test_a_version_1_snapshot_loads():
     x = p.mmap(0x7F0000400000, PG, RW, PRIV | mmemu.MAP_FIXED)
     p.touch(x, PG)
     assert pfn(p, x) == 10 and m.phys.free_lists()["pcp"][1].tolist() == []   # table 2039
+    m.check()
+
+
+V2_FIXTURE = os.path.join(os.path.dirname(__file__), "data", "v2_cow_sparse_swap.mms")
+
+
+@pytest.mark.one_design
+def test_a_version_2_snapshot_saves_again_to_the_same_file(tmp_path):
+    """Written before each class saved its own state, read and written again since: the
+    same header (but for the writer's version) and the same bytes in every section."""
+    mmemu.Machine.load(V2_FIXTURE).save(tmp_path / "again.mms")
+
+    def parts(data):
+        hlen = struct.unpack_from("<Q", data, 18)[0]
+        header = json.loads(data[snap.PREAMBLE_SIZE:snap.PREAMBLE_SIZE + hlen])
+        header.pop("mmemu_version")
+        return header, data[snap.PREAMBLE_SIZE + hlen:]
+    with open(V2_FIXTURE, "rb") as f:
+        assert parts((tmp_path / "again.mms").read_bytes()) == parts(f.read())
+
+
+@pytest.mark.one_design
+def test_a_version_2_snapshot_loads():
+    """tests/machine/data/v2_cow_sparse_swap.mms: format 2, written before each class saved
+    its own state (main at 57d80ad) by
+
+        m = Machine("8M", swap="1M"); m.phys.pcp_limits = (8, 4); p = m.spawn()
+        A, B, F = 0x7f0000000000, 0x7f0000200000, 0x7f0000400000
+        p.mmap(A, 32 * PG, RW, PRIV | MAP_FIXED); p.touch(A, 32 * PG); p.write(A, b"parent page 0")
+        p.madvise(A + 16 * PG, 16 * PG, MADV_DONTNEED)
+        p.mmap(B, 3 * PG, RW, PRIV | MAP_FIXED)
+        for i in range(3): p.write(B + i * PG, b"swap %d" % i)
+        p.swap_out(B, 3 * PG); p.read(B, 1); p.read(B + PG, 1)
+        f = m.create_file("/sparse", size=1 << 30); m.write_file(f, 1 << 29, b"middle")
+        t = m.create_file("/tmp/t", data=b"T" * PG, tmpfs=True)
+        p.mmap(F, PG, PROT_READ, MAP_SHARED | MAP_FIXED, file=t); p.read(F, 1)
+        c = p.fork(cow_pgtable=True); m.save(path)
+
+    Data frames come from the bottom: 0 the zero page, A's 32 pages 1-32; DONTNEED frees
+    17-32 onto the data pcp list (high 8, batch 4), which spills its 4 coldest frames twice:
+    17 (order 0), 18-19 (order 1), 20-23 (order 2), 24 (order 0) on the buddy lists, 25-32
+    on the list. B's writes take 32, 31, 30; swap-out gives them back (slots 0, 1, 2) and
+    the two reads take 30 and 31 (slots 0 and 1 freed: slot 2 in use); the sparse file's
+    one cached page (index 131072) takes 32, the tmpfs page 29: the pcp list is 25-28.
+    Tables come from the top: the parent's PGD, PUD, PMD and PTE tables of A, B, F
+    (2047-2042), the child's PGD, PUD, PMD (2041-2039) and its copy of B's table (2038: it
+    holds a swap entry); A's table (2044) is shared (pt_share 2), F's is not copied (a
+    shared mapping). In use: 21 data frames and 10 tables, 2017 free."""
+    m = mmemu.Machine.load(V2_FIXTURE, check=True)
+    A, B, F = 0x7F0000000000, 0x7F0000200000, 0x7F0000400000
+    p, c = m.process(1), m.process(2)
+    assert c.parent is p and [q.pid for q in m.processes] == [1, 2]
+    assert m.cow_pte_accounting == "deferred" and m.phys.pcp_limits == (8, 4)
+    mi = m.meminfo()
+    assert (mi["MemTotal"], mi["MemFree"], mi["AnonPages"], mi["Cached"], mi["Mapped"],
+            mi["Shmem"], mi["PageTables"], mi["SwapTotal"], mi["SwapFree"]) == \
+        (8192, 2017 * 4, 18 * 4, 8, 4, 4, 40, 1024, 1020)
+    # the parent: A's 16 pages and B's 2 (anon), the tmpfs page, one swap entry; VmPTE
+    # leaves the PGD out (PUD, PMD, 3 PTE tables). The child: B's 2 pages; A's shared
+    # table counts for its owner (deferred); PUD, PMD and B's table.
+    ps, cs = p.status(), c.status()
+    assert (ps["VmRSS"], ps["RssAnon"], ps["RssShmem"], ps["VmSwap"], ps["VmPTE"],
+            ps["VmSize"], ps["VmHWM"]) == (76, 72, 4, 4, 20, 36 * 4, 32 * 4)
+    assert (cs["VmRSS"], cs["RssAnon"], cs["RssShmem"], cs["VmSwap"], cs["VmPTE"]) == \
+        (8, 8, 0, 4, 12)
+    ev = m.vmstat()
+    # faults: A 32, B 3, two swap-ins, the tmpfs read; allocations: 32 + 3 + 2 + 2 cache
+    # pages; frees: 16 DONTNEED + 3 swapped out; 30, 31, 32 held data and were zeroed
+    assert (ev["pgfault"], ev["fault_anon"], ev["fault_file"], ev["pgalloc"], ev["pgfree"],
+            ev["pages_zeroed"], ev["pgtable_alloc"], ev["ptes_zapped"], ev["pswpout"],
+            ev["pswpin"], ev["cow_pte_tables_shared"], ev["fork_pte_tables_copied"],
+            ev["fork_ptes_copied"], ev["fork_ptes_wrprotected"]) == \
+        (38, 35, 1, 39, 19, 3, 10, 16, 3, 2, 1, 1, 3, 2)
+    lists = m.phys.free_lists()
+    assert [x.tolist() for x in lists["pcp"]] == [[25, 26, 27, 28], []]
+    assert lists["blocks"][0].tolist() == [24, 17, 18, 20]          # order 0, 0, 1, 2
+    assert lists["blocks"][1].tolist() == [0, 0, 1, 2] and lists["gap"] == (33, 2038)
+    assert m.phys.used_ranges() == ((0, 33), (2038, 2048))
+    # blocks 17, 24 / 18 / 20 and the gap 33, 34-35, 36-39, 40-47, 48-63, 64-127 ...
+    # 512-1023, 1024-1535, 1536-1791 ... 2016-2031, 2032-2035, 2036-2037
+    assert m.buddyinfo() == (3, 3, 3, 1, 2, 1, 2, 2, 2, 2, 0)
+    assert np.flatnonzero(m.phys.pt_share).tolist() == [2038, 2042, 2043, 2044]
+    assert m.phys.pt_share[2044] == 2
+    pfn = lambda proc, addr: int(proc.pagemap(addr, 1)[0]) & PFN_MASK     # noqa: E731
+    assert pfn(p, A + PG) == pfn(c, A + PG) == 2
+    assert (pfn(p, B), pfn(p, B + PG), pfn(c, B), pfn(c, B + PG)) == (30, 31, 30, 31)
+    assert p.read(A, 13) == c.read(A, 13) == b"parent page 0"
+    assert p.read(F, 4) == b"TTTT" and m.read_file(m.files[0], 1 << 29, 6) == b"middle"
+    assert [f.path for f in m.files] == ["/sparse", "/tmp/t"] and m.files[0].size == 1 << 30
+    # the child's write copies the shared table (2037, from the gap) and the page (28, the
+    # hottest pcp frame); the swapped page comes back once per process (no swap cache)
+    c.write(A + PG, b"child page 1")
+    assert (pfn(p, A + PG), pfn(c, A + PG)) == (2, 28) and m.phys.used_ranges()[1] == (2037, 2048)
+    assert c.read(B + 2 * PG, 6) == p.read(B + 2 * PG, 6) == b"swap 2"
+    assert (pfn(c, B + 2 * PG), pfn(p, B + 2 * PG)) == (27, 26)
+    assert m.meminfo()["SwapFree"] == 1024
     m.check()

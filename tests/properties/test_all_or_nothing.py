@@ -27,7 +27,7 @@ import threading
 import pytest
 
 import mmemu
-from conftest import PG, PRIV, RW, snapshot
+from conftest import PG, PRIV, RW, STATE_PROTOCOL, snapshot
 from mmemu import (CLONE_COW_PGTABLE, MAP_FIXED, MAP_POPULATE, MREMAP_FIXED, MREMAP_MAYMOVE,
                    PR_SET_COW_PTE, PROT_READ, Madv)
 from mmemu.file import File
@@ -163,7 +163,7 @@ def public_methods():
     out = {}
     for cls in CLASSES:
         for name, attr in vars(cls).items():
-            if name.startswith("_"):
+            if name.startswith("_") or name in STATE_PROTOCOL:
                 continue
             if isinstance(attr, classmethod):
                 out[f"{cls.__name__}.{name}"] = attr.__func__

@@ -40,7 +40,7 @@ SWEEP = r'''
 import inspect, json, os, sys, tempfile
 sys.path.insert(0, TESTS)
 import mmemu
-from conftest import snapshot
+from conftest import STATE_PROTOCOL, snapshot
 from mmemu import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from mmemu.file import File
 from mmemu.process import Process
@@ -114,7 +114,7 @@ def targets():
     for cls, pick in ((mmemu.Machine, lambda w: w["m"]), (Process, lambda w: w["p"]),
                       (File, lambda w: w["f"])):
         for name, attr in sorted(vars(cls).items()):
-            if name.startswith("_"):
+            if name.startswith("_") or name in STATE_PROTOCOL:
                 continue
             if isinstance(attr, classmethod):
                 yield cls, name, (lambda w, cls=cls: cls)

@@ -145,12 +145,9 @@ def test_the_syscall_modules_form_no_cycle_even_through_deferred_imports():
 # ---------------------------------------------------------------- private methods
 
 # Calls into private methods that other helpers' work removes (kept exact: the test fails
-# when an entry disappears, so the list only shrinks). snapshot.py restores the mm id
-# counter after rebuilding the mms (each MMCore takes an id): the per-class state restore
-# of the "explicit machine state" work replaces it.
-# snapshot.py restores PhysMem's frames and mm-id counter through hooks PhysMem keeps private
-# (writing raw bytes into frames that may be page tables is for a machine being restored)
-KNOWN_PRIVATE_CALLS = {("snapshot.py", "_set_next_mm_id"), ("snapshot.py", "_write_frames")}
+# when an entry disappears, so the list only shrinks). Empty: PhysMem restores itself,
+# frames and mm-id counter included (PhysMem.restore_state).
+KNOWN_PRIVATE_CALLS = set()
 
 
 def private_definitions():

@@ -69,19 +69,21 @@ cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) no
 
 
 cdef mm_t* find_other_holder(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:
-    """Another live mm whose PMD for addr points at this table (sharers map it at the same
-    address: fork keeps addresses, and mremap breaks before it moves)."""
+    """The live mm of the lowest id, other than mm, whose PMD for addr points at this table
+    (sharers map it at the same address: fork keeps addresses, and mremap breaks before it
+    moves)."""
     cdef int64_t i
     cdef mm_t* o
+    cdef mm_t* best = NULL
     cdef pte_t* pmd
     for i in range(pm.mms_len):
         o = <mm_t*>pm.mms[i]
-        if o == NULL or o == mm or o.pgd < 0:
+        if o == mm or o.pgd < 0 or (best != NULL and o.id > best.id):
             continue
         pmd = pmd_offset(pm, o, addr)
         if pmd != NULL and pmd[0] != 0 and pte_pfn(pmd[0]) == table:
-            return o
-    return NULL
+            best = o
+    return best
 
 
 cdef void hand_over(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:

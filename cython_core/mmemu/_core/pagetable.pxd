@@ -14,6 +14,7 @@ cdef struct mm_t:
     int64_t rss[4]          # MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES
     int64_t pgtables_bytes  # VmPTE * 1024: PUD, PMD and PTE tables (the PGD is not counted)
     int32_t id
+    int64_t slot            # index in the registry of live mms (physmem_t.mms), -1 if none
 
 # What the kernels need to know of one VMA (a flattened vm_area_struct).
 cdef struct vma_t:
@@ -43,5 +44,6 @@ cdef class MMCore:
     cdef mm_t mm
     cdef PhysMem phys
     cdef void _unregister(self)
+    cdef _restore_state(self, dict s)
 
 cdef int vma_from_py(vma_t* v, object vma) except -1

@@ -5,8 +5,11 @@ Models pgd_offset/pud_alloc/pmd_alloc/pte_alloc (include/linux/mm.h, mm/memory.c
 free_pgd_range/free_pud_range/free_pmd_range/free_pte_range (mm/memory.c) as a
 walk_page_range (pagewalk.pxd). The P4D level is folded, as on 4-level x86-64.
 """
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport realloc
 from libc.string cimport memset
+import reprlib
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, free_frame, table_ptr
@@ -243,31 +246,53 @@ cdef inline int _bad(mm_walk* walk, int level, uint64_t addr, pte_t e) noexcept 
     return 1
 
 
-cdef inline bint _bad_link(physmem_t* pm, pte_t e) noexcept nogil:
-    """An upper-level entry that does not point at a page-table frame inside memory (or is
-    a leaf: a snapshot holds no huge entries)."""
+cdef inline bint _bad_link(physmem_t* pm, pte_t e, bint cow) noexcept nogil:
+    """An upper-level entry that is not _PAGE_TABLE (for a PMD entry, cow: also _PAGE_TABLE
+    without RW, a COW-shared PTE table) pointing at a page-table frame in use inside memory
+    (a snapshot holds no huge entries)."""
     cdef pfn_t t = pte_pfn(e)
-    return t >= pm.nframes or not (pm.flags[t] & PG_TABLE) or pmd_leaf(e)
+    cdef pte_t bits = e & ~PTE_PFN_MASK(), table = mk_table_entry(0)
+    if bits != table and not (cow and bits == pte_wrprotect(table)):
+        return True
+    return t >= pm.nframes or (pm.flags[t] & (PG_USED | PG_TABLE)) != PG_USED | PG_TABLE
 
 
 cdef int _validate_pgd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
 
 
 cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
 
 
 cdef int _validate_pmd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 2, addr, e[0]) if _bad_link(walk.pm, e[0]) else 0
+    return _bad(walk, 2, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
+
+
+cdef enum:
+    _SWP_LOW = 0x1FF        # a swap entry's bits 0-8 (P, PROTNONE and the flags) are clear
+
+cdef pte_t _SWP_HIGH = (<pte_t>0x1F) << 59      # ... and so is its type (bits 59-63: type 0)
+# the bits a present PTE can have (PROTNONE: P clear, pte_present all the same)
+cdef pte_t _PTE_BITS = (_bit(BIT_PRESENT) | _bit(BIT_RW) | _bit(BIT_USER) | _bit(BIT_ACCESSED)
+                        | _bit(BIT_DIRTY) | _bit(BIT_PROTNONE) | _bit(BIT_SPECIAL)
+                        | _bit(BIT_SOFT_DIRTY) | _bit(BIT_NX))
 
 
 cdef int _validate_pte(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    """A present PTE must map a frame inside memory that is not a page table (the one
-    per-PTE callback of the core: snapshot loading is not a hot path)."""
-    cdef pfn_t t = pte_pfn(e[0])
-    if e[0] != 0 and pte_present(e[0]) and (t >= walk.pm.nframes or walk.pm.flags[t] & PG_TABLE):
-        return _bad(walk, 3, addr, e[0])
+    """A present PTE must carry only the bits mmemu sets and map a frame inside memory that
+    is not a page table; a non-present one is none, the guard marker or a swap entry of
+    type 0 (x86-64 encoding: bits 0-8 and 59-63 clear). The one per-PTE callback of the
+    core: loading a snapshot and the checker are not hot paths."""
+    cdef pte_t v = e[0]
+    cdef pfn_t t
+    if v == 0 or is_guard_pte(v):
+        return 0
+    if not pte_present(v):
+        return _bad(walk, 3, addr, v) if v & (_SWP_LOW | _SWP_HIGH) else 0
+    t = pte_pfn(v)
+    if v & ~(PTE_PFN_MASK() | _PTE_BITS) or t >= walk.pm.nframes or walk.pm.flags[t] & PG_TABLE:
+        return _bad(walk, 3, addr, v)
     return 0
 
 
@@ -278,37 +303,78 @@ validate_ops.pmd_entry = _validate_pmd
 validate_ops.pte_entry = _validate_pte
 
 
+# ---- the registry of live mms (physmem_t.mms): who else holds a shared table ----
+
+cdef int mm_register(physmem_t* pm, mm_t* mm) noexcept nogil:
+    """Add mm to the registry (0), or -1 if the host has no memory for it."""
+    cdef int64_t cap
+    cdef void** p
+    if pm.mms_len == pm.mms_cap:
+        cap = max(64, 2 * pm.mms_cap)
+        p = <void**>realloc(pm.mms, cap * sizeof(void*))
+        if p == NULL:
+            return -1
+        pm.mms = p
+        pm.mms_cap = cap
+    mm.slot = pm.mms_len
+    pm.mms[pm.mms_len] = <void*>mm
+    pm.mms_len += 1
+    return 0
+
+
+cdef void mm_unregister(physmem_t* pm, mm_t* mm) noexcept nogil:
+    """Take mm out of the registry (the last entry moves into its slot)."""
+    cdef mm_t* last
+    if mm.slot < 0:
+        return
+    pm.mms_len -= 1
+    last = <mm_t*>pm.mms[pm.mms_len]
+    pm.mms[mm.slot] = <void*>last
+    last.slot = mm.slot
+    mm.slot = -1
+
+
+@cython.no_gc_clear     # __dealloc__ needs phys to leave the registry
 cdef class MMCore:
     """The mechanism half of an mm_struct: PGD, rss counters, pgtables_bytes.
 
     Parameters
     ----------
     phys : PhysMem
-    mm_id : int
-        A positive id (stored as the owner of the tables this mm allocates).
+    state : dict, optional
+        What dump_state gave, for a machine being restored (mmemu.snapshot): the mm takes
+        its saved id, PGD, rss and pgtables_bytes and joins the registry of live mms.
+        Without it the mm gets a new id (PhysMem.new_mm_id, stored as the owner of the
+        tables it allocates) and no PGD until pgd_alloc.
     """
 
-    def __cinit__(self, PhysMem phys):
+    def __cinit__(self, PhysMem phys, dict state=None):
         self.phys = phys
         memset(&self.mm, 0, sizeof(mm_t))
-        self.mm.id = phys.new_mm_id()
         self.mm.pgd = -1
+        self.mm.slot = -1
+        if state is None:
+            self.mm.id = phys.new_mm_id()
+        else:
+            self._restore_state(state)
 
     def __dealloc__(self):
         self._unregister()
 
     cdef void _unregister(self):
-        if self.phys is not None and self.mm.id < self.phys.pm.mms_len:
-            if self.phys.pm.mms[self.mm.id] == <void*>&self.mm:
-                self.phys.pm.mms[self.mm.id] = NULL
+        if self.phys is not None:
+            mm_unregister(&self.phys.pm, &self.mm)
 
     def pgd_alloc(self):
-        """pgd_alloc: returns False (ENOMEM) if no frame is free. Registers the mm."""
+        """pgd_alloc: returns False (ENOMEM) if no frame is free (or no host memory for the
+        registry). Registers the mm."""
         cdef pfn_t p = pgtable_alloc(&self.phys.pm, &self.mm, LEVEL_PGD)
         if p < 0:
             return False
+        if mm_register(&self.phys.pm, &self.mm) < 0:
+            pgtable_free(&self.phys.pm, &self.mm, p, LEVEL_PGD)
+            return False
         self.mm.pgd = p
-        self.phys.pm.mms[self.mm.id] = <void*>&self.mm
         return True
 
     def release(self):
@@ -385,38 +451,55 @@ cdef class MMCore:
                 "rss": [self.mm.rss[i] for i in range(NR_MM_COUNTERS)],
                 "pgtables_bytes": self.mm.pgtables_bytes}
 
-    def restore_state(self, dict s):
-        """Take the fields dump_state gave (on a fresh MMCore of a restored PhysMem) and,
-        if the mm has a PGD, register it under its saved id. ValueError if they are bad."""
-        cdef int64_t mm_id = s["id"], pgd = s["pgd"]
-        cdef int i
-        rss = s["rss"]
-        if not 1 <= mm_id < (1 << 31) - 1:
-            raise ValueError(f"bad mm id {mm_id}")
-        if not -1 <= pgd < self.phys.pm.nframes:
+    cdef _restore_state(self, dict s):
+        """The fields dump_state gave, validated against the restored PhysMem: an id in
+        [1, next_mm_id] no live mm has, a PGD (a page-table frame in use) no live mm has,
+        rss counters and pgtables_bytes that are not negative and no more than the tables
+        of this memory could hold. Then the mm joins the registry. ValueError otherwise."""
+        cdef physmem_t* pm = &self.phys.pm
+        cdef int64_t i, limit = 512 * pm.nframes
+        cdef mm_t* o
+        mm_id = _state_int(s, "id", 1, self.phys._next_mm_id)
+        pgd = _state_int(s, "pgd", -(1 << 62), 1 << 62)
+        if not 0 <= pgd < pm.nframes:
             raise ValueError(f"mm {mm_id}: PGD {pgd} outside memory")
-        if len(rss) != NR_MM_COUNTERS:
-            raise ValueError(f"mm {mm_id}: {len(rss)} rss counters")
-        self.phys._mm_slot(mm_id)
-        if pgd >= 0 and self.phys.pm.mms[mm_id] != NULL:
-            raise ValueError(f"two address spaces with mm id {mm_id}")
-        self._unregister()
+        rss = s.get("rss")
+        if not isinstance(rss, list) or len(rss) != NR_MM_COUNTERS:
+            raise ValueError(f"mm {mm_id}: {len(rss) if isinstance(rss, list) else 'no'} rss "
+                             f"counters, not {NR_MM_COUNTERS}")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= limit for x in rss):
+            raise ValueError(f"mm {mm_id}: rss counters must be integers in [0, {limit}], "
+                             f"not {reprlib.repr(rss)}")
+        ptb = _state_int(s, "pgtables_bytes", 0, 4096 * pm.nframes)
+        if ptb % 4096:
+            raise ValueError(f"mm {mm_id}: pgtables_bytes {ptb} is not a number of tables")
+        if (pm.flags[pgd] & (PG_USED | PG_TABLE)) != PG_USED | PG_TABLE:
+            raise ValueError(f"mm {mm_id}: PGD frame {pgd} is not a page table in use")
+        for i in range(pm.mms_len):
+            o = <mm_t*>pm.mms[i]
+            if o.id == mm_id:
+                raise ValueError(f"two address spaces with mm id {mm_id}")
+            if o.pgd == pgd:
+                raise ValueError(f"mm {o.id} and mm {mm_id} share the PGD frame {pgd}")
         self.mm.id = <int32_t>mm_id
         self.mm.pgd = pgd
         for i in range(NR_MM_COUNTERS):
             self.mm.rss[i] = rss[i]
-        self.mm.pgtables_bytes = s["pgtables_bytes"]
-        if pgd >= 0:
-            self.phys.pm.mms[mm_id] = <void*>&self.mm
+        self.mm.pgtables_bytes = ptb
+        if mm_register(pm, &self.mm) < 0:
+            raise MemoryError("no host memory for the registry of mms")
 
     def validate_tables(self):
-        """A loaded snapshot's page tables are safe to walk: every upper-level entry points
-        at a table frame inside memory (no huge entries), every present PTE at a non-table
-        frame inside memory. Raises ValueError naming the first bad entry."""
+        """The page tables are safe to walk: the PGD is a page-table frame in use, every
+        upper-level entry points at one with the encoding mmemu gives it (no huge entries),
+        every present PTE maps a non-table frame inside memory with the bits mmemu sets,
+        every other PTE is none, the guard marker or a swap entry. Raises ValueError naming
+        the first bad entry (loading a snapshot and the checker walk nothing before this)."""
         cdef physmem_t* pm = &self.phys.pm
         if self.mm.pgd < 0:
             return
-        if not (pm.flags[self.mm.pgd] & PG_TABLE):
+        if self.mm.pgd >= pm.nframes or \
+                (pm.flags[self.mm.pgd] & (PG_USED | PG_TABLE)) != PG_USED | PG_TABLE:
             raise ValueError(f"mm {self.mm.id}: PGD frame {self.mm.pgd} is not a page table")
         cdef bad_entry bad
         bad.level = -1
@@ -429,6 +512,14 @@ cdef class MMCore:
 
 
 _ENTRY_NAMES = ("PGD entry", "PUD entry", "PMD entry", "PTE")
+
+
+def _state_int(dict d, str key, lo, hi):
+    """d[key], an int in [lo, hi] (ValueError otherwise)."""
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"mm {key!r} must be an integer in [{lo}, {hi}], not {reprlib.repr(v)}")
+    return v
 
 
 cdef int vma_from_py(vma_t* v, object vma) except -1:

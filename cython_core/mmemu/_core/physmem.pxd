@@ -37,8 +37,9 @@ cdef struct physmem_t:
     int64_t ev[NR_EVENTS]   # event counters (EV_*)
     # COW page tables
     int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
-    void** mms              # mm_t* of every live mm, indexed by mm id (NULL when gone)
-    int64_t mms_len         # ids [0, mms_len) have a slot
+    void** mms              # mm_t* of every live mm (pagetable.pyx mm_register), in no order:
+    int64_t mms_len         #   mms[0:mms_len]; host memory follows the live mms, not the ids
+    int64_t mms_cap
     # reservations: blocks taken ahead so that a multi-table operation (fork, a syscall's
     # page-table breaks, mremap) cannot fail half way; an allocation of the same order and
     # kind takes them first
@@ -111,3 +112,4 @@ cdef class PhysMem:
     cdef int _nregions
     cdef int64_t _next_mm_id
     cdef void* _map(self, size_t length) except NULL
+    cdef void _unmap_last(self) noexcept

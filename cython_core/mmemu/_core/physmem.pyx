@@ -7,10 +7,11 @@ ZERO_PAGE). Everything is one host mapping reserved with MAP_NORESERVE, so creat
 machine costs O(1) in its size and the host pays only for frames that hold data.
 """
 import operator
+import reprlib
 
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.string cimport memset, memcpy, memmove
-from libc.stdlib cimport realloc, free, abort
+from libc.stdlib cimport free, abort
 from libc.stdio cimport fprintf, stderr
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 
@@ -188,14 +189,22 @@ cdef class PhysMem:
         self.pm.ev[EV_PGALLOC] = 0
 
     cdef void* _map(self, size_t length) except NULL:
-        cdef void* p = mmap(NULL, length, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        cdef void* p
+        if self._nregions == 16:
+            raise MemoryError("no room for another host mapping")
+        p = mmap(NULL, length, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED:
             raise MemoryError(f"host mmap of {length} bytes (MAP_NORESERVE) failed")
         self._addr[self._nregions] = p
         self._len[self._nregions] = length
         self._nregions += 1
         return p
+
+    cdef void _unmap_last(self) noexcept:
+        """Undo the last _map (a structure whose second mapping failed)."""
+        self._nregions -= 1
+        munmap(self._addr[self._nregions], self._len[self._nregions])
 
     def __dealloc__(self):
         free(self.pm.mms)
@@ -206,14 +215,19 @@ cdef class PhysMem:
         self._nregions = 0
 
     def new_mm_id(self):
-        """A fresh mm id, with a NULL registry slot (MMError EAGAIN once 2^31 - 2 are used:
-        the ids are stored as int32 owners)."""
+        """A fresh mm id (MMError EAGAIN once 2^31 - 2 are used: the ids are stored as int32
+        owners). Ids are never reused; they cost no host memory (the registry of live mms,
+        pagetable.pyx mm_register, holds the live ones only)."""
         if self._next_mm_id >= (1 << 31) - 2:
             from mmemu.errors import MMError
             import errno
             raise MMError(errno.EAGAIN, "no mm ids left")
-        self._mm_slot(self._next_mm_id + 1)
         self._next_mm_id += 1
+        return self._next_mm_id
+
+    @property
+    def next_mm_id(self):
+        """The last mm id handed out (0 if none): every live mm's id is at most this."""
         return self._next_mm_id
 
     @property
@@ -224,13 +238,10 @@ cdef class PhysMem:
     def cow_pte_accounting(self, str mode):
         """Set before the first process: tables shared under one mode are not accounted
         as the other expects (ValueError while an mm is alive)."""
-        cdef int64_t i
         if mode not in ("deferred", "eager"):
             raise ValueError("cow_pte_accounting must be 'deferred' or 'eager'")
-        if (mode == "eager") != self.pm.cow_eager:
-            for i in range(self.pm.mms_len):
-                if self.pm.mms[i] != NULL:
-                    raise ValueError("cow_pte_accounting cannot change while a process exists")
+        if (mode == "eager") != self.pm.cow_eager and self.pm.mms_len:
+            raise ValueError("cow_pte_accounting cannot change while a process exists")
         self.pm.cow_eager = 1 if mode == "eager" else 0
 
     @property
@@ -644,29 +655,18 @@ cdef class PhysMem:
                 memcpy(&o[i * 4096], frame_ptr(&self.pm, pfns[i]), 4096)
         return out
 
-    def _write_frames(self, const int64_t[::1] pfns, const uint8_t[::1] data):
-        """Restore frame contents (the inverse of read_frames; metadata is untouched).
-        Only for mmemu.snapshot, on a machine it is restoring: the bytes may be tables."""
-        cdef int64_t i, k = pfns.shape[0]
-        if data.shape[0] != k * 4096:
-            raise ValueError(f"{data.shape[0]} bytes of data for {k} frames")
-        for i in range(k):
-            if pfns[i] < 0 or pfns[i] >= self.pm.nframes:
-                raise ValueError(f"frame {pfns[i]} outside memory")
-        if k == 0:
-            return
-        with nogil:
-            for i in range(k):
-                memcpy(frame_ptr(&self.pm, pfns[i]), &data[i * 4096], 4096)
-
-    def restore_state(self, dict scalars not None, dict arrays not None):
-        """Load what dump_state returned into this freshly created PhysMem (frame contents
-        come separately, through _write_frames). Everything is validated before anything
-        is written -- shapes, ranges, and that the free lists, the pcp lists and the gap
-        are disjoint, hold no frame in use, are merged as far as they can be and account
-        for every free frame; ValueError says what is wrong. Host memory between the used
-        ranges is never touched (it is zero in a fresh PhysMem). The mm registry is not
-        touched: each MMCore registers itself in MMCore.restore_state."""
+    def restore_state(self, dict scalars not None, dict arrays not None, frames=()):
+        """Load what dump_state returned into this freshly created PhysMem, then the frame
+        contents: ``frames`` yields the bytes of the frames of ``arrays["data_pfns"]`` in
+        order, in pieces of whole frames (what read_frames gave). The state is validated
+        before anything is written -- shapes, ranges, that the free lists, the pcp lists
+        and the gap are disjoint, hold no frame in use, are merged as far as they can be and
+        account for every free frame, and that data_pfns increase and name frames in use
+        flagged PG_HASDATA; ValueError says what is wrong (also when ``frames`` holds more
+        or fewer frames: the state is written by then, and this PhysMem is to be discarded).
+        Host memory between the used ranges is never touched (it is zero in a fresh
+        PhysMem). The mm registry is not touched: each MMCore registers itself
+        (MMCore(phys, state)), with an id at most the restored next_mm_id."""
         cdef int64_t n = self.pm.nframes, i, j, lst
         cdef int kind
         if (self.pm.data_hwm != 1 or self.pm.table_lwm != n or self.pm.gap_lo != 1
@@ -747,8 +747,10 @@ cdef class PhysMem:
                              f"{hi - lo} frames in the gap, nr_free is {nr_free}")
         z = _scalar(scalars, "zero_pfn", 0, d1 - 1)
         ev = scalars.get("events")
+        if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
+            ev = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
-                isinstance(x, int) and 0 <= x < (1 << 62) for x in ev):
+                isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
             raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
         eager = _scalar(scalars, "cow_eager", 0, 1)
         nid = _scalar(scalars, "next_mm_id", 0, (1 << 31) - 2)
@@ -756,6 +758,14 @@ cdef class PhysMem:
         failed = _scalar(scalars, "alloc_failed", 0, calls)
         gauges = {k: _scalar(scalars, k, 0, n) for k in (
             "nr_anon_mapped", "nr_file_mapped", "nr_shmem", "nr_file_pages", "nr_pagetable")}
+        dp = arrays.get("data_pfns")
+        if not isinstance(dp, np.ndarray) or dp.dtype != np.int64 or dp.ndim != 1 or len(dp) > used:
+            raise ValueError("bad array data_pfns")
+        if len(dp) and (np.any(dp[1:] <= dp[:-1]) or dp[0] < 0 or dp[-1] >= n
+                        or np.any((dp >= d1) & (dp < t0))):
+            raise ValueError("data_pfns must increase inside the used ranges")
+        if len(dp) and np.any((fl[at(dp)] & (PG_USED | PG_HASDATA)) != PG_USED | PG_HASDATA):
+            raise ValueError("data_pfns names a frame not in use or not flagged PG_HASDATA")
         # validated: write
         for name, view in views.items():
             a = arrays["frame." + name]
@@ -790,33 +800,30 @@ cdef class PhysMem:
         self.pm.cow_eager = eager
         self.pm.alloc_calls = calls
         self.pm.alloc_failed = failed
-        self._set_next_mm_id(nid)
-
-    def _set_next_mm_id(self, int64_t nid):
-        """Restore the mm id counter (the next new_mm_id returns nid + 1)."""
         self._next_mm_id = nid
-        self._mm_slot(nid)
-
-    def _mm_slot(self, int64_t mm_id):
-        """Grow the mm registry so that mm_id has a slot (NULL if new)."""
-        cdef int64_t i, n = mm_id + 1
-        cdef void** p
-        if n > self.pm.mms_len:
-            n = max(n, 2 * self.pm.mms_len, 64)
-            p = <void**>realloc(self.pm.mms, n * sizeof(void*))
-            if p == NULL:
-                raise MemoryError()
-            for i in range(self.pm.mms_len, n):
-                p[i] = NULL
-            self.pm.mms = p
-            self.pm.mms_len = n
+        # the frame contents, piece by piece
+        cdef const int64_t[::1] pfns = dp
+        cdef int64_t nf, done = 0, total = pfns.shape[0]
+        cdef const uint8_t[::1] d
+        for piece in frames:
+            d = piece
+            nf = d.shape[0] // 4096
+            if d.shape[0] % 4096 or nf > total - done:
+                raise ValueError(f"frame contents: {d.shape[0]} bytes at frame {done} of {total}")
+            with nogil:
+                for i in range(nf):
+                    memcpy(frame_ptr(&self.pm, pfns[done + i]), &d[i * 4096], 4096)
+            done += nf
+        if done != total:
+            raise ValueError(f"frame contents for {done} of {total} frames")
 
 
 def _scalar(dict d, str key, lo, hi):
     """d[key], an int in [lo, hi] (ValueError otherwise)."""
     v = d.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ValueError(f"scalar {key!r} must be an integer in [{lo}, {hi}], not {v!r}")
+        raise ValueError(f"scalar {key!r} must be an integer in [{lo}, {hi}], not "
+                         f"{reprlib.repr(v)}")
     return v
 
 

@@ -33,9 +33,15 @@ def attach(PhysMem phys, int64_t nslots):
         raise ValueError("the machine has a swap device already")
     if nslots < 0:
         raise ValueError(f"{nslots} swap slots")
+    cdef int32_t* smap
     if nslots:
-        pm.swap_map = <int32_t*>phys._map(<size_t>nslots * sizeof(int32_t))
-        pm.swap_data = <uint8_t*>phys._map(<size_t>nslots * PAGE_SIZE)
+        smap = <int32_t*>phys._map(<size_t>nslots * sizeof(int32_t))
+        try:
+            pm.swap_data = <uint8_t*>phys._map(<size_t>nslots * PAGE_SIZE)
+        except MemoryError:
+            phys._unmap_last()          # all or nothing: no device, nothing mapped
+            raise
+        pm.swap_map = smap
     pm.swap_slots = nslots
     pm.nr_swap_used = 0
     pm.swap_hwm = 0
@@ -113,13 +119,16 @@ def read_slots(PhysMem phys, const int64_t[::1] slots):
     return out
 
 
-def restore_slots(PhysMem phys, const int64_t[::1] slots, const int32_t[::1] counts,
-                  const uint8_t[:, ::1] data):
-    """Snapshots: slots[i] gets count counts[i] (> 0) and data row i, on an empty device."""
+def restore_slots(PhysMem phys, const int64_t[::1] slots, const int32_t[::1] counts, data=()):
+    """Snapshots: on an empty device, slots[i] gets count counts[i] (> 0); ``data`` yields
+    the slots' 4096 bytes each, in order, in pieces of whole slots (what read_slots gave).
+    ValueError, before anything is written, unless the slots increase inside the device;
+    and if data holds more or fewer slots."""
     cdef physmem_t* pm = &phys.pm
-    cdef int64_t i, n = slots.shape[0]
-    if counts.shape[0] != n or data.shape[0] != n or (n and data.shape[1] != PAGE_SIZE):
-        raise ValueError("one count and one 4096-byte row per slot")
+    cdef int64_t i, k, done = 0, n = slots.shape[0]
+    cdef const uint8_t[::1] d
+    if counts.shape[0] != n:
+        raise ValueError("one count per slot")
     if pm.nr_swap_used:
         raise ValueError("the swap device is not empty")
     for i in range(n):
@@ -128,9 +137,19 @@ def restore_slots(PhysMem phys, const int64_t[::1] slots, const int32_t[::1] cou
                              f"inside the device, with counts > 0")
     for i in range(n):
         pm.swap_map[slots[i]] = counts[i]
-        memcpy(pm.swap_data + (<uint64_t>slots[i] << PAGE_SHIFT), &data[i, 0], PAGE_SIZE)
     pm.nr_swap_used = n
     pm.swap_hwm = slots[n - 1] + 1 if n else 0
+    for piece in data:
+        d = piece
+        k = d.shape[0] // PAGE_SIZE
+        if d.shape[0] % PAGE_SIZE or k > n - done:
+            raise ValueError(f"swap data: {d.shape[0]} bytes at slot {done} of {n}")
+        for i in range(k):
+            memcpy(pm.swap_data + (<uint64_t>slots[done + i] << PAGE_SHIFT), &d[i * PAGE_SIZE],
+                   PAGE_SIZE)
+        done += k
+    if done != n:
+        raise ValueError(f"swap data for {done} of {n} slots")
 
 
 cdef struct swap_out_walk:
@@ -299,10 +318,11 @@ swap_entries_ops.pmd_entry = swap_entries_entry
 
 def swap_entries(MMCore core):
     """The slot of every swap entry of this mm (int64, one per entry): the checker's
-    recount, whose host memory follows the entries, not the device. A count that
-    disagrees with MM_SWAPENTS is recounted with the room the walk found."""
+    recount, whose host memory follows the entries, not the device nor MM_SWAPENTS (which
+    only sizes the first try, up to 2^16). More entries than room: recounted with the room
+    the walk found."""
     cdef swap_slots_walk w
-    cdef int64_t cap = core.mm.rss[MM_SWAPENTS] if core.mm.rss[MM_SWAPENTS] > 0 else 0
+    cdef int64_t cap = min(max(core.mm.rss[MM_SWAPENTS], 0), 1 << 16)
     cdef int64_t[::1] o
     while True:
         out = np.empty(cap, dtype=np.int64)

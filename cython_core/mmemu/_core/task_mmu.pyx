@@ -14,7 +14,8 @@ import numpy as np
 from mmemu._core.types cimport *
 from mmemu._core.pagemap cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr
-from mmemu._core.pagetable cimport mm_t, MMCore
+from mmemu._core.pagetable cimport mm_t, MMCore, vma_t, vma_from_py
+from mmemu._core.filemap cimport xa_load
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range, WALK_ALL_END
 
 cnp.import_array()
@@ -171,10 +172,15 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
 # ---- the checker's recount ----
 
 cdef struct recount:
+    int64_t d1              # the arrays cover the used ranges, [0, d1) then [t0, nframes):
+    int64_t shift           #   frame p is at p below d1, at p - shift (t0 - d1) above
     int32_t* mapcount       # out: PTEs mapping each frame (accounted entries only)
     int32_t* pt_share       # out: PMD entries pointing at each PTE table
-    uint8_t* level          # out: 4 = PGD .. 1 = PTE table, per frame this mm links
+    uint8_t* level          # in/out: 4 = PGD .. 1 = PTE table, per frame any mm links
+    int32_t* last           # in/out: the last mm (its `me`) that linked each table
+    int32_t me              # this mm's number in the recount (> 0)
     int32_t* owners         # out: PTE tables this mm owns
+    int64_t* spans          # in/out: 1 + the PMD span (addr >> 21) each PTE table is linked at
     int64_t rss[4]
     int64_t ntables
     void* problems          # a Python list of str
@@ -190,6 +196,11 @@ _PROBLEMS = (
     "zero-page PTE {x:#x} not special read-only",
     "PTE {x:#x} maps free frame {y}",
     "PTE {x:#x} maps page-table frame {y}",
+    "PTE table {x} linked at two addresses (spans {y:#x} and another)",
+    "special PTE {x:#x} does not map the zero page",
+    "PTE table {x} is shared {y} ways but holds a swap entry",
+    "table {x} is linked by an mm that does not own it (pt_owner {y})",
+    "upper-level table {x} shared with another mm",
 )
 
 cdef enum:     # indexes into _PROBLEMS
@@ -202,6 +213,11 @@ cdef enum:     # indexes into _PROBLEMS
     P_ZERO = 6
     P_FREE = 7
     P_TABLE = 8
+    P_SPANS = 9
+    P_SPECIAL = 10
+    P_SHARED_SWAP = 11
+    P_OWNER = 12
+    P_SHARED_UPPER = 13
 
 
 cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
@@ -210,14 +226,32 @@ cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept no
         (<list>(<recount*>walk.private).problems).append(_PROBLEMS[kind].format(x=x, y=y))
 
 
-cdef inline void _link_table(mm_walk* walk, pte_t e, uint8_t lvl) noexcept nogil:
-    """An upper-level entry links the table below it: mark its level, once."""
+cdef inline int64_t _ix(recount* r, pfn_t p) noexcept nogil:
+    """The index of frame p (in use: inside the used ranges) in the recount's arrays."""
+    return p if p < r.d1 else p - r.shift
+
+
+cdef inline void _mark(mm_walk* walk, pfn_t tp, uint8_t lvl, int twice) noexcept nogil:
+    """This mm links table tp at level lvl: once in the mm; only a PTE table may be linked
+    by other mms too (a COW-shared table). Cost: O(tables), whatever the memory size."""
     cdef recount* r = <recount*>walk.private
+    cdef int64_t i = _ix(r, tp)
+    if r.last[i] == r.me:
+        _problem(walk, twice, tp)
+    elif r.level[i] != 0 and (lvl != 1 or r.level[i] != 1):
+        _problem(walk, P_SHARED_UPPER, tp)
+    r.last[i] = r.me
+    if r.level[i] < lvl:
+        r.level[i] = lvl
+
+
+cdef inline void _link_table(mm_walk* walk, pte_t e, uint8_t lvl) noexcept nogil:
+    """An upper-level entry links the table below it (allocated by this mm)."""
     cdef pfn_t tp = pte_pfn(e)
-    if r.level[tp] != 0:
-        _problem(walk, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE, tp)
-    r.level[tp] = lvl
-    r.ntables += 1
+    _mark(walk, tp, lvl, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE)
+    if walk.pm.pt_owner[tp] != walk.mm.id:
+        _problem(walk, P_OWNER, tp, walk.pm.pt_owner[tp])
+    (<recount*>walk.private).ntables += 1
 
 
 cdef int recount_pgd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
@@ -239,14 +273,23 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
     cdef pte_t e
     cdef uint32_t fl
     cdef int l
-    if r.level[tp] != 0:
-        _problem(walk, P_PTE_TWICE, tp)
-    r.level[tp] = 1
-    r.pt_share[tp] += 1
+    cdef int64_t ti = _ix(r, tp)
+    _mark(walk, tp, 1, P_PTE_TWICE)
+    r.pt_share[ti] += 1
+    if r.spans[ti] == 0:
+        r.spans[ti] = 1 + <int64_t>(addr >> PMD_SHIFT)
+    elif r.spans[ti] != 1 + <int64_t>(addr >> PMD_SHIFT):
+        _problem(walk, P_SPANS, tp, addr & ~(PMD_SIZE - 1))
     if pm.pt_share[tp] > 1 and pte_write(pmd[0]):
         _problem(walk, P_SHARED_WRITABLE, tp, pm.pt_share[tp])
+    if pm.pt_share[tp] > 1:
+        ptet = table_ptr(pm, tp)
+        for l in range(512):
+            if is_swap_pte(ptet[l]):
+                _problem(walk, P_SHARED_SWAP, tp, pm.pt_share[tp])
+                break
     if pm.pt_owner[tp] == walk.mm.id:
-        r.owners[tp] += 1
+        r.owners[ti] += 1
     if not (pm.cow_eager or pm.pt_owner[tp] == walk.mm.id):
         return 0
     r.ntables += 1
@@ -270,13 +313,16 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
             if not pte_special(e) or pte_write(e):
                 _problem(walk, P_ZERO, e)
             continue
+        if pte_special(e):
+            _problem(walk, P_SPECIAL, e)
+            continue
         if not (fl & PG_USED):
             _problem(walk, P_FREE, e, p)
             continue
         if fl & PG_TABLE:
             _problem(walk, P_TABLE, e, p)
             continue
-        r.mapcount[p] += 1
+        r.mapcount[_ix(r, p)] += 1
         if fl & PG_ANON:
             r.rss[MM_ANONPAGES] += 1
         elif fl & PG_SWAPBACKED:
@@ -292,29 +338,54 @@ recount_ops.pud_entry = recount_pud_entry
 recount_ops.pmd_entry = recount_pte_range
 
 
-def recount_mm(MMCore mmc, int32_t[::1] mapcount, int32_t[::1] pt_share, uint8_t[::1] level,
-               int32_t[::1] owners):
-    """Walk every table of one mm; add each accounted PTE's page to mapcount, each PMD
-    entry's PTE table to pt_share, mark table frames with their level (4=PGD .. 1=PTE) in
-    this mm's `level` array, and count in `owners` the PTE tables this mm owns.
+def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_share,
+               uint8_t[::1] level, int32_t[::1] last, int32_t[::1] owners, int64_t[::1] spans):
+    """Walk every table of one mm, the me-th of the recount (its tables validated first:
+    MMCore.validate_tables). The arrays have one entry per frame of the used ranges, [0,
+    data_hwm) then [table_lwm, nframes) (what the walk can reach; O(used), not O(memory)),
+    and are shared by every mm's walk: add
+    each accounted PTE's page to mapcount and each PMD entry's PTE table to pt_share; mark
+    each table's level (4=PGD .. 1=PTE, the highest any mm gave it) in level and this mm in
+    last (a table linked twice by one mm, or an upper-level table by two, is a problem);
+    count in owners the PTE tables this mm owns; note in spans (1 + addr >> 21) where each
+    PTE table is linked: a table linked at two addresses is a problem (COW sharers map a
+    table at the same address), as is an upper-level table this mm did not allocate, a
+    special PTE off the zero page, and a swap entry in a shared table.
 
     A PTE table reached through a read-only PMD is COW-shared: in eager accounting every
     holder accounts its entries; in deferred accounting only its owner (pt_owner) does.
     Returns (rss[4] recomputed, PUD+PMD+PTE tables this mm accounts, list of problems).
     """
     cdef recount r
+    cdef physmem_t* pm = &mmc.phys.pm
+    cdef pfn_t pgd = mmc.mm.pgd
+    cdef int64_t used = pm.data_hwm + pm.nframes - pm.table_lwm
     problems = []
-    if mmc.mm.pgd < 0:
+    if not (mapcount.shape[0] == pt_share.shape[0] == level.shape[0] == last.shape[0]
+            == owners.shape[0] == spans.shape[0] == used):
+        raise ValueError(f"recount arrays must have {used} entries (the used frames)")
+    if pgd < 0:
         return (0, 0, 0, 0), 0, problems
+    r.d1 = pm.data_hwm
+    r.shift = pm.table_lwm - pm.data_hwm
     r.mapcount = &mapcount[0]
     r.pt_share = &pt_share[0]
     r.level = &level[0]
+    r.last = &last[0]
+    r.me = me
     r.owners = &owners[0]
+    r.spans = &spans[0]
     r.rss[0] = r.rss[1] = r.rss[2] = r.rss[3] = 0
     r.ntables = 0
     r.problems = <void*>problems
-    level[mmc.mm.pgd] = 4
-    walk_page_range(&mmc.phys.pm, &mmc.mm, 0, WALK_ALL_END, &recount_ops, &r)
+    cdef int64_t gi = _ix(&r, pgd)
+    if last[gi] == me or level[gi] != 0:
+        problems.append(_PROBLEMS[P_SHARED_UPPER].format(x=pgd))
+    level[gi] = 4
+    last[gi] = me
+    if pm.pt_owner[pgd] != mmc.mm.id:
+        problems.append(_PROBLEMS[P_OWNER].format(x=pgd, y=pm.pt_owner[pgd]))
+    walk_page_range(pm, &mmc.mm, 0, WALK_ALL_END, &recount_ops, &r)
     return (r.rss[0], r.rss[1], r.rss[2], r.rss[3]), r.ntables, problems
 
 
@@ -326,11 +397,15 @@ cdef enum:
     AUDIT_ANON_IN_SHARED = 2
     AUDIT_WRITE_NOT_ANON = 3
     AUDIT_WRITE_SHARED_ANON = 4
+    AUDIT_CACHE_IN_ANON = 5
+    AUDIT_CACHE_INDEX = 6
+    AUDIT_ANON_NO_ANON_VMA = 7
 
 
 cdef struct audit:
     bint shared
     bint writable_vma
+    vma_t vma               # the VMA's backing object (cache, pgoff) and start
     int64_t n               # non-none PTEs seen
     int problem             # AUDIT_*
     uint64_t addr           # where
@@ -351,12 +426,23 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
         if e == 0:
             continue
         a.n += 1
+        if is_swap_pte(e) and not a.vma.anon_vma:
+            a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
+            a.problem = AUDIT_ANON_NO_ANON_VMA
+            return 1
         if not pte_write(pmd[0]):
             e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
         p = pte_pfn(e)
         fl = pm.flags[p] if 0 <= p < pm.nframes else 0
         a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
-        if pte_write(e) and not a.writable_vma:
+        if (fl & PG_ANON) and pte_present(e) and not a.vma.anon_vma:
+            a.problem = AUDIT_ANON_NO_ANON_VMA
+        elif (fl & PG_FILE) and not pte_special(e) and a.vma.cache == NULL:
+            a.problem = AUDIT_CACHE_IN_ANON
+        elif (fl & PG_FILE) and not pte_special(e) and xa_load(
+                a.vma.cache, a.vma.pgoff + <int64_t>((a.addr - a.vma.start) >> PAGE_SHIFT)) != p:
+            a.problem = AUDIT_CACHE_INDEX
+        elif pte_write(e) and not a.writable_vma:
             a.problem = AUDIT_WRITE_NO_VM_WRITE
         elif a.shared and (fl & PG_ANON):
             a.problem = AUDIT_ANON_IN_SHARED
@@ -375,15 +461,20 @@ cdef mm_walk_ops audit_ops
 audit_ops.pmd_entry = audit_pte_range
 
 
-def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writable_vma):
-    """Entry rules inside one VMA: (non-none PTE count, first problem or None).
+def audit_range(MMCore mmc, object vma):
+    """Entry rules inside one VMA (mmemu.vma.VMA): (non-none PTE count, first problem or
+    None).
 
     A writable PTE in a private VMA must map an exclusive anon page; no PTE may be
-    writable in a VMA without VM_WRITE; a shared VMA maps no anon page.
+    writable in a VMA without VM_WRITE; a shared VMA maps no anon page; a page-cache page
+    is mapped only by a VMA of its object, at its offset (vm_pgoff); an anon page or a swap
+    entry only by a VMA with an anon_vma (which fork copies).
     """
     cdef audit a
-    a.shared = shared
-    a.writable_vma = writable_vma
+    vma_from_py(&a.vma, vma)
+    cdef uint64_t start = a.vma.start, end = a.vma.end
+    a.shared = (a.vma.flags & VM_SHARED) != 0
+    a.writable_vma = (a.vma.flags & VM_WRITE) != 0
     a.n = 0
     a.problem = AUDIT_OK
     a.addr = 0
@@ -396,6 +487,9 @@ def audit_range(MMCore mmc, uint64_t start, uint64_t end, bint shared, bint writ
         AUDIT_ANON_IN_SHARED: "anon page in a shared VMA",
         AUDIT_WRITE_NOT_ANON: "writable PTE to a non-anon page in a private VMA",
         AUDIT_WRITE_SHARED_ANON: f"writable PTE to a shared anon page (mapcount {a.mapcount})",
+        AUDIT_CACHE_IN_ANON: "page-cache page in an anonymous VMA",
+        AUDIT_CACHE_INDEX: "page-cache page that is not its object's page at this offset",
+        AUDIT_ANON_NO_ANON_VMA: "anon page or swap entry in a VMA without an anon_vma",
     }[a.problem]
     return a.n, f"{a.addr:#x}: {text}"
 
