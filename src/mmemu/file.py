@@ -38,12 +38,13 @@ import numpy as np
 
 from ._core.constants import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT
 from ._core.filemap import PageCache
+from ._core.physmem import PhysMem
 from .errors import MMError, SnapshotError, enomem
 from .reserve import reserving
 from .flags import VmFlags
 from .locking import serialised
 from .memory import break_cow_pte_range
-from .state import bad, field, integer, is_int, refuse_undeclared
+from .state import bad, expect, field, integer, is_int, refuse_undeclared
 from .stats import pagemap_chunks
 from .vma import PAGE_SHIFT, PAGE_SIZE
 
@@ -246,6 +247,7 @@ class File:
     def from_state(cls, machine, rec, index, pfns, where) -> "File":
         """The file dump_state gave (without users: the VMAs mapping it count them), its
         page cache filled from (index, pfns) (fill_page_cache)."""
+        expect(getattr(machine, "phys", None), PhysMem, "the machine's phys")
         f = cls(machine, field(rec, "path", str, where), integer(rec, "inode", where, 0, 1 << 62),
                 field(rec, "writable", bool, where), field(rec, "swapbacked", bool, where))
         f.size = integer(rec, "size", where, 0, MAX_LFS_FILESIZE)

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._core.physmem import PhysMem
 from ._core.task_mmu import pagemap
 from .args import page_align, uint, ulong
 from .brk import do_brk
@@ -32,7 +33,7 @@ from .mmap import do_vmi_munmap, exit_mmap, sys_mmap
 from .mprotect import do_mprotect_pkey
 from .mremap import do_mremap
 from .reserve import syscall_scope
-from .state import field, integer, refuse_undeclared
+from .state import LoadRefs, SaveRefs, expect, field, integer, refuse_undeclared
 from .stats import pagemap_chunks, proc_maps, proc_smaps, proc_smaps_rollup, proc_statm, proc_status
 from .swap import swap_out
 from .vma import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCESS_FLAGS
@@ -65,6 +66,7 @@ class Process:
     def dump_state(self, refs) -> dict:
         """pid, parent and children (pids), the mm, and where an imported process came from
         (mmemu.procfs). Only live processes are saved."""
+        expect(refs, SaveRefs, "refs")
         where = f"process {self.pid}"
         refuse_undeclared(self, where)
         rec = {"pid": self.pid, "parent": None if self.parent is None else self.parent.pid,
@@ -79,6 +81,8 @@ class Process:
         """A live process from dump_state's record, without its parent and children (the
         machine links them once every process is back): a pid in [1, 2^31), its mm
         (MM.from_state), the import it came from."""
+        expect(getattr(machine, "phys", None), PhysMem, "the machine's phys")
+        expect(refs, LoadRefs, "refs")
         pid = integer(rec, "pid", where, 1, (1 << 31) - 1)
         p = cls(machine, pid, None, MM.from_state(machine, field(rec, "mm", dict, where),
                                                   refs, f"process {pid}"))

@@ -43,14 +43,16 @@ swap device, File, ShmemFile, Process, MM and VMA; mmemu.state reads their field
 ``load`` trusts nothing in the file. Before it builds anything it checks the preamble, the
 header checksum, the header, the file size and every section's checksum, and that no
 section claims more bytes than its stored bytes can decode to (zlib expands at most
-1032:1). Once the state names the machine's size, every array section is held to the
-entries that machine can have (one per frame; swap slots in use: 512 per frame) before it
-is decoded, in bounded pieces into one allocation; frame
-contents and swap data are streamed into place, and version 1's dense page caches and
-swap map are read in pieces, keeping only what they hold. The classes then check their own
-state and the references between objects (``from_state``), the page tables are proved safe
-to walk, and the invariant checker runs on the result (``Machine.check``). Anything wrong
-raises SnapshotError saying what -- never MemoryError, RecursionError, an abort or a
+1032:1; the JSON state, which costs the host up to ~20 bytes a byte to parse, at most what
+save's zlib level 1 gives, 256:1). Once the state names the machine's size, every array
+section is held to the entries that machine can have (per-frame arrays: one per frame ever
+used; free lists, page caches, data_pfns: one per frame; swap slots in use: 512 per frame)
+before it is decoded, in bounded pieces into one allocation; frame contents and swap data
+are streamed into place, and version 1's dense page caches and swap map are read in
+pieces, keeping only what they hold. The classes then check their own state and the
+references between objects (``from_state``), and the invariant checker runs on the result
+(``Machine.check``: it proves the page tables safe to walk before it walks them). Anything
+wrong raises SnapshotError saying what -- never MemoryError, RecursionError, an abort or a
 machine that fails later -- and the half-built machine is torn down at once.
 No pickle: a foreign file cannot run code.
 """
@@ -80,6 +82,9 @@ _FRAME_CHUNK = 4096                         # frames (or swap slots) read or wri
 _IO_CHUNK = 1 << 22
 _ZLIB_LEVEL = 1
 _ZLIB_MAX_RATIO = 1032                      # deflate's best: 258 bytes from 2 bits
+# The JSON state, parsed whole, costs the host up to ~20 bytes per byte ("[]," -> a list):
+# it may decode to no more than save's zlib level 1 ever gives (at most ~230:1, on zeros).
+_STATE_MAX_RATIO = 256
 
 _ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "free_blocks": "<i8",
                  "page_cache_index": "<i8", "page_cache_pfn": "<i8", "data_pfns": "<i8",
@@ -210,6 +215,10 @@ def _load(f, cls):
     for s in header["sections"]:
         _verify(f, s)
     # every byte is what save() wrote: decode no more than the machine can hold
+    st = secs["state"]
+    if st["codec"] == "zlib" and st["raw_length"] > _STATE_MAX_RATIO * st["length"] + (1 << 20):
+        raise bad(f"section 'state': {st['length']} stored bytes decoding to {st['raw_length']}: "
+                  f"more than a snapshot's state compresses (at most {_STATE_MAX_RATIO}:1)")
     try:
         text = b"".join(_chunks(f, secs["state"])).decode("utf-8")
     except UnicodeDecodeError as e:
@@ -219,7 +228,7 @@ def _load(f, cls):
     arrays = {}
     for name, s in secs.items():
         if name.startswith("frame."):
-            arrays[name] = _array(f, s, None, caps["frames"])
+            arrays[name] = _array(f, s, None, caps["used"])
         elif name in _ARRAY_DTYPES and name not in _STREAMED:
             arrays[name] = _array(f, s, _ARRAY_DTYPES[name], caps.get(name, caps["frames"]))
     fs = secs["frames"]
@@ -250,16 +259,19 @@ def _json(text: str, what: str):
 
 
 def _caps(state) -> dict:
-    """The most entries each array section can hold, from the size of the machine the state
-    describes: no section is decoded or allocated beyond them. Every frame array, free
-    list, page cache and data_pfns holds at most one entry per frame; a swap slot in use is
-    named by a swap entry, in a PTE table: at most 512 per frame (the device's own bounds
-    are its restore's to check)."""
+    """The most entries each array section can hold, from the machine the state describes:
+    no section is decoded or allocated beyond them. The per-frame arrays cover the frames
+    ever used (its used ranges); every free list, page cache and data_pfns holds at most
+    one entry per frame; a swap slot in use is named by a swap entry, in a PTE table: at
+    most 512 per frame (the device's own bounds are its restore's to check)."""
     if not isinstance(state, dict):
         raise bad("state is not an object")
-    n = integer(field(state, "physmem", dict, "state"), "nframes", "physmem", 16, MAX_FRAMES)
+    scalars = field(state, "physmem", dict, "state")
+    n = integer(scalars, "nframes", "physmem", 16, MAX_FRAMES)
+    d1, t0 = scalars.get("data_hwm"), scalars.get("table_lwm")
+    used = d1 + n - t0 if is_int(d1) and is_int(t0) and 0 <= d1 <= t0 <= n else n
     field(state, "machine", dict, "state")
-    return {"frames": n, "swap_slots": 512 * n, "swap_counts": 512 * n}
+    return {"frames": n, "used": used, "swap_slots": 512 * n, "swap_counts": 512 * n}
 
 
 def _check_shape(sec, dtype: str):

@@ -74,6 +74,13 @@ def refuse_undeclared(obj, where) -> None:
                             f"know: {', '.join(sorted(extra))}")
 
 
+def expect(value, cls, what):
+    """A Python-level argument of a state method: TypeError unless it is a cls."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{what} must be a {cls.__name__}, not {type(value).__name__}")
+    return value
+
+
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -279,7 +279,8 @@ def test_sections_claiming_more_than_they_can_hold_are_refused_before_decoding(t
     data = cow_pair[0]
     version, header, body = unseal(data)
     st = json.loads(body["state"])
-    n = st["physmem"]["nframes"]
+    ph = st["physmem"]
+    used = ph["data_hwm"] + ph["nframes"] - ph["table_lwm"]      # the frames ever used
     # a per-frame array of 16 Mi entries: 64 MiB of zeros in a 62 KiB section
     big = dict(body, **{"frame.flags": bytes(4 << 24)})
     hdr = json.loads(json.dumps(header))
@@ -289,7 +290,7 @@ def test_sections_claiming_more_than_they_can_hold_are_refused_before_decoding(t
     out, rss_kb = load_in_subprocess(tmp_path, seal(version, hdr, big, zlib9={"frame.flags"}),
                                      limit_mb=1024)
     assert out == (f"REFUSED bad snapshot: section 'frame.flags': {1 << 24} entries, more than "
-                   f"the machine can have ({n})") and rss_kb < 150 * 1024
+                   f"the machine can have ({used})") and rss_kb < 150 * 1024
     # a raw length no zlib stream of that size can decode to (1032:1 at best)
     claim = {}
 
@@ -299,6 +300,11 @@ def test_sections_claiming_more_than_they_can_hold_are_refused_before_decoding(t
         claim["length"] = s["length"]
     refused(tmp_path, seal(version, header, body, zlib9={"swap_data"}, edit=more),
             "section 'swap_data': {length} stored bytes cannot hold {raw} bytes".format(**claim))
+    # a state of 64 MiB of "[]," in 65 KiB (parsed: 22 million lists, about 1.5 GiB)
+    bomb = b"[" + b"[]," * ((64 << 20) // 3) + b"[]]"
+    refused(tmp_path, seal(version, header, dict(body, state=bomb), zlib9={"state"}),
+            r"section 'state': \d+ stored bytes decoding to \d+: more than a snapshot's state "
+            r"compresses \(at most 256:1\)")
 
 
 def test_a_machine_too_large_for_the_host_is_refused(tmp_path, cow_pair):

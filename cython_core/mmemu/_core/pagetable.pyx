@@ -455,7 +455,8 @@ cdef class MMCore:
         """The fields dump_state gave, validated against the restored PhysMem: an id in
         [1, next_mm_id] no live mm has, a PGD (a page-table frame in use) no live mm has,
         rss counters and pgtables_bytes that are not negative and no more than the tables
-        of this memory could hold. Then the mm joins the registry. ValueError otherwise."""
+        of this memory could hold, page tables safe to walk (validate_tables). Then the mm
+        joins the registry. ValueError otherwise."""
         cdef physmem_t* pm = &self.phys.pm
         cdef int64_t i, limit = 512 * pm.nframes
         cdef mm_t* o
@@ -486,6 +487,11 @@ cdef class MMCore:
         for i in range(NR_MM_COUNTERS):
             self.mm.rss[i] = rss[i]
         self.mm.pgtables_bytes = ptb
+        try:
+            self.validate_tables()
+        except ValueError:
+            self.mm.pgd = -1
+            raise
         if mm_register(pm, &self.mm) < 0:
             raise MemoryError("no host memory for the registry of mms")
 
