@@ -14,7 +14,7 @@ Model (tmpfs-like lifetime; a disk filesystem's accounting unless ``tmpfs=True``
 * Cache frames count in Cached (nr_file_pages) and, when mapped, in Mapped and RssFile;
   never in Shmem/RssShmem (``swapbacked = False``). A tmpfs file (``tmpfs=True``) is
   shmem: its pages count in Shmem and RssShmem too (``swapbacked = True``).
-* Fault-around (Linux 6.18, verified on ext4 and tmpfs, tests/test_fault_around_eof.py):
+* Fault-around (Linux 6.18, verified on ext4 and tmpfs, tests/live/test_fault_around_eof.py):
   on a disk file, when the first cached page of the window is the file's last page and
   the fault needs a new PTE table, nothing is mapped (filemap_map_pages does not install
   the table for a folio that reaches EOF); tmpfs maps it (the shmem_mapping exception). A
