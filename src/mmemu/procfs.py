@@ -41,6 +41,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import operator
 import os
 import signal
 import struct
@@ -422,9 +423,14 @@ def import_process(machine, pid: int, *, contents: bool = False, stop: bool = Fa
     and what differs. ``contents=True`` copies page contents from /proc/PID/mem where
     readable. ``stop=True`` holds the process with SIGSTOP while it is read (and sends
     SIGCONT after); otherwise a running process may change while it is read.
-    Raises ImportFailed (an OSError) with nothing added to the machine.
+    Raises ImportFailed (an OSError) with nothing added to the machine, TypeError for a
+    pid that is not an integer and ValueError for one that is not positive.
     """
-    pid = int(pid)
+    if isinstance(pid, bool):
+        raise TypeError("pid must be an int, not bool")
+    pid = operator.index(pid)
+    if pid <= 0:
+        raise ValueError(f"pid must be positive, not {pid}")
     stopped = False
     if stop:
         try:
