@@ -1,0 +1,396 @@
+"""``mmemu record``: follow a process tree with a private tracefs instance and write a trace.
+
+``record(output, command=[...])`` starts the command under PTRACE_TRACEME, so it stops at
+its execve; the recorder imports the new image (mmemu.procfs.import_process: the starting
+snapshot), arms the instance for its pid (set_event_pid + event-fork follow descendants)
+and lets it run. ``record(output, pid=P)`` attaches: the tree of P (P and its descendants
+now) is imported with each process stopped while it is read, then followed.
+
+A reader thread copies the instance's trace_pipe to a spool file (no parsing while the
+program runs) and notices forks and exits; the main thread takes checkpoints -- every traced
+process SIGSTOPped, then /proc/PID/status, stat (minflt), smaps_rollup and maps read, then
+SIGCONT -- at the start, after forks and exits, every ``interval`` seconds and at the end.
+A checkpoint's time (CLOCK_MONOTONIC, the instance's trace clock) is taken once all are
+stopped, so it sits exactly between the events before and after it. Lost events (the
+per-cpu stats' overrun) are counted in the trace and reported.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import re
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from .events import CHECKPOINT_DTYPE, MAP_DTYPE, ROLLUP_FIELDS, STATUS_FIELDS
+from .parse import parse
+from .trace import Trace
+from .tracefs import Instance
+
+PTRACE_TRACEME, PTRACE_DETACH = 0, 17
+CLONE_VM, CLONE_THREAD = 0x100, 0x10000
+_FORK_RE = re.compile(rb"-(\d+)\s+\[\d+\][^\n]*?task_newtask: pid=(\d+) [^\n]*?clone_flags=([0-9a-f]+)")
+_EXIT_RE = re.compile(rb"sched_process_exit: [^\n]*?pid=(\d+) [^\n]*?group_dead=(\w+)")
+
+
+class RecordError(RuntimeError):
+    """The recording could not be made (the command did not start, ...)."""
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+class _Reader(threading.Thread):
+    """Copies trace_pipe to the spool file; notes new processes and exits."""
+
+    def __init__(self, inst: Instance, spool, tree):
+        super().__init__(daemon=True)
+        self.fd = os.open(inst._p("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+        self.spool, self.tree = spool, tree
+        self.stopping = threading.Event()
+        self.changed = threading.Event()
+        self.bytes = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while True:
+                try:
+                    b = os.read(self.fd, 1 << 20)
+                except BlockingIOError:
+                    b = b""
+                if not b:
+                    if self.stopping.is_set():
+                        return
+                    time.sleep(0.002)
+                    continue
+                self.spool.write(b)
+                self.bytes += len(b)
+                if b"task_newtask" in b or b"sched_process_exit" in b:
+                    self.tree.update(b)
+                    self.changed.set()
+        except BaseException as e:      # reported by the main thread
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+
+class _Tree:
+    """The traced processes (thread-group leaders) that are alive, from the events seen."""
+
+    def __init__(self, roots):
+        self.lock = threading.Lock()
+        self.alive = set(roots)
+        self.tgid = {p: p for p in roots}
+        self.seen = set(roots)
+
+    def update(self, text: bytes) -> None:
+        with self.lock:
+            for m in _FORK_RE.finditer(text):
+                parent, child, flags = int(m.group(1)), int(m.group(2)), int(m.group(3), 16)
+                if flags & (CLONE_THREAD | CLONE_VM):
+                    self.tgid[child] = self.tgid.get(parent, parent)
+                else:
+                    self.tgid[child] = child
+                    self.alive.add(child)
+                    self.seen.add(child)
+            for m in _EXIT_RE.finditer(text):
+                pid = int(m.group(1))
+                if m.group(2) == b"true":
+                    self.alive.discard(self.tgid.get(pid, pid))
+
+    def pids(self):
+        with self.lock:
+            return sorted(self.alive)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _state(pid):
+    s = _read(f"/proc/{pid}/stat")
+    return None if s is None else s[s.rindex(")") + 2]
+
+
+class _Checkpoints:
+    def __init__(self, stop: bool):
+        self.stop = stop
+        self.rows, self.maps = [], []
+        self.files, self.file_ids = [], {}
+
+    def take(self, pids):
+        """Stop pids, read their state, continue them. Returns how many were sampled."""
+        stopped = []
+        try:
+            if self.stop:
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGSTOP)
+                        stopped.append(p)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + 1.0
+                for p in stopped:
+                    while _state(p) not in (None, "T", "t", "Z", "X") and time.monotonic() < deadline:
+                        time.sleep(0.0002)
+            ts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            n = 0
+            for p in pids:
+                n += self._sample(p, ts)
+            return n
+        finally:
+            for p in stopped:
+                try:
+                    os.kill(p, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+
+    def _sample(self, pid, ts) -> int:
+        status, stat = _read(f"/proc/{pid}/status"), _read(f"/proc/{pid}/stat")
+        rollup, maps = _read(f"/proc/{pid}/smaps_rollup"), _read(f"/proc/{pid}/maps")
+        if not status or not stat or maps is None or "VmPTE" not in status:
+            return 0            # exited (or a zombie: no mm)
+        st = {}
+        for line in status.splitlines() + (rollup or "").splitlines():
+            k, _, v = line.partition(":")
+            parts = v.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                st.setdefault(k.strip(), int(parts[0]))
+        minflt = int(stat[stat.rindex(")") + 2:].split()[7])
+        idx = len(self.rows)
+        self.rows.append((ts, pid, -1, minflt) + tuple(st.get(f, -1) for f in STATUS_FIELDS)
+                         + tuple(st.get(f, -1) for f in ROLLUP_FIELDS))
+        for line in maps.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 6 or parts[4] == "0" or not parts[5].startswith("/"):
+                continue
+            s, e = (int(x, 16) for x in parts[0].split("-"))
+            key = (parts[3], int(parts[4]), parts[5])
+            fid = self.file_ids.get(key)
+            if fid is None:
+                try:
+                    size = os.stat(f"/proc/{pid}/map_files/{parts[0]}").st_size
+                except OSError:
+                    size = -1
+                fid = self.file_ids[key] = len(self.files)
+                self.files.append({"path": parts[5], "dev": parts[3], "ino": int(parts[4]),
+                                   "size": size})
+            self.maps.append((idx, pid, s, e, int(parts[2], 16), fid))
+        return 1
+
+    def arrays(self, events):
+        cp = np.array(self.rows, dtype=CHECKPOINT_DTYPE) if self.rows else np.zeros(0, CHECKPOINT_DTYPE)
+        order = np.argsort(cp["ts"], kind="stable")
+        cp = cp[order]
+        cp["event"] = np.searchsorted(events["ts"], cp["ts"], side="right")
+        mp = np.array(self.maps, dtype=MAP_DTYPE) if self.maps else np.zeros(0, MAP_DTYPE)
+        if len(mp):
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            mp["checkpoint"] = rank[mp["checkpoint"]]
+            mp = mp[np.argsort(mp["checkpoint"], kind="stable")]
+        return cp, mp
+
+
+def _descendants(pid):
+    """pid and its descendants now (from /proc/*/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for t in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
+            kids = _read(f"/proc/{p}/task/{t}/children") or ""
+            todo += [int(k) for k in kids.split()]
+    return out
+
+
+def _snapshot(pids, memory):
+    """Import pids into one machine; (snapshot bytes, {traced pid: emulated pid})."""
+    from ..machine import Machine
+    from ..procfs import import_process
+    m = Machine(memory)
+    mapping = {}
+    for p in pids:
+        mapping[p] = import_process(m, p).pid
+    fd, tmp = tempfile.mkstemp(prefix=".mmemu-snap-")
+    os.close(fd)
+    try:
+        m.save(tmp)
+        with open(tmp, "rb") as f:
+            return f.read(), mapping
+    finally:
+        os.unlink(tmp)
+
+
+def _start_stopped(command):
+    """fork + PTRACE_TRACEME + execvp: the child stops (SIGTRAP) right after its execve."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            _libc().ptrace(PTRACE_TRACEME, 0, None, None)
+            os.set_inheritable(w, False)
+            os.execvp(command[0], command)
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(127)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    err = os.read(r, 4096).decode(errors="replace")
+    os.close(r)
+    if err or not os.WIFSTOPPED(status):
+        if os.WIFSTOPPED(status):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise RecordError(f"cannot start {command[0]!r}: {err or 'it did not stop at exec'}")
+    return pid
+
+
+def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_kb=32768,
+           memory="64G", stop_checkpoints=True, snapshot=True, log=None) -> dict:
+    """Record a command (started stopped) or a running process tree into the trace file
+    ``output``. Returns a summary dict (events, lost, checkpoints, status, interrupted).
+    TracefsUnavailable without tracefs; RecordError if the command cannot start. On any
+    error or interrupt the tracefs instance is removed and stopped processes continued;
+    an interrupted recording still writes the (partial, marked) trace."""
+    if (command is None) == (pid is None):
+        raise ValueError("record needs a command or a pid, not both")
+    log = log or (lambda msg: None)
+    inst = Instance(buffer_kb)
+    spool = tempfile.TemporaryFile(prefix="mmemu-record-")
+    cps = _Checkpoints(stop_checkpoints)
+    child, reader, interrupted, status = None, None, False, None
+    meta = {"command": list(command or []), "kernel": platform.release(),
+            "thp": _thp_mode(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "buffer_kb": buffer_kb, "interval": interval}
+    t0 = time.monotonic()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        if command is not None:
+            child = _start_stopped(list(command))
+            roots = [child]
+        else:
+            if not os.path.isdir(f"/proc/{pid}"):
+                raise RecordError(f"no process {pid}")
+            roots = _descendants(int(pid))
+            for p in roots:
+                os.kill(p, signal.SIGSTOP)
+        meta["root"] = roots[0]
+        tree = _Tree(roots)
+        inst.arm(roots)
+        reader = _Reader(inst, spool, tree)
+        reader.start()
+        try:
+            if snapshot:
+                meta["snapshot_memory"] = memory
+                snap, meta["snapshot_pids"] = _snapshot(roots, memory)
+                meta["snapshot_pids"] = {str(k): v for k, v in meta["snapshot_pids"].items()}
+            else:
+                snap = None
+            cps.stop = False            # they are stopped already
+            cps.take(roots)
+            cps.stop = stop_checkpoints
+        finally:
+            if child is not None:
+                _libc().ptrace(PTRACE_DETACH, child, None, None)
+            else:
+                for p in roots:
+                    os.kill(p, signal.SIGCONT)
+        log(f"recording {' '.join(command) if command else 'pid %d' % roots[0]} "
+            f"(tracefs instance {inst.path})")
+        next_cp = time.monotonic() + interval
+        while True:
+            if reader.error:
+                raise reader.error
+            if child is not None:
+                done, st = os.waitpid(child, os.WNOHANG)
+                if done:
+                    status = st
+                    break
+            elif not tree.pids():
+                break
+            if duration is not None and time.monotonic() - t0 >= duration:
+                break
+            if reader.changed.wait(0.01):
+                reader.changed.clear()
+                cps.take(tree.pids())
+            if time.monotonic() >= next_cp:
+                cps.take(tree.pids())
+                next_cp = time.monotonic() + interval
+        if child is not None and status is None:
+            cps.take(tree.pids())
+            os.kill(child, signal.SIGTERM)
+            status = _reap(child)
+        elif tree.pids():
+            cps.take(tree.pids())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        inst.stop()
+        if reader is not None:
+            reader.stopping.set()
+            reader.join()
+        lost = inst.lost()
+        inst.remove()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        if child is not None and status is None and interrupted:
+            status = _reap(child, wait=2.0)
+    meta["elapsed"] = time.monotonic() - t0
+    meta["lost_events"] = int(sum(lost.values()))
+    meta["lost_per_cpu"] = lost
+    meta["interrupted"] = interrupted
+    if status is not None:
+        meta["exit_status"] = os.waitstatus_to_exitcode(status)
+    spool.seek(0)
+    events, stats = parse(iter(lambda: spool.read(1 << 22), b""))
+    spool.close()
+    meta["parse"] = stats
+    cp, mp = cps.arrays(events)
+    meta["pids"] = sorted(tree.seen)
+    meta["files"] = cps.files
+    t = Trace(meta, events, cp, mp, snap if snapshot else None)
+    t.save(output)
+    return {"events": len(events), "lost": meta["lost_events"], "checkpoints": len(cp),
+            "interrupted": interrupted, "exit_status": meta.get("exit_status"),
+            "bytes": reader.bytes if reader else 0, "elapsed": meta["elapsed"]}
+
+
+def _reap(pid, wait=5.0):
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return st
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return os.waitpid(pid, 0)[1]
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _thp_mode() -> str:
+    s = _read("/sys/kernel/mm/transparent_hugepage/enabled") or ""
+    m = re.search(r"\[(\w+)\]", s)
+    return m.group(1) if m else "unknown"
