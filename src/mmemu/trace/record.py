@@ -220,11 +220,15 @@ def _descendants(pid):
 def _snapshot(pids, memory):
     """Import pids into one machine; (snapshot bytes, {traced pid: emulated pid})."""
     from ..machine import Machine
-    from ..procfs import import_process
+    from ..procfs import import_process, read_stat_fields
     m = Machine(memory)
     mapping = {}
     for p in pids:
-        mapping[p] = import_process(m, p).pid
+        q = import_process(m, p)
+        mapping[p] = q.pid
+        if not any(v.start <= q.mm.brk < v.end or v.end == q.mm.brk for v in q.mm.vmas):
+            # no [heap] yet (stopped at its execve): the break is where the kernel put it
+            q.mm.start_brk = q.mm.brk = read_stat_fields(p)["start_brk"] or q.mm.brk
     fd, tmp = tempfile.mkstemp(prefix=".mmemu-snap-")
     os.close(fd)
     try:
