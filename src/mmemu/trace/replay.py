@@ -74,7 +74,7 @@ class DesignResult:
     tables_shared: int = 0
     tables_broken: int = 0
     tables_copied: int = 0
-    bytes_copied: int = 0
+    bytes_copied: int = 0           # 4 KiB per COW page copy, 8 bytes per PTE copied
     emulated_seconds: float = 0.0
     fault_seconds: float = 0.0
     fork_seconds: float = 0.0
@@ -502,7 +502,7 @@ class _Replayer:
         self.r.tables_shared = w.get("cow_pte_tables_shared", 0)
         self.r.tables_broken = w.get("cow_pte_tables_duplicated", 0) + w.get("cow_pte_tables_reused", 0)
         self.r.tables_copied = w.get("fork_pte_tables_copied", 0)
-        self.r.bytes_copied = 4096 * w.get("pages_copied", 0) + 8 * (
+        self.r.bytes_copied = 4096 * w.get("cow_fault", 0) + 8 * (
             w.get("fork_ptes_copied", 0) + w.get("cow_pte_entries_copied", 0))
         self._differences()
         if self.check:
