@@ -27,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import zlib
 
 import numpy as np
 
+from ..snapshot import PREAMBLE, PREAMBLE_SIZE, ZLIB_MAX_RATIO
 from .events import CHECKPOINT_DTYPE, EVENT_DTYPE, MAP_DTYPE
 
 
@@ -43,9 +43,6 @@ class TraceError(ValueError):
 
 MAGIC = b"\x89MMTRACE\n\x1a"
 FORMAT_VERSION = 1
-_PRE = struct.Struct("<10sIIQ32s")
-PREAMBLE_SIZE = _PRE.size                   # 58
-_ZLIB_MAX_RATIO = 1032
 _ARRAYS = {"events": EVENT_DTYPE, "checkpoints": CHECKPOINT_DTYPE, "maps": MAP_DTYPE}
 _REQUIRED = ("meta", "events", "checkpoints", "maps")
 
@@ -82,7 +79,7 @@ def save(path, meta: dict, arrays: dict, snapshot: bytes = None, compress: bool 
         if len(hdr) == hlen:
             break
         hlen = len(hdr)
-    pre = _PRE.pack(MAGIC, FORMAT_VERSION, 0, len(hdr), hashlib.sha256(hdr).digest())
+    pre = PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(hdr), hashlib.sha256(hdr).digest())
     d = os.path.dirname(os.path.abspath(os.fspath(path)))
     fd, tmp = tempfile.mkstemp(prefix=".mmemu-trace-", dir=d)
     umask = os.umask(0o22)
@@ -123,7 +120,7 @@ def read(path):
     if size < PREAMBLE_SIZE:
         raise TraceError(f"truncated trace: the file ends at byte {size}, inside the "
                          f"{PREAMBLE_SIZE}-byte preamble")
-    _, version, flags, hlen, hsum = _PRE.unpack(pre)
+    _, version, flags, hlen, hsum = PREAMBLE.unpack(pre)
     if version != FORMAT_VERSION:
         raise TraceError(f"unsupported trace format version {version} (this mmemu reads "
                          f"version {FORMAT_VERSION})")
@@ -160,7 +157,7 @@ def read(path):
             raise TraceError(f"bad trace: section {name!r} appears twice")
         if s.get("codec") not in ("zlib", "none"):
             raise TraceError(f"bad trace: section {name!r} has an unknown codec")
-        limit = s["length"] if s["codec"] == "none" else _ZLIB_MAX_RATIO * s["length"] + 1024
+        limit = s["length"] if s["codec"] == "none" else ZLIB_MAX_RATIO * s["length"] + 1024
         if s["raw_length"] > limit:
             raise TraceError(f"bad trace: section {name!r}: {s['length']} stored bytes "
                              f"cannot hold {s['raw_length']}")

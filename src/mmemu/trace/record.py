@@ -29,13 +29,14 @@ import time
 
 import numpy as np
 
+from ..flags import CLONE_THREAD, CLONE_VM
+from ..oracle.live import PTRACE_DETACH
 from .events import CHECKPOINT_DTYPE, MAP_DTYPE, ROLLUP_FIELDS, STATUS_FIELDS
 from .parse import parse
 from .trace import Trace
 from .tracefs import Instance
 
-PTRACE_TRACEME, PTRACE_DETACH = 0, 17
-CLONE_VM, CLONE_THREAD = 0x100, 0x10000
+PTRACE_TRACEME = 0
 _FORK_RE = re.compile(rb"-(\d+)\s+\[\d+\][^\n]*?task_newtask: pid=(\d+) [^\n]*?clone_flags=([0-9a-f]+)")
 _EXIT_RE = re.compile(rb"sched_process_exit: [^\n]*?pid=(\d+) [^\n]*?group_dead=(\w+)")
 
@@ -53,7 +54,7 @@ class _Reader(threading.Thread):
 
     def __init__(self, inst: Instance, spool, tree):
         super().__init__(daemon=True)
-        self.fd = os.open(inst._p("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+        self.fd = os.open(inst.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         self.spool, self.tree = spool, tree
         self.stopping = threading.Event()
         self.changed = threading.Event()

@@ -37,7 +37,7 @@ import numpy as np
 from .._core.constants import FAULT_OK
 from .._core.fault_batch import access_batch
 from ..errors import BusError, MMError, SegmentationFault
-from ..flags import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_PRIVATE,
+from ..flags import (CLONE_VM, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_PRIVATE,
                      MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_WRITE,
                      VmFlags)
 from ..machine import Machine
@@ -46,7 +46,6 @@ from .events import (EXEC, EXIT, FAULT, FORK, KFAULT, PF_INSTR, PF_WRITE, ROLLUP
                      STATUS_FIELDS, SYSCALL, SYSCALL_NR, SYSCALLS)
 from .trace import Trace
 
-CLONE_VM, CLONE_THREAD = 0x100, 0x10000
 STACK_GUARD_GAP = 256 << 12
 FAULT_CODES = {1: "out of emulated memory", 2: "SIGBUS", 3: "SIGSEGV (guard region)"}
 _NO_EFFECT = {"openat", "close", "memfd_create", "clone", "clone3", "fork", "vfork", "execve",

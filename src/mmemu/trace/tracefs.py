@@ -65,6 +65,10 @@ class Instance:
             self.remove()
             raise
 
+    def file(self, name: str) -> str:
+        """The path of one of the instance's files."""
+        return self._p(name)
+
     def _p(self, name: str) -> str:
         return os.path.join(self.path, name)
 
