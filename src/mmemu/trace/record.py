@@ -297,6 +297,8 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
             for p in roots:
                 os.kill(p, signal.SIGSTOP)
         meta["root"] = roots[0]
+        meta["threads"] = {str(t): p for p in roots for t in os.listdir(f"/proc/{p}/task")
+                           if int(t) != p}
         tree = _Tree(roots)
         inst.arm(roots)
         reader = _Reader(inst, spool, tree)
