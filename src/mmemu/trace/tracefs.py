@@ -29,6 +29,9 @@ class TracefsUnavailable(OSError):
 
 def tracefs_root() -> str:
     for d in TRACEFS:
+        if os.path.isdir(d) and not os.access(d, os.R_OK | os.X_OK):
+            raise TracefsUnavailable(errno.EACCES, f"no permission to use tracefs at {d} (run "
+                                     f"as root, or with CAP_PERFMON and access to {d})")
         if os.path.isdir(os.path.join(d, "instances")):
             return d
     raise TracefsUnavailable(errno.ENOENT, "tracefs is not mounted (mount -t tracefs nodev "
