@@ -161,24 +161,23 @@ class _Replayer:
 
     def faults(self, lo: int, hi: int) -> None:
         ev = self.t.events[lo:hi]
-        tid = int(ev["pid"][0])
+        tid = int(self.pid[lo])
         p = self.procs.get(tid)
         if p is None or not p.alive:
             self._refuse(lo, ev, np.ones(len(ev), bool), "no such process in the replay")
             return
-        addrs = ev["a0"].astype(np.uint64)
-        err = ev["a1"]
-        idx, ok, vmas = self._lookup(p, addrs, err)
+        addrs, need = self.addr[lo:hi], self.need[lo:hi]
+        idx, ok, vmas = self._lookup(p, addrs, need)
         if not ok.all():
             # a fault below a stack VMA grows it (expand_downwards); then look up again
             if self._grow_stacks(p, addrs[~ok]):
-                idx, ok, vmas = self._lookup(p, addrs, err)
+                idx, ok, vmas = self._lookup(p, addrs, need)
             if not ok.all():
                 self._refuse(lo, ev, ~ok, None, p)
+            idx = np.where(ok, idx, -1)
         rc = np.zeros(len(ev), np.int8)
         t0 = time.perf_counter()
-        anon = access_batch(p.mm.core, vmas, np.where(ok, idx, -1).astype(np.int64),
-                            addrs, ((err & PF_WRITE) != 0).astype(np.uint8), rc)
+        anon = access_batch(p.mm.core, vmas, idx, addrs, self.write[lo:hi], rc)
         self.r.fault_seconds += time.perf_counter() - t0
         for v, a in zip(vmas, anon):
             if a and v.anon_vma is None:
@@ -192,20 +191,20 @@ class _Replayer:
                 self.r.refused_fault_count[k] = self.r.refused_fault_count.get(k, 0) + int(np.sum(rc == code))
         self.r.faults += len(ev)
 
-    def _lookup(self, p, addrs, err):
+    def _lookup(self, p, addrs, need):
+        """(VMA index, access allowed, VMAs) of each address: find_vma and access_error."""
         _, vmas, starts, ends, flags = self._vmas(p)
-        idx = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
-        inside = idx >= 0
-        safe = np.where(inside, idx, 0)
-        if len(vmas):
-            inside &= addrs < ends[safe]
-            f = flags[safe]
+        if len(vmas) == 1:
+            idx = np.zeros(len(addrs), np.int64)
         else:
-            inside[:] = False
-            f = np.zeros(len(addrs), np.uint64)
-        need = np.where((err & PF_WRITE) != 0, int(VmFlags.WRITE),
-                        np.where((err & PF_INSTR) != 0, int(VmFlags.EXEC), int(VM_ACCESS_FLAGS)))
-        ok = inside & ((f & need.astype(np.uint64)) != 0)
+            idx = np.searchsorted(starts, addrs, side="right").astype(np.int64) - 1
+        if not len(vmas):
+            return idx, np.zeros(len(addrs), bool), vmas
+        if len(vmas) == 1:
+            ok = (addrs >= starts[0]) & (addrs < ends[0]) & ((flags[0] & need) != 0)
+            return idx, ok, vmas
+        safe = np.maximum(idx, 0)
+        ok = (idx >= 0) & (addrs < ends[safe]) & ((flags[safe] & need) != 0)
         return idx, ok, vmas
 
     def _grow_stacks(self, p, addrs) -> bool:
@@ -456,10 +455,18 @@ class _Replayer:
         ev = t.events
         n = len(ev)
         self.t0 = int(ev["ts"][0]) if n else 0
-        is_fault = np.isin(ev["kind"], (FAULT, KFAULT))
-        cut = set(np.flatnonzero((is_fault[1:] != is_fault[:-1]) |
-                                 (ev["pid"][1:] != ev["pid"][:-1])).tolist())
-        cut = sorted({c + 1 for c in cut} | set(int(x) for x in t.checkpoints["event"]) | {0, n})
+        # contiguous columns, once (a structured array's fields are strided views)
+        kind = np.ascontiguousarray(ev["kind"])
+        self.pid = np.ascontiguousarray(ev["pid"])
+        self.addr = np.ascontiguousarray(ev["a0"])
+        err = np.ascontiguousarray(ev["a1"])
+        self.write = ((err & PF_WRITE) != 0).view(np.uint8)
+        self.need = np.where(self.write != 0, np.uint64(VmFlags.WRITE),
+                             np.where((err & PF_INSTR) != 0, np.uint64(VmFlags.EXEC),
+                                      np.uint64(VM_ACCESS_FLAGS))).astype(np.uint64)
+        is_fault = (kind == FAULT) | (kind == KFAULT)
+        edges = np.flatnonzero((is_fault[1:] != is_fault[:-1]) | (self.pid[1:] != self.pid[:-1])) + 1
+        cut = np.union1d(np.union1d(edges, t.checkpoints["event"].astype(np.int64)), [0, n]).tolist()
         cps = t.checkpoints
         ci = 0
         ev0 = self.m.vmstat()
