@@ -4,7 +4,6 @@ returns what it returned on Linux, a killed program and an interrupted recorder 
 loadable trace and no tracefs instance behind. Skipped, with the reason, where tracefs or
 a C compiler is not usable."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from mmemu.trace import load
 from mmemu.trace.events import SYSCALL
 from mmemu.trace.record import record
 from mmemu.trace.replay import replay
+from mmemu.trace.synthetic import build_program
 from mmemu.trace.tracefs import Instance, TracefsUnavailable
 
 pytestmark = pytest.mark.one_design
@@ -40,11 +40,10 @@ def synth(tmp_path_factory):
     reason = _tracefs_reason()
     if reason:
         pytest.skip(f"tracefs not usable: {reason}")
-    if not shutil.which("gcc"):
-        pytest.skip("no C compiler (gcc) to build the synthetic program")
-    exe = tmp_path_factory.mktemp("synth") / "mmemu-synth"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(HERE / "synthetic.c")], check=True)
-    return str(exe)
+    try:
+        return build_program(tmp_path_factory.mktemp("synth"))
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
 
 
 def _instances():

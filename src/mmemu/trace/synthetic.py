@@ -3,6 +3,11 @@
 no tracefs use them."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 
 from ..flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
@@ -47,3 +52,18 @@ def fork_write_trace(size: int, child_share: float = 0.5) -> Trace:
     meta = {"command": ["(synthetic fork-then-write)"], "root": PARENT, "pids": [PARENT, CHILD],
             "lost_events": 0, "files": [], "snapshot_memory": max(4 << 30, 4 * size)}
     return Trace(meta, ev)
+
+
+PROGRAM = Path(__file__).parent / "data" / "synthetic.c"
+
+
+def build_program(directory) -> str:
+    """Compile data/synthetic.c (the deterministic C program the record/replay tests and the
+    recording bench run) into directory/mmemu-synth; its path. OSError without gcc,
+    subprocess.CalledProcessError if it does not compile."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise FileNotFoundError("no C compiler (gcc or cc) to build the synthetic program")
+    exe = os.path.join(os.fspath(directory), "mmemu-synth")
+    subprocess.run([cc, "-O1", "-o", exe, str(PROGRAM)], check=True, capture_output=True)
+    return exe
