@@ -538,7 +538,12 @@ def replay(trace: Trace, designs=("classic", "deferred", "eager"), check: bool =
     bad = [d for d in designs if d not in known]
     if bad or not designs:
         raise ValueError(f"unknown design(s) {bad}; choose from {', '.join(known)}")
-    return {d: _Replayer(trace, d, check).run() for d in designs}
+    return {d: replay_one(trace, d, check) for d in designs}
+
+
+def replay_one(trace: Trace, design: str, check: bool = False) -> DesignResult:
+    """Replay trace under one design in a fresh machine (check: Machine.check() after)."""
+    return _Replayer(trace, design, check).run()
 
 
 def fidelity(result: DesignResult, fields=("VmPTE", "RssAnon")) -> List[dict]:
