@@ -23,8 +23,6 @@ LABELS = {
     "exit": "exit",
     "read": "read (page-table walks + copy)",
     "two_machines": "2 machines on 2 threads (fork+COW+DONTNEED)",
-    "replay": "replay of a fork-then-write trace, {design}",
-    "replay_direct": "the same work through the API, {design}",
 }
 LOWER_BOUND_OF = {"fork": "fork", "touch": "touch", "zero_read": "touch", "cow_data": "cow_data",
                   "munmap": "munmap", "exit": "munmap", "read": "read", "break_cow_pte": "fork"}
@@ -82,16 +80,20 @@ def ratios(results: dict) -> dict:
             if ceiling and "skipped" not in ceiling:
                 out[f"numpy.two_machines.{s}/numpy.two_machines.{s}.serial"] = _div(
                     ceiling["median_s"], ceiling["serial_s"])
-        elif op == "replay":
-            out[f"{tag}/replay_direct.{design}.{s}"] = _div(r["median_s"], _get(results, f"replay_direct.{design}.{s}"))
         if op in LOWER_BOUND_OF and op not in ("fork", "cow_data"):
             lb = LOWER_BOUND_OF[op]
             out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
         if r.get("must_hold"):
             out[f"{tag}.host/must_hold"] = r["host_peak"] / r["must_hold"]
-    for key, r in results.items():
-        if r.get("kind") == "record" and "skipped" not in r:
+    for key, r in results.items():          # mmemu record / replay
+        if r.get("kind") != "trace" or "skipped" in r:
+            continue
+        if r["op"] == "record":
             out[f"{key}/plain"] = _div(r["median_s"], r["plain_s"])
+        elif r["op"] == "replay":
+            s = size_name(r["size"])
+            out[f"{key}/trace.direct.{r['design']}.{s}"] = _div(
+                r["median_s"], _get(results, f"trace.direct.{r['design']}.{s}"))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -120,15 +122,14 @@ def targets(results: dict, rs: dict) -> list:
         ("(host ceiling: numpy, the same data movement, two threads)",
          rs.get("numpy.two_machines.64M/numpy.two_machines.64M.serial"), 1 / 1.6),
     ]
-    for d in ("classic", "deferred", "eager"):
-        r = results.get(f"replay.{d}.{s}") or results.get(f"replay.{d}.256M")
-        if r and "skipped" not in r:
-            z = size_name(r["size"])
+    for key, r in results.items():
+        if r.get("kind") == "trace" and r["op"] == "replay" and "skipped" not in r:
+            d, z = r["design"], size_name(r["size"])
             rows.append((f"replay {d} {z}: >= 1 million events/s (seconds per million events)",
                          r["median_s"] / r["pages"] * 1e6, 1.0))
             rows.append((f"replay {d} {z} <= 2x the same faults through the API",
-                         rs.get(f"replay.{d}.{z}/replay_direct.{d}.{z}"), 2.0))
-    rec = next((k for k in results if k.startswith("record.synthetic.")), None)
+                         rs.get(f"{key}/trace.direct.{d}.{z}"), 2.0))
+    rec = next((k for k in results if k.startswith("trace.record.")), None)
     if rec:
         rows.append(("recording a fault-heavy program: <= 1.5x its plain run time",
                      rs.get(f"{rec}/plain"), 1.5))

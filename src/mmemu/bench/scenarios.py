@@ -351,8 +351,6 @@ SCENARIOS = {
     "read": Read,
     "two_machines": TwoMachines,
 }
-from ..trace.bench import Replay, ReplayDirect  # noqa: E402  (mmemu replay's scenarios)
-SCENARIOS.update(replay=Replay, replay_direct=ReplayDirect)
 
 
 def run(op: str, size: int, design: str = None, rounds: int = None) -> dict:

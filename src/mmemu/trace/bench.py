@@ -15,6 +15,13 @@ from .replay import replay_one
 from .synthetic import BASE, build_program, fork_write_trace
 
 
+def measure(op: str, size: int, design: str, rounds: int) -> dict:
+    """One job of the bench plan's "trace" kind: op "replay", "direct" or "record"."""
+    if op == "record":
+        return record_overhead(size, rounds)
+    return (Replay if op == "replay" else ReplayDirect)(size, design).measure(rounds)
+
+
 class Replay:
     """replay_one of fork_write_trace(size) under a design: the replay loop's own time (the
     machine is built outside it); ``pages`` counts the trace's events."""
