@@ -23,9 +23,10 @@ class Skip(Exception):
     """The workload cannot run here; the message says why."""
 
 
-def apt_install(*packages) -> None:
-    """apt-get install the Debian packages (apt-get update once first); Skip if that fails."""
-    if all(shutil.which(p) for p in packages):
+def apt_install(programs, packages) -> None:
+    """Unless every one of programs is on PATH: apt-get install the Debian packages
+    (apt-get update once first); Skip if that fails."""
+    if all(shutil.which(p) for p in programs):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise Skip(f"needs {', '.join(packages)} (apt-get as root)")
@@ -33,10 +34,19 @@ def apt_install(*packages) -> None:
     if not stamp.exists():
         subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
         stamp.touch()
-    r = subprocess.run(["apt-get", "install", "-y", "-q", *packages], capture_output=True,
-                       text=True, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    if r.returncode != 0:
+    r = subprocess.run(["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
+                        *packages], capture_output=True, text=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    if r.returncode != 0 or not all(shutil.which(p) for p in programs):
         raise Skip(f"apt-get install {' '.join(packages)} failed: {r.stderr.strip()[-200:]}")
+
+
+def tracefs_or_skip() -> None:
+    from mmemu.trace.tracefs import Instance
+    try:
+        Instance(64).remove()
+    except OSError as e:
+        raise Skip(f"tracefs not usable: {getattr(e, 'strerror', None) or e}")
 
 
 def summarise(name: str, trace_path: Path, note: str = "") -> dict:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, Skip, main
+from common import RESULTS, Skip, main, tracefs_or_skip
 
 PROGRAM = r'''
 import multiprocessing as mp, sys
@@ -35,7 +35,6 @@ if __name__ == "__main__":
 
 def run():
     from mmemu.trace.record import record
-    from mmemu.trace.tracefs import Instance
     a = argparse.ArgumentParser()
     a.add_argument("--mib", type=int, default=256)
     a.add_argument("--workers", type=int, default=4)
@@ -44,10 +43,7 @@ def run():
         import numpy  # noqa: F401
     except ImportError:
         raise Skip("needs numpy")
-    try:
-        Instance(64).remove()
-    except OSError as e:
-        raise Skip(f"tracefs not usable: {getattr(e, 'strerror', e)}")
+    tracefs_or_skip()
     RESULTS.mkdir(exist_ok=True)
     prog = Path(tempfile.mkdtemp(prefix="mmemu-pool-")) / "pool_prog.py"
     prog.write_text(PROGRAM)
