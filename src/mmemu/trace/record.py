@@ -109,7 +109,9 @@ class _Tree:
                     self.alive.discard(self.tgid.get(pid, pid))
 
     def pids(self):
+        """The traced processes alive now (one that exited unseen, or is a zombie, goes)."""
         with self.lock:
+            self.alive = {p for p in self.alive if _state(p) not in (None, "Z", "X")}
             return sorted(self.alive)
 
 
@@ -221,11 +223,16 @@ def _descendants(pid):
 def _snapshot(pids, memory):
     """Import pids into one machine; (snapshot bytes, {traced pid: emulated pid})."""
     from ..machine import Machine
-    from ..procfs import import_process, read_stat_fields
+    from ..procfs import ImportFailed, import_process, read_stat_fields
     m = Machine(memory)
     mapping = {}
     for p in pids:
-        q = import_process(m, p)
+        try:
+            q = import_process(m, p)
+        except ImportFailed as e:
+            if e.errno == errno.ESRCH and p != pids[0]:
+                continue            # a descendant that exited meanwhile
+            raise RecordError(f"cannot import process {p}: {e.strerror or e}") from None
         mapping[p] = q.pid
         if not any(v.start <= q.mm.brk < v.end or v.end == q.mm.brk for v in q.mm.vmas):
             # no [heap] yet (stopped at its execve): the break is where the kernel put it
@@ -267,12 +274,14 @@ def _start_stopped(command):
 
 
 def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_kb=32768,
-           memory="64G", stop_checkpoints=True, snapshot=True, log=None) -> dict:
+           memory="64G", stop_checkpoints=True, snapshot=True, log=None, min_gap=0.05) -> dict:
     """Record a command (started stopped) or a running process tree into the trace file
     ``output``. Returns a summary dict (events, lost, checkpoints, status, interrupted).
     TracefsUnavailable without tracefs; RecordError if the command cannot start. On any
     error or interrupt the tracefs instance is removed and stopped processes continued;
-    an interrupted recording still writes the (partial, marked) trace."""
+    an interrupted recording still writes the (partial, marked) trace. Checkpoints after
+    forks and exits come at most every ``min_gap`` seconds (a fork server forks thousands
+    of times a second)."""
     if (command is None) == (pid is None):
         raise ValueError("record needs a command or a pid, not both")
     log = log or (lambda msg: None)
@@ -293,9 +302,15 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
         else:
             if not os.path.isdir(f"/proc/{pid}"):
                 raise RecordError(f"no process {pid}")
-            roots = _descendants(int(pid))
-            for p in roots:
-                os.kill(p, signal.SIGSTOP)
+            roots = []
+            for p in _descendants(int(pid)):
+                try:
+                    os.kill(p, signal.SIGSTOP)
+                    roots.append(p)
+                except ProcessLookupError:
+                    pass            # gone already
+            if not roots:
+                raise RecordError(f"no process {pid}")
         meta["root"] = roots[0]
         meta["threads"] = {str(t): p for p in roots for t in os.listdir(f"/proc/{p}/task")
                            if int(t) != p}
@@ -318,10 +333,14 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
                 _libc().ptrace(PTRACE_DETACH, child, None, None)
             else:
                 for p in roots:
-                    os.kill(p, signal.SIGCONT)
+                    try:
+                        os.kill(p, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
         log(f"recording {' '.join(command) if command else 'pid %d' % roots[0]} "
             f"(tracefs instance {inst.path})")
         next_cp = time.monotonic() + interval
+        last_cp = 0.0
         while True:
             if reader.error:
                 raise reader.error
@@ -334,12 +353,15 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
                 break
             if duration is not None and time.monotonic() - t0 >= duration:
                 break
-            if reader.changed.wait(0.01):
+            if reader.changed.wait(0.01) and time.monotonic() - last_cp >= min_gap:
                 reader.changed.clear()
                 cps.take(tree.pids())
+                last_cp = time.monotonic()
             if time.monotonic() >= next_cp:
                 cps.take(tree.pids())
-                next_cp = time.monotonic() + interval
+                last_cp = time.monotonic()
+                next_cp = last_cp + interval
+        last_cp = 0.0
         if child is not None and status is None:
             cps.take(tree.pids())
             os.kill(child, signal.SIGTERM)
