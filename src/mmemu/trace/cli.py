@@ -95,7 +95,7 @@ def cmd_replay(args) -> int:
 
 
 def format_results(t, res) -> str:
-    w = 16
+    w = 18
     rs = list(res.values())
     lines = []
     if t.meta.get("lost_events"):
