@@ -6,8 +6,9 @@ snapshot), arms the instance for its pid (set_event_pid + event-fork follow desc
 and lets it run. ``record(output, pid=P)`` attaches: the tree of P (P and its descendants
 now) is imported with each process stopped while it is read, then followed.
 
-A reader thread copies the instance's trace_pipe to a spool file (no parsing while the
-program runs) and notices forks and exits; the main thread takes checkpoints -- every traced
+A reader thread copies the instance's per-cpu trace_pipe_raw pages to a spool file (no
+decoding while the program runs: mmemu.trace.parse decodes them at the end); the main
+thread follows the tree in /proc and takes checkpoints -- every traced
 process SIGSTOPped, then /proc/PID/status, stat (minflt), smaps_rollup and maps read, then
 SIGCONT -- at the start, after forks and exits, every ``interval`` seconds and at the end.
 A checkpoint's time (CLOCK_MONOTONIC, the instance's trace clock) is taken once all are
@@ -22,6 +23,7 @@ import os
 import platform
 import re
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -31,14 +33,12 @@ import numpy as np
 
 from ..flags import CLONE_THREAD, CLONE_VM
 from ..oracle.live import PTRACE_DETACH
-from .events import CHECKPOINT_DTYPE, MAP_DTYPE, ROLLUP_FIELDS, STATUS_FIELDS
+from .events import FORK, CHECKPOINT_DTYPE, MAP_DTYPE, ROLLUP_FIELDS, STATUS_FIELDS
 from .parse import parse
 from .trace import Trace
 from .tracefs import Instance
 
 PTRACE_TRACEME = 0
-_FORK_RE = re.compile(rb"-(\d+)\s+\[\d+\][^\n]*?task_newtask: pid=(\d+) [^\n]*?clone_flags=([0-9a-f]+)")
-_EXIT_RE = re.compile(rb"sched_process_exit: [^\n]*?pid=(\d+) [^\n]*?group_dead=(\w+)")
 
 
 class RecordError(RuntimeError):
@@ -50,69 +50,81 @@ def _libc():
 
 
 class _Reader(threading.Thread):
-    """Copies trace_pipe to the spool file; notes new processes and exits."""
+    """Copies the instance's per-cpu trace_pipe_raw pages to the spool file, each behind
+    its length (no decoding while the program runs)."""
 
-    def __init__(self, inst: Instance, spool, tree):
+    def __init__(self, inst: Instance, spool):
         super().__init__(daemon=True)
-        self.fd = os.open(inst.file("trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
-        self.spool, self.tree = spool, tree
+        self.page = inst.subbuf_size()
+        self.fds = [os.open(inst.file(f"per_cpu/{c}/trace_pipe_raw"), os.O_RDONLY | os.O_NONBLOCK)
+                    for c in sorted(os.listdir(inst.file("per_cpu")))]
+        self.spool = spool
         self.stopping = threading.Event()
-        self.changed = threading.Event()
         self.bytes = 0
         self.error = None
 
     def run(self):
         try:
             while True:
-                try:
-                    b = os.read(self.fd, 1 << 20)
-                except BlockingIOError:
-                    b = b""
-                if not b:
+                got = 0
+                for fd in self.fds:
+                    while True:
+                        try:
+                            b = os.read(fd, self.page)
+                        except BlockingIOError:
+                            break
+                        if not b:
+                            break
+                        self.spool.write(struct.pack("<I", len(b)) + b)
+                        got += len(b)
+                self.bytes += got
+                if not got:
                     if self.stopping.is_set():
                         return
-                    time.sleep(0.002)
-                    continue
-                self.spool.write(b)
-                self.bytes += len(b)
-                if b"task_newtask" in b or b"sched_process_exit" in b:
-                    self.tree.update(b)
-                    self.changed.set()
+                    time.sleep(0.005)
         except BaseException as e:      # reported by the main thread
             self.error = e
         finally:
-            os.close(self.fd)
+            for fd in self.fds:
+                os.close(fd)
+
+
+def _pages(spool):
+    """The pages the reader spooled, in order."""
+    spool.seek(0)
+    while True:
+        n = spool.read(4)
+        if len(n) < 4:
+            return
+        yield spool.read(struct.unpack("<I", n)[0])
 
 
 class _Tree:
-    """The traced processes (thread-group leaders) that are alive, from the events seen."""
+    """The traced processes alive now, from /proc: the roots and, once seen, their child
+    processes (threads are not processes), until they are gone or zombies."""
 
     def __init__(self, roots):
-        self.lock = threading.Lock()
         self.alive = set(roots)
-        self.tgid = {p: p for p in roots}
-        self.seen = set(roots)
 
-    def update(self, text: bytes) -> None:
-        with self.lock:
-            for m in _FORK_RE.finditer(text):
-                parent, child, flags = int(m.group(1)), int(m.group(2)), int(m.group(3), 16)
-                if flags & (CLONE_THREAD | CLONE_VM):
-                    self.tgid[child] = self.tgid.get(parent, parent)
-                else:
-                    self.tgid[child] = child
-                    self.alive.add(child)
-                    self.seen.add(child)
-            for m in _EXIT_RE.finditer(text):
-                pid = int(m.group(1))
-                if m.group(2) == b"true":
-                    self.alive.discard(self.tgid.get(pid, pid))
+    def refresh(self) -> bool:
+        """Look again; whether a process came or went."""
+        before = set(self.alive)
+        for p in list(self.alive):
+            for t in _listdir(f"/proc/{p}/task"):
+                kids = _read(f"/proc/{p}/task/{t}/children") or ""
+                self.alive.update(int(k) for k in kids.split())
+        self.alive = {p for p in self.alive if _state(p) not in (None, "Z", "X")}
+        return self.alive != before
 
     def pids(self):
-        """The traced processes alive now (one that exited unseen, or is a zombie, goes)."""
-        with self.lock:
-            self.alive = {p for p in self.alive if _state(p) not in (None, "Z", "X")}
-            return sorted(self.alive)
+        return sorted(self.alive)
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _read(path):
@@ -289,6 +301,7 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
     spool = tempfile.TemporaryFile(prefix="mmemu-record-")
     cps = _Checkpoints(stop_checkpoints)
     child, reader, interrupted, status = None, None, False, None
+    roots, formats = [], {}
     meta = {"command": list(command or []), "kernel": platform.release(),
             "thp": _thp_mode(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "buffer_kb": buffer_kb, "interval": interval}
@@ -316,7 +329,8 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
                            if int(t) != p}
         tree = _Tree(roots)
         inst.arm(roots)
-        reader = _Reader(inst, spool, tree)
+        formats = inst.formats()
+        reader = _Reader(inst, spool)
         reader.start()
         try:
             if snapshot:
@@ -340,7 +354,7 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
         log(f"recording {' '.join(command) if command else 'pid %d' % roots[0]} "
             f"(tracefs instance {inst.path})")
         next_cp = time.monotonic() + interval
-        last_cp = 0.0
+        last_cp, changed = 0.0, False
         while True:
             if reader.error:
                 raise reader.error
@@ -349,12 +363,14 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
                 if done:
                     status = st
                     break
-            elif not tree.pids():
-                break
             if duration is not None and time.monotonic() - t0 >= duration:
                 break
-            if reader.changed.wait(0.01) and time.monotonic() - last_cp >= min_gap:
-                reader.changed.clear()
+            time.sleep(0.01)
+            changed = tree.refresh() or changed
+            if child is None and not tree.pids():
+                break
+            if changed and time.monotonic() - last_cp >= min_gap:
+                changed = False
                 cps.take(tree.pids())
                 last_cp = time.monotonic()
             if time.monotonic() >= next_cp:
@@ -387,12 +403,13 @@ def record(output, command=None, pid=None, duration=None, interval=0.5, buffer_k
     meta["interrupted"] = interrupted
     if status is not None:
         meta["exit_status"] = os.waitstatus_to_exitcode(status)
-    spool.seek(0)
-    events, stats = parse(iter(lambda: spool.read(1 << 22), b""))
+    events, stats = parse(_pages(spool), formats)
     spool.close()
     meta["parse"] = stats
     cp, mp = cps.arrays(events)
-    meta["pids"] = sorted(tree.seen)
+    forks = events[events["kind"] == FORK]
+    meta["pids"] = sorted(set(roots) | {int(e["a0"]) for e in forks
+                                        if not int(e["a1"]) & (CLONE_VM | CLONE_THREAD)})
     meta["files"] = cps.files
     t = Trace(meta, events, cp, mp, snap if snapshot else None)
     t.save(output)

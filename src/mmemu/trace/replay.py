@@ -425,6 +425,7 @@ class _Replayer:
         if self.leaders.get(tid) is p and p.alive:
             self._forget(p)
             p.exit()
+            del self.leaders[tid]
             for k in [k for k, v in self.procs.items() if v is p]:
                 del self.procs[k]
 

@@ -99,6 +99,18 @@ class Instance:
             self.enabled.append(ev)
         self.write("tracing_on", "1")
 
+    def subbuf_size(self) -> int:
+        """Bytes of one ring-buffer page (buffer_subbuf_size_kb, 4096 before Linux 6.8)."""
+        try:
+            return int(self.read("buffer_subbuf_size_kb").split()[0]) * 1024
+        except (OSError, ValueError, IndexError):
+            return 4096
+
+    def formats(self) -> dict:
+        """The enabled events' formats (mmemu.trace.parse.event_formats)."""
+        from .parse import event_formats
+        return event_formats(self._p("events"), self.enabled)
+
     def stop(self) -> None:
         try:
             self.write("tracing_on", "0")
