@@ -38,8 +38,11 @@ def table() -> str:
             rows.append(f"| {w if i == 0 else ''} | {d} | {x['pagetables_added_kb']} | {x['cow_faults']} "
                         f"| {x['table_breaks']} | {x['memory_saved_kb']} | {x['emulated_s']:.3f} "
                         f"| {fid_s if i == 0 else ''} |")
+        per_fork = ", ".join(f"{d} {x['pagetables_added_kb'] / x['forks']:.0f} kB of page tables "
+                             f"and {x['fork_ms'] * 1e3 / x['forks']:.0f} µs emulated"
+                             for d, x in r["designs"].items() if x["forks"])
         notes.append(f"- **{w}**: {r['note']}; {r['events']} events from {r['processes']} "
-                     f"processes, {r['lost_events']} lost."
+                     f"processes, {r['lost_events']} lost. Per fork: {per_fork}."
                      + (" Differences: " + "; ".join(fid["differences"]) + "." if fid["differences"] else ""))
     return "\n".join(rows + [""] + notes)
 
