@@ -60,6 +60,9 @@ def _assert_faithful(t, allow_refused=0):
         assert c["emulated"] is not None, c
         assert (c["emulated"]["VmPTE"], c["emulated"]["RssAnon"]) == \
             (c["kernel"]["VmPTE"], c["kernel"]["RssAnon"]), c
+        # every fault the kernel counted (minflt) is in the trace, and was replayed
+        assert c["emulated"]["faults_since_first_checkpoint"] == \
+            c["kernel"]["faults_since_first_checkpoint"], c
     return r
 
 
@@ -153,3 +156,21 @@ def test_without_tracefs_exit_2_in_one_line(tmp_path, monkeypatch, capsys, case)
     err = capsys.readouterr().err
     assert err.startswith(want) and err.count("\n") == 1
     assert not (tmp_path / "x.mmt").exists()
+
+
+def test_a_recording_that_lost_events(synth, tmp_path, capsys):
+    """A buffer far too small: the loss is counted, the CLI exits 1 saying so, and the
+    replay reports it first instead of being silently wrong."""
+    from mmemu.cli import main
+    from mmemu.trace.cli import format_results
+    out = tmp_path / "lost.mmt"
+    assert main(["record", "-o", str(out), "--buffer-kb", "8", "--", synth, "64"]) == 1
+    err = capsys.readouterr().err
+    assert "mmemu: the recording lost" in err and "--buffer-kb" in err
+    t = load(out)
+    lost = t.meta["lost_events"]
+    assert lost > 0 and sum(t.meta["lost_per_cpu"].values()) == lost
+    res = replay(t, ["classic"])
+    assert res["classic"].lost_events == lost
+    assert res["classic"].differences[0].startswith(f"the recording lost {lost} events")
+    assert format_results(t, res).startswith(f"WARNING: the recording lost {lost} events")

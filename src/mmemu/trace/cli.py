@@ -120,6 +120,7 @@ def format_results(t, res) -> str:
     row("events/s", lambda r: r.events / r.emulated_seconds if r.emulated_seconds else 0, "{:.0f}")
     for f in ("VmPTE", "RssAnon"):
         row(f"checkpoints with {f} = kernel's", lambda r, f=f: _agree(r, f))
+    row("checkpoints with faults = minflt", lambda r: _agree(r, "faults_since_first_checkpoint"))
     for r in rs:
         if r.syscall_mismatches:
             m = r.syscall_mismatches[0]

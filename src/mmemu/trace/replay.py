@@ -139,6 +139,8 @@ class _Replayer:
         self.leaders = {tid: p for tid, p in self.procs.items()}   # tgid -> Process
         self.r = DesignResult(design, title, lost_events=int(trace.meta.get("lost_events", 0)))
         self.vma_cache = {}
+        self.traced_faults = {}         # id(Process) -> faults of the trace replayed in it
+        self.first_cp = {}              # pid -> (kernel minflt, traced faults) at its first checkpoint
         self.shm = {}           # (process id, address) -> size of a shmat mapping
         self.files = {f.name: f for f in self.m.files}
         self._file_maps = trace.maps
@@ -190,6 +192,7 @@ class _Replayer:
                 k = FAULT_CODES.get(int(code), str(code))
                 self.r.refused_fault_count[k] = self.r.refused_fault_count.get(k, 0) + int(np.sum(rc == code))
         self.r.faults += len(ev)
+        self.traced_faults[id(p)] = self.traced_faults.get(id(p), 0) + len(ev)
 
     def _lookup(self, p, addrs, need):
         """(VMA index, access allowed, VMAs) of each address: find_vma and access_error."""
@@ -440,6 +443,12 @@ class _Replayer:
         if p is not None and p.alive:
             st = p.status()
             emulated = {f: int(st[f]) for f in STATUS_FIELDS}
+            # the faults the trace holds for this process against the kernel's minflt,
+            # both counted from the process's first checkpoint
+            traced = self.traced_faults.get(id(p), 0)
+            k0, t0 = self.first_cp.setdefault(pid, (kernel["minflt"], traced))
+            kernel["faults_since_first_checkpoint"] = kernel["minflt"] - k0
+            emulated["faults_since_first_checkpoint"] = traced - t0
         self.r.checkpoints.append({"pid": pid, "event": int(c["event"]),
                                    "time": (int(c["ts"]) - self.t0) / 1e9,
                                    "kernel": kernel, "emulated": emulated})
