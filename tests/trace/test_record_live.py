@@ -91,15 +91,23 @@ def test_record_and_replay_a_forking_program(synth, tmp_path):
 def test_a_program_killed_midway(synth, tmp_path):
     out = tmp_path / "k.mmt"
 
-    def killer():
-        time.sleep(0.6)
+    def synths():
+        out = []
         for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    if Path(f"/proc/{p}/comm").read_text().strip() == "mmemu-synth":
-                        os.kill(int(p), signal.SIGKILL)
-                except OSError:
-                    pass
+            try:
+                if p.isdigit() and Path(f"/proc/{p}/comm").read_text().strip() == "mmemu-synth":
+                    out.append(int(p))
+            except OSError:
+                pass
+        return out
+
+    def killer():
+        deadline = time.time() + 20
+        while len(synths()) < 2 and time.time() < deadline:     # forked, the child holding
+            time.sleep(0.01)
+        time.sleep(0.2)
+        for p in synths():
+            os.kill(p, signal.SIGKILL)
     th = threading.Thread(target=killer)
     th.start()
     s = record(out, command=[synth, "8", "hold"], interval=0.05, duration=20)
