@@ -177,6 +177,10 @@ class _Replayer:
             if not ok.all():
                 self._refuse(lo, ev, ~ok, None, p)
             idx = np.where(ok, idx, -1)
+        if len(vmas) > 1:               # hand the core only the VMAs this batch touches
+            used = np.unique(idx[idx >= 0])
+            vmas = [vmas[i] for i in used.tolist()]
+            idx = np.where(idx >= 0, np.searchsorted(used, idx), -1)
         rc = np.zeros(len(ev), np.int8)
         t0 = time.perf_counter()
         anon = access_batch(p.mm.core, vmas, idx, addrs, self.write[lo:hi], rc)
@@ -389,7 +393,7 @@ class _Replayer:
         if flags & CLONE_VM:
             self.procs[child] = parent          # a thread, or a vfork child until it execs
             return
-        before_pt = self.m.meminfo()["PageTables"]
+        before_pt = self._pagetables_kb()
         ev0 = self.m.vmstat()
         t0 = time.perf_counter()
         c = parent.fork(cow_pgtable=self.cow)
@@ -398,7 +402,7 @@ class _Replayer:
         for k, v in dict(work).items():
             if v and not k.startswith("nr_"):
                 self.r.fork_vmstat[k] = self.r.fork_vmstat.get(k, 0) + int(v)
-        self.r.pagetables_added_by_forks_kb += self.m.meminfo()["PageTables"] - before_pt
+        self.r.pagetables_added_by_forks_kb += self._pagetables_kb() - before_pt
         self.procs[child] = c
         self.leaders[child] = c
         self.r.forks += 1
@@ -453,9 +457,13 @@ class _Replayer:
                                    "time": (int(c["ts"]) - self.t0) / 1e9,
                                    "kernel": kernel, "emulated": emulated})
 
+    def _pagetables_kb(self) -> int:
+        """/proc/meminfo PageTables, from the page counters alone."""
+        return self.m.phys.counters()["nr_page_table_pages"] * 4
+
     def sample(self, i, ts):
         rss = sum(int(p.status()["VmRSS"]) for p in set(self.leaders.values()) if p.alive)
-        pt = int(self.m.meminfo()["PageTables"])
+        pt = self._pagetables_kb()
         self.r.peak_pagetables_kb = max(self.r.peak_pagetables_kb, pt)
         self.r.timeline.append((i, (int(ts) - self.t0) / 1e9, pt, rss))
 
@@ -489,8 +497,7 @@ class _Replayer:
                 ci += 1
             if is_fault[s]:
                 self.faults(s, e)
-                self.r.peak_pagetables_kb = max(self.r.peak_pagetables_kb,
-                                                int(self.m.meminfo()["PageTables"]))
+                self.r.peak_pagetables_kb = max(self.r.peak_pagetables_kb, self._pagetables_kb())
                 continue
             for i in range(s, e):
                 x = ev[i]
