@@ -79,6 +79,8 @@ def test_foreign_files(trace_file, tmp_path):
             load(f)
     with pytest.raises(TraceError, match="directory"):
         load(tmp_path)
+    with pytest.raises(TraceError, match="cannot read .*: No such file or directory"):
+        load(tmp_path / "missing.mmt")
 
 
 def test_reordered_events_are_refused(tmp_path):

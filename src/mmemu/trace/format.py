@@ -110,6 +110,8 @@ def read(path):
             blob = f.read()
     except IsADirectoryError:
         raise TraceError(f"{path}: is a directory, not a trace") from None
+    except OSError as e:
+        raise TraceError(f"cannot read {path}: {e.strerror}") from None
     size = len(blob)
     if size == 0:
         raise TraceError("not an mmemu trace: the file is empty")
