@@ -2,6 +2,7 @@
 
     python benchmarks/workloads/table.py            # run every workload, then write the table
     python benchmarks/workloads/table.py --no-run   # only rewrite it from results/*.json
+    python benchmarks/workloads/table.py --replay   # replay the recorded results/*.mmt again
 
 Each workload script installs or finds its component and records a skip with the reason
 when it cannot run here; the table shows that reason in its row."""
@@ -50,8 +51,17 @@ def table() -> str:
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--no-run", action="store_true", help="only rewrite the table from results/")
+    a.add_argument("--replay", action="store_true",
+                   help="replay the traces in results/ again (no recording), then rewrite")
     args = a.parse_args()
-    if not args.no_run:
+    if args.replay:
+        sys.path.insert(0, str(HERE))
+        from common import summarise
+        for w in WORKLOADS:
+            done = HERE / "results" / f"{w}.json"
+            if (HERE / "results" / f"{w}.mmt").exists() and done.exists():
+                summarise(w, HERE / "results" / f"{w}.mmt", json.loads(done.read_text())["note"])
+    elif not args.no_run:
         for w in WORKLOADS:
             subprocess.run([sys.executable, str(HERE / f"{w}.py")], check=False)
     text = DOC.read_text()
