@@ -206,6 +206,7 @@ def main(argv=None) -> int:
     from .bench.cli import add_parser as add_bench_parser
     add_bench_parser(sub)
     _add_procfs_commands(sub)
+    from .trace.cli import add_parser as add_trace_parser; add_trace_parser(sub)  # record, trace, replay
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -85,6 +85,15 @@ def ratios(results: dict) -> dict:
             out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
         if r.get("must_hold"):
             out[f"{tag}.host/must_hold"] = r["host_peak"] / r["must_hold"]
+    for key, r in results.items():          # mmemu record / replay
+        if r.get("kind") != "trace" or "skipped" in r:
+            continue
+        if r["op"] == "record":
+            out[f"{key}/plain"] = _div(r["median_s"], r["plain_s"])
+        elif r["op"] == "replay":
+            s = size_name(r["size"])
+            out[f"{key}/trace.direct.{r['design']}.{s}"] = _div(
+                r["median_s"], _get(results, f"trace.direct.{r['design']}.{s}"))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -113,6 +122,17 @@ def targets(results: dict, rs: dict) -> list:
         ("(host ceiling: numpy, the same data movement, two threads)",
          rs.get("numpy.two_machines.64M/numpy.two_machines.64M.serial"), 1 / 1.6),
     ]
+    for key, r in results.items():
+        if r.get("kind") == "trace" and r["op"] == "replay" and "skipped" not in r:
+            d, z = r["design"], size_name(r["size"])
+            rows.append((f"replay {d} {z}: >= 1 million events/s (seconds per million events)",
+                         r["median_s"] / r["pages"] * 1e6, 1.0))
+            rows.append((f"replay {d} {z} <= 2x the same faults through the API",
+                         rs.get(f"{key}/trace.direct.{d}.{z}"), 2.0))
+    rec = next((k for k in results if k.startswith("trace.record.")), None)
+    if rec:
+        rows.append(("recording a fault-heavy program: <= 1.5x its plain run time",
+                     rs.get(f"{rec}/plain"), 1.5))
     if big != "64M":    # at 64 MiB one 2 MiB host huge page of tables outweighs what they hold
         rows.append((f"host memory of classic fork {big} <= 1.3x page tables + metadata",
                      rs.get(f"fork.classic.{big}.host/must_hold"), 1.3))
