@@ -88,6 +88,8 @@ def cmd_bench(args) -> int:
     from ..costmodel import bench as costmodel
     predicted = costmodel.predictions(results)
     print("\n".join(costmodel.lines(predicted)))
+    if not args.quick:
+        from ..sweep.bench import report as sweep_report; print(sweep_report())
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": info, "results": results, "ratios": rs, "targets": tg,

@@ -3,13 +3,17 @@ the stdlib helper process of `mmemu bench` (bench/kernel_helper.py), several siz
 densities each, every point repeated; fitted by least squares on relative error.
 
 The machine is shared (2 cores, several busy processes), so every time is the CPU time of
-the helper process (process_time: the time it waited for a CPU is left out) and every point
-is the MINIMUM of its repeats (the least-disturbed run: interference only ever adds time);
-the median is kept beside it in the profile. Validation runs at sizes not used by any fit."""
+the helper process (process_time: the time it waited for a CPU is left out), every point is
+measured in several passes over all points in a shuffled order (so a noisy minute does not
+land on one operation or size) and is the MINIMUM of all its repeats (the least-disturbed
+run: interference only ever adds time); the median is kept beside it in the profile.
+Validation runs at sizes not used by any fit; the held-out forks are measured in the same
+shuffled passes as the fitted ones."""
 from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import time
 
@@ -34,18 +38,29 @@ FITS = {
 FIT_SIZES = (16 * MIB, 32 * MIB, 96 * MIB, 192 * MIB, 384 * MIB, 768 * MIB, 1536 * MIB)
 STRIDES = (1, 16, 512)          # one page in every STRIDE written: PTEs vary apart from tables
 HELD_OUT = (64 * MIB, 256 * MIB, GIB, 4 * GIB)
-QUICK = {"sizes": (2 * MIB, 4 * MIB, 8 * MIB), "strides": (1, 512), "repeats": 3,
+QUICK = {"sizes": (2 * MIB, 4 * MIB, 8 * MIB), "strides": (1, 512), "repeats": 3, "passes": 1,
          "held_out": (6 * MIB,), "cow_rounds": 3}
-FULL = {"sizes": FIT_SIZES, "strides": STRIDES, "repeats": 7, "held_out": HELD_OUT,
+FULL = {"sizes": FIT_SIZES, "strides": STRIDES, "repeats": 5, "passes": 2, "held_out": HELD_OUT,
         "cow_rounds": 5}
 
 
-def _point(op, size, stride, repeats):
-    r = kernel.measure_op(op, size, repeats, stride)
-    t = r["cpu_times"]
-    return {"op": op, "size": size, "stride": stride, "ptes": r["ptes"], "tables": r["tables"],
-            "forks": 1, "exits": 1, "calls": 1, "min_s": min(t), "median_s": statistics.median(t),
-            "repeats": len(t), "kernel": r["kernel"]}
+def _points(specs, repeats, passes, progress) -> dict:
+    """{(op, size, stride): point}: every spec measured `repeats` times in each of `passes`
+    passes, each pass in its own shuffled order; min_s over all repeats."""
+    times, info = {}, {}
+    for n in range(passes):
+        order = list(specs)
+        random.Random(n).shuffle(order)
+        for i, spec in enumerate(order):
+            op, size, stride = spec
+            progress(f"pass {n + 1}/{passes}, {i + 1}/{len(order)}: {op} {size >> 20}M stride {stride}")
+            r = kernel.measure_op(op, size, repeats, stride)
+            times.setdefault(spec, []).extend(r["cpu_times"])
+            info[spec] = r
+    return {spec: {"op": spec[0], "size": spec[1], "stride": spec[2], "ptes": info[spec]["ptes"],
+                   "tables": info[spec]["tables"], "forks": 1, "exits": 1, "calls": 1,
+                   "min_s": min(t), "median_s": statistics.median(t), "repeats": len(t),
+                   "kernel": info[spec]["kernel"]} for spec, t in times.items()}
 
 
 def fit(points, regressors, units) -> dict:
@@ -91,11 +106,12 @@ def _per_page(points, key):
     return float(np.mean([p[key] / p["ptes"] for p in points]))
 
 
-def validate(units_profile: Profile, sizes, rounds, progress) -> list:
+def validate(units_profile: Profile, sizes, rounds, progress, forks=None) -> list:
     """Classic fork and fork-then-write at held-out sizes: kernel measured (CPU time, min of
-    rounds; fork-then-write over the warm rounds) against mmemu's counters priced by the
-    profile."""
+    rounds; fork-then-write over the warm rounds; the fork alone from `forks` {size: point}
+    when given) against mmemu's counters priced by the profile."""
     rows = []
+    forks = forks or {}
     for s in sizes:
         if not kernel.can_measure(s, True):
             rows.append({"size": s, "skipped": f"needs {2 * s >> 20} MiB, more than half of "
@@ -106,7 +122,7 @@ def validate(units_profile: Profile, sizes, rounds, progress) -> list:
         em = emulate.fork_then_write(s, "classic", write=True)
         pf = predict(em["fork"], units_profile).seconds
         pw = predict(emulate.add(em["fork"], em["write"]), units_profile).seconds
-        fork_m = min(k["fork_cpu_s"])
+        fork_m = min(k["fork_cpu_s"] + ([forks[s]["min_s"]] if s in forks else []))
         fw_m = min(f + c for f, c in zip(k["fork_cpu_s"][1:], k["cow_cpu_s"][1:]))
         rows.append({"size": s, "fork_measured_s": fork_m, "fork_predicted_s": pf,
                      "fork_error": pf / fork_m - 1, "fork_write_measured_s": fw_m,
@@ -122,13 +138,12 @@ def calibrate(quick: bool = False, progress=None, validate_sizes=None) -> Profil
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     fits, units = {}, {}
+    sizes = plan["held_out"] if validate_sizes is None else validate_sizes
+    held = [("fork", s, 1) for s in sizes if kernel.can_measure(s, False)]
+    specs = [(op, s, st) for op in FITS for s in plan["sizes"] for st in plan["strides"]]
+    measured = _points(specs + held, plan["repeats"], plan["passes"], progress)
     for op, (regs, names) in FITS.items():
-        pts = []
-        for s in plan["sizes"]:
-            for st in plan["strides"]:
-                progress(f"{op} {s >> 20}M stride {st}")
-                pts.append(_point(op, s, st, plan["repeats"]))
-        fits[op] = fit(pts, regs, names)
+        fits[op] = fit([measured[(o, s, st)] for o, s, st in specs if o == op], regs, names)
         for name, c in zip(names, fits[op]["coef_s"]):
             if name:
                 units[name] = c
@@ -141,11 +156,12 @@ def calibrate(quick: bool = False, progress=None, validate_sizes=None) -> Profil
                    "residual = fit / measured - 1.",
            "default": False, "measured": info["date"], "kernel": platform.release(),
            "cpu": info["cpu"], "cpus": info["cpus"], "python": info["python"],
-           "statistic": f"minimum of {plan['repeats']} repeats of the CPU time (median kept as median_s)",
+           "statistic": f"minimum of {plan['repeats'] * plan['passes']} repeats of the CPU time in "
+                        f"{plan['passes']} shuffled passes (median kept as median_s)",
            "loadavg_before": list(load0), "fits": fits, "cow": cow}
     prof = Profile("measured " + info["date"], units, doc)
-    sizes = plan["held_out"] if validate_sizes is None else validate_sizes
-    doc["validation"] = validate(prof, sizes, plan["cow_rounds"], progress)
+    doc["validation"] = validate(prof, sizes, plan["cow_rounds"], progress,
+                                 {s: measured[("fork", s, 1)] for _, s, _ in held})
     doc["loadavg_after"] = list(os.getloadavg())
     doc["seconds"] = time.perf_counter() - t0
     return prof
