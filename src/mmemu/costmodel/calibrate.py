@@ -21,11 +21,11 @@ import numpy as np
 
 from ..bench import kernel
 from ..bench.report import meta as bench_meta
+from ..bench.runner import GIB, MIB
 from . import emulate
 from .predict import predict
 from .profile import Profile
 
-MIB, GIB = 1 << 20, 1 << 30
 # op -> (regressors, the unit each coefficient becomes (None: reported only))
 FITS = {
     "fork": (("forks", "tables", "ptes"), ("fork_fixed", "fork_table", "fork_pte")),

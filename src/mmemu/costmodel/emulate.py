@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from ..bench.counters import DESIGNS
 from ..bench.scenarios import PRIV, RW, machine_for
 
-DESIGNS = {"classic": ("deferred", False), "deferred": ("deferred", True), "eager": ("eager", True)}
 
 
 def _work(before, after) -> dict:

@@ -21,6 +21,8 @@ def cmd_reproduce(args) -> int:
     from ..costmodel.profile import load
     prof = load(args.profile)
     figs = reproduce(args.names, prof)
+    if not args.no_plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
     print(f"cost profile: {prof.name}; ratio = mmemu / published\n")
     for fig in figs:
         print(fig)

@@ -7,11 +7,11 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..bench.runner import MIB
 from ..costmodel import emulate
 from ..costmodel.predict import predict
 from ..costmodel.profile import load
 
-MIB = 1 << 20
 
 
 @dataclass

@@ -15,8 +15,8 @@ def speedup(workers: int = 2, grid=None) -> dict:
     from ..costmodel.profile import load
     from .cells import run_batch
     from .grid import make_cells
-    from .run import _deps, sweep
-    _, Client, LocalCluster, _ = _deps()
+    from .run import dask_modules, sweep
+    _, Client, LocalCluster, _ = dask_modules()
     grid = grid or GRID
     prof = load()
     cells = make_cells(grid)

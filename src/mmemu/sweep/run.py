@@ -15,7 +15,8 @@ from .cells import run_batch
 from .grid import make_cells
 
 
-def _deps():
+def dask_modules():
+    """(pandas, Client, LocalCluster, as_completed); ValueError naming the extra if absent."""
     try:
         import pandas as pd
         from distributed import Client, LocalCluster, as_completed
@@ -91,7 +92,7 @@ def sweep(config: dict, output=None, scheduler=None, workers: int = 2, profile=N
     of an existing Dask scheduler (default: a LocalCluster of `workers` processes).
     `on_batch(rows)` is called after each finished batch."""
     from ..costmodel.profile import Profile, load
-    pd, Client, LocalCluster, as_completed = _deps()
+    pd, Client, LocalCluster, as_completed = dask_modules()
     t0 = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else load(profile or config.get("profile"))
     output = Path(output) if output is not None else None
