@@ -117,3 +117,22 @@ def test_fork_table_prints_the_prediction(capsys):
     row = next(ln for ln in out.splitlines() if ln.startswith("predicted kernel fork"))
     assert len(row.split()) == 3 + 2 * 3          # label words + one time (value unit) per design
     assert "mmemu fork" in out and "cost profile: default" in out
+
+
+def test_bench_prices_the_kernel_measurements_of_the_run():
+    from mmemu.costmodel import bench
+    results = {"kernel.fork.4M": {"kind": "kernel", "op": "fork", "size": 4 * MIB,
+                                  "fork_cpu_s": [3e-3, 2e-3, 4e-3], "cow_cpu_s": [9e-3, 5e-3, 6e-3],
+                                  "cow_s": [1, 1, 1]},
+               "kernel.fork.16M": {"kind": "kernel", "op": "fork", "size": 16 * MIB, "skipped": "x"},
+               "fork.classic.4M": {"kind": "mmemu", "op": "fork", "size": 4 * MIB}}
+    p = profile(fork_fixed=1e-3, cow_fault_warm=1e-6)
+    (row,) = bench.predictions(results, p)
+    assert row["fork_measured_s"] == 2e-3 and row["fork_write_measured_s"] == 7e-3   # 2 + 5 ms
+    assert row["fork_predicted_s"] == pytest.approx(1e-3)
+    assert row["fork_write_predicted_s"] == pytest.approx(1e-3 + 1024e-6)
+    rs = bench.ratios([row])
+    assert rs == pytest.approx({"kernel.fork.4M.predicted/kernel.fork.4M": 2.0,
+                                "kernel.fork_write.4M.predicted/kernel.fork_write.4M": 7e-3 / 2.024e-3})
+    text = "\n".join(bench.lines([row], None))
+    assert "classic fork 4M" in text and "-50.0%" in text

@@ -23,7 +23,7 @@ GRID = {"designs": ["classic", "deferred"], "sizes": ["4M", "8M"], "workloads": 
 @pytest.fixture(scope="module")
 def scheduler():
     from distributed import LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
         yield c.scheduler_address
 
 
@@ -108,3 +108,10 @@ def test_cli_errors(tmp_path, capsys):
     assert "unknown keys ['colour']" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "none.json")]) == 2
     assert "cannot read sweep config" in capsys.readouterr().err
+
+
+def test_bench_speedup_runs_serial_and_parallel():
+    from mmemu.sweep.bench import speedup
+    r = speedup(2, {"designs": ["classic", "deferred"], "sizes": ["4M"], "workloads": ["fork"]})
+    assert r["cells"] == 2 and r["serial_s"] > 0 and r["parallel_s"] > 0
+    assert r["ratio"] == pytest.approx(r["parallel_s"] / r["serial_s"])

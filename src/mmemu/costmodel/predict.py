@@ -73,8 +73,8 @@ def predict(counters: Mapping[str, int], profile=None) -> Prediction:
     """Predicted kernel time of the work in `counters` (a vmstat delta as a mapping, plus
     optional ``forks`` and ``exits``) under `profile` (a Profile, a path, or None for the
     default profile shipped with mmemu)."""
-    from .profile import Profile, load
-    prof = profile if isinstance(profile, Profile) else load(profile)
+    from .profile import load
+    prof = load(profile)
     counts = {k: int(v) for k, v in dict(counters).items()}
     bad = [k for k, v in counts.items() if v < 0 and not k.startswith(STATE)]
     if bad:

@@ -38,7 +38,10 @@ def from_json(doc: dict, name: str) -> Profile:
 
 
 def load(path=None) -> Profile:
-    """The profile in `path` (JSON written by `mmemu calibrate`), or the default one."""
+    """The profile in `path` (JSON written by `mmemu calibrate`), a Profile as it is, or
+    the default one (None)."""
+    if isinstance(path, Profile):
+        return path
     p = DEFAULT if path is None else Path(path)
     try:
         doc = json.loads(p.read_text())

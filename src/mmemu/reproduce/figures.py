@@ -158,5 +158,5 @@ def reproduce(names=None, profile=None) -> List[Figure]:
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
-    prof = load(profile) if not hasattr(profile, "units") else profile
+    prof = load(profile)
     return [FIGURES[n](prof) for n in names]

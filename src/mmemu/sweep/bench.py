@@ -24,7 +24,7 @@ def speedup(workers: int = 2, grid=None) -> dict:
     run_batch(cells, prof)
     serial = time.perf_counter() - t0
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         client.run(lambda: __import__("mmemu.sweep.cells"))          # import on every worker
         t0 = time.perf_counter()
         res = sweep(grid, scheduler=cluster.scheduler_address, profile=prof, progress=False)

@@ -91,10 +91,10 @@ def sweep(config: dict, output=None, scheduler=None, workers: int = 2, profile=N
     (a .parquet path) done cells are skipped and the table is saved. `scheduler`: the address
     of an existing Dask scheduler (default: a LocalCluster of `workers` processes).
     `on_batch(rows)` is called after each finished batch."""
-    from ..costmodel.profile import Profile, load
+    from ..costmodel.profile import load
     pd, Client, LocalCluster, as_completed = dask_modules()
     t0 = time.perf_counter()
-    prof = profile if isinstance(profile, Profile) else load(profile or config.get("profile"))
+    prof = load(profile or config.get("profile"))
     output = Path(output) if output is not None else None
     cells = make_cells(config)
     done = _done_rows(pd, output)
@@ -107,7 +107,7 @@ def sweep(config: dict, output=None, scheduler=None, workers: int = 2, profile=N
         cluster = None
         if scheduler is None:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+                                   dashboard_address=":0")
         client = Client(scheduler or cluster)
         try:
             nworkers = len(client.scheduler_info()["workers"]) or workers
