@@ -136,3 +136,8 @@ def test_bench_prices_the_kernel_measurements_of_the_run():
                                 "kernel.fork_write.4M.predicted/kernel.fork_write.4M": 7e-3 / 2.024e-3})
     text = "\n".join(bench.lines([row], None))
     assert "classic fork 4M" in text and "-50.0%" in text
+
+
+def test_calibrate_refuses_an_unwritable_output_before_measuring(tmp_path, capsys):
+    assert main(["calibrate", "--quick", "-o", str(tmp_path / "no" / "p.json")]) == 2
+    assert "no such directory" in capsys.readouterr().err

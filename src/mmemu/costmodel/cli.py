@@ -54,8 +54,11 @@ def format_profile(prof) -> str:
 
 
 def cmd_calibrate(args) -> int:
+    from pathlib import Path
     from .calibrate import calibrate
     from .profile import save
+    if not Path(args.output).resolve().parent.is_dir():
+        raise ValueError(f"cannot write {args.output}: no such directory")
     prof = calibrate(quick=args.quick, progress=_progress(not args.quiet))
     save(prof, args.output)
     print(format_profile(prof))
