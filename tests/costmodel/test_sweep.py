@@ -91,7 +91,7 @@ def test_cli_on_a_given_scheduler_with_plots(tmp_path, scheduler, capsys):
     cfg.write_text('{"designs": ["classic", "eager"], "sizes": ["4M", "16M"], "workloads": ["fork", "fork_exit"]}')
     out = tmp_path / "s.parquet"
     assert main(["sweep", str(cfg), "-o", str(out), "--scheduler", scheduler, "--quiet",
-                 "--plots", str(tmp_path / "plots")]) == 0
+                 "--plots", str(tmp_path / "plots"), "--kernel-points"]) == 0
     text = capsys.readouterr().out
     assert "8 cells" in text and "0 failed" in text
     t = pd.read_parquet(out)
@@ -115,3 +115,9 @@ def test_bench_speedup_runs_serial_and_parallel():
     r = speedup(2, {"designs": ["classic", "deferred"], "sizes": ["4M"], "workloads": ["fork"]})
     assert r["cells"] == 2 and r["serial_s"] > 0 and r["parallel_s"] > 0
     assert r["ratio"] == pytest.approx(r["parallel_s"] / r["serial_s"])
+
+
+def test_kernel_fork_points_are_measured_per_size():
+    from mmemu.sweep.plot import kernel_forks
+    pts = kernel_forks([4 * MIB, 8 * MIB, 4 * MIB], repeats=2)
+    assert sorted(pts) == [4 * MIB, 8 * MIB] and all(v > 0 for v in pts.values())

@@ -12,6 +12,8 @@ def add_parser(sub) -> None:
     s.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     s.add_argument("--profile", metavar="PROFILE.json", help="cost profile (default: the shipped one)")
     s.add_argument("--plots", metavar="DIR", help="also draw the sweep's figures into DIR")
+    s.add_argument("--kernel-points", action="store_true",
+                   help="with --plots: measure the live kernel's fork at the sweep's sizes")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
@@ -31,7 +33,8 @@ def cmd_sweep(args) -> int:
         for _, r in bad.iterrows():
             print(f"  FAILED {r['design']} {r['size']} {r['workload']} stride {r['stride']}: {r['error']}")
     if args.plots:
-        from .plot import plot_all
-        for path in plot_all(t, args.plots):
+        from .plot import kernel_forks, plot_all
+        points = kernel_forks(t["size"][t["error"].isna()]) if args.kernel_points else None
+        for path in plot_all(t, args.plots, points):
             print(f"plot: {path}")
     return 1 if res.failed else 0

@@ -74,6 +74,14 @@ def workloads(table, path) -> None:
     plt.close(f)
 
 
+def kernel_forks(sizes, repeats: int = 5) -> dict:
+    """{size: seconds}: the live kernel's fork of each size (populated, MADV_NOHUGEPAGE),
+    the helper's CPU time, minimum of `repeats`; sizes the host cannot hold are left out."""
+    from ..bench import kernel
+    return {int(s): min(kernel.measure_op("fork", int(s), repeats)["cpu_times"])
+            for s in sorted(set(sizes)) if kernel.can_measure(int(s), False)}
+
+
 def plot_all(table, directory, kernel_points=None) -> list:
     """All three figures into `directory`; returns their paths."""
     d = Path(directory)
