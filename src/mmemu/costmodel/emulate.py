@@ -16,7 +16,8 @@ def _work(before, after) -> dict:
 def fork_then_write(size: int, design: str = "classic", write: bool = True,
                     stride: int = 1, exit_child: bool = False, check: bool = False) -> dict:
     """A bare process writes one page in every `stride` of `size` bytes of private anonymous
-    memory, forks (`design`: classic, deferred or eager COW page tables), and, with
+    memory, forks once to warm up (that child exits), forks again (`design`: classic,
+    deferred or eager COW page tables; the measured fork), and, with
     write=True, the child writes the same pages again; with exit_child=True it then exits.
     Returns {"fork", "write", "exit": counters, "fork_s", "write_s", "exit_s", "meminfo"
     and "child" (status) after the fork} (counters include forks=1 and exits=1)."""
@@ -34,6 +35,7 @@ def fork_then_write(size: int, design: str = "classic", write: bool = True,
     else:
         for addr in pages:
             p.touch(addr, 4096, write=True)
+    p.fork(cow_pgtable=cow).exit()         # warm-up, as fork-table's: the timed fork reuses hot frames
     v0 = m.vmstat()
     t0 = time.perf_counter()
     child = p.fork(cow_pgtable=cow)

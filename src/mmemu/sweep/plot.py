@@ -66,6 +66,7 @@ def workloads(table, path) -> None:
     for i, design in enumerate(pivot.columns):
         ax.bar([j + i * w for j in range(len(pivot.index))], pivot[design] * 1e3, w, label=design)
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(pivot.index))], list(pivot.index))
+    ax.set_yscale("log")
     ax.set_ylabel("predicted kernel time (ms)")
     ax.set_title(f"per workload at {int(t['size'].max()) >> 20} MiB", fontsize=10)
     ax.legend(fontsize=8)
