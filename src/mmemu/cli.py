@@ -134,6 +134,7 @@ def cmd_fork_table(args) -> int:
         print(json.dumps({r["design"]: r for r in results}, indent=2))
     else:
         print(format_table(results))
+        from .costmodel.forktable import lines; print(lines(results))
     return 0
 
 
@@ -205,6 +206,7 @@ def main(argv=None) -> int:
     ft.set_defaults(func=cmd_fork_table)
     from .bench.cli import add_parser as add_bench_parser
     add_bench_parser(sub)
+    from .costmodel.cli import add_parsers as add_costmodel_parsers; add_costmodel_parsers(sub)
     _add_procfs_commands(sub)
     from .trace.cli import add_parser as add_trace_parser; add_trace_parser(sub)  # record, trace, replay
     args = ap.parse_args(argv)
