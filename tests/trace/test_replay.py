@@ -108,3 +108,26 @@ def test_fidelity_helper():
     t = fork_write_trace(1 * MIB)
     r = replay(t, ["classic"])["classic"]
     assert fidelity(r) == []            # no checkpoints in a synthetic trace
+
+
+def test_replay_prints_and_writes_the_cost_models_prediction(tmp_path, capsys):
+    from mmemu.costmodel.profile import load
+    t = fork_write_trace(8 * MIB)
+    path, out = tmp_path / "t.mmt", tmp_path / "r.json"
+    t.save(path)
+    assert main(["replay", str(path), "--designs", "classic,deferred", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted kernel time, forks (ms)" in text and "predicted kernel time, all (ms)" in text
+    data = json.loads(out.read_text())
+    u = load(None).units
+    pages = 8 * MIB >> 12
+    # a classic fork of 8 MiB: the fixed cost, 4 PTE tables and 2048 PTEs copied, and the
+    # child's PGD, PUD and PMD as page-table allocations (its VmPTE + PGD: 7 pages)
+    alloc = data["classic"]["fork_vmstat"]["pgtable_alloc"] - 4
+    assert alloc == 3
+    want = u["fork_fixed"] + 4 * u["fork_table"] + pages * u["fork_pte"] + alloc * u["pgtable_alloc"]
+    assert data["classic"]["predicted"]["forks_s"] == pytest.approx(want, rel=1e-12)
+    # the deferred fork shares the 4 tables: priced as 4 table copies, no PTE copied
+    d = data["deferred"]["predicted"]
+    assert d["forks_s"] < data["classic"]["predicted"]["forks_s"]
+    assert d["total_s"] == pytest.approx(sum(d["terms_s"].values()), rel=1e-12)

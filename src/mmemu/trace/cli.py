@@ -88,7 +88,8 @@ def cmd_replay(args) -> int:
     print(format_results(t, res))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({d: r.to_dict() for d, r in res.items()}, f, indent=1)
+            json.dump({d: {**r.to_dict(), "predicted": predicted(r)} for d, r in res.items()},
+                      f, indent=1)
     if args.plot:
         plot(res, args.plot)
     return 0
@@ -118,6 +119,9 @@ def format_results(t, res) -> str:
     row("fork time (ms)", lambda r: r.fork_seconds * 1e3, "{:.2f}")
     row("emulator time (s)", lambda r: r.emulated_seconds, "{:.3f}")
     row("events/s", lambda r: r.events / r.emulated_seconds if r.emulated_seconds else 0, "{:.0f}")
+    pred = {r.design: predicted(r) for r in rs}
+    row("predicted kernel time, forks (ms)", lambda r: pred[r.design]["forks_s"] * 1e3, "{:.3f}")
+    row("predicted kernel time, all (ms)", lambda r: pred[r.design]["total_s"] * 1e3, "{:.3f}")
     for f in ("VmPTE", "RssAnon"):
         row(f"checkpoints with {f} = kernel's", lambda r, f=f: _agree(r, f))
     row("checkpoints with faults = minflt", lambda r: _agree(r, "faults_since_first_checkpoint"))
@@ -135,6 +139,17 @@ def format_results(t, res) -> str:
         lines.append("differences from the kernel, by cause:")
         lines += ["  " + d for d in rs[0].differences]
     return "\n".join(lines)
+
+
+def predicted(r, profile=None) -> dict:
+    """The cost model's kernel time for one design's replay (mmemu.costmodel, the default
+    profile unless one is given): the forks alone (their vmstat delta) and the whole trace,
+    with the seconds per cost term of the whole trace."""
+    from ..costmodel.predict import predict
+    forks = predict({**r.fork_vmstat, "forks": r.forks}, profile)
+    total = predict({**r.vmstat, "forks": r.forks, "exits": r.exits}, profile)
+    return {"profile": total.profile, "forks_s": forks.seconds, "total_s": total.seconds,
+            "terms_s": {k: t["seconds"] for k, t in total.terms.items()}}
 
 
 def _agree(r, f) -> str:
