@@ -5,7 +5,6 @@ import errno
 import gc
 import itertools
 import operator
-import re
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from ._core.filemap import PageCache
 from ._core.physmem import MAX_FRAMES, PhysMem
 from . import file as _file
+from .args import COW_PTE_ACCOUNTING, Size, check_bool, check_choice, format_size, parse_size
 from . import swap as _swap
 from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
@@ -21,13 +21,9 @@ from .fork import dup_mm
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
-from .process import Process
+from .process import Process, new_process
 from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
 from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
 
 def _host_mapped(make, *args):
     """make(*args) for an object that reserves host address space (PhysMem, the swap
@@ -39,16 +35,6 @@ def _host_mapped(make, *args):
     except MemoryError:
         gc.collect()
         return make(*args)
-
-
-def parse_size(size) -> int:
-    """Bytes from an int or a size string: "4096", "64K", "512M", "32G", "1T", "1GiB"."""
-    if isinstance(size, (int, np.integer)):
-        return int(size)
-    m = _SIZE_RE.match(str(size))
-    if not m:
-        raise ValueError(f"not a size: {size!r} (use e.g. 512M, 32G, 1T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 class ShmemFile:
@@ -92,8 +78,10 @@ class Machine:
     Parameters
     ----------
     memory : int or str
-        Physical memory size, bytes or a size string ("32G", "1T"); default 32 GiB.
-        Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
+        Physical memory size, bytes or a size string ("32G", "1GiB", "512M"; every unit is
+        a power of 1024, see `mmemu.parse_size`); default 32 GiB, at most 64 TiB, at least
+        64 KiB, a multiple of 4096. Creation is O(1) in the size: memory is a host
+        MAP_NORESERVE mapping.
     swap : int or str, optional
         Size of the swap device (SwapTotal), like memory, at most 64 TiB; default None:
         as large as memory (capped at 64 TiB). 0 gives a machine without swap (swap_out
@@ -107,7 +95,24 @@ class Machine:
         (v3 on: every process using the table counts its pages and the table at fork).
     cow_pgtable : bool
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
-        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all).
+        shares eligible page tables copy-on-write (like ODF's per-process switch, set for
+        all) unless it asks otherwise (``fork(cow_pgtable=False)``).
+
+    Raises
+    ------
+    TypeError
+        If memory or swap is not an int or a str, or cow_pgtable not a bool.
+    ValueError
+        If a size is not a size, is out of range or unaligned, or cow_pte_accounting is
+        not one of the modes.
+
+    Notes
+    -----
+    One convention throughout the API: what the machine *is* or *holds* is an attribute
+    or property, read without side effects (``memory``, ``swap``, ``processes``,
+    ``files``, ``cow_pte_accounting``); what the kernel *computes when read* -- a /proc
+    file -- is a method call returning a fresh snapshot (``meminfo()``, ``vmstat()``,
+    ``buddyinfo()``, and per process ``status()``, ``maps()``, ``smaps()``, ...).
 
     Examples
     --------
@@ -116,9 +121,11 @@ class Machine:
     >>> a = p.mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     >>> p.write(a, b"hi"); c = p.fork(); c.read(a, 2)
     b'hi'
+    >>> [q.pid for q in m.processes], m.meminfo()["MemTotal"]
+    ([1, 2], 1048576)
     """
 
-    def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
+    def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
                  cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
@@ -126,6 +133,11 @@ class Machine:
             raise ValueError("memory must be a multiple of 4096 bytes")
         if nbytes < 16 * PAGE_SIZE:
             raise ValueError("memory must be at least 64 KiB")
+        if nbytes > MAX_FRAMES * PAGE_SIZE:
+            raise ValueError(f"memory {memory!r} is more than the emulator models "
+                             f"({format_size(MAX_FRAMES * PAGE_SIZE)})")
+        check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
+        cow_pgtable = check_bool("cow_pgtable", cow_pgtable)
         swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
@@ -177,7 +189,7 @@ class Machine:
         torn down (its frames freed, its pid not used up)."""
         if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
             raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
-        p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
+        p = new_process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
         self._next_pid += 1
         p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
@@ -206,7 +218,7 @@ class Machine:
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
         mm = dup_mm(self, parent.mm, bool(cow_pgtable))
-        child = Process(self, self._next_pid, parent, mm)
+        child = new_process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child
         parent.children.append(child)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._core.physmem import PhysMem
 from ._core.task_mmu import pagemap
-from .args import page_align, uint, ulong
+from .args import cow_pgtable_mode, page_align, uint, ulong
 from .brk import do_brk
 from .errors import MMError, einval, enomem
 from .file import MAX_RW_COUNT
@@ -40,14 +40,46 @@ from .vma import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCESS_FLAGS
 
 _U64 = (1 << 64) - 1
 PAGEMAP_MAX_PAGES = MAX_RW_COUNT // 8    # one read(2) of /proc/PID/pagemap: 8 bytes a page
+_CREATE = object()      # Process._create's key: the constructor is not public
 
 
 @serialised
 class Process:
-    """A task with its own address space. Create with ``Machine.spawn()`` or ``fork()``."""
+    """A task with its own address space, made by ``Machine.spawn()``, ``fork()``,
+    ``clone3()`` or ``mmemu.procfs.import_process`` (the constructor is not public: a
+    process exists only on its machine, with a pid and page tables the machine accounts).
+
+    Attributes
+    ----------
+    machine : Machine
+        The machine it runs on.
+    pid : int
+        Its pid on that machine.
+    parent : Process or None
+        The process that forked it (None once the parent exited, or for a spawned one).
+    children : list of Process
+        Its live children.
+    alive : bool
+        False once it exited.
+    exit_code : int or None
+        The status it passed to ``exit()``.
+    imported_from : int or None
+        For an imported process, the pid of the live Linux process it was imported from;
+        None otherwise.
+    imported_comm : str or None
+        For an imported process, that process's command name (/proc/PID/comm).
+
+    Raises
+    ------
+    TypeError
+        ``Process(...)`` called directly.
+    """
 
     def __init__(self, machine, pid: int, parent: Optional["Process"] = None,
-                 mm: Optional[MM] = None):
+                 mm: Optional[MM] = None, *, _key: object = None):
+        if _key is not _CREATE:
+            raise TypeError("mmemu.Process cannot be built directly: use Machine.spawn(), "
+                            "Process.fork() or clone3()")
         self.machine = machine
         self.pid = pid
         self.parent = parent
@@ -57,6 +89,12 @@ class Process:
         self.imported_from: Optional[int] = None  # mmemu.procfs.import_process: the source pid
         self.import_report = None                 # ... and its ImportReport
         self.mm = mm if mm is not None else mm_alloc(machine)
+
+    @property
+    def imported_comm(self) -> Optional[str]:
+        """The command name of the live process this one was imported from (None if it
+        was not imported)."""
+        return None if self.import_report is None else self.import_report.comm
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "exited"
@@ -84,7 +122,7 @@ class Process:
         expect(getattr(machine, "phys", None), PhysMem, "the machine's phys")
         expect(refs, LoadRefs, "refs")
         pid = integer(rec, "pid", where, 1, (1 << 31) - 1)
-        p = cls(machine, pid, None, MM.from_state(machine, field(rec, "mm", dict, where),
+        p = cls(machine, pid, None, _key=_CREATE, mm=MM.from_state(machine, field(rec, "mm", dict, where),
                                                   refs, f"process {pid}"))
         if "imported" in rec:
             from .procfs import ImportReport
@@ -149,20 +187,69 @@ class Process:
         return do_madvise(self.mm, addr, length, advice)
 
     # ------------------------------------------------------------------ fork / exit / execve
-    def fork(self, cow_pgtable: bool = False) -> "Process":
+    def fork(self, cow_pgtable: Optional[bool] = None) -> "Process":
         """fork(2): duplicate the VMAs and their page tables (dup_mmap).
 
-        With ``cow_pgtable=True``, or after ``prctl(PR_SET_COW_PTE, 1)``, eligible last-level
-        page tables are shared copy-on-write instead of copied (CLONE_COW_PGTABLE).
+        Parameters
+        ----------
+        cow_pgtable : bool or None, optional
+            None (the default): this process's setting decides, i.e. ``prctl(PR_SET_COW_PTE)``
+            or the machine's ``cow_pgtable``. True: eligible last-level page tables are
+            shared copy-on-write instead of copied (CLONE_COW_PGTABLE). False: a classic
+            fork, whatever the setting. The accepted values are
+            ``mmemu.args.COW_PGTABLE_MODES``.
+
+        Returns
+        -------
+        Process
+            The child, with the next pid.
+
+        Raises
+        ------
+        MMError
+            ENOMEM (nothing changed) if the copy does not fit; ESRCH if this process exited.
+        TypeError, ValueError
+            If cow_pgtable is not one of the accepted values (``"yes"``, ``1``).
+
+        Examples
+        --------
+        >>> m = Machine("64M", cow_pgtable=True)
+        >>> p = m.spawn(); a = p.mmap(0, 1 << 21, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+        >>> p.touch(a, 1 << 21)
+        >>> before = m.vmstat(); c = p.fork(cow_pgtable=False)
+        >>> (m.vmstat() - before)["cow_pte_tables_shared"]
+        0
         """
+        mode = cow_pgtable_mode(cow_pgtable)
         self._check_alive()
-        return self.machine.copy_process(self, cow_pgtable or self.mm.cow_pgtable)
+        return self.machine.copy_process(self, self.mm.cow_pgtable if mode is None else mode)
 
     def clone3(self, flags: int = 0, exit_signal: int = 17) -> "Process":
         """clone3(2) creating a new process; CLONE_COW_PGTABLE shares page tables COW.
 
-        The flag checks of clone3_args_valid/copy_process come first, so a bad combination
-        raises MMError(EINVAL) with nothing changed. Threads (CLONE_VM) are not modelled.
+        Without CLONE_COW_PGTABLE the process's own setting decides (as ``fork()`` with
+        its default): clone3 has no flag that forces a classic copy; use
+        ``fork(cow_pgtable=False)`` for that.
+
+        Parameters
+        ----------
+        flags : int
+            CLONE_* flags (``mmemu.CloneFlags``).
+        exit_signal : int
+            The signal sent to the parent at exit, 0..64 (default SIGCHLD).
+
+        Returns
+        -------
+        Process
+            The child.
+
+        Raises
+        ------
+        MMError
+            EINVAL (nothing changed) for a bad flag combination, as clone3_args_valid and
+            copy_process check them; ENOMEM if the copy does not fit.
+        NotImplementedError
+            For CLONE_VM: threads are not modelled.
         """
         self._check_alive()
         flags, exit_signal = ulong(flags), operator.index(exit_signal)
@@ -336,3 +423,11 @@ class Process:
         if not 0 <= addr < (1 << 64) or npages < 0 or addr + npages * PAGE_SIZE > (1 << 64):
             raise ValueError("pagemap range outside the 64-bit address space")
         return addr, npages
+
+
+def new_process(machine, pid: int, parent: Optional[Process] = None,
+                mm: Optional[MM] = None) -> Process:
+    """alloc_pid + the task: the Process the machine registers under pid (Machine.spawn,
+    copy_process), with a new empty mm (mm_alloc) unless one is given. Not for users:
+    only the machine keeps the pid, the process list and the page-table accounting."""
+    return Process(machine, pid, parent, mm, _key=_CREATE)
