@@ -10,6 +10,7 @@ raises TypeError, a value of the right kind outside the accepted set raises Valu
 from __future__ import annotations
 
 import operator
+import os
 import re
 from typing import Any, Optional, Sequence, Union
 
@@ -36,6 +37,10 @@ SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtpe])(?:i?b|i)?|b)?\s*$", re.IGNORECASE)
 
 Size = Union[int, str]
+#: What a file name may be (``Machine.save``, ``Machine.load``).
+StrPath = Union[str, "os.PathLike[str]"]
+#: Bytes a write takes: bytes-like objects and numpy uint8 arrays.
+Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
 
 
 def ulong(x: Any) -> int:

@@ -5,7 +5,7 @@ import errno
 import gc
 import itertools
 import operator
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -24,6 +24,10 @@ from .mmap import exit_mmap
 from .process import Process, new_process
 from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
 from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
+
+if TYPE_CHECKING:
+    from .args import Buffer, StrPath
+    from .stats import BuddyInfo, Counters, MemInfo
 
 def _host_mapped(make, *args):
     """make(*args) for an object that reserves host address space (PhysMem, the swap
@@ -267,7 +271,7 @@ class Machine:
         obj.freed = True
 
     # ---- files (mmemu.file) ----
-    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True,
+    def create_file(self, name: str, size: int = 0, data: Optional["Buffer"] = None, writable: bool = True,
                     tmpfs: bool = False) -> File:
         """Create a file of max(size, len(data)) bytes holding data (zeros elsewhere).
 
@@ -298,11 +302,11 @@ class Machine:
         """pread(2) through the page cache (short at EOF)."""
         return _file.fdget(self, f).read(offset, n)
 
-    def write_file(self, f: File, offset: int, data) -> int:
+    def write_file(self, f: File, offset: int, data: "Buffer") -> int:
         """pwrite(2) through the page cache; mapped pages see the bytes at once."""
         return _file.fdget(self, f).write(offset, data)
 
-    def unlink(self, f) -> None:
+    def unlink(self, f: Union[File, str]) -> None:
         """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
         if isinstance(f, str):
             if f not in self._files:
@@ -320,7 +324,7 @@ class Machine:
             self._evict(f)
 
     # ---- snapshots (mmemu.snapshot) ----
-    def save(self, path, *, compress: bool = True) -> None:
+    def save(self, path: "StrPath", *, compress: bool = True) -> None:
         """Write the whole machine to one file: processes, VMAs, page tables, frame
         metadata, allocator state, counters, files and every non-zero byte of memory.
 
@@ -332,7 +336,7 @@ class Machine:
         save(self, path, compress=compress)
 
     @classmethod
-    def load(cls, path, *, check: bool = True) -> "Machine":
+    def load(cls, path: "StrPath", *, check: bool = True) -> "Machine":
         """A machine read from a snapshot written by ``save``.
 
         Nothing is built before the file's magic, version, sizes and SHA-256 checksums are
@@ -544,12 +548,12 @@ class Machine:
         self.phys.fail_page_alloc(nth, times)
 
     # ---- views ----
-    def meminfo(self):
+    def meminfo(self) -> "MemInfo":
         """/proc/meminfo (kB) as a read-only mapping; str() gives the text."""
         from .stats import meminfo
         return meminfo(self)
 
-    def buddyinfo(self):
+    def buddyinfo(self) -> "BuddyInfo":
         """/proc/buddyinfo: the free blocks of each order 0..10 (a tuple; str() gives the
         kernel's line). Memory never handed out counts as the largest aligned blocks it
         holds; the frames on the per-cpu-pages lists are free but, as in Linux, not
@@ -557,7 +561,7 @@ class Machine:
         from .stats import buddyinfo
         return buddyinfo(self)
 
-    def vmstat(self):
+    def vmstat(self) -> "Counters":
         """Event and page counters (/proc/vmstat style) as a Counters mapping."""
         from .stats import vmstat
         return vmstat(self)

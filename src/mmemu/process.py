@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
-from typing import List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,6 +37,11 @@ from .state import LoadRefs, SaveRefs, expect, field, integer, refuse_undeclared
 from .stats import pagemap_chunks, proc_maps, proc_smaps, proc_smaps_rollup, proc_statm, proc_status
 from .swap import swap_out
 from .vma import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_ACCESS_FLAGS
+
+if TYPE_CHECKING:
+    from .args import Buffer
+    from .file import File
+    from .stats import Maps, Smaps, SmapsRollup, Statm, Status
 
 _U64 = (1 << 64) - 1
 PAGEMAP_MAX_PAGES = MAX_RW_COUNT // 8    # one read(2) of /proc/PID/pagemap: 8 bytes a page
@@ -139,7 +144,7 @@ class Process:
     # ------------------------------------------------------------------ mmap / munmap
     @syscall_scope
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
-             *, file=None) -> int:
+             *, file: Optional["File"] = None) -> int:
         """mmap(2): anonymous memory (MAP_ANONYMOUS, MAP_PRIVATE or MAP_SHARED) or a file
         (``file=`` a mmemu File from Machine.create_file, or that File passed as fd) with
         MAP_PRIVATE, MAP_SHARED or MAP_SHARED_VALIDATE at byte ``offset``.
@@ -332,7 +337,7 @@ class Process:
             pos = vma.end
         return end
 
-    def write(self, addr: int, data) -> None:
+    def write(self, addr: int, data: "Buffer") -> None:
         """Write bytes (or a numpy uint8 array) at addr as the process would."""
         if isinstance(data, np.ndarray):
             buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
@@ -368,23 +373,23 @@ class Process:
         return swap_out(self, addr, end)
 
     # ------------------------------------------------------------------ statistics
-    def status(self):
+    def status(self) -> "Status":
         """/proc/PID/status memory lines (kB), as a read-only mapping; str() gives the text."""
         return proc_status(self)
 
-    def maps(self):
+    def maps(self) -> "Maps":
         """/proc/PID/maps lines; str() gives the text."""
         return proc_maps(self)
 
-    def smaps(self):
+    def smaps(self) -> "Smaps":
         """/proc/PID/smaps: per-VMA dicts (kB); str() gives the text."""
         return proc_smaps(self)
 
-    def smaps_rollup(self):
+    def smaps_rollup(self) -> "SmapsRollup":
         """/proc/PID/smaps_rollup: smaps summed over the whole address space (kB)."""
         return proc_smaps_rollup(self)
 
-    def statm(self):
+    def statm(self) -> "Statm":
         """/proc/PID/statm in pages (size resident shared text lib data dt)."""
         return proc_statm(self)
 
@@ -405,7 +410,7 @@ class Process:
         except MemoryError:
             raise enomem(f"no host memory for {npages} pagemap entries") from None
 
-    def pagemap_chunks(self, addr: int, npages: int):
+    def pagemap_chunks(self, addr: int, npages: int) -> Iterator[Tuple[int, np.ndarray]]:
         """pagemap() of any range, in pieces: yields (address, entries) for each part of
         [addr, addr + npages pages) that has a PTE table, in address order, each at most
         512 entries; every page not yielded reads 0, as in the kernel's pagemap (holes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import List, NamedTuple
+from typing import Any, Dict, Iterator, List, NamedTuple
 
 # the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
 # EVENT_HELP (name -> what it counts), importable from here as before
@@ -17,7 +17,7 @@ from .flags import VmFlags
 from .vma import PAGE_SHIFT, PMD_SIZE
 
 
-class ProcView(Mapping):
+class ProcView(Mapping[str, int]):
     """A read-only name -> int mapping that prints as a /proc file."""
 
     _fmt = "{name}: {value}"
@@ -25,13 +25,13 @@ class ProcView(Mapping):
     def __init__(self, items):
         self._d = dict(items)
 
-    def __getitem__(self, k):
+    def __getitem__(self, k: str) -> int:
         return self._d[k]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._d)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._d)
 
     def __repr__(self):
@@ -40,7 +40,7 @@ class ProcView(Mapping):
     def __str__(self):
         return "".join(self._fmt.format(name=k, value=v) + "\n" for k, v in self._d.items())
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, int]:
         return dict(self._d)
 
     def to_json(self, **kw) -> str:
@@ -84,7 +84,7 @@ class Counters(ProcView):
     def __str__(self):
         return "".join(f"{k} {v}\n" for k, v in self._d.items())
 
-    def __sub__(self, other):
+    def __sub__(self, other: Mapping[str, int]) -> "Counters":
         return Counters((k, v - other.get(k, 0)) for k, v in self._d.items())
 
     def nonzero(self) -> "Counters":
@@ -96,7 +96,7 @@ class Counters(ProcView):
         return [CounterInfo(k, v, COUNTER_HELP.get(k, "")) for k, v in self._d.items()]
 
 
-class BuddyInfo(tuple):
+class BuddyInfo(tuple[int, ...]):
     """/proc/buddyinfo: free blocks of each order 0..10 in the one zone (Normal, node 0);
     str() gives the kernel's line (mm/vmstat.c frag_show_print)."""
 
@@ -273,14 +273,14 @@ def maps_line(proc, v) -> str:
     return f"{head:<72} {name}"
 
 
-class Maps(list):
+class Maps(list[str]):
     """/proc/PID/maps as a list of lines; str() gives the file."""
 
     def __str__(self):
         return "".join(line + "\n" for line in self)
 
 
-class Smaps(list):
+class Smaps(list[Dict[str, Any]]):
     """/proc/PID/smaps as a list of per-VMA dicts (values in kB); str() gives the file."""
 
     _KB = ["Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",
