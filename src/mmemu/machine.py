@@ -174,11 +174,24 @@ class Machine:
     # ---- processes ----
     @property
     def processes(self) -> List[Process]:
-        """The live processes, by pid."""
+        """The live processes, in pid order (a new list on every read).
+
+        Examples
+        --------
+        >>> m = Machine("64M"); p = m.spawn(); c = p.fork()
+        >>> [q.pid for q in m.processes]
+        [1, 2]
+        """
         return list(self._procs.values())
 
     def process(self, pid: int) -> Process:
-        """The live process with this pid (MMError ESRCH if none)."""
+        """The live process with this pid.
+
+        Raises
+        ------
+        MMError
+            ESRCH if no live process has this pid.
+        """
         try:
             return self._procs[pid]
         except KeyError:
@@ -188,9 +201,30 @@ class Machine:
         """A new process. By default its address space is empty (only the program break
         is set); ``layout="typical"`` maps a small C program (see mmemu.layout).
 
-        All or nothing: an unknown layout raises ValueError before anything is made, and a
-        machine too small for the layout raises MMError(ENOMEM) with the half-built process
-        torn down (its frames freed, its pid not used up)."""
+        Parameters
+        ----------
+        layout : {None, "typical"}
+            The address space to start with.
+
+        Returns
+        -------
+        Process
+            The new process, with the next pid; it inherits the machine's ``cow_pgtable``.
+
+        Raises
+        ------
+        ValueError
+            An unknown layout (before anything is made).
+        MMError
+            ENOMEM if the machine is too small for the layout (the half-built process is
+            torn down: its frames freed, its pid not used up).
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn(layout="typical")
+        >>> p.pid, p.status()["VmPTE"] > 0
+        (1, True)
+        """
         if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
             raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
         p = new_process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
@@ -549,7 +583,19 @@ class Machine:
 
     # ---- views ----
     def meminfo(self) -> "MemInfo":
-        """/proc/meminfo (kB) as a read-only mapping; str() gives the text."""
+        """/proc/meminfo.
+
+        Returns
+        -------
+        MemInfo
+            A read-only mapping of the fields in kB (MemTotal, MemFree, AnonPages, Mapped,
+            PageTables, ...); str() gives the file's text.
+
+        Examples
+        --------
+        >>> m = Machine("1G"); m.meminfo()["MemTotal"], m.meminfo()["PageTables"]
+        (1048576, 0)
+        """
         from .stats import meminfo
         return meminfo(self)
 
@@ -562,14 +608,29 @@ class Machine:
         return buddyinfo(self)
 
     def vmstat(self) -> "Counters":
-        """Event and page counters (/proc/vmstat style) as a Counters mapping."""
+        """Event and page counters (/proc/vmstat style).
+
+        Returns
+        -------
+        Counters
+            A mapping name -> count; ``after - before`` gives the work done in between,
+            ``.nonzero()`` drops zeros and ``.describe()`` says what each counts (also
+            ``mmemu counters`` on the command line).
+        """
         from .stats import vmstat
         return vmstat(self)
 
     def reset_vmstat(self) -> None:
-        """Zero the event counters (not the page gauges)."""
+        """Zero the event counters (not the page gauges such as nr_free_pages)."""
         self.phys.reset_events()
 
     def check(self) -> None:
-        """Recompute every counter from the page tables; raise InvariantError on a mismatch."""
+        """Recompute every counter from the page tables.
+
+        Raises
+        ------
+        InvariantError
+            On any mismatch (rss, mapcount, refcount, PageTables, free frames, a leaked or
+            stale frame), with a precise message.
+        """
         check_machine(self)

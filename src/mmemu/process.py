@@ -149,15 +149,59 @@ class Process:
         (``file=`` a mmemu File from Machine.create_file, or that File passed as fd) with
         MAP_PRIVATE, MAP_SHARED or MAP_SHARED_VALIDATE at byte ``offset``.
 
-        Returns the mapped address. Raises MMError with Linux's errno (EBADF without a file
-        and without MAP_ANONYMOUS).
+        Parameters
+        ----------
+        addr : int
+            A hint (0: the kernel chooses), or the exact address with MAP_FIXED.
+        length : int
+            Bytes to map (rounded up to whole pages).
+        prot : int
+            ``PROT_*`` flags.
+        flags : int
+            ``MAP_*`` flags.
+        fd, offset : int
+            The file (a File may be passed as fd) and the byte offset in it.
+        file : File, optional
+            The file to map.
+
+        Returns
+        -------
+        int
+            The mapped address.
+
+        Raises
+        ------
+        MMError
+            Linux's errno: EINVAL, ENOMEM, EEXIST (MAP_FIXED_NOREPLACE), EACCES, EBADF
+            (neither a file nor MAP_ANONYMOUS), ...; nothing changed.
+        TypeError
+            An argument that is not an integer.
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn()
+        >>> a = p.mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+        >>> hex(a), p.status()["VmSize"]
+        ('0x7ffff7ffd000', 8)
         """
         self._check_alive()
         return sys_mmap(self.mm, addr, length, prot, flags, fd, offset, file)
 
     @syscall_scope
     def munmap(self, addr: int, length: int) -> int:
-        """munmap(2). Returns 0."""
+        """munmap(2): unmap [addr, addr+length).
+
+        Returns
+        -------
+        int
+            0.
+
+        Raises
+        ------
+        MMError
+            EINVAL for an unaligned address or a zero length; ENOMEM if splitting a VMA
+            would exceed ``max_map_count``. Nothing changes on error.
+        """
         self._check_alive()
         do_vmi_munmap(self.mm, ulong(addr), ulong(length))
         return 0
@@ -167,27 +211,70 @@ class Process:
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0, new_addr: int = 0) -> int:
         """mremap(2) with MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP (see mmemu.mremap).
 
-        Returns the address of the resized or moved mapping."""
+        Page identity is kept: the moved pages are the same frames (move_page_tables).
+
+        Returns
+        -------
+        int
+            The address of the resized or moved mapping.
+
+        Raises
+        ------
+        MMError
+            Linux's errno (EINVAL, ENOMEM, EFAULT); nothing changed.
+        """
         self._check_alive()
         return do_mremap(self.mm, old_addr, old_len, new_len, flags, new_addr)
 
     @syscall_scope
     def brk(self, addr: int) -> int:
-        """brk(2): returns the new break, or the unchanged old one on failure (no errno)."""
+        """brk(2): move the program break (``brk(0)`` reads it).
+
+        Returns
+        -------
+        int
+            The new break, or the unchanged old one on failure (brk has no errno).
+        """
         self._check_alive()
         return do_brk(self.mm, addr)
 
     # ------------------------------------------------------------------ mprotect / madvise
     @syscall_scope
     def mprotect(self, addr: int, length: int, prot: int) -> int:
-        """mprotect(2). Not atomic over holes, like Linux: earlier VMAs keep the change."""
+        """mprotect(2): change the protection of [addr, addr+length) to prot.
+
+        Not atomic over holes, like Linux: VMAs before the hole keep the change.
+
+        Returns
+        -------
+        int
+            0.
+
+        Raises
+        ------
+        MMError
+            EINVAL, ENOMEM (a hole, or too many VMAs), EACCES (PROT_WRITE on a read-only
+            shared file mapping).
+        """
         self._check_alive()
         return do_mprotect_pkey(self.mm, addr, length, prot)
 
     @syscall_scope
     def madvise(self, addr: int, length: int, advice: int) -> int:
         """madvise(2): DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK,
-        WIPEONFORK/KEEPONFORK, GUARD_INSTALL/GUARD_REMOVE, and the hints."""
+        WIPEONFORK/KEEPONFORK, GUARD_INSTALL/GUARD_REMOVE, and the hints.
+
+        Returns
+        -------
+        int
+            0.
+
+        Raises
+        ------
+        MMError
+            Linux's errno (EINVAL for an unknown advice or an unaligned address, ENOMEM
+            over a hole after applying the advice to the VMAs before it, as Linux does).
+        """
         self._check_alive()
         return do_madvise(self.mm, addr, length, advice)
 
@@ -263,7 +350,19 @@ class Process:
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         """prctl(2) for PR_SET_COW_PTE / PR_GET_COW_PTE: every later fork of this process (and
-        of its children, which inherit the flag) shares page tables copy-on-write."""
+        of its children, which inherit the flag) shares page tables copy-on-write, unless
+        it passes ``cow_pgtable=False``.
+
+        Returns
+        -------
+        int
+            0 for PR_SET_COW_PTE; the flag (0 or 1) for PR_GET_COW_PTE.
+
+        Raises
+        ------
+        MMError
+            EINVAL for other options or arguments.
+        """
         self._check_alive()
         option = uint(option)
         arg2, arg3, arg4, arg5 = (ulong(a) for a in (arg2, arg3, arg4, arg5))
@@ -279,7 +378,15 @@ class Process:
         raise einval(f"prctl option {option} is not modelled")
 
     def exit(self, status: int = 0) -> None:
-        """exit(2): exit_mmap tears the address space down; pages others map survive."""
+        """exit(2): exit_mmap tears the address space down; pages others map survive.
+
+        The process leaves ``machine.processes``; its /proc views stay readable (empty).
+
+        Raises
+        ------
+        MMError
+            ESRCH if it already exited.
+        """
         self._check_alive()
         self.machine.do_exit(self, status)
 
@@ -308,9 +415,26 @@ class Process:
     def read(self, addr: int, n: int) -> bytes:
         """Read n bytes at addr as the process would (read faults as needed).
 
-        A range that runs past the readable mappings faults page by page up to the first
-        byte it may not read and raises SegmentationFault there, without a buffer of n
-        bytes; a readable range larger than the host's memory raises MMError(ENOMEM)."""
+        Returns
+        -------
+        bytes
+            The n bytes.
+
+        Raises
+        ------
+        SegmentationFault
+            At the first byte the process may not read (a range that runs past the
+            readable mappings faults page by page up to it, without a buffer of n bytes).
+        MMError
+            ENOMEM for a readable range larger than the host's memory.
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn()
+        >>> a = p.mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+        >>> p.write(a, b"abc"); p.read(a, 4)
+        b'abc\\x00'
+        """
         n = operator.index(n)
         if n < 0:
             raise ValueError("negative length")
@@ -338,7 +462,18 @@ class Process:
         return end
 
     def write(self, addr: int, data: "Buffer") -> None:
-        """Write bytes (or a numpy uint8 array) at addr as the process would."""
+        """Write bytes (or a numpy uint8 array) at addr as the process would (write faults,
+        COW breaks, page-table COW breaks as needed).
+
+        Raises
+        ------
+        SegmentationFault
+            At the first byte the process may not write.
+        BusError
+            A file page past the end of the file.
+        MMError
+            ENOMEM when no frame is left for a fault.
+        """
         if isinstance(data, np.ndarray):
             buf = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
         else:
@@ -346,7 +481,14 @@ class Process:
         self._access(addr, len(buf), True, buf, 2)
 
     def touch(self, addr: int, length: int, write: bool = True) -> None:
-        """Access every page of [addr, addr+length) once (a write or read fault per page)."""
+        """Access every page of [addr, addr+length) once (a write or read fault per page),
+        in one Cython call.
+
+        Raises
+        ------
+        SegmentationFault, BusError, MMError
+            As ``write`` (or ``read`` with ``write=False``).
+        """
         self._access(addr, length, write, None, 0)
 
     @syscall_scope
@@ -374,31 +516,79 @@ class Process:
 
     # ------------------------------------------------------------------ statistics
     def status(self) -> "Status":
-        """/proc/PID/status memory lines (kB), as a read-only mapping; str() gives the text."""
+        """/proc/PID/status memory lines (kB), as a read-only mapping; str() gives the text.
+
+        Returns
+        -------
+        Status
+            VmPeak, VmSize, VmLck, VmPin, VmHWM, VmRSS, RssAnon, RssFile, RssShmem, VmData,
+            VmStk, VmExe, VmLib, VmPTE, VmSwap, in kB.
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn()
+        >>> a = p.mmap(0, 1 << 21, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+        >>> p.touch(a, 1 << 21); p.status()["RssAnon"], p.status()["VmPTE"]
+        (2048, 12)
+        """
         return proc_status(self)
 
     def maps(self) -> "Maps":
-        """/proc/PID/maps lines; str() gives the text."""
+        """/proc/PID/maps.
+
+        Returns
+        -------
+        Maps
+            A list of the file's lines; str() gives the text.
+        """
         return proc_maps(self)
 
     def smaps(self) -> "Smaps":
-        """/proc/PID/smaps: per-VMA dicts (kB); str() gives the text."""
+        """/proc/PID/smaps.
+
+        Returns
+        -------
+        Smaps
+            A list of per-VMA dicts (sizes in kB); str() gives the text.
+        """
         return proc_smaps(self)
 
     def smaps_rollup(self) -> "SmapsRollup":
-        """/proc/PID/smaps_rollup: smaps summed over the whole address space (kB)."""
+        """/proc/PID/smaps_rollup.
+
+        Returns
+        -------
+        SmapsRollup
+            smaps summed over the whole address space (kB), as a read-only mapping.
+        """
         return proc_smaps_rollup(self)
 
     def statm(self) -> "Statm":
-        """/proc/PID/statm in pages (size resident shared text lib data dt)."""
+        """/proc/PID/statm.
+
+        Returns
+        -------
+        Statm
+            size, resident, shared, text, lib, data, dt in pages; str() gives the line.
+        """
         return proc_statm(self)
 
     def pagemap(self, addr: int, npages: int) -> np.ndarray:
         """/proc/PID/pagemap entries (uint64, kernel bit layout) for npages pages from addr.
 
-        At most PAGEMAP_MAX_PAGES entries (what one read(2) of /proc/PID/pagemap returns:
-        MAX_RW_COUNT bytes); a larger npages raises MMError(EINVAL) without allocating
-        anything: walk such a range with ``pagemap_chunks``."""
+        Returns
+        -------
+        numpy.ndarray
+            uint64 entries: bit 63 present, 62 swapped, 61 file/shared, 56 exclusive,
+            bits 0-54 the PFN (or the swap entry); 0 for an unmapped page.
+
+        Raises
+        ------
+        MMError
+            EINVAL for more than PAGEMAP_MAX_PAGES entries (what one read(2) of
+            /proc/PID/pagemap returns: MAX_RW_COUNT bytes; walk such a range with
+            ``pagemap_chunks``) or an unaligned address.
+        """
         addr, npages = self._pagemap_range(addr, npages)
         if npages > PAGEMAP_MAX_PAGES:
             raise einval(f"pagemap of {npages} pages: more than one read(2) returns "
