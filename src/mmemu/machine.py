@@ -315,6 +315,25 @@ class Machine:
         if it is empty (open(2) of ""), TypeError if it is not a str.
         tmpfs=True makes a tmpfs file: its pages are shmem (Shmem, RssShmem) and
         fault-around treats it as tmpfs does (see mmemu.file).
+
+        Returns
+        -------
+        File
+            The new file, named ``name`` in the machine's namespace.
+
+        Raises
+        ------
+        MMError
+            EEXIST if the name is taken, ENOENT if it is empty, ENOMEM if its data does
+            not fit.
+        TypeError
+            If name is not a str.
+
+        Examples
+        --------
+        >>> m = Machine("64M"); f = m.create_file("data.bin", data=b"x" * 5000)
+        >>> f.size, m.read_file(f, 4998, 10)
+        (5000, b'xx')
         """
         if not isinstance(name, str):
             raise TypeError(f"a file name is a str, not {type(name).__name__}")
@@ -333,15 +352,46 @@ class Machine:
         return list(self._files.values())
 
     def read_file(self, f: File, offset: int, n: int) -> bytes:
-        """pread(2) through the page cache (short at EOF)."""
+        """pread(2) through the page cache.
+
+        Returns
+        -------
+        bytes
+            Up to n bytes at offset (short at EOF).
+
+        Raises
+        ------
+        MMError
+            EBADF for a file of another machine or one unlinked and freed; EINVAL for a
+            negative offset.
+        """
         return _file.fdget(self, f).read(offset, n)
 
     def write_file(self, f: File, offset: int, data: "Buffer") -> int:
-        """pwrite(2) through the page cache; mapped pages see the bytes at once."""
+        """pwrite(2) through the page cache; mapped pages see the bytes at once.
+
+        Returns
+        -------
+        int
+            The number of bytes written (short when memory runs out part-way).
+
+        Raises
+        ------
+        MMError
+            EBADF (a read-only file, another machine's, or one freed), EINVAL, ENOMEM.
+        """
         return _file.fdget(self, f).write(offset, data)
 
     def unlink(self, f: Union[File, str]) -> None:
-        """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
+        """unlink(2) a File (or its name): the cache is freed once no VMA maps it.
+
+        Raises
+        ------
+        MMError
+            ENOENT for an unknown name, a file already unlinked or one of another machine.
+        TypeError
+            For anything but a File or a str.
+        """
         if isinstance(f, str):
             if f not in self._files:
                 raise MMError(errno.ENOENT, f"no file {f!r}")
@@ -365,6 +415,13 @@ class Machine:
         ``Machine.load(path)`` gives back an identical machine. The file is written to a
         temporary name and renamed, so path is never left half written. compress=False
         stores the sections raw (zlib level 1 otherwise). See mmemu.snapshot for the format.
+
+        Raises
+        ------
+        SnapshotError
+            If an object holds state the format does not know.
+        OSError
+            If the file cannot be written.
         """
         from .snapshot import save
         save(self, path, compress=compress)
@@ -381,6 +438,16 @@ class Machine:
         loaded machine fails check()), never another error, whatever the file holds; the
         host memory it may take is bounded by the file and the machine it describes.
         ``check`` is accepted for compatibility: the checker always runs.
+
+        Returns
+        -------
+        Machine
+            The machine the file describes, checked.
+
+        Raises
+        ------
+        SnapshotError
+            For anything wrong in the file.
         """
         from .snapshot import load
         return load(path, cls)
@@ -578,7 +645,15 @@ class Machine:
         attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
         every one from then on); ``fail_page_alloc(0)`` turns it off.
         ``m.phys.alloc_calls`` counts the attempts. A syscall that allocates several
-        page tables reserves them first, so a failure leaves it with nothing changed."""
+        page tables reserves them first, so a failure leaves it with nothing changed.
+
+        Parameters
+        ----------
+        nth : int
+            The allocation attempt (from now, 1 = the next) that fails; 0 turns it off.
+        times : int
+            How many attempts fail from the nth on (-1: all of them).
+        """
         self.phys.fail_page_alloc(nth, times)
 
     # ---- views ----
@@ -603,7 +678,13 @@ class Machine:
         """/proc/buddyinfo: the free blocks of each order 0..10 (a tuple; str() gives the
         kernel's line). Memory never handed out counts as the largest aligned blocks it
         holds; the frames on the per-cpu-pages lists are free but, as in Linux, not
-        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``)."""
+        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``).
+
+        Returns
+        -------
+        BuddyInfo
+            A tuple of 11 counts; str() gives the kernel's line.
+        """
         from .stats import buddyinfo
         return buddyinfo(self)
 
@@ -621,7 +702,12 @@ class Machine:
         return vmstat(self)
 
     def reset_vmstat(self) -> None:
-        """Zero the event counters (not the page gauges such as nr_free_pages)."""
+        """Zero the event counters (not the page gauges such as nr_free_pages).
+
+        Returns
+        -------
+        None
+        """
         self.phys.reset_events()
 
     def check(self) -> None:

@@ -393,7 +393,13 @@ class Process:
     def execve(self) -> None:
         """execve(2): the address space is replaced by an empty one, as ``spawn()`` makes
         it (the program break set up, nothing mapped). PR_SET_COW_PTE survives, as
-        mm->flags & MMF_INIT_MASK does (the flag is inherited the same way at fork)."""
+        mm->flags & MMF_INIT_MASK does (the flag is inherited the same way at fork).
+
+        Raises
+        ------
+        MMError
+            ESRCH if the process exited.
+        """
         self._check_alive()
         old = self.mm
         new = mm_alloc(self.machine)
@@ -498,7 +504,18 @@ class Process:
         slot and its PTE becomes a swap entry (VmSwap, pagemap bit 62); the next access
         reads it back. Returns the number of pages swapped out: once the device is full
         the other pages stay resident, as reclaim keeps them (mmemu.swap). EINVAL for an
-        unaligned address or a range that wraps around (is_valid_madvise)."""
+        unaligned address or a range that wraps around (is_valid_madvise).
+
+        Returns
+        -------
+        int
+            The number of pages swapped out.
+
+        Raises
+        ------
+        MMError
+            EINVAL (see above); ENOMEM if breaking shared page tables of the range does not fit.
+        """
         self._check_alive()
         addr, length = ulong(addr), ulong(length)
         if addr & (PAGE_SIZE - 1):
@@ -604,7 +621,18 @@ class Process:
         """pagemap() of any range, in pieces: yields (address, entries) for each part of
         [addr, addr + npages pages) that has a PTE table, in address order, each at most
         512 entries; every page not yielded reads 0, as in the kernel's pagemap (holes
-        and unmapped ranges). Host memory is bounded by one PTE table's entries."""
+        and unmapped ranges). Host memory is bounded by one PTE table's entries.
+
+        Yields
+        ------
+        (int, numpy.ndarray)
+            The address of a piece and its uint64 pagemap entries.
+
+        Raises
+        ------
+        MMError
+            EINVAL for an unaligned address.
+        """
         addr, npages = self._pagemap_range(addr, npages)
         end = min(addr + (npages << PAGE_SHIFT), TASK_SIZE)
         if addr < end:
