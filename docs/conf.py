@@ -11,10 +11,12 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-import mmemu  # noqa: E402
+try:                    # the installed package (pip install ".[docs]"), or PYTHONPATH=src
+    import mmemu
+except ImportError:     # a checkout built in place (python setup.py build_ext --inplace)
+    sys.path.insert(0, os.path.join(HERE, "..", "src"))
+    import mmemu
 
 project = "mmemu"
 author = "the mmemu authors"

@@ -27,7 +27,7 @@ def site(tmp_path_factory):
         pytest.skip(f"the docs extra is not installed (missing {', '.join(_missing())}): "
                     "pip install '.[docs]'")
     out = tmp_path_factory.mktemp("html")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg"}      # the mmemu this test imports (PYTHONPATH or installed)
     r = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
                         str(ROOT / "docs"), str(out)], capture_output=True, text=True, env=env,
                        timeout=600)

@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
+import mmemu
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SRC = ROOT / "src"
+PKG = pathlib.Path(mmemu.__file__).resolve().parents[1]    # where the mmemu under test lives
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples").glob("*.py"))
 USER = str(ROOT / "examples" / "user_script.py")
 pytestmark = pytest.mark.one_design
@@ -25,10 +27,11 @@ m.spawn().fork(cow_pgtable=True).mmap(0, 4096, mmemu.PROT_READ)
 
 def mypy(*files):
     pytest.importorskip("mypy", reason="mypy is not installed (pip install '.[test]')")
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    # the mmemu the suite imports: PYTHONPATH=src in a checkout, site-packages once installed
+    # (mypy finds the installed package through its py.typed)
     return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
                            "--no-incremental", "--cache-dir=/dev/null", *files],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
 def pyright(tmp_path, mode, *files):
@@ -36,7 +39,7 @@ def pyright(tmp_path, mode, *files):
     if exe is None:
         pytest.skip("pyright is not installed (pip install '.[test]')")
     cfg = tmp_path / f"pyright-{mode}.json"
-    cfg.write_text(json.dumps({"extraPaths": [str(SRC)], "typeCheckingMode": mode,
+    cfg.write_text(json.dumps({"extraPaths": [str(PKG)], "typeCheckingMode": mode,
                                "pythonVersion": f"{sys.version_info[0]}.{sys.version_info[1]}"}))
     r = subprocess.run([exe, "-p", str(cfg), "--pythonpath", sys.executable, *files],
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -78,7 +81,6 @@ def test_pyright_catches_misuse(tmp_path):
 
 
 def test_user_script_runs():
-    r = subprocess.run([sys.executable, USER], capture_output=True, text=True,
-                       env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, timeout=300)
+    r = subprocess.run([sys.executable, USER], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "cow_pte_tables_shared': 34" in r.stdout and "munmap: EINVAL" in r.stdout
