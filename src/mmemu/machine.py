@@ -5,14 +5,14 @@ import errno
 import gc
 import itertools
 import operator
-import re
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import numpy as np
 
 from ._core.filemap import PageCache
 from ._core.physmem import MAX_FRAMES, PhysMem
 from . import file as _file
+from .args import COW_PTE_ACCOUNTING, Size, check_bool, check_choice, format_size, parse_size
 from . import swap as _swap
 from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
@@ -21,13 +21,13 @@ from .fork import dup_mm
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
-from .process import Process
+from .process import Process, new_process
 from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
 from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
+if TYPE_CHECKING:
+    from .args import Buffer, StrPath
+    from .stats import BuddyInfo, Counters, MemInfo
 
 def _host_mapped(make, *args):
     """make(*args) for an object that reserves host address space (PhysMem, the swap
@@ -39,16 +39,6 @@ def _host_mapped(make, *args):
     except MemoryError:
         gc.collect()
         return make(*args)
-
-
-def parse_size(size) -> int:
-    """Bytes from an int or a size string: "4096", "64K", "512M", "32G", "1T", "1GiB"."""
-    if isinstance(size, (int, np.integer)):
-        return int(size)
-    m = _SIZE_RE.match(str(size))
-    if not m:
-        raise ValueError(f"not a size: {size!r} (use e.g. 512M, 32G, 1T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 class ShmemFile:
@@ -92,8 +82,10 @@ class Machine:
     Parameters
     ----------
     memory : int or str
-        Physical memory size, bytes or a size string ("32G", "1T"); default 32 GiB.
-        Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
+        Physical memory size, bytes or a size string ("32G", "1GiB", "512M"; every unit is
+        a power of 1024, see `mmemu.parse_size`); default 32 GiB, at most 64 TiB, at least
+        64 KiB, a multiple of 4096. Creation is O(1) in the size: memory is a host
+        MAP_NORESERVE mapping.
     swap : int or str, optional
         Size of the swap device (SwapTotal), like memory, at most 64 TiB; default None:
         as large as memory (capped at 64 TiB). 0 gives a machine without swap (swap_out
@@ -107,7 +99,24 @@ class Machine:
         (v3 on: every process using the table counts its pages and the table at fork).
     cow_pgtable : bool
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
-        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all).
+        shares eligible page tables copy-on-write (like ODF's per-process switch, set for
+        all) unless it asks otherwise (``fork(cow_pgtable=False)``).
+
+    Raises
+    ------
+    TypeError
+        If memory or swap is not an int or a str, or cow_pgtable not a bool.
+    ValueError
+        If a size is not a size, is out of range or unaligned, or cow_pte_accounting is
+        not one of the modes.
+
+    Notes
+    -----
+    One convention throughout the API: what the machine *is* or *holds* is an attribute
+    or property, read without side effects (``memory``, ``swap``, ``processes``,
+    ``files``, ``cow_pte_accounting``); what the kernel *computes when read* -- a /proc
+    file -- is a method call returning a fresh snapshot (``meminfo()``, ``vmstat()``,
+    ``buddyinfo()``, and per process ``status()``, ``maps()``, ``smaps()``, ...).
 
     Examples
     --------
@@ -116,9 +125,11 @@ class Machine:
     >>> a = p.mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     >>> p.write(a, b"hi"); c = p.fork(); c.read(a, 2)
     b'hi'
+    >>> [q.pid for q in m.processes], m.meminfo()["MemTotal"]
+    ([1, 2], 1048576)
     """
 
-    def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
+    def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
                  cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
@@ -126,6 +137,11 @@ class Machine:
             raise ValueError("memory must be a multiple of 4096 bytes")
         if nbytes < 16 * PAGE_SIZE:
             raise ValueError("memory must be at least 64 KiB")
+        if nbytes > MAX_FRAMES * PAGE_SIZE:
+            raise ValueError(f"memory {memory!r} is more than the emulator models "
+                             f"({format_size(MAX_FRAMES * PAGE_SIZE)})")
+        check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
+        cow_pgtable = check_bool("cow_pgtable", cow_pgtable)
         swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
@@ -158,11 +174,24 @@ class Machine:
     # ---- processes ----
     @property
     def processes(self) -> List[Process]:
-        """The live processes, by pid."""
+        """The live processes, in pid order (a new list on every read).
+
+        Examples
+        --------
+        >>> m = Machine("64M"); p = m.spawn(); c = p.fork()
+        >>> [q.pid for q in m.processes]
+        [1, 2]
+        """
         return list(self._procs.values())
 
     def process(self, pid: int) -> Process:
-        """The live process with this pid (MMError ESRCH if none)."""
+        """The live process with this pid.
+
+        Raises
+        ------
+        MMError
+            ESRCH if no live process has this pid.
+        """
         try:
             return self._procs[pid]
         except KeyError:
@@ -172,12 +201,33 @@ class Machine:
         """A new process. By default its address space is empty (only the program break
         is set); ``layout="typical"`` maps a small C program (see mmemu.layout).
 
-        All or nothing: an unknown layout raises ValueError before anything is made, and a
-        machine too small for the layout raises MMError(ENOMEM) with the half-built process
-        torn down (its frames freed, its pid not used up)."""
+        Parameters
+        ----------
+        layout : {None, "typical"}
+            The address space to start with.
+
+        Returns
+        -------
+        Process
+            The new process, with the next pid; it inherits the machine's ``cow_pgtable``.
+
+        Raises
+        ------
+        ValueError
+            An unknown layout (before anything is made).
+        MMError
+            ENOMEM if the machine is too small for the layout (the half-built process is
+            torn down: its frames freed, its pid not used up).
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn(layout="typical")
+        >>> p.pid, p.status()["VmPTE"] > 0
+        (1, True)
+        """
         if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
             raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
-        p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
+        p = new_process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
         self._next_pid += 1
         p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
@@ -206,7 +256,7 @@ class Machine:
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
         mm = dup_mm(self, parent.mm, bool(cow_pgtable))
-        child = Process(self, self._next_pid, parent, mm)
+        child = new_process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child
         parent.children.append(child)
@@ -255,7 +305,7 @@ class Machine:
         obj.freed = True
 
     # ---- files (mmemu.file) ----
-    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True,
+    def create_file(self, name: str, size: int = 0, data: Optional["Buffer"] = None, writable: bool = True,
                     tmpfs: bool = False) -> File:
         """Create a file of max(size, len(data)) bytes holding data (zeros elsewhere).
 
@@ -265,6 +315,25 @@ class Machine:
         if it is empty (open(2) of ""), TypeError if it is not a str.
         tmpfs=True makes a tmpfs file: its pages are shmem (Shmem, RssShmem) and
         fault-around treats it as tmpfs does (see mmemu.file).
+
+        Returns
+        -------
+        File
+            The new file, named ``name`` in the machine's namespace.
+
+        Raises
+        ------
+        MMError
+            EEXIST if the name is taken, ENOENT if it is empty, ENOMEM if its data does
+            not fit.
+        TypeError
+            If name is not a str.
+
+        Examples
+        --------
+        >>> m = Machine("64M"); f = m.create_file("data.bin", data=b"x" * 5000)
+        >>> f.size, m.read_file(f, 4998, 10)
+        (5000, b'xx')
         """
         if not isinstance(name, str):
             raise TypeError(f"a file name is a str, not {type(name).__name__}")
@@ -283,15 +352,46 @@ class Machine:
         return list(self._files.values())
 
     def read_file(self, f: File, offset: int, n: int) -> bytes:
-        """pread(2) through the page cache (short at EOF)."""
+        """pread(2) through the page cache.
+
+        Returns
+        -------
+        bytes
+            Up to n bytes at offset (short at EOF).
+
+        Raises
+        ------
+        MMError
+            EBADF for a file of another machine or one unlinked and freed; EINVAL for a
+            negative offset.
+        """
         return _file.fdget(self, f).read(offset, n)
 
-    def write_file(self, f: File, offset: int, data) -> int:
-        """pwrite(2) through the page cache; mapped pages see the bytes at once."""
+    def write_file(self, f: File, offset: int, data: "Buffer") -> int:
+        """pwrite(2) through the page cache; mapped pages see the bytes at once.
+
+        Returns
+        -------
+        int
+            The number of bytes written (short when memory runs out part-way).
+
+        Raises
+        ------
+        MMError
+            EBADF (a read-only file, another machine's, or one freed), EINVAL, ENOMEM.
+        """
         return _file.fdget(self, f).write(offset, data)
 
-    def unlink(self, f) -> None:
-        """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
+    def unlink(self, f: Union[File, str]) -> None:
+        """unlink(2) a File (or its name): the cache is freed once no VMA maps it.
+
+        Raises
+        ------
+        MMError
+            ENOENT for an unknown name, a file already unlinked or one of another machine.
+        TypeError
+            For anything but a File or a str.
+        """
         if isinstance(f, str):
             if f not in self._files:
                 raise MMError(errno.ENOENT, f"no file {f!r}")
@@ -308,19 +408,26 @@ class Machine:
             self._evict(f)
 
     # ---- snapshots (mmemu.snapshot) ----
-    def save(self, path, *, compress: bool = True) -> None:
+    def save(self, path: "StrPath", *, compress: bool = True) -> None:
         """Write the whole machine to one file: processes, VMAs, page tables, frame
         metadata, allocator state, counters, files and every non-zero byte of memory.
 
         ``Machine.load(path)`` gives back an identical machine. The file is written to a
         temporary name and renamed, so path is never left half written. compress=False
         stores the sections raw (zlib level 1 otherwise). See mmemu.snapshot for the format.
+
+        Raises
+        ------
+        SnapshotError
+            If an object holds state the format does not know.
+        OSError
+            If the file cannot be written.
         """
         from .snapshot import save
         save(self, path, compress=compress)
 
     @classmethod
-    def load(cls, path, *, check: bool = True) -> "Machine":
+    def load(cls, path: "StrPath", *, check: bool = True) -> "Machine":
         """A machine read from a snapshot written by ``save``.
 
         Nothing is built before the file's magic, version, sizes and SHA-256 checksums are
@@ -331,6 +438,16 @@ class Machine:
         loaded machine fails check()), never another error, whatever the file holds; the
         host memory it may take is bounded by the file and the machine it describes.
         ``check`` is accepted for compatibility: the checker always runs.
+
+        Returns
+        -------
+        Machine
+            The machine the file describes, checked.
+
+        Raises
+        ------
+        SnapshotError
+            For anything wrong in the file.
         """
         from .snapshot import load
         return load(path, cls)
@@ -528,32 +645,78 @@ class Machine:
         attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
         every one from then on); ``fail_page_alloc(0)`` turns it off.
         ``m.phys.alloc_calls`` counts the attempts. A syscall that allocates several
-        page tables reserves them first, so a failure leaves it with nothing changed."""
+        page tables reserves them first, so a failure leaves it with nothing changed.
+
+        Parameters
+        ----------
+        nth : int
+            The allocation attempt (from now, 1 = the next) that fails; 0 turns it off.
+        times : int
+            How many attempts fail from the nth on (-1: all of them).
+        """
         self.phys.fail_page_alloc(nth, times)
 
     # ---- views ----
-    def meminfo(self):
-        """/proc/meminfo (kB) as a read-only mapping; str() gives the text."""
+    def meminfo(self) -> "MemInfo":
+        """/proc/meminfo.
+
+        Returns
+        -------
+        MemInfo
+            A read-only mapping of the fields in kB (MemTotal, MemFree, AnonPages, Mapped,
+            PageTables, ...); str() gives the file's text.
+
+        Examples
+        --------
+        >>> m = Machine("1G"); m.meminfo()["MemTotal"], m.meminfo()["PageTables"]
+        (1048576, 0)
+        """
         from .stats import meminfo
         return meminfo(self)
 
-    def buddyinfo(self):
+    def buddyinfo(self) -> "BuddyInfo":
         """/proc/buddyinfo: the free blocks of each order 0..10 (a tuple; str() gives the
         kernel's line). Memory never handed out counts as the largest aligned blocks it
         holds; the frames on the per-cpu-pages lists are free but, as in Linux, not
-        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``)."""
+        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``).
+
+        Returns
+        -------
+        BuddyInfo
+            A tuple of 11 counts; str() gives the kernel's line.
+        """
         from .stats import buddyinfo
         return buddyinfo(self)
 
-    def vmstat(self):
-        """Event and page counters (/proc/vmstat style) as a Counters mapping."""
+    def vmstat(self) -> "Counters":
+        """Event and page counters (/proc/vmstat style).
+
+        Returns
+        -------
+        Counters
+            A mapping name -> count; ``after - before`` gives the work done in between,
+            ``.nonzero()`` drops zeros and ``.describe()`` says what each counts (also
+            ``mmemu counters`` on the command line).
+        """
         from .stats import vmstat
         return vmstat(self)
 
     def reset_vmstat(self) -> None:
-        """Zero the event counters (not the page gauges)."""
+        """Zero the event counters (not the page gauges such as nr_free_pages).
+
+        Returns
+        -------
+        None
+        """
         self.phys.reset_events()
 
     def check(self) -> None:
-        """Recompute every counter from the page tables; raise InvariantError on a mismatch."""
+        """Recompute every counter from the page tables.
+
+        Raises
+        ------
+        InvariantError
+            On any mismatch (rss, mapcount, refcount, PageTables, free frames, a leaked or
+            stale frame), with a precise message.
+        """
         check_machine(self)

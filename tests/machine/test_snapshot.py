@@ -580,7 +580,7 @@ def random_step(m, rng):
         elif op == 7:
             p.read(addr, rng.randrange(1, 2 * PG))
         elif op == 8:
-            p.fork(cow_pgtable=rng.random() < 0.6)
+            p.fork(cow_pgtable=(rng.random() < 0.6) or None)
         elif op == 9 and len(procs) > 1:
             p.exit()
         elif op == 10:

@@ -51,8 +51,21 @@ def _ratios(results) -> dict:
     return {**report.ratios(results), **costmodel.ratios(costmodel.predictions(results))}
 
 
+def _preflight(args) -> None:
+    """Everything bench needs, checked before it measures anything: writable output paths,
+    readable input files, matplotlib for --plot."""
+    from ..cliutil import input_path, output_path, require
+    for opt in ("json", "plot", "record_ratios", "record_counters"):
+        output_path(getattr(args, opt), "--" + opt.replace("_", "-"))
+    for opt in ("check_ratios", "check_counters"):
+        input_path(getattr(args, opt), "--" + opt.replace("_", "-"))
+    if args.plot:
+        require("matplotlib", "--plot", "plot")
+
+
 def cmd_bench(args) -> int:
     from . import counters, report, runner, track
+    _preflight(args)
     if args.record_counters or args.check_counters:
         if args.record_counters:
             counters.record(args.record_counters)

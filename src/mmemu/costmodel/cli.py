@@ -6,7 +6,7 @@ import sys
 HELP = "measure this machine's kernel and write a cost profile for predicted kernel time"
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     """Register calibrate, reproduce and sweep on the `mmemu` sub-parser."""
     c = sub.add_parser("calibrate", help=HELP, description=HELP)
     c.add_argument("-o", "--output", metavar="PROFILE.json", default="profile.json",
@@ -54,11 +54,10 @@ def format_profile(prof) -> str:
 
 
 def cmd_calibrate(args) -> int:
-    from pathlib import Path
+    from ..cliutil import output_path
     from .calibrate import calibrate
     from .profile import save
-    if not Path(args.output).resolve().parent.is_dir():
-        raise ValueError(f"cannot write {args.output}: no such directory")
+    output_path(args.output, "--output")
     prof = calibrate(quick=args.quick, progress=_progress(not args.quiet))
     save(prof, args.output)
     print(format_profile(prof))

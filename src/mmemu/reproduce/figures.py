@@ -56,10 +56,10 @@ def _work(c: dict, keys=("fork_ptes_copied", "fork_pte_tables_copied", "cow_pte_
 def seed_meminfo(profile) -> Figure:
     """RFC v1's /proc/meminfo table at 1 GB (PageTables after fork - before), with the
     child's VmPTE of the later cover letters, and the predicted fork time of each column."""
-    from ..cli import SEED_DELTA, run
+    from ..forktable import SEED_DELTA, run
     rows = []
     for design, pub, vmpte in (("classic", "classic", 2096), ("deferred", "cow", 44)):
-        r = run(design, 1 << 30, "32G", "typical", False, False)
+        r = run(design, 1 << 30, 32 << 30, "typical", False, False, 1)
         work = {"forks": 1, **r["work"]}
         rows += [Row(f"{design}: PageTables delta", "kB", SEED_DELTA[pub]["PageTables"],
                      r["delta"]["PageTables"], _work(work)),

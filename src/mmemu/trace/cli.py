@@ -24,14 +24,17 @@ def add_parser(sub) -> None:
                    help="read checkpoints without stopping the processes (inexact)")
     r.add_argument("command", nargs="*", help="the command to run (after --)")
     r.set_defaults(func=cmd_record)
-    t = sub.add_parser("trace", help="inspect a trace file")
-    tsub = t.add_subparsers(dest="trace_cmd", required=True)
-    ti = tsub.add_parser("info", help="processes, events per kind, duration, lost events, checkpoints")
-    ti.add_argument("trace", metavar="TRACE")
+    t = sub.add_parser("trace", help="inspect a trace file", description="inspect a trace file "
+                       "written by mmemu record")
+    tsub = t.add_subparsers(dest="trace_cmd", required=True, metavar="COMMAND",
+                            help="what to do with the trace")
+    info = "processes, events per kind, duration, lost events, checkpoints"
+    ti = tsub.add_parser("info", help=info, description=info)
+    ti.add_argument("trace", metavar="TRACE", help="the trace file")
     ti.add_argument("--json", action="store_true", help="print JSON")
     ti.set_defaults(func=cmd_trace_info)
     p = sub.add_parser("replay", help=REPLAY_HELP, description=REPLAY_HELP)
-    p.add_argument("trace", metavar="TRACE")
+    p.add_argument("trace", metavar="TRACE", help="the trace file (mmemu record -o TRACE)")
     p.add_argument("--designs", default="classic,deferred,eager",
                    help="comma-separated designs, as fork-table takes them (default classic,deferred,eager)")
     p.add_argument("--json", metavar="FILE", help="write every design's results and checkpoints as JSON")
@@ -80,8 +83,13 @@ def cmd_trace_info(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    from ..cliutil import output_path, require
     from .replay import replay
     from .trace import load
+    output_path(args.json, "--json")
+    output_path(args.plot, "--plot")
+    if args.plot:
+        require("matplotlib", "--plot", "plot")
     t = load(args.trace)
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
     res = replay(t, designs, check=args.check)
