@@ -86,7 +86,8 @@ def dup_mm(machine, oldmm: MM, cow: bool) -> MM:
     nothing changed if they do not fit."""
     copy_spans = [(v.start, v.end, v.flags) for v in oldmm.vmas
                   if vma_needs_copy(v.flags, v.anon_vma is not None)]
-    blocked = cow_blocked_spans(oldmm) if cow else None
+    prof = machine.cow_pte_profile
+    blocked = (prof.blocked_spans(oldmm) if prof else cow_blocked_spans(oldmm)) if cow else None
     need = 1 + _fork.count_fork_tables(oldmm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
     with reserving(machine.phys, need, "fork"):
         mm = mm_alloc(machine)

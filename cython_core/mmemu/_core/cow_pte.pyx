@@ -25,6 +25,7 @@ from mmemu._core.pgtable cimport (
 )
 from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
+from mmemu._core.cow_pte_profile cimport cow_owner_null, cow_pte_flush
 
 
 cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
@@ -104,6 +105,37 @@ cdef void hand_over(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcep
     pm.pt_owner[table] = o.id
 
 
+cdef void owner_counts(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
+    """Add (+1) or drop (-1) the counts an owner holds for a table: its rss and the table's
+    pgtables_bytes."""
+    cdef int64_t rss[4]
+    cdef int k
+    table_rss(pm, table, rss)
+    for k in range(4):
+        mm.rss[k] += sign * rss[k]
+    mm.pgtables_bytes += sign * 4096
+
+
+cdef void owner_leaves(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:
+    """Deferred accounting: the owner stops using a table others still use. v1/v2
+    (COW_RULE_OWNER_NULL; v1 20220519183127.3909598, break_cow_pte/cow_pte_fallback):
+    it drops its counts and the owner becomes NULL, so nobody counts the table; mmemu's
+    deferred mode hands the counts over to a remaining holder at once."""
+    if cow_owner_null(pm):
+        owner_counts(pm, mm, table, -1)
+        pm.pt_owner[table] = 0
+    else:
+        hand_over(pm, mm, table, addr)
+
+
+cdef void cow_pte_adopt(physmem_t* pm, mm_t* mm, pfn_t table) noexcept nogil:
+    """v1/v2: a holder that reuses (refcount 1) or forks a table nobody owns becomes its
+    owner and counts it again."""
+    if cow_owner_null(pm) and not pm.cow_eager and pm.pt_owner[table] == 0:
+        owner_counts(pm, mm, table, 1)
+        pm.pt_owner[table] = mm.id
+
+
 cdef void cow_pte_fixup(physmem_t* pm, pfn_t table) noexcept nogil:
     """Before a table is writable through its PMD again: an entry may stay writable only if
     it maps an exclusive anon page (classic fork's write-protect, applied late)."""
@@ -131,9 +163,11 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
     cdef int i
     cdef int64_t n = 0
     if pm.pt_share[old] <= 1:
+        cow_pte_adopt(pm, mm, old)
         cow_pte_fixup(pm, old)
         set_pmd_at(pm, pmdp, pte_mkwrite(pmdp[0]))
         pm.ev[EV_PTE_TABLES_REUSED] += 1
+        cow_pte_flush(pm, mm, addr, False)
         return 0
     new = pgtable_alloc(pm, mm, LEVEL_PTE)
     if new < 0:
@@ -156,11 +190,12 @@ cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
                 set_pte_at_break_copy(pm, &dst[i], pte_wrprotect(e))
                 n += 1
         if pm.pt_owner[old] == mm.id:
-            # the owner leaves: its counts for `old` go to a remaining holder, and it keeps
-            # exactly the counts the copy just added
-            hand_over(pm, mm, old, addr)
+            # the owner leaves: its counts for `old` go to a remaining holder (or nobody,
+            # v1/v2), and it keeps exactly the counts the copy just added
+            owner_leaves(pm, mm, old, addr)
     pm.pt_share[old] -= 1
     pmd_populate(pm, pmdp, new)
+    cow_pte_flush(pm, mm, addr, True)
     pm.ev[EV_PTE_TABLES_DUPLICATED] += 1
     pm.ev[EV_PTE_TABLE_ENTRIES_COPIED] += n
     return 0
@@ -174,9 +209,10 @@ cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
         account_table_pages(pm, mm, t, -1)
         mm.pgtables_bytes -= 4096
     elif pm.pt_owner[t] == mm.id:
-        hand_over(pm, mm, t, addr)
+        owner_leaves(pm, mm, t, addr)
     pm.pt_share[t] -= 1
     pmd_clear(pm, pmdp)
+    cow_pte_flush(pm, mm, addr, True)
 
 
 cdef struct cow_walk:
