@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._core import cow_pte as _cow_pte
 from ._core import fork as _fork
 from ._core.constants import MM_SWAPENTS, PMD_SHIFT
 from .errors import einval
@@ -92,6 +93,9 @@ def dup_mm(machine, oldmm: MM, cow: bool) -> MM:
     with reserving(machine.phys, need, "fork"):
         mm = mm_alloc(machine)
         dup_mmap(mm, oldmm, copy_spans, cow, blocked)
+    if cow:     # v5: every VMA of a shared span (mmemu.profiles)
+        _cow_pte.cow_pte_mkold(oldmm.core, [(v.start, v.end, v.flags) for v in oldmm.vmas
+                                            if not v.flags & _DONTCOPY])
     return mm
 
 

@@ -25,7 +25,9 @@ from mmemu._core.pgtable cimport (
 )
 from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
-from mmemu._core.cow_pte_profile cimport cow_owner_null, cow_pte_flush
+from mmemu._core.cow_pte_profile cimport (
+    cow_owner_null, cow_pte_flush, cow_mkold_at_fork, cow_pte_mkold_range,
+)
 
 
 cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
@@ -315,3 +317,27 @@ def break_count(MMCore mmc, uint64_t start, uint64_t end, bint unmap=False):
     with nogil:
         n = cow_range(&mmc.phys.pm, &mmc.mm, start, end, 3 if unmap else 0)
     return n
+
+
+cdef int mkold_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    """cow_pte_mkold's pmd_entry: the entries of one VMA in a COW-ed table."""
+    if pmd_cow(pmd[0]):
+        cow_pte_mkold_range(walk.pm, table_ptr(walk.pm, pte_pfn(pmd[0])), pte_index(addr),
+                            pte_index(next - 1) + 1, (<uint64_t*>walk.private)[0])
+    return 0
+
+
+cdef mm_walk_ops mkold_walk_ops
+mkold_walk_ops.pmd_entry = mkold_pmd_entry
+
+
+def cow_pte_mkold(MMCore mmc, list spans):
+    """v5 copy_cow_pte_range's per-VMA copy_present_pte with dst == src, for every VMA
+    (start, end, vm_flags) of the forked mm: pte_mkold, and pte_mkclean in a VM_SHARED VMA,
+    on the entries of its COW-ed tables. Nothing unless the profile has the rule."""
+    cdef uint64_t s, e, f
+    if not cow_mkold_at_fork(&mmc.phys.pm):
+        return
+    for s, e, f in spans:
+        with nogil:
+            walk_page_range(&mmc.phys.pm, &mmc.mm, s, e, &mkold_walk_ops, &f)

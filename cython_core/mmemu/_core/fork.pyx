@@ -13,7 +13,6 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr, swap_dup
 from mmemu._core.pagetable cimport mm_t, MMCore, pmd_offset_alloc, pgtable_alloc, LEVEL_PTE
 from mmemu._core.cow_pte cimport account_table_pages, cow_pte_adopt
-from mmemu._core.cow_pte_profile cimport cow_mkold_at_fork, cow_pte_mkold_range
 from mmemu._core.tlb cimport flush_tlb_mm
 from mmemu._core.pgtable cimport (
     set_pte_at, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmdp_set_wrprotect,
@@ -134,9 +133,6 @@ cdef int copy_pmd_entry(pte_t* spmd, uint64_t addr, uint64_t next, mm_walk* walk
     if c.cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
         if dpmd[0] == 0:        # shared once, however many VMAs cover the span
             share_pte_table(pm, walk.mm, c.dst_mm, spmd, dpmd)
-        if cow_mkold_at_fork(pm):
-            cow_pte_mkold_range(pm, table_ptr(pm, pte_pfn(spmd[0])), pte_index(addr),
-                                pte_index(next - 1) + 1, c.vm_flags)
         return 0
     # copy_pte_range allocates the destination table before looking at entries
     if dpmd[0] == 0:
