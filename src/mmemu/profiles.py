@@ -19,7 +19,8 @@ import numpy as np
 
 from ._core.constants import (
     COW_RULE_FLUSH_EVERY_BREAK, COW_RULE_MKOLD_AT_FORK, COW_RULE_NO_BREAK_FLUSH,
-    COW_RULE_OWNER_NULL, COW_RULE_READ_FAULT_SHARED, MM_SWAPENTS, PMD_SHIFT,
+    COW_RULE_OWNER_NULL, COW_RULE_READ_FAULT_SHARED, COW_RULE_V1_EXIT_FALLBACK, MM_SWAPENTS,
+    PMD_SHIFT,
 )
 from .errors import MMError, einval
 from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, VmFlags
@@ -101,13 +102,13 @@ def _is_heap(mm, v) -> bool:
     return v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk and v.end > mm.start_brk)
 
 
+_V1 = COW_RULE_OWNER_NULL | COW_RULE_NO_BREAK_FLUSH | COW_RULE_V1_EXIT_FALLBACK
 _V5 = dict(accounting="eager", spans="span", opt_in="prctl",
            rules=COW_RULE_READ_FAULT_SHARED | COW_RULE_MKOLD_AT_FORK | COW_RULE_FLUSH_EVERY_BREAK)
 PROFILES = {
     "odf": CowPteProfile("odf", "deferred", 0, "odf", "procfs"),
-    "v1": CowPteProfile("v1", "deferred", COW_RULE_OWNER_NULL | COW_RULE_NO_BREAK_FLUSH, "vma", "clone"),
-    "v1-nobrk": CowPteProfile("v1-nobrk", "deferred", COW_RULE_OWNER_NULL | COW_RULE_NO_BREAK_FLUSH,
-                              "vma", "clone", exclude_brk=True),
+    "v1": CowPteProfile("v1", "deferred", _V1, "vma", "clone"),
+    "v1-nobrk": CowPteProfile("v1-nobrk", "deferred", _V1, "vma", "clone", exclude_brk=True),
     "v2": CowPteProfile("v2", "deferred", COW_RULE_OWNER_NULL | COW_RULE_NO_BREAK_FLUSH, "vma", "sysctl"),
     "v3": CowPteProfile("v3", **_V5),
     "v4": CowPteProfile("v4", **_V5),

@@ -19,14 +19,14 @@ from libc.stdlib cimport abort
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, table_ptr, put_page, reserve_frames, release_reserve
-from mmemu._core.pagetable cimport mm_t, MMCore, pgtable_alloc, pmd_offset, LEVEL_PTE
+from mmemu._core.pagetable cimport mm_t, MMCore, pgtable_alloc, pgtable_free, pmd_offset, LEVEL_PTE
 from mmemu._core.pgtable cimport (
     set_pte_at_break_copy, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmd_clear,
 )
 from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
 from mmemu._core.cow_pte_profile cimport (
-    cow_owner_null, cow_pte_flush, cow_mkold_at_fork, cow_pte_mkold_range,
+    cow_owner_null, cow_pte_flush, cow_mkold_at_fork, cow_pte_mkold_range, cow_v1_exit_fallback,
 )
 
 
@@ -217,6 +217,20 @@ cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
     cow_pte_flush(pm, mm, addr, True)
 
 
+cdef void v1_zap_cow_pte_fallback(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil:
+    """v1 (20220519183127.3909598-7 zap_pmd_range, zap_cow_pte, pmd_put_pte; -5
+    cow_pte_fallback) at exit on a COW-ed PMD whose table only this mm holds:
+    zap_pte_range(details->cow_pte) skips every entry, cow_pte_fallback re-adds the rss and
+    the table's bytes unless this mm owns it, and free_pte_range frees the table with its
+    entries: their pages stay mapped by nobody, the rss stays counted (check_mm prints it)."""
+    cdef pfn_t t = pte_pfn(pmdp[0])
+    cow_pte_adopt(pm, mm, t)
+    pm.pt_owner[t] = 0
+    pm.pt_share[t] -= 1
+    pmd_clear(pm, pmdp)
+    pgtable_free(pm, mm, t, LEVEL_PTE)
+
+
 cdef struct cow_walk:
     uint64_t start
     uint64_t end
@@ -241,9 +255,11 @@ cdef int cow_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) 
     elif c.mode == 3:
         if shared and not whole:
             c.n += 1
-    elif c.mode == 2 and whole and shared:
+    elif c.mode >= 2 and whole and shared:
         cow_pte_drop(pm, walk.mm, pmd, addr)
         c.n += 1
+    elif c.mode == 4 and whole and cow_v1_exit_fallback(pm):
+        v1_zap_cow_pte_fallback(pm, walk.mm, pmd)
     else:
         if break_cow_pte(pm, walk.mm, pmd, addr) < 0:
             return -1
@@ -263,7 +279,8 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
     mode 1: break every COW-ed table overlapping the range;
     mode 2: drop the share of tables whose whole span lies in the range (share > 1) and
             break the others (munmap / exit);
-    mode 3: count for mode 2 (tables it would copy).
+    mode 3: count for mode 2 (tables it would copy);
+    mode 4: mode 2 at exit (the v1 profile detaches unshared COW-ed tables unzapped).
     Returns the count, or -1 if a break ran out of memory.
     """
     cdef cow_walk c
@@ -304,11 +321,12 @@ def unshare_range(MMCore mmc, uint64_t start, uint64_t end):
     return _prepare(mmc, start, end, 0, 1)
 
 
-def unmap_range(MMCore mmc, uint64_t start, uint64_t end):
+def unmap_range(MMCore mmc, uint64_t start, uint64_t end, bint exiting=False):
     """Before zapping [start, end) for munmap/exit: whole shared spans are dropped without
     touching their entries, partly covered ones are broken. False (ENOMEM) if the breaks
-    would need more frames than are free; nothing is changed then."""
-    return _prepare(mmc, start, end, 3, 2)
+    would need more frames than are free; nothing is changed then. exiting: exit_mmap
+    (the v1 profile's exit path differs: v1_zap_cow_pte_fallback)."""
+    return _prepare(mmc, start, end, 3, 4 if exiting else 2)
 
 
 def break_count(MMCore mmc, uint64_t start, uint64_t end, bint unmap=False):

@@ -27,6 +27,10 @@ cdef enum:
     COW_RULE_FLUSH_EVERY_BREAK = 1 << 3
     # v1/v2: no flush when a shared PMD is cleared, repointed or made writable (v1 TODO)
     COW_RULE_NO_BREAK_FLUSH = 1 << 4
+    # v1 zap_pmd_range at exit on a COW-ed PMD only this mm holds: the entries are skipped,
+    # cow_pte_fallback re-adds the rss, free_pte_range frees the table with its entries
+    # (v1's TODO "Bad RSS counter in multiple times COW PTE table forking")
+    COW_RULE_V1_EXIT_FALLBACK = 1 << 5
 
 
 cdef inline bint cow_read_fault_keeps_share(physmem_t* pm, bint write, bint has_vm_ops, pte_t e) noexcept nogil:
@@ -70,3 +74,7 @@ cdef inline void cow_pte_flush(physmem_t* pm, mm_t* mm, uint64_t addr, bint repo
         return
     if repointed or (pm.cow_rules & COW_RULE_FLUSH_EVERY_BREAK):
         flush_tlb_mm_range(pm, mm, span, span + (<uint64_t>1 << 21))
+
+
+cdef inline bint cow_v1_exit_fallback(physmem_t* pm) noexcept nogil:
+    return (pm.cow_rules & COW_RULE_V1_EXIT_FALLBACK) != 0
