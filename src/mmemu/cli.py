@@ -16,10 +16,11 @@ import os
 import sys
 import time
 
-from .compare import DESIGNS, compare, format_compare, measure_fork
+from .compare import DESIGNS, compare, design_machine, format_compare, measure_fork
 from .flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from .machine import Machine, parse_size
 from .procfs import ImportFailed, import_process
+from .published import published_rows
 
 FIELDS = ["MemTotal", "MemFree", "AnonPages", "Mapped", "PageTables"]
 # RFC v1 (May 2022) cover letter, 1 GB mapping: after - before, kB
@@ -54,7 +55,7 @@ def populate(proc, addr: int, size: int, label: str, show: bool) -> float:
 def run(design: str, size: int, memory, layout, show: bool, check: bool) -> dict:
     """One column of the table: populate, warm up with one fork, then measure a fork."""
     title, accounting, cow = DESIGNS[design]
-    m = Machine(memory, cow_pte_accounting=accounting)
+    m = design_machine(design, memory)
     p = m.spawn(layout=layout)
     addr = p.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     populate_s = populate(p, addr, size, f"{title}: populating", show)
@@ -114,6 +115,7 @@ def format_table(results: list) -> str:
         lines += ["", "seed: RFC 'Introduce Copy-On-Write to Page Table' v1, 1 GB: PageTables "
                       "+2076 kB with a classic fork, +92 kB with COW page tables; later versions "
                       "report the child's VmPTE as 2096 kB (classic) and 44 kB (COW, deferred)"]
+    lines += published_rows(results)    # the versions' own tables (mmemu.published)
     return "\n".join(lines)
 
 

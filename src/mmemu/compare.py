@@ -12,12 +12,25 @@ from typing import Dict, List, Sequence
 from .errors import MMError
 from .machine import Machine
 from .procfs import import_process
+from .profiles import PROFILES
 
 DESIGNS = {
     "classic": ("classic fork", "deferred", False),
     "deferred": ("COW PTE deferred", "deferred", True),
     "eager": ("COW PTE eager", "eager", True),
+    # the series' published versions (mmemu.profiles)
+    "odf": ("COW PTE odf", "deferred", True),
+    "v1": ("COW PTE v1", "deferred", True),
+    "v2": ("COW PTE RFC v2", "deferred", True),
+    "v5": ("COW PTE v5", "eager", True),
 }
+
+
+def design_machine(design: str, memory) -> Machine:
+    """A fresh machine for one design: a version name picks its profile."""
+    _, accounting, _ = DESIGNS[design]
+    return Machine(memory, cow_pte_accounting=accounting,
+                   cow_pte_version=design if design in PROFILES else None)
 MEMINFO = ["MemFree", "AnonPages", "Mapped", "PageTables"]
 CHILD = ["VmPTE", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
 
@@ -60,7 +73,7 @@ def compare(pid: int, designs: Sequence[str] = ("classic", "deferred", "eager"),
         if d not in DESIGNS:
             raise ValueError(f"unknown design {d!r}; choose from {', '.join(DESIGNS)}")
         title, accounting, cow = DESIGNS[d]
-        m = Machine(memory, cow_pte_accounting=accounting)
+        m = design_machine(d, memory)
         p = import_process(m, pid, stop=stop)
         rep = p.import_report
         if "import" not in out:
