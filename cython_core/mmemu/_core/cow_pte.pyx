@@ -25,6 +25,7 @@ from mmemu._core.pgtable cimport (
 )
 from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
+from mmemu._core.tlb cimport flush_tlb_mm_range
 from mmemu._core.cow_pte_profile cimport (
     cow_owner_null, cow_pte_flush, cow_mkold_at_fork, cow_pte_mkold_range, cow_v1_exit_fallback,
 )
@@ -214,7 +215,6 @@ cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noex
         owner_leaves(pm, mm, t, addr)
     pm.pt_share[t] -= 1
     pmd_clear(pm, pmdp)
-    cow_pte_flush(pm, mm, addr, True)
 
 
 cdef void v1_zap_cow_pte_fallback(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil:
@@ -257,6 +257,10 @@ cdef int cow_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) 
             c.n += 1
     elif c.mode >= 2 and whole and shared:
         cow_pte_drop(pm, walk.mm, pmd, addr)
+        if c.mode == 2:
+            # munmap: zap_pte_range still gathers the shared entries (tlb_remove_tlb_entry,
+            # v1 -7 and v4 -4 alike); exit's fullmm flush covers them (mode 4)
+            flush_tlb_mm_range(pm, walk.mm, span, span + PMD_SIZE)
         c.n += 1
     elif c.mode == 4 and whole and cow_v1_exit_fallback(pm):
         v1_zap_cow_pte_fallback(pm, walk.mm, pmd)

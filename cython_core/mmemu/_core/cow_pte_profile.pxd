@@ -23,7 +23,8 @@ cdef enum:
     # the table is still shared drops its counts and sets the owner to NULL; the next
     # holder that reuses the table (refcount 1) or forks it counts it again
     COW_RULE_OWNER_NULL = 1 << 2
-    # v3-v5: flush_tlb_range over the 2 MiB span on every break (reuse too) and on a drop
+    # v3-v5 handle_cow_pte_fault: flush_tlb_range over the 2 MiB span on every break, a
+    # reuse too (v4 20230207035139.272707-4, "goto flush_tlb")
     COW_RULE_FLUSH_EVERY_BREAK = 1 << 3
     # v1/v2: no flush when a shared PMD is cleared, repointed or made writable (v1 TODO)
     COW_RULE_NO_BREAK_FLUSH = 1 << 4
@@ -66,9 +67,10 @@ cdef inline bint cow_owner_null(physmem_t* pm) noexcept nogil:
 
 
 cdef inline void cow_pte_flush(physmem_t* pm, mm_t* mm, uint64_t addr, bint repointed) noexcept nogil:
-    """The flush after break_cow_pte or a drop of the span of addr: v3-v5 flush the 2 MiB
-    span every time; v1/v2 never (their TODO); mmemu's own modes when the PMD was cleared or
-    points at a new table (repointed), not when a table is only made writable again."""
+    """The flush after break_cow_pte of the span of addr: v3-v5 flush the 2 MiB span every
+    time; v1/v2 never (v1 -7 break_cow_pte and -5 cow_pte_fallback flush nothing: the
+    cover letter's TODO); mmemu's own modes when the PMD points at a new table
+    (repointed), not when a table is only made writable again."""
     cdef uint64_t span = addr & ~((<uint64_t>1 << 21) - 1)
     if pm.cow_rules & COW_RULE_NO_BREAK_FLUSH:
         return
