@@ -143,7 +143,7 @@ def _shared(version=None, accounting=None):
     return m, p, p.fork(cow_pgtable=True)
 
 
-@pytest.mark.parametrize("version, accounting, dup, reuse, drop", [
+@pytest.mark.parametrize("version, accounting, dup, reuse", [
     ("v5", None, (1, 1), (0, 1)),        # v3-v5: a 2 MiB flush on every break, reuse too
     ("v1", None, (1, 0), (0, 0)),        # v1: no flush of the PMD change (its TODO)
     ("v2", None, (1, 0), (0, 0)),
