@@ -11,17 +11,18 @@ The second cannot arise in mmemu: docs/series-versions.md gives the reasoning.""
 import re
 
 import pytest
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, find
 from hypothesis import strategies as st
 
 from mmemu import MAP_FIXED, Machine
 
-from conftest import PG, PRIV, RW
+from conftest import PG, PRIV, RW, fuzz_settings
 
 pytestmark = pytest.mark.one_design
 
 BASE = 0x7E0000000000
 PAGES = 4
+SETTINGS = fuzz_settings(500, "MMEMU_FUZZ_EXAMPLES", suppress_health_check=list(HealthCheck))
 BAD_RSS = re.compile(r"BUG: Bad rss-counter state mm:[0-9a-f]{16} type:MM_ANONPAGES val:-?\d+")
 
 OPS = st.lists(st.one_of(
@@ -68,8 +69,7 @@ def test_v1_bad_rss_counter_shortest_sequence():
     (the owner) leaves the still-shared table (zap_cow_pte: owner NULL, its rss dropped);
     the child, the last holder, exits through cow_pte_fallback (its rss re-added) and the
     table is freed unzapped. v2 and v5 print nothing on the same sequence."""
-    ops = find(OPS, bad_rss, settings=settings(max_examples=2000, database=None,
-                                                 suppress_health_check=list(HealthCheck)))
+    ops = find(OPS, bad_rss, settings=SETTINGS)
     assert [op[0] for op in ops] == ["write", "fork"]
     m = run("v1", ops)
     (line,) = m.dmesg()
