@@ -135,12 +135,12 @@ def cow_pte_profile(version, accounting) -> tuple:
 
 class Sysctl:
     """``Machine.sysctl``: the /proc/sys knobs the modelled kernel has. Only RFC v2's
-    ``vm.cow_pte`` (20220927162957.270460, kernel/sysctl.c + mm/memory.c cow_pte_handler):
-    writing a pid enables COW page tables for that process's later forks."""
+    ``vm.cow_pte`` (20220927162957.270460, mm/cow_pte.c ``cow_pte_handler`` ->
+    ``set_cow_pte_task``): writing a pid enables COW page tables for that process's later
+    forks; the value reads back as -1 (the handler resets it after every write)."""
 
     def __init__(self, machine):
         self._machine = machine
-        self._cow_pte = 0
 
     def _knob(self, key):
         prof = self._machine.cow_pte_profile
@@ -149,13 +149,16 @@ class Sysctl:
 
     def __getitem__(self, key):
         self._knob(key)
-        return self._cow_pte
+        return -1           # sysctl_cow_pte_pid: -1 at boot and after every write
 
     def __setitem__(self, key, pid) -> None:
-        """The handler: ESRCH (nothing changed) for a pid no live process has."""
+        """The handler: a pid no live process has is not an error; set_cow_pte_task logs
+        "pid N does not exist" (pr_info) and changes nothing."""
         self._knob(key)
         if not isinstance(pid, int) or isinstance(pid, bool):
             raise TypeError(f"vm.cow_pte takes a pid (int), not {type(pid).__name__}")
-        proc = self._machine.process(pid)      # MMError(ESRCH) if no such process
-        proc.mm.cow_pgtable = True
-        self._cow_pte = pid
+        proc = self._machine._procs.get(pid)
+        if proc is None:
+            self._machine._dmesg.append(f"pid {pid} does not exist")
+        else:
+            proc.mm.cow_pgtable = True

@@ -307,8 +307,8 @@ CASES = {
         lambda w: mmemu.Machine("64M", cow_pte_version="v5", cow_pte_accounting="deferred"), VALUE),
     "sysctl-cow-pte-not-in-this-kernel": (lambda w: w.m.sysctl.__setitem__("vm.cow_pte", w.p.pid),
                                           E(errno.ENOENT)),
-    "sysctl-cow-pte-no-such-pid": (lambda w: _profiled("v2")[0].sysctl.__setitem__("vm.cow_pte", 99),
-                                   ESRCH),
+    "sysctl-cow-pte-not-a-pid": (lambda w: _profiled("v2")[0].sysctl.__setitem__("vm.cow_pte", "1"),
+                                 TYPE),
     "prctl-set-cow-pte-twice": (lambda w: _profiled("v5", lambda p: p.prctl(PR_SET_COW_PTE))[1].prctl(
         PR_SET_COW_PTE), E(errno.EINVAL)),
 }
