@@ -301,27 +301,7 @@ CASES = {
     "file-punch-hole-readonly": (lambda w: w.ro.punch_hole(0, PG), E(errno.EBADF)),
     "file-punch-hole-empty": (lambda w: w.f.punch_hole(0, 0), E(errno.EINVAL)),
     "file-punch-hole-negative-offset": (lambda w: w.f.punch_hole(-PG, 2 * PG), E(errno.EINVAL)),
-    # ---- the COW page-table series' versions (mmemu.profiles)
-    "machine-unknown-cow-pte-version": (lambda w: mmemu.Machine("64M", cow_pte_version="v6"), VALUE),
-    "machine-cow-pte-version-against-accounting": (
-        lambda w: mmemu.Machine("64M", cow_pte_version="v5", cow_pte_accounting="deferred"), VALUE),
-    "sysctl-cow-pte-not-in-this-kernel": (lambda w: w.m.sysctl.__setitem__("vm.cow_pte", w.p.pid),
-                                          E(errno.ENOENT)),
-    "sysctl-cow-pte-not-a-pid": (lambda w: _profiled("v2")[0].sysctl.__setitem__("vm.cow_pte", "1"),
-                                 TYPE),
-    "prctl-set-cow-pte-twice": (lambda w: _profiled("v5", lambda p: p.prctl(PR_SET_COW_PTE))[1].prctl(
-        PR_SET_COW_PTE), E(errno.EINVAL)),
 }
-
-
-def _profiled(version, prepare=None):
-    """A machine of one series version (mmemu.profiles) with one process, prepared."""
-    from mmemu.profiles import PROFILES
-    m = mmemu.Machine("64M", cow_pte_version=version, cow_pte_accounting=PROFILES[version].accounting)
-    p = m.spawn()
-    if prepare is not None:
-        prepare(p)
-    return m, p
 
 # calls that get a signal only after the fault handler ran (Linux counts the fault): the
 # pages, tables and mappings are unchanged, but pgfault and its kind counters move
