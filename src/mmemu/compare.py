@@ -12,12 +12,27 @@ from typing import Dict, List, Sequence
 from .errors import MMError
 from .machine import Machine
 from .procfs import import_process
+from .profiles import PROFILES
 
 DESIGNS = {
     "classic": ("classic fork", "deferred", False),
     "deferred": ("COW PTE deferred", "deferred", True),
     "eager": ("COW PTE eager", "eager", True),
+    # the series' published versions (mmemu.profiles)
+    "odf": ("COW PTE odf", "deferred", True),
+    "v1": ("COW PTE v1", "deferred", True),
+    "v2": ("COW PTE RFC v2", "deferred", True),
+    "v5": ("COW PTE v5", "eager", True),
 }
+
+
+def design_machine(design: str, memory) -> Machine:
+    """A fresh machine for one design: a version name picks its profile."""
+    _, accounting, _ = DESIGNS[design]
+    return Machine(memory, cow_pte_accounting=accounting,
+                   cow_pte_version=design if design in PROFILES else None)
+
+
 MEMINFO = ["MemFree", "AnonPages", "Mapped", "PageTables"]
 CHILD = ["VmPTE", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
 
@@ -57,8 +72,8 @@ def compare(pid: int, designs: Sequence[str] = ("classic", "deferred", "eager"),
     VmPTE, RssAnon, RssFile, RssShmem and VmSize; ``import["mismatches"]``: what differs)
     and, per design, meminfo deltas, the child's status, the parent's VmPTE, the fork's
     vmstat work counters (zeros included) and its emulated wall time."""
-    def make(accounting):
-        m = Machine(memory, cow_pte_accounting=accounting)
+    def make(design):
+        m = design_machine(design, memory)
         return m, import_process(m, pid, stop=stop)
     return _compare(make, int(pid), _comm(pid), designs, check)
 
@@ -71,25 +86,30 @@ def compare_loaded(path, designs: Sequence[str] = ("classic", "deferred", "eager
     ValueError if the snapshot holds no imported process or several."""
     from .snapshot import load
 
-    def make(accounting):
-        m = load(path, _accounting_loader(accounting))
+    def make(design):
+        m = load(path, _design_loader(design))
         imported = [p for p in m.processes if p.imported_from is not None]
         if len(imported) != 1:
             raise ValueError(f"{path}: {len(imported)} imported processes (compare needs one)")
         return m, imported[0]
-    m, p = make("deferred")
+    m, p = make("classic")
     pid, comm = p.imported_from, p.imported_comm or "?"
     del m, p
     return _compare(make, pid, comm, designs, check)
 
 
-def _accounting_loader(accounting: str):
-    """A Machine class whose from_state builds the machine with this accounting mode."""
+def _design_loader(design: str):
+    """A Machine class whose from_state builds the machine in this design: its accounting
+    mode and, for a series version, its profile (the snapshot's own are replaced)."""
+    _, accounting, _ = DESIGNS[design]
+
     class Loaded(Machine):
         @classmethod
         def from_state(cls, state, arrays, frames=(), swap_data=()):
             if isinstance(state, dict) and isinstance(state.get("physmem"), dict):
                 state["physmem"]["cow_eager"] = int(accounting == "eager")
+            if isinstance(state, dict) and isinstance(state.get("machine"), dict):
+                state["machine"]["cow_pte_version"] = design if design in PROFILES else None
             return Machine.from_state.__func__(cls, state, arrays, frames, swap_data)
     return Loaded
 
@@ -100,7 +120,7 @@ def _compare(make, pid: int, comm: str, designs: Sequence[str], check: bool) -> 
         if d not in DESIGNS:
             raise ValueError(f"unknown design {d!r}; choose from {', '.join(DESIGNS)}")
         title, accounting, cow = DESIGNS[d]
-        m, p = make(accounting)
+        m, p = make(d)
         rep = p.import_report
         if "import" not in out:
             mism = {k: list(v) for k, v in rep.mismatches().items()}

@@ -22,6 +22,8 @@ from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
 from .process import Process, new_process
+from .profiles import PROFILES, Sysctl, cow_pte_profile
+from .check_mm import check_mm
 from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
 from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
 
@@ -39,6 +41,14 @@ def _host_mapped(make, *args):
     except MemoryError:
         gc.collect()
         return make(*args)
+
+
+def _saved_version(ms):
+    """The cow_pte_version a snapshot names (absent: None); SnapshotError if unknown."""
+    v = ms.get("cow_pte_version")
+    if v is not None and (not isinstance(v, str) or v not in PROFILES):
+        raise bad(f"machine: unknown cow_pte_version {v!r}")
+    return v
 
 
 class ShmemFile:
@@ -101,14 +111,19 @@ class Machine:
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
         shares eligible page tables copy-on-write (like ODF's per-process switch, set for
         all) unless it asks otherwise (``fork(cow_pgtable=False)``).
+    cow_pte_version : {None, "odf", "v1", "v1-nobrk", "v2", "v3", "v4", "v5"}
+        Model one published version of the COW page-table series (mmemu.profiles,
+        docs/series-versions.md): its accounting (then cow_pte_accounting may be left out,
+        or must agree), its spans, fault, fork, break and TLB rules and its opt-in.
+        None (default): mmemu's own rules with the accounting given (default deferred).
 
     Raises
     ------
     TypeError
         If memory or swap is not an int or a str, or cow_pgtable not a bool.
     ValueError
-        If a size is not a size, is out of range or unaligned, or cow_pte_accounting is
-        not one of the modes.
+        If a size is not a size, is out of range or unaligned, cow_pte_accounting is
+        not one of the modes, cow_pte_version is not a known version, or the two disagree.
 
     Notes
     -----
@@ -130,7 +145,9 @@ class Machine:
     """
 
     def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
-                 cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
+                 cow_pte_accounting: Optional[str] = None, cow_pgtable: bool = False,
+                 cow_pte_version: Optional[str] = None):
+        profile, cow_pte_accounting = cow_pte_profile(cow_pte_version, cow_pte_accounting)
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
@@ -147,6 +164,10 @@ class Machine:
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
         self.swap_device = _host_mapped(_swap.SwapDevice, self.phys, swap)
         self.phys.cow_pte_accounting = cow_pte_accounting
+        self.cow_pte_profile = profile  # mmemu.profiles.CowPteProfile, or None
+        self.phys.cow_rules = profile.rules if profile else 0
+        self.sysctl = Sysctl(self)      # /proc/sys (RFC v2's vm.cow_pte)
+        self._dmesg: List[str] = []     # the kernel log (dmesg())
         self.cow_pgtable = bool(cow_pgtable)
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
@@ -240,6 +261,16 @@ class Machine:
         return p
 
     @property
+    def cow_pte_version(self) -> Optional[str]:
+        """The series version modelled (mmemu.profiles), or None for mmemu's own rules."""
+        return self.cow_pte_profile.name if self.cow_pte_profile else None
+
+    def dmesg(self) -> List[str]:
+        """The kernel log: the lines the modelled kernel printed, oldest first, in the
+        kernel's formats (check_mm's "BUG: Bad rss-counter state ..." at exit)."""
+        return list(self._dmesg)
+
+    @property
     def cow_pte_accounting(self) -> str:
         """"deferred" or "eager": how COW-shared page tables are accounted."""
         return self.phys.cow_pte_accounting
@@ -256,6 +287,8 @@ class Machine:
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
         mm = dup_mm(self, parent.mm, bool(cow_pgtable))
+        if cow_pgtable and self.cow_pte_profile is not None:
+            self.cow_pte_profile.after_cow_fork(parent)
         child = new_process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child
@@ -267,6 +300,7 @@ class Machine:
         leaves the machine and its children are orphaned. Use Process.exit."""
         self._own(proc)
         exit_mmap(proc.mm)
+        self._dmesg += check_mm(proc.mm)
         proc.alive = False
         proc.exit_code = status
         del self._procs[proc.pid]
@@ -479,6 +513,8 @@ class Machine:
                 raise SnapshotError(f"cannot save: file {path!r} is not a known backing object")
             files.append(refs.backing_index(f, f"file {path!r}"))
         procs = [p.dump_state(refs) for p in self._procs.values()]
+        if self._dmesg:
+            raise SnapshotError("cannot save: the kernel log (dmesg) is not in the snapshot format")
         state = {
             "machine": {"memory": self.memory, "swap": self.swap,
                         "max_map_count": self.max_map_count,
@@ -490,6 +526,8 @@ class Machine:
             "anon_vmas": refs.anon_vmas,
             "processes": procs,
         }
+        if self.cow_pte_profile is not None:
+            state["machine"]["cow_pte_version"] = self.cow_pte_profile.name
         return state, arrays
 
     def _peek_inode(self) -> int:
@@ -524,7 +562,8 @@ class Machine:
         eager = integer(scalars, "cow_eager", "physmem", 0, 1)
         m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
                 cow_pte_accounting="eager" if eager else "deferred",
-                cow_pgtable=field(ms, "cow_pgtable", bool, "machine"))
+                cow_pgtable=field(ms, "cow_pgtable", bool, "machine"),
+                cow_pte_version=_saved_version(ms))
         try:
             m._restore(state, arrays, frames, swap_data)
         except BaseException as e:

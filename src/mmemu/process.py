@@ -346,6 +346,9 @@ class Process:
         self._check_alive()
         flags, exit_signal = ulong(flags), operator.index(exit_signal)
         clone3_args_valid(flags, exit_signal)
+        prof = self.machine.cow_pte_profile
+        if flags & CloneFlags.COW_PGTABLE and prof is not None and not prof.clone_flag_allowed():
+            raise einval(f"CLONE_COW_PGTABLE: this kernel ({prof.name}) has no such flag")
         return self.machine.copy_process(self, bool(flags & CloneFlags.COW_PGTABLE) or self.mm.cow_pgtable)
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
@@ -366,6 +369,11 @@ class Process:
         self._check_alive()
         option = uint(option)
         arg2, arg3, arg4, arg5 = (ulong(a) for a in (arg2, arg3, arg4, arg5))
+        prof = self.machine.cow_pte_profile
+        if prof is not None:
+            rc = prof.prctl(self, option, (arg2, arg3, arg4, arg5))
+            if rc is not None:
+                return rc
         if option == PR_SET_COW_PTE:
             if arg2 not in (0, 1) or arg3 or arg4 or arg5:
                 raise einval("PR_SET_COW_PTE takes 0 or 1")

@@ -10,3 +10,4 @@ cdef inline bint pmd_cow(pte_t pmd) noexcept nogil:
 cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil
+cdef void cow_pte_adopt(physmem_t* pm, mm_t* mm, pfn_t table) noexcept nogil
