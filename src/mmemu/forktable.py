@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Optional
 
 from .args import format_size
 from .cliutil import UsageError, choices_arg, positive_int, size_arg
-from .compare import DESIGNS, measure_fork
+from .compare import DESIGNS, design_machine, measure_fork
 from .errors import MMError
 from .flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from .machine import Machine
+from .published import published_rows
 from .stats import COUNTER_HELP
 
 HELP = "reproduce the COW page table RFC's fork table (classic fork against COW page tables)"
@@ -106,7 +107,7 @@ def run(design: str, size: int, memory: int, layout: Optional[str], show: bool, 
     """One column of the table: populate, warm up with one fork, then measure a fork
     (and ``repeat - 1`` more, each after the previous child exits, for the timing)."""
     title, accounting, cow = DESIGNS[design]
-    m = Machine(memory, cow_pte_accounting=accounting)
+    m = design_machine(design, memory)
     p = m.spawn(layout=layout)
     addr = p.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     populate_s = populate(p, addr, size, f"{title}: populating", show)
@@ -201,6 +202,7 @@ def format_table(results: List[Dict[str, Any]]) -> str:
         lines += ["", "seed: RFC 'Introduce Copy-On-Write to Page Table' v1, 1 GB: PageTables "
                       "+2076 kB with a classic fork, +92 kB with COW page tables; later versions "
                       "report the child's VmPTE as 2096 kB (classic) and 44 kB (COW, deferred)"]
+    lines += published_rows(results)    # the versions' own tables (mmemu.published)
     return "\n".join(lines)
 
 
