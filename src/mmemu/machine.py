@@ -147,6 +147,8 @@ class Machine:
     def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
                  cow_pte_accounting: Optional[str] = None, cow_pgtable: bool = False,
                  cow_pte_version: Optional[str] = None):
+        if cow_pte_accounting is not None:
+            check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
         profile, cow_pte_accounting = cow_pte_profile(cow_pte_version, cow_pte_accounting)
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
@@ -266,8 +268,21 @@ class Machine:
         return self.cow_pte_profile.name if self.cow_pte_profile else None
 
     def dmesg(self) -> List[str]:
-        """The kernel log: the lines the modelled kernel printed, oldest first, in the
-        kernel's formats (check_mm's "BUG: Bad rss-counter state ..." at exit)."""
+        """The kernel log: the lines the modelled kernel printed, oldest first.
+
+        Returns
+        -------
+        list of str
+            A new list of the lines, in the kernel's formats: check_mm's
+            ``BUG: Bad rss-counter state mm:... type:MM_ANONPAGES val:N`` at exit, RFC v2's
+            ``pid N does not exist`` from vm.cow_pte (docs/series-versions.md). Empty
+            while the modelled kernel has printed nothing.
+
+        Examples
+        --------
+        >>> Machine("64M").dmesg()
+        []
+        """
         return list(self._dmesg)
 
     @property

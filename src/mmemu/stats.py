@@ -185,6 +185,12 @@ COUNTED_BY = {
     "cow_pte_tables_duplicated": "mm/memory.c: break_cow_pte (COW page-table series)",
     "cow_pte_tables_reused": "mm/memory.c: break_cow_pte, table no longer shared",
     "cow_pte_entries_copied": "mm/memory.c: break_cow_pte (copy_pte_range of the table)",
+    "nr_tlb_local_flush_one": "arch/x86/mm/tlb.c: flush_tlb_func (one page per INVLPG)",
+    "nr_tlb_local_flush_all": "arch/x86/mm/tlb.c: flush_tlb_func (a full flush)",
+    "nr_tlb_remote_flush": "arch/x86/mm/tlb.c: native_flush_tlb_multi",
+    "nr_tlb_remote_flush_received": "arch/x86/mm/tlb.c: flush_tlb_func (another CPU's request)",
+    "fork_ptes_accounted": "mm/memory.c: copy_cow_pte_range (v3-v5, copy_present_pte "
+                                      "per entry of a shared table)",
     "tlb_flush": "mm/mmu_gather.c: tlb_flush_mmu, flush_tlb_range",
     "mremap_ptes_moved": "mm/mremap.c: move_ptes",
     "mremap_pmds_moved": "mm/mremap.c: move_normal_pmd",

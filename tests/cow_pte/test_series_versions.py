@@ -49,7 +49,7 @@ def test_each_version_implies_its_accounting(version, accounting):
     ({"cow_pte_version": 5}, "unknown cow_pte_version 5"),
     ({"cow_pte_version": "v5", "cow_pte_accounting": "deferred"}, "accounts eager, not deferred"),
     ({"cow_pte_version": "v1", "cow_pte_accounting": "eager"}, "accounts deferred, not eager"),
-    ({"cow_pte_accounting": "lazy"}, "must be 'deferred' or 'eager'"),
+    ({"cow_pte_accounting": "lazy"}, "must be one of 'deferred', 'eager'"),
 ])
 def test_bad_profile_arguments_are_refused_before_anything_is_made(kw, msg):
     with pytest.raises(ValueError, match=msg):

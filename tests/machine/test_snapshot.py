@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from mmemu._core.constants import NR_EVENTS
 
 import mmemu
 from mmemu import (
@@ -397,14 +398,14 @@ def test_files_with_the_two_unused_event_slots_load(tmp_path, good):
     last two always 0: they load, with the same counters (slots 30 and 31 are TLB counters
     now, saved only when used); more counters than slots are refused."""
     m0 = load_bytes(tmp_path, good[0], "g.mms")
-    assert len(m0.phys.events()) == 33
+    assert len(m0.phys.events()) == NR_EVENTS
     old = rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0, 0]))
     m = load_bytes(tmp_path, old)
     m.check()
     assert dict(m.vmstat()) == dict(m0.vmstat())
     assert_same(observe(m), observe(m0))
-    expect(tmp_path, rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0] * 4)),
-           "expected 30 to 33 event counters")
+    expect(tmp_path, rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend(
+        [0] * (NR_EVENTS - 30 + 1))), f"expected 30 to {NR_EVENTS} event counters")
 
 
 @pytest.mark.one_design

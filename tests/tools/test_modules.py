@@ -289,7 +289,7 @@ VMSTAT_EVENTS = [
     "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
     "cow_pte_entries_copied", "nr_tlb_local_flush_all", "mremap_ptes_moved", "mremap_pmds_moved",
     "pswpin", "pswpout", "nr_tlb_local_flush_one", "nr_tlb_remote_flush",
-    "nr_tlb_remote_flush_received",
+    "nr_tlb_remote_flush_received", "fork_ptes_accounted",
 ]
 
 

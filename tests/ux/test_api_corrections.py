@@ -97,7 +97,9 @@ def test_machine_flag_parameters_are_checked():
     with pytest.raises(ValueError, match="cow_pte_accounting must be one of 'deferred', 'eager'"):
         mmemu.Machine("1M", cow_pte_accounting="lazy")
     with pytest.raises(TypeError):
-        mmemu.Machine("1M", cow_pte_accounting=None)
+        mmemu.Machine("1M", cow_pte_accounting=1)
+    # None (the default) means the version's accounting, or deferred without a version
+    assert mmemu.Machine("1M", cow_pte_accounting=None).cow_pte_accounting == "deferred"
 
 
 @pytest.mark.parametrize("text", ["1GiB", "1Gi", "1GB", "1G", "1g", "1gib", "1 G", "1024M", "1024MiB",

@@ -132,6 +132,9 @@ _EVENTS = [
      "TLB shootdowns sent to other CPUs (always 0: one CPU is modelled)"),
     (T.EV_TLB_REMOTE_FLUSH_RECEIVED, "nr_tlb_remote_flush_received",
      "TLB shootdowns received from other CPUs (always 0: one CPU is modelled)"),
+    (T.EV_FORK_PTES_ACCOUNTED, "fork_ptes_accounted",
+     "pages of shared PTE tables accounted to the child at fork (eager accounting, v3-v5: "
+     "copy_present_pte's reference, mapcount and RSS per entry)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

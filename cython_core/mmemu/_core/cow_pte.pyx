@@ -48,12 +48,13 @@ cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
         out[mm_counter(pm.flags[p])] += 1
 
 
-cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
+cdef int64_t account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
     """Add (+1) or drop (-1) one mm's use of every normal page in a table: as a fork's copy
     of each entry would (folio_dup_rmap_pte), or as a zap of it (folio_remove_rmap_pte +
-    put_page)."""
+    put_page). Returns the number of pages."""
     cdef pte_t* t = table_ptr(pm, table)
     cdef int i
+    cdef int64_t n = 0
     cdef pte_t e
     cdef pfn_t p
     cdef uint32_t fl
@@ -65,11 +66,13 @@ cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) no
         fl = pm.flags[p]
         if fl & PG_ZERO:
             continue
+        n += 1
         if sign > 0:
             folio_dup_rmap_pte(pm, p, fl, mm.rss)
         else:
             folio_remove_rmap_pte(pm, p, fl, mm.rss)
             put_page(pm, p)
+    return n
 
 
 cdef mm_t* find_other_holder(physmem_t* pm, mm_t* mm, pfn_t table, uint64_t addr) noexcept nogil:

@@ -87,7 +87,7 @@ cdef void share_pte_table(physmem_t* pm, mm_t* src_mm, mm_t* dst_mm, pte_t* spmd
     cdef int64_t wp = 0
     cow_pte_adopt(pm, src_mm, t)        # v1/v2: a table nobody owns is the parent's again
     if pm.cow_eager:
-        account_table_pages(pm, dst_mm, t, 1)
+        pm.ev[EV_FORK_PTES_ACCOUNTED] += account_table_pages(pm, dst_mm, t, 1)
         dst_mm.pgtables_bytes += 4096       # pmd_install: mm_inc_nr_ptes(child)
         if pm.pt_share[t] == 1:
             e = table_ptr(pm, t)

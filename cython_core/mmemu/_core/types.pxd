@@ -212,7 +212,8 @@ cdef enum:
     EV_TLB_LOCAL_FLUSH_ONE = 30    # NR_TLB_LOCAL_FLUSH_ONE: pages flushed one by one (tlb.pxd)
     EV_TLB_REMOTE_FLUSH = 31       # NR_TLB_REMOTE_FLUSH: shootdowns sent (0 with one CPU)
     EV_TLB_REMOTE_FLUSH_RECEIVED = 32  # NR_TLB_REMOTE_FLUSH_RECEIVED (0 with one CPU)
-    NR_EVENTS = 33             # every slot has a name and a help text (_core/constants.pyx)
+    EV_FORK_PTES_ACCOUNTED = 33  # eager COW page table: entries accounted at fork
+    NR_EVENTS = 34             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -16,6 +16,9 @@ TERMS: List[Tuple[str, str, str, Tuple[str, ...], str]] = [
      "fork_ptes_copied", (), "fork_pte"),
     ("fork.share_table", "COW PTE fork: one PTE table shared (priced as fork.table)",
      "cow_pte_tables_shared", (), "fork_table"),
+    ("fork.account_pte", "COW PTE fork, eager accounting (v3-v5): copy_present_pte's page "
+     "reference, mapcount and RSS per entry of a shared table (priced as fork.pte)",
+     "fork_ptes_accounted", (), "fork_pte"),
     ("cow_pte.table", "break COW PTE: one shared table duplicated (priced as fork.table)",
      "cow_pte_tables_duplicated", (), "fork_table"),
     ("cow_pte.pte", "break COW PTE: one entry copied (priced as fork.pte)",
