@@ -137,13 +137,13 @@ def targets(results: dict, rs: dict) -> list:
         if r.get("kind") == "trace" and r["op"] == "replay" and "skipped" not in r:
             d, z = r["design"], size_name(r["size"])
             rows.append((f"replay {d} {z}: >= 1 million events/s (seconds per million events)",
-                         r["median_s"] / r["pages"] * 1e6, 1.0))
+                         r["median_s"] / r["pages"] * 1e6, 1.0, None))
             rows.append((f"replay {d} {z} <= 2x the same faults through the API",
-                         rs.get(f"{key}/trace.direct.{d}.{z}"), 2.0))
+                         rs.get(f"{key}/trace.direct.{d}.{z}"), 2.0, None))
     rec = next((k for k in results if k.startswith("trace.record.")), None)
     if rec:
         rows.append(("recording a fault-heavy program: <= 1.5x its plain run time",
-                     rs.get(f"{rec}/plain"), 1.5))
+                     rs.get(f"{rec}/plain"), 1.5, None))
     if big != "64M":    # at 64 MiB one 2 MiB host huge page of tables outweighs what they hold
         rows.append((f"host memory of classic fork {big} <= 1.3x page tables + metadata",
                      rs.get(f"fork.classic.{big}.host/must_hold"), 1.3, None))
