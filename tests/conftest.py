@@ -49,12 +49,26 @@ def pytest_configure(config):
         "markers", "one_design: the test picks its fork designs itself (not parametrised)")
     config.addinivalue_line(
         "markers", "long: a live-helper test that takes more than a few seconds (-m 'not long')")
+    config.addinivalue_line(
+        "markers", "workloads: a real workload of benchmarks/workloads (Redis, AFL++, a "
+                   "multiprocessing pool: minutes, installs packages); deselected unless "
+                   "-m workloads or MMEMU_WORKLOADS=1")
     if os.environ.get("MMEMU_REQUIRE_DEBUG_BUILD"):
         # tools/debug_build_check.py: make sure the debug build is the one under test
         from mmemu._core import physmem
         if not physmem.DEBUG_BUILD:
             raise pytest.UsageError(f"MMEMU_REQUIRE_DEBUG_BUILD is set but {physmem.__file__} "
                                     "is a release build")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default run deselects the ``workloads`` tests (see pytest_configure)."""
+    if os.environ.get("MMEMU_WORKLOADS") or "workloads" in (config.getoption("-m") or ""):
+        return
+    keep = [i for i in items if i.get_closest_marker("workloads") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 # what makes a test depend on the fork design: it forks, or it asks for the design
