@@ -18,6 +18,7 @@ from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
 from .file import File
 from .fork import dup_mm
+from .huge_memory import Sysfs, thp_mode
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
@@ -108,6 +109,10 @@ class Machine:
     cow_pgtable : bool
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
         shares eligible page tables copy-on-write (like ODF's per-process switch, set for all).
+    thp : {"always", "madvise", "never"}
+        /sys/kernel/mm/transparent_hugepage/enabled (default "madvise", as on the machines
+        mmemu is measured on): where an anonymous fault may map a 2 MiB transparent huge
+        page. Changeable later through ``m.sysfs`` or ``m.thp`` (see mmemu.huge_memory).
 
     Examples
     --------
@@ -119,8 +124,10 @@ class Machine:
     """
 
     def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
-                 cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
+                 cow_pte_accounting: str = "deferred", cow_pgtable: bool = False,
+                 thp: str = "madvise"):
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
+        self._thp = thp_mode(thp)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
             raise ValueError("memory must be a multiple of 4096 bytes")
@@ -154,6 +161,22 @@ class Machine:
     def swap(self) -> int:
         """SwapTotal in bytes: the size of the swap device."""
         return self.swap_device.size
+
+    @property
+    def thp(self) -> str:
+        """The THP mode ("always", "madvise" or "never"); assigning one changes the policy
+        for every later fault (ValueError for anything else)."""
+        return self._thp
+
+    @thp.setter
+    def thp(self, mode) -> None:
+        self._thp = thp_mode(mode)
+
+    @property
+    def sysfs(self) -> Sysfs:
+        """The machine's /sys files as a mapping (mmemu.huge_memory.Sysfs):
+        ``m.sysfs["kernel/mm/transparent_hugepage/enabled"]``."""
+        return Sysfs(self)
 
     # ---- processes ----
     @property
@@ -342,6 +365,10 @@ class Machine:
         slots of arrays["swap_slots"] (``swap_device.read_slots``) hold the rest.
         SnapshotError if an object holds state the snapshot format does not know."""
         refuse_undeclared(self, "the Machine")
+        if (self._thp != "madvise" or self.phys.huge_zero_pfn >= 0
+                or any(p.mm.core.nr_deposited for p in self._procs.values())):
+            raise SnapshotError("cannot save: the snapshot format does not know transparent "
+                                "huge pages (a mode other than madvise, or huge PMDs)")
         scalars, arrays = self.phys.dump_state()
         refs = SaveRefs(sorted(self._backings, key=lambda b: b.inode))
         brecs, caches, pos = [], [], 0

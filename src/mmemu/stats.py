@@ -11,8 +11,10 @@ from collections.abc import Mapping
 # the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
 # EVENT_HELP (name -> what it counts), importable from here as before
 from ._core.constants import EVENT_HELP, EVENT_NAMES  # noqa: F401
+from ._core.constants import HPAGE_PMD_NR
 from ._core.task_mmu import pagemap, pte_tables, smaps_range
 from .flags import VmFlags
+from .huge_memory import thp_eligible
 from .vma import PAGE_SHIFT, PMD_SIZE
 
 
@@ -110,7 +112,7 @@ def meminfo(machine) -> MemInfo:
         ("PageTables", kb(c["nr_page_table_pages"])),
         ("SwapTotal", kb(_swap_total(machine))),
         ("SwapFree", kb(_swap_total(machine) - _swap_used(machine))),
-        ("AnonHugePages", 0),
+        ("AnonHugePages", kb(c["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR)),
     ])
 
 
@@ -124,6 +126,7 @@ def vmstat(machine) -> Counters:
         ("nr_file_pages", c["nr_file_pages"]),
         ("nr_shmem", c["nr_shmem"]),
         ("nr_page_table_pages", c["nr_page_table_pages"]),
+        ("nr_anon_transparent_hugepages", c["nr_anon_transparent_hugepages"]),
     ]
     items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
     return Counters(items)
@@ -293,10 +296,11 @@ def proc_smaps(proc) -> Smaps:
             "Shared_Clean": r["Shared_Clean"] >> 10, "Shared_Dirty": r["Shared_Dirty"] >> 10,
             "Private_Clean": r["Private_Clean"] >> 10, "Private_Dirty": r["Private_Dirty"] >> 10,
             "Referenced": r["Referenced"] >> 10, "Anonymous": r["Anonymous"] >> 10,
-            "KSM": 0, "LazyFree": 0, "AnonHugePages": 0, "ShmemPmdMapped": 0, "FilePmdMapped": 0,
+            "KSM": 0, "LazyFree": 0, "AnonHugePages": r["AnonHugePages"] >> 10,
+            "ShmemPmdMapped": 0, "FilePmdMapped": 0,
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
-            "THPeligible": 0,
+            "THPeligible": thp_eligible(proc.machine, v),
             "VmFlags": [m for bit, m in VM_FLAG_MNEMONICS if v.flags & bit],
         }
         out.append(e)

@@ -41,6 +41,10 @@ PG_HASDATA = T.PG_HASDATA
 PG_ANON_EXCLUSIVE = T.PG_ANON_EXCLUSIVE
 PG_DIRTY = T.PG_DIRTY
 PG_RESERVED = T.PG_RESERVED
+PG_HEAD = T.PG_HEAD
+PG_TAIL = T.PG_TAIL
+PG_PARTIALLY_MAPPED = T.PG_PARTIALLY_MAPPED
+HPAGE_PMD_NR = T.HPAGE_PMD_NR
 
 # ---- rss counters: the order of MMCore.rss ----
 MM_FILEPAGES = T.MM_FILEPAGES
@@ -116,6 +120,13 @@ _EVENTS = [
     (T.EV_PMDS_MOVED, "mremap_pmds_moved", "whole PTE tables relinked by move_normal_pmd"),
     (T.EV_SWAPIN, "pswpin", "pages read back from the emulated swap device (do_swap_page)"),
     (T.EV_SWAPOUT, "pswpout", "pages written to the emulated swap device (Process.swap_out)"),
+    (T.EV_THP_FAULT_ALLOC, "thp_fault_alloc", "faults that mapped a new transparent huge page"),
+    (T.EV_THP_FAULT_FALLBACK, "thp_fault_fallback",
+     "THP faults that found no free order-9 block (base pages instead)"),
+    (T.EV_THP_ZERO_PAGE_ALLOC, "thp_zero_page_alloc", "huge zero page allocations"),
+    (T.EV_THP_SPLIT_PMD, "thp_split_pmd", "huge PMDs split into PTE tables"),
+    (T.EV_THP_DEFERRED_SPLIT_PAGE, "thp_deferred_split_page",
+     "THPs that became partially mapped (queued for a deferred split)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))
