@@ -126,9 +126,9 @@ def vmstat(machine) -> Counters:
         ("nr_file_pages", c["nr_file_pages"]),
         ("nr_shmem", c["nr_shmem"]),
         ("nr_page_table_pages", c["nr_page_table_pages"]),
-        ("nr_anon_transparent_hugepages", c["nr_anon_transparent_hugepages"]),
     ]
     items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
+    items.append(("nr_anon_transparent_hugepages", c["nr_anon_transparent_hugepages"]))
     return Counters(items)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mmemu
+from mmemu._core.constants import NR_EVENTS
 from mmemu import (
     MADV_DONTNEED, MADV_GUARD_INSTALL, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MREMAP_MAYMOVE,
     PR_SET_COW_PTE, Madv,
@@ -396,14 +397,14 @@ def test_files_with_the_two_unused_event_slots_load(tmp_path, good):
     """Snapshots written before every event slot had a name carry 32 event counters, the
     last two always 0: they load, with the same counters; a non-zero one is refused."""
     m0 = load_bytes(tmp_path, good[0], "g.mms")
-    assert len(m0.phys.events()) == 30
+    assert len(m0.phys.events()) == NR_EVENTS
     old = rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0, 0]))
     m = load_bytes(tmp_path, old)
     m.check()
     assert dict(m.vmstat()) == dict(m0.vmstat())
     assert_same(observe(m), observe(m0))
     expect(tmp_path, rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0, 7])),
-           "expected 30 event counters")
+           f"expected {NR_EVENTS} event counters")
 
 
 @pytest.mark.one_design

@@ -288,7 +288,8 @@ VMSTAT_EVENTS = [
     "ptes_zapped", "ptes_protected",
     "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
     "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
-    "pswpin", "pswpout",
+    "pswpin", "pswpout", "thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc",
+    "thp_split_pmd", "thp_deferred_split_page",
 ]
 
 
@@ -308,7 +309,7 @@ def test_vmstat_keeps_its_names_and_order():
     m = mmemu.Machine("64M")
     keys = list(m.vmstat())
     assert keys == ["nr_free_pages", "nr_anon_pages", "nr_mapped", "nr_file_pages", "nr_shmem",
-                    "nr_page_table_pages"] + VMSTAT_EVENTS
+                    "nr_page_table_pages"] + VMSTAT_EVENTS + ["nr_anon_transparent_hugepages"]
     assert len(m.phys.events()) == C.NR_EVENTS
     from mmemu import stats
     assert list(stats.EVENT_NAMES) == VMSTAT_EVENTS and set(stats.EVENT_HELP) == set(VMSTAT_EVENTS)

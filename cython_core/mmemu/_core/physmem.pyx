@@ -23,7 +23,7 @@ from mmemu._core.types cimport (
     PG_ORDER_SHIFT, EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
 from mmemu._core.types cimport PG_FILE, PG_DIRTY, PG_SWAPBACKED
-from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, compound_head
+from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, EV_THP_FAULT_ALLOC, compound_head
 from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
@@ -617,7 +617,9 @@ cdef class PhysMem:
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
             "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
-            "events": [self.pm.ev[i] for i in range(NR_EVENTS)],
+            "events": [self.pm.ev[i] for i in range(
+                NR_EVENTS if any(self.pm.ev[i] for i in range(EV_THP_FAULT_ALLOC, NR_EVENTS))
+                else EV_THP_FAULT_ALLOC)],
             "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
             "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
         }
@@ -763,7 +765,12 @@ cdef class PhysMem:
         z = _scalar(scalars, "zero_pfn", 0, d1 - 1)
         ev = scalars.get("events")
         if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
-            ev = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
+            ev = ev[:NR_EVENTS]     # files written with more slots than counters, unused
+        elif (isinstance(ev, list) and len(ev) in (EV_THP_FAULT_ALLOC, EV_THP_FAULT_ALLOC + 2)
+                and not any(ev[EV_THP_FAULT_ALLOC:])):
+            # the thp_* counters all 0 (dump_state leaves them out then, as files written
+            # before they were appended do: 30 slots, or 32 with the last 2 never used)
+            ev = ev[:EV_THP_FAULT_ALLOC] + [0] * (NR_EVENTS - EV_THP_FAULT_ALLOC)
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
             raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
