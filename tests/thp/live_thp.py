@@ -6,8 +6,9 @@ private read-write mapping at BASE + off, then madvise(advice) unless 0), ("w", 
 ("r", off), ("fork",) (a child that does nothing until ("reap",)), ("unmap", off, length),
 ("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off).
 Each side gives per step: VmPTE and RssAnon (kB), the thp_* vmstat counters with
-nr_anon_transparent_hugepages, and the VMAs of the region as (start, end, Rss,
-AnonHugePages, THPeligible) offsets from BASE.
+nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
+AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
+(flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _binary() -> str:
     if not _BINARY:
         d = tempfile.mkdtemp(prefix="mmemu-thp-")
         out = os.path.join(d, "thp_scenario")
-        subprocess.run(["cc", "-O1", "-o", out, os.path.join(HERE, "thp_scenario.c")], check=True)
+        subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", out, os.path.join(HERE, "thp_scenario.c")], check=True)
         _BINARY.append(out)
     return _BINARY[0]
 
@@ -72,6 +73,9 @@ def run_live(steps):
         elif k == "vma":
             s, e, rss, ahp, el = rest.split()
             cur["vmas"].append((int(s, 16), int(e, 16), int(rss), int(ahp), int(el)))
+        elif k == "pm":
+            cur.setdefault("pagemap", []).append(
+                [tuple(int(x) for x in r.split("*")) for r in rest.split()])
         else:
             cur[k] = int(rest)
     return out
@@ -121,12 +125,26 @@ def _observe(m, p, step):
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
                    e["THPeligible"]) for e in p.smaps() if BASE <= e["start"] < BASE + (1 << 30)]}
     d.update((k, vm[k]) for k in COUNTERS)
+    if d["vmas"]:
+        d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
     return d
+
+
+def _runs(entries):
+    """pagemap entries as runs (flags, pages), flags as thp_scenario.c prints them."""
+    out = []
+    for x in entries.tolist():
+        f = (x >> 63 & 1) << 3 | (x >> 62 & 1) << 2 | (x >> 61 & 1) << 1 | (x >> 56 & 1)
+        if out and out[-1][0] == f:
+            out[-1] = (f, out[-1][1] + 1)
+        else:
+            out.append((f, 1))
+    return out
 
 
 def deltas(obs, first=1):
     """Per step from `first` on: the change of VmPTE, RssAnon and the counters since the
     step before, and the region's VMAs."""
-    return [{"step": b["step"], "vmas": b["vmas"],
+    return [{"step": b["step"], "vmas": b["vmas"], "pagemap": b.get("pagemap"),
              **{k: b[k] - a[k] for k in ("VmPTE", "RssAnon") + COUNTERS}}
             for a, b in zip(obs[first - 1:], obs[first:])]
