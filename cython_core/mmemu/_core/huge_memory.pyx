@@ -21,7 +21,8 @@ from mmemu._core.physmem cimport (
     physmem_t, alloc_pages, free_pages, put_page, table_ptr,
 )
 from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, pmd_offset, pgtable_alloc, pgtable_free, LEVEL_PTE,
+    mm_t, vma_t, MMCore, pmd_offset, pmd_offset_alloc, pgtable_alloc, pgtable_free, LEVEL_PTE,
+    vma_from_py,
 )
 from mmemu._core.pgtable cimport (
     set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags,
@@ -300,6 +301,65 @@ def split_huge_pmd_range(MMCore mmc, uint64_t start, uint64_t end):
     return n
 
 
-def thp_counters(MMCore mmc):
-    """(deposited tables of the mm, NR_ANON_THPS of the machine, huge zero folio pfn or -1)."""
-    return mmc.mm.nr_deposited, mmc.phys.pm.nr_anon_thps, mmc.phys.pm.huge_zero_pfn
+HUGE_NEW = -1       # install_huge_pmd: a new folio
+HUGE_ZERO = -2      # ... the huge zero folio
+
+
+def install_huge_pmd(MMCore core, object vma, uint64_t addr, int64_t head, bint exclusive):
+    """The importer's huge PMD at addr (2 MiB aligned, inside vma, its PMD entry none), as
+    the fault path would have made it: head HUGE_NEW: a new zeroed THP folio, exclusive
+    (writable if the VMA is) or not (read-only, as after a fork whose other side is gone);
+    HUGE_ZERO: the huge zero folio; head >= 0: the THP another imported process maps by a
+    PMD, shared as copy_huge_pmd shares it (read-only). Each with its deposited table.
+    Returns the folio's head, -1 if a frame is missing (upper tables allocated on the way
+    stay, as after a failed fault), -2 if the PMD entry is not none or head is not a
+    PMD-mapped THP."""
+    cdef physmem_t* pm = &core.phys.pm
+    cdef vma_t v
+    cdef pte_t* pmdp
+    cdef pte_t e
+    cdef pfn_t t
+    vma_from_py(&v, vma)
+    if addr & (PMD_SIZE - 1) or addr < v.start or addr + PMD_SIZE > v.end:
+        raise ValueError("the 2 MiB span is not aligned inside the VMA")
+    if head >= 0 and (head >= pm.nframes or not (pm.flags[head] & PG_HEAD) or pm.pt_share[head] < 1):
+        return -2
+    pmdp = pmd_offset_alloc(pm, &core.mm, addr)
+    if pmdp == NULL:
+        return -1
+    if pmdp[0] != 0:
+        return -2
+    if head == HUGE_ZERO and not get_huge_zero_folio(pm):
+        return -1
+    t = pgtable_alloc(pm, &core.mm, LEVEL_PTE)
+    if t < 0:
+        return -1
+    if head == HUGE_NEW:
+        head = alloc_pages(pm, HPAGE_PMD_ORDER, False, True)
+        if head < 0:
+            pgtable_free(pm, &core.mm, t, LEVEL_PTE)
+            return -1
+        prep_compound_page(pm, head)
+        folio_add_new_anon_rmap_pmd(pm, head, core.mm.rss, exclusive)
+    elif head == HUGE_ZERO:
+        head = pm.huge_zero_pfn
+        exclusive = False
+    else:
+        folio_dup_rmap_pmd(pm, head, core.mm.rss)
+        exclusive = False
+    e = mk_huge_pmd(head, &v) if exclusive else pte_wrprotect(
+        mk_pte(head, v.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
+    pgtable_trans_huge_deposit(pm, &core.mm, t)
+    set_pmd_at(pm, pmdp, e)
+    return head
+
+
+def huge_pmd_head(MMCore core, uint64_t addr):
+    """The folio head a huge PMD maps at addr, or -1 (no huge PMD there)."""
+    cdef pte_t* pmdp
+    if core.mm.pgd < 0:
+        return -1
+    pmdp = pmd_offset(&core.phys.pm, &core.mm, addr)
+    if pmdp == NULL or not pmd_leaf(pmdp[0]):
+        return -1
+    return pte_pfn(pmdp[0])
