@@ -381,3 +381,38 @@ def test_madv_collapse_is_still_einval():
     with pytest.raises(mmemu.MMError) as e:
         p.madvise(a, 2 * M, mmemu.MADV_COLLAPSE)
     assert e.value.errno == 22
+
+
+# ---- the checker ----
+
+@pytest.mark.parametrize("field, where, value, message", [
+    ("refcount", 0, 2, "THP folio"),
+    ("refcount", 7, 1, "THP tails with a refcount"),
+    ("pt_share", 0, 2, "entire mapcount differs"),
+    ("flags", 9, None, "without its 511 tails"),
+    ("nr_anon_mapped", 0, None, "nr_anon_mapped"),
+])
+def test_the_checker_sees_a_broken_thp(field, where, value, message):
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = huge_region(p, 2 * M)
+    p.touch(a, 2 * M)
+    m.check()
+    head = int(p.pagemap(a, 1)[0]) & ((1 << 55) - 1)
+    if field == "flags":
+        value = int(m.phys.flags[head + where]) & ~PG_TAIL
+    if field == "nr_anon_mapped":
+        value = m.phys.counters()["nr_anon_mapped"] - 1
+    m.phys._debug_poke(field, head + where, value)
+    with pytest.raises(mmemu.InvariantError, match=message):
+        m.check()
+
+
+def test_the_checker_counts_deposited_tables():
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = huge_region(p, 2 * M)
+    p.touch(a, 1)
+    p.mm.core._debug_poke("pgtables_bytes", p.mm.core.pgtables_bytes - 4096)
+    with pytest.raises(mmemu.InvariantError, match="pgtables_bytes"):
+        m.check()
