@@ -7,13 +7,17 @@ every step, and at the end every machine is back to its starting free memory but
 huge zero page, which stays once allocated."""
 import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck
 from hypothesis.stateful import rule
 
 import mmemu
+from conftest import fuzz_settings
 from mmemu import Madv
-from properties.test_fuzz import BIG, PMD, SETTINGS, Fuzz, outcome
+from properties.test_fuzz import BIG, PMD, STEPS, Fuzz, outcome
 
 pytestmark = pytest.mark.one_design
+SETTINGS = fuzz_settings(40, "MMEMU_FUZZ_EXAMPLES", "MMEMU_FUZZ_STEPS", stateful_step_count=STEPS,
+                         suppress_health_check=[HealthCheck.too_slow])
 
 
 class ThpFuzz(Fuzz):
