@@ -416,3 +416,24 @@ def test_the_checker_counts_deposited_tables():
     p.mm.core._debug_poke("pgtables_bytes", p.mm.core.pgtables_bytes - 4096)
     with pytest.raises(mmemu.InvariantError, match="pgtables_bytes"):
         m.check()
+
+
+def test_a_write_to_the_huge_zero_page_without_an_order_9_block_splits_it():
+    """do_huge_zero_wp_pmd finds no THP (thp_fault_fallback): the huge zero PMD is split
+    into 512 zero-page PTEs (thp_split_pmd, its deposited table), and do_wp_page gives the
+    written page a zeroed copy."""
+    m = mmemu.Machine("64M")
+    p = m.spawn()
+    a = huge_region(p, 2 * M)
+    assert p.read(a + 3 * PG, 1) == b"\0"
+    vmpte, v0 = p.status()["VmPTE"], thp(m)
+    m.fail_page_alloc(1)
+    p.write(a + 3 * PG, b"z")
+    v1 = thp(m)
+    assert (v1["thp_fault_fallback"] - v0["thp_fault_fallback"],
+            v1["thp_split_pmd"] - v0["thp_split_pmd"]) == (1, 1)
+    assert m.vmstat()["cow_zero_fault"] == 1 and p.status()["VmPTE"] == vmpte
+    assert p.read(a + 3 * PG, 2) == b"z\0" and p.status()["RssAnon"] == 4
+    pm = p.pagemap(a, 512)
+    assert int(pm[3]) >> 56 & 1 and not any(int(x) >> 56 & 1 for i, x in enumerate(pm) if i != 3)
+    m.check()

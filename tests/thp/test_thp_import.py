@@ -104,3 +104,37 @@ def test_thp_import_and_fork_match_kernel(name):
         assert _fields(seen["emulated_child"]) == _fields(seen["child"])
     finally:
         h.close()
+
+
+@live
+def test_a_forked_pair_shares_its_thps():
+    """The parent and the real child it just forked, imported into one machine: each THP
+    is one folio both map by a PMD, as in the kernel (AnonPages counts it once)."""
+    h = LiveHelper()
+    try:
+        layout_thp_written(h)
+        seen = {}
+
+        def at_stop(parent, child):
+            m = mmemu.Machine("4G")
+            a = import_process(m, parent)
+            b = import_process(m, child)
+            seen["reports"] = (a.import_report.mismatches(), b.import_report.mismatches())
+            seen["heads"] = [(int(x.pagemap(BASE + i * 2 * MiB, 1)[0]) & ((1 << 55) - 1))
+                             for x in (a, b) for i in range(4)]
+            seen["pmds"] = (a.import_report.huge_pmds, b.import_report.huge_pmds)
+            seen["thps"] = m.meminfo()["AnonHugePages"]
+            m.check()
+
+        try:
+            h.fork_traced(at_stop)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                pytest.skip(f"ptrace of the helper is not permitted here ({e})")
+            raise
+        assert seen["reports"] == ({}, {})
+        assert seen["pmds"] == (4, 4)
+        assert seen["heads"][:4] == seen["heads"][4:]
+        assert seen["thps"] == 8192
+    finally:
+        h.close()
