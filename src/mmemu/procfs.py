@@ -761,7 +761,7 @@ def _import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts, to_fi
             continue
         if not zero and installed >= limit:
             continue
-        share = -1
+        share = _huge.HUGE_NEW
         if not zero and not excl[0] and head in anon_reg:
             proc, at, ehead = anon_reg[head]
             if proc.alive and _huge.huge_pmd_head(proc.mm.core, at) == ehead:

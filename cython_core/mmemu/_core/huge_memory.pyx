@@ -28,7 +28,6 @@ from mmemu._core.pgtable cimport (
     set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags,
     pmdp_set_wrprotect,
 )
-from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range, ACTION_CONTINUE
 from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap_pmd, folio_dup_rmap_pmd, folio_remove_rmap_pmd,
     folio_add_anon_rmap_ptes,
@@ -277,28 +276,6 @@ def split_huge_pmd_address(MMCore mmc, uint64_t addr):
         return False
     split_huge_pmd(&mmc.phys.pm, &mmc.mm, pmdp)
     return True
-
-
-cdef int split_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    """split_huge_pmd_range's pmd_entry: split a huge PMD, do not descend."""
-    walk.action = ACTION_CONTINUE
-    if pmd_leaf(pmd[0]):
-        split_huge_pmd(walk.pm, walk.mm, pmd)
-        (<int64_t*>walk.private)[0] += 1
-    return 0
-
-
-cdef mm_walk_ops split_ops
-split_ops.pmd_entry = split_pmd_entry
-
-
-def split_huge_pmd_range(MMCore mmc, uint64_t start, uint64_t end):
-    """Split every huge PMD overlapping [start, end) (for the kernels that do not handle a
-    huge PMD themselves: swap-out, the importer). Returns how many."""
-    cdef int64_t n = 0
-    with nogil:
-        walk_page_range(&mmc.phys.pm, &mmc.mm, start, end, &split_ops, &n)
-    return n
 
 
 HUGE_NEW = -1       # install_huge_pmd: a new folio

@@ -21,7 +21,7 @@ NR_ANON_THPS the folios mapped by a PMD.
 `rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
 afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
 """
-from libc.stdint cimport uint32_t, int32_t, int64_t
+from libc.stdint cimport uint32_t, int64_t
 from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 
@@ -109,11 +109,6 @@ cdef inline void folio_remove_rmap_pte(physmem_t* pm, pfn_t pfn, uint32_t fl, in
 
 
 # ---- THP folios (order 9, anonymous) ----
-
-cdef inline int32_t folio_entire_mapcount(physmem_t* pm, pfn_t head) noexcept nogil:
-    """folio_entire_mapcount: how many PMDs map the THP folio."""
-    return pm.pt_share[head]
-
 
 cdef inline int64_t folio_nr_pages_mapped(physmem_t* pm, pfn_t head) noexcept nogil:
     """folio->_nr_pages_mapped: pages of the folio some PTE maps (a scan of 512)."""
