@@ -30,8 +30,8 @@ import numpy as np
 
 from ._core import task_mmu
 from ._core.constants import (
-    HPAGE_PMD_NR, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_HEAD,
-    PG_PARTIALLY_MAPPED, PG_RESERVED, PG_SWAPBACKED, PG_TABLE, PG_TAIL, PG_USED, PG_ZERO,
+    COW_RULE_OWNER_NULL, HPAGE_PMD_NR, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA,
+    PG_HEAD, PG_PARTIALLY_MAPPED, PG_RESERVED, PG_SWAPBACKED, PG_TABLE, PG_TAIL, PG_USED, PG_ZERO,
 )
 from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
 from .mm import MM
@@ -324,9 +324,11 @@ def check_machine(machine) -> None:
         i = bad_share[0]
         problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {idx[i]}: "
                         f"stored {share[i]}, PMD entries {exp_share[i]})")
-    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1)):
+    # v1/v2 (COW_RULE_OWNER_NULL): a table whose owner left while shared has owner NULL
+    unowned = (owner == 0) & (owners == 0) if phys.cow_rules & COW_RULE_OWNER_NULL else False
+    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1) & ~unowned):
         problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
-                        f"{_first(idx[pte & (owners != 1)])}")
+                        f"{_first(idx[pte & (owners != 1) & ~unowned])}")
     leaked = idx[used & ~tables & ~zero & ~thp & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")

@@ -1,4 +1,4 @@
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from mmemu._core.types cimport pte_t, pfn_t, _bit, BIT_RW, pmd_leaf
 from mmemu._core.physmem cimport physmem_t
 from mmemu._core.pagetable cimport mm_t
@@ -10,4 +10,5 @@ cdef inline bint pmd_cow(pte_t pmd) noexcept nogil:
 
 cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
-cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil
+cdef int64_t account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil
+cdef void cow_pte_adopt(physmem_t* pm, mm_t* mm, pfn_t table) noexcept nogil

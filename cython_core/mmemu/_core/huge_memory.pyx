@@ -28,6 +28,7 @@ from mmemu._core.pgtable cimport (
     set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags,
     pmdp_set_wrprotect,
 )
+from mmemu._core.tlb cimport flush_tlb_mm_range
 from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap_pmd, folio_dup_rmap_pmd, folio_remove_rmap_pmd,
     folio_add_anon_rmap_ptes,
@@ -156,7 +157,8 @@ cdef int do_huge_pmd_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp) n
             split_huge_pmd(pm, mm, pmdp)
             return FAULT_FALLBACK
         map_anon_folio_pmd(pm, mm, vma, pmdp, head)
-        pm.ev[EV_TLB_FLUSH] += 1        # pmdp_huge_clear_flush
+        # pmdp_huge_clear_flush: flush_pmd_tlb_range over the 2 MiB (only its length counts)
+        flush_tlb_mm_range(pm, mm, 0, PMD_SIZE)
         pm.ev[EV_PGFAULT] += 1
         return FAULT_OK
     if (pm.flags[head] & PG_ANON_EXCLUSIVE) or pm.refcount[head] == 1:
@@ -218,7 +220,8 @@ cdef void split_huge_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil:
     pm.pt_share[t] = 1
     pmd_populate(pm, pmdp, t)
     pm.ev[EV_THP_SPLIT_PMD] += 1
-    pm.ev[EV_TLB_FLUSH] += 1
+    # pmdp_invalidate: flush_pmd_tlb_range over the 2 MiB (only its length counts)
+    flush_tlb_mm_range(pm, mm, 0, PMD_SIZE)
 
 
 cdef int copy_huge_pmd(physmem_t* pm, mm_t* dst_mm, pte_t* dst_pmd, pte_t* src_pmd) noexcept nogil:

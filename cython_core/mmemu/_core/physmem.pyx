@@ -23,7 +23,7 @@ from mmemu._core.types cimport (
     PG_ORDER_SHIFT, EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
 from mmemu._core.types cimport PG_FILE, PG_DIRTY, PG_SWAPBACKED
-from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, EV_THP_FAULT_ALLOC, compound_head
+from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, compound_head
 from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
@@ -153,6 +153,18 @@ cdef object _walk_list(physmem_t* pm, pfn_t head, int64_t limit, list problems, 
     return out[:k].copy()
 
 
+# snapshots carry the first 30 event counters always and the later ones (the TLB counters)
+# up to the last non-zero one: a machine that never used them saves the same bytes as before
+_SAVED_EVENTS = 30
+
+
+cdef list _saved_events(int64_t* ev):
+    cdef list out = [ev[i] for i in range(NR_EVENTS)]
+    while len(out) > _SAVED_EVENTS and out[len(out) - 1] == 0:
+        out.pop()
+    return out
+
+
 cdef class PhysMem:
     """Physical memory of one emulated machine.
 
@@ -252,6 +264,18 @@ cdef class PhysMem:
         if (mode == "eager") != self.pm.cow_eager and self.pm.mms_len:
             raise ValueError("cow_pte_accounting cannot change while a process exists")
         self.pm.cow_eager = 1 if mode == "eager" else 0
+
+    @property
+    def cow_rules(self):
+        """The COW page-table series version's rules in force (COW_RULE_* bits,
+        cow_pte_profile.pxd; 0: mmemu's own). mmemu.profiles sets them."""
+        return self.pm.cow_rules
+
+    @cow_rules.setter
+    def cow_rules(self, int rules):
+        if rules != <int>self.pm.cow_rules and self.pm.mms_len:
+            raise ValueError("the COW page-table rules cannot change while a process exists")
+        self.pm.cow_rules = <uint32_t>rules
 
     @property
     def nframes(self):
@@ -617,9 +641,7 @@ cdef class PhysMem:
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
             "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
-            "events": [self.pm.ev[i] for i in range(
-                NR_EVENTS if any(self.pm.ev[i] for i in range(EV_THP_FAULT_ALLOC, NR_EVENTS))
-                else EV_THP_FAULT_ALLOC)],
+            "events": _saved_events(self.pm.ev),
             "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
             "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
         }
@@ -764,16 +786,11 @@ cdef class PhysMem:
                              f"{hi - lo} frames in the gap, nr_free is {nr_free}")
         z = _scalar(scalars, "zero_pfn", 0, d1 - 1)
         ev = scalars.get("events")
-        if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
-            ev = ev[:NR_EVENTS]     # files written with more slots than counters, unused
-        elif (isinstance(ev, list) and len(ev) in (EV_THP_FAULT_ALLOC, EV_THP_FAULT_ALLOC + 2)
-                and not any(ev[EV_THP_FAULT_ALLOC:])):
-            # the thp_* counters all 0 (dump_state leaves them out then, as files written
-            # before they were appended do: 30 slots, or 32 with the last 2 never used)
-            ev = ev[:EV_THP_FAULT_ALLOC] + [0] * (NR_EVENTS - EV_THP_FAULT_ALLOC)
+        if isinstance(ev, list) and _SAVED_EVENTS <= len(ev) < NR_EVENTS:
+            ev = ev + [0] * (NR_EVENTS - len(ev))   # the slots after 30 are saved when used
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
-            raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
+            raise ValueError(f"expected {_SAVED_EVENTS} to {NR_EVENTS} event counters in [0, 2^62)")
         eager = _scalar(scalars, "cow_eager", 0, 1)
         nid = _scalar(scalars, "next_mm_id", 0, (1 << 31) - 2)
         calls = _scalar(scalars, "alloc_calls", 0, (1 << 62) - 1)

@@ -217,17 +217,21 @@ cdef enum:
     EV_PTE_TABLES_DUPLICATED = 22  # COW page table: tables copied at break
     EV_PTE_TABLES_REUSED = 23  # COW page table: break found share count 1
     EV_PTE_TABLE_ENTRIES_COPIED = 24  # COW page table: entries copied by breaks
-    EV_TLB_FLUSH = 25          # TLB flushes (one per range operation that changed entries)
+    EV_TLB_LOCAL_FLUSH_ALL = 25    # NR_TLB_LOCAL_FLUSH_ALL (CONFIG_DEBUG_TLBFLUSH; tlb.pxd)
     EV_PTES_MOVED = 26         # mremap: PTEs moved
     EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
     EV_SWAPIN = 28             # do_swap_page: a page read back from the emulated swap device
     EV_SWAPOUT = 29            # swap_out: a page written to the emulated swap device
-    EV_THP_FAULT_ALLOC = 30    # do_huge_pmd_anonymous_page mapped a new THP
-    EV_THP_FAULT_FALLBACK = 31  # ... found no order-9 block: base pages instead
-    EV_THP_ZERO_PAGE_ALLOC = 32  # the huge zero page was allocated
-    EV_THP_SPLIT_PMD = 33      # __split_huge_pmd: a huge PMD became a PTE table
-    EV_THP_DEFERRED_SPLIT_PAGE = 34  # a THP became partially mapped (deferred_split_folio)
-    NR_EVENTS = 35             # every slot has a name and a help text (_core/constants.pyx)
+    EV_TLB_LOCAL_FLUSH_ONE = 30    # NR_TLB_LOCAL_FLUSH_ONE: pages flushed one by one (tlb.pxd)
+    EV_TLB_REMOTE_FLUSH = 31       # NR_TLB_REMOTE_FLUSH: shootdowns sent (0 with one CPU)
+    EV_TLB_REMOTE_FLUSH_RECEIVED = 32  # NR_TLB_REMOTE_FLUSH_RECEIVED (0 with one CPU)
+    EV_FORK_PTES_ACCOUNTED = 33  # eager COW page table: entries accounted at fork
+    EV_THP_FAULT_ALLOC = 34    # do_huge_pmd_anonymous_page mapped a new THP
+    EV_THP_FAULT_FALLBACK = 35  # ... found no order-9 block: base pages instead
+    EV_THP_ZERO_PAGE_ALLOC = 36  # the huge zero page was allocated
+    EV_THP_SPLIT_PMD = 37      # __split_huge_pmd: a huge PMD became a PTE table
+    EV_THP_DEFERRED_SPLIT_PAGE = 38  # a THP became partially mapped (deferred_split_folio)
+    NR_EVENTS = 39             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -49,6 +49,9 @@ def plan(quick: bool) -> list:
         add("numpy", "read", s, 5)
         add("mmemu", "two_machines", s, 7)
         add("numpy", "two_machines", s, 7)
+        add("trace", "replay", s, 7, "classic")
+        add("trace", "direct", s, 7, "classic")
+        add("trace", "record", s, 3)
         return jobs
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
@@ -80,6 +83,10 @@ def plan(quick: bool) -> list:
     add("kernel", "thp", GIB, 5)
     for op in ("thp_touch", "thp_fork", "thp_split"):
         add("mmemu", op, GIB, 5)
+    for d in ("classic", "deferred", "eager"):
+        add("trace", "replay", 256 * MIB, 5, d)
+        add("trace", "direct", 256 * MIB, 5, d)
+    add("trace", "record", 256 * MIB, 3)
     return jobs
 
 
@@ -132,6 +139,9 @@ def _measure(kind, op, size, opt):
         k = kernel.measure_thp(size, rounds)
         k["times"] = k["fork_s"]
         return k
+    if kind == "trace":         # mmemu record / replay (mmemu.trace.bench)
+        from ..trace.bench import measure
+        return measure(op, size, opt["design"], rounds)
     if kind == "kernel":
         cow = opt.get("cow", True)
         if not kernel.can_measure(size, cow):
