@@ -14,8 +14,13 @@ bytes); page caches (each frame in one cache, of its kind); the page allocator's
 (_check_free_lists) hold exactly the frames not in use; PTEs exist only inside VMAs and obey
 the write-protection rules (an effectively writable private PTE maps an exclusive anon
 page), a page-cache page is mapped only by a VMA of its object at its offset, an anon page
-or swap entry only by a VMA with an anon_vma. Host memory and time follow the frames ever
-used and the tables, not the memory size.
+or swap entry only by a VMA with an anon_vma. Transparent huge pages: a THP folio is a
+PG_HEAD frame and 511 PG_TAIL frames, its refcount (on the head; 0 on tails) = its PMD
+mappings (the head's pt_share, recounted from the huge PMDs) + its pages' PTE mapcounts; its
+pages count in NR_ANON_MAPPED while any PMD or PTE maps them, the folios some PMD maps in
+NR_ANON_THPS; every huge PMD has one deposited PTE table of its mm (counted in
+pgtables_bytes, linked by no PMD); the huge zero folio is reserved like the zero page.
+Host memory and time follow the frames ever used and the tables, not the memory size.
 """
 from __future__ import annotations
 
@@ -25,8 +30,8 @@ import numpy as np
 
 from ._core import task_mmu
 from ._core.constants import (
-    COW_RULE_OWNER_NULL, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_RESERVED, PG_SWAPBACKED,
-    PG_TABLE, PG_USED, PG_ZERO,
+    COW_RULE_OWNER_NULL, HPAGE_PMD_NR, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA,
+    PG_HEAD, PG_PARTIALLY_MAPPED, PG_RESERVED, PG_SWAPBACKED, PG_TABLE, PG_TAIL, PG_USED, PG_ZERO,
 )
 from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
 from .mm import MM
@@ -112,7 +117,8 @@ def _check_free_lists(phys, fl, used_ranges, nr_free) -> list:
 
 
 _KNOWN_FLAGS = (PG_USED | PG_ANON | PG_FILE | PG_SWAPBACKED | PG_TABLE | PG_ZERO | PG_HASDATA
-                | PG_ANON_EXCLUSIVE | PG_DIRTY | PG_RESERVED | PG_BUDDY | (15 << ORDER_SHIFT))
+                | PG_ANON_EXCLUSIVE | PG_DIRTY | PG_RESERVED | PG_BUDDY | (15 << ORDER_SHIFT)
+                | PG_HEAD | PG_TAIL | PG_PARTIALLY_MAPPED)
 _ORDER_BITS = 15 << ORDER_SHIFT
 _NOT_FREE_FLAGS = 0xFFFFFFFF & ~(PG_HASDATA | PG_BUDDY | _ORDER_BITS)   # a free frame has none
 _ROLES = (PG_ANON, PG_FILE, PG_TABLE, PG_ZERO)     # a frame in use has exactly one
@@ -126,11 +132,21 @@ def _check_flags(phys, idx, fl) -> list:
     and, heading a free block, PG_BUDDY with its order."""
     problems = []
     z = phys.zero_pfn
+    hz = phys.huge_zero_pfn
+    huge_zero = (idx >= hz) & (idx < hz + HPAGE_PMD_NR) if hz >= 0 else np.zeros(len(idx), bool)
     used = (fl & PG_USED) != 0
+    head, tail = (fl & PG_HEAD) != 0, (fl & PG_TAIL) != 0
     checks = [
         ("unknown flag bits", (fl & np.uint32(0xFFFFFFFF & ~_KNOWN_FLAGS)) != 0),
-        ("PG_ZERO or PG_RESERVED off the zero page",
-         ((fl & (PG_ZERO | PG_RESERVED)) != 0) & (idx != z)),
+        ("PG_ZERO or PG_RESERVED off the zero page and the huge zero folio",
+         ((fl & (PG_ZERO | PG_RESERVED)) != 0) & (idx != z) & ~huge_zero),
+        ("the huge zero folio not PG_ZERO | PG_RESERVED",
+         huge_zero & (fl != (PG_USED | PG_ZERO | PG_RESERVED))),
+        ("THP head or tail flags on frames that are not anon pages in use, or both",
+         (head | tail) & (((fl & (PG_USED | PG_ANON)) != (PG_USED | PG_ANON)) | (head & tail))),
+        ("a THP head not 512-aligned, or its 511 tails not after it",
+         head & (((idx & (HPAGE_PMD_NR - 1)) != 0))),
+        ("PG_PARTIALLY_MAPPED off a THP head", ((fl & PG_PARTIALLY_MAPPED) != 0) & ~head),
         ("frames in use without exactly one role (anon, page cache, table, zero page)",
          used & (sum(((fl & r) != 0).astype(np.int8) for r in _ROLES) != 1)),
         ("PageAnonExclusive on pages that are not anon",
@@ -148,6 +164,16 @@ def _check_flags(phys, idx, fl) -> list:
     zf = int(phys.flags[z])
     if zf != PG_USED | PG_ZERO | PG_RESERVED or phys.frame(z) != bytes(4096):
         problems.append(f"the zero page {z} has flags {zf:#x} or bytes that are not zero")
+    if hz >= 0 and any(phys.frame(hz + i) != bytes(4096) for i in range(HPAGE_PMD_NR)):
+        problems.append(f"the huge zero folio {hz} has bytes that are not zero")
+    heads = idx[head]
+    for h in heads.tolist():        # a folio's tails follow its head in the used range
+        p = np.searchsorted(idx, h)
+        if p + HPAGE_PMD_NR > len(idx) or idx[p + HPAGE_PMD_NR - 1] != h + HPAGE_PMD_NR - 1 \
+                or not np.all(tail[p + 1:p + HPAGE_PMD_NR]):
+            problems.append(f"THP head {h} without its 511 tails")
+    if np.count_nonzero(tail) != (HPAGE_PMD_NR - 1) * len(heads):
+        problems.append(f"{np.count_nonzero(tail)} THP tail frames for {len(heads)} heads")
     return problems
 
 
@@ -159,6 +185,32 @@ def _check_mm_counters(p) -> list:
         MM.vm_stat_account(want, v.flags, v.npages)
     return [f"pid {p.pid}: {k} {getattr(p.mm, k)}, its VMAs have {n} pages"
             for k, n in vars(want).items() if getattr(p.mm, k) != n]
+
+
+def _pmd_mapped(head, share):
+    """Per frame of the used ranges: a page of a THP folio some PMD maps."""
+    out = np.zeros(len(head), dtype=bool)
+    for p in np.flatnonzero(head & (share > 0)).tolist():
+        out[p:p + HPAGE_PMD_NR] = True
+    return out
+
+
+def _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head) -> list:
+    """THP folios: the entire mapcount (the head's pt_share) is the huge PMDs mapping it, the
+    head's refcount is that plus its pages' PTE mapcounts, the tails' refcount is 0, and a
+    folio no PMD nor PTE maps is not in use."""
+    problems = []
+    tail = (fl & PG_TAIL) != 0
+    bad = idx[head & (share != exp_share)]
+    if len(bad):
+        problems.append(f"THP entire mapcount differs from the huge PMDs mapping it: {_first(bad)}")
+    if np.any(tail & (refc != 0)):
+        problems.append(f"THP tails with a refcount: {_first(idx[tail & (refc != 0)])}")
+    for p in np.flatnonzero(head).tolist():
+        want = int(share[p]) + int(mapc[p:p + HPAGE_PMD_NR].sum())
+        if refc[p] != want or want == 0:
+            problems.append(f"THP folio {idx[p]}: refcount {refc[p]}, PMD and PTE mappings {want}")
+    return problems
 
 
 def check_machine(machine) -> None:
@@ -221,6 +273,8 @@ def check_machine(machine) -> None:
     zero = (fl & PG_ZERO) != 0
     anon = (fl & PG_ANON) != 0
     filep = (fl & PG_FILE) != 0
+    head = (fl & PG_HEAD) != 0
+    thp = (fl & (PG_HEAD | PG_TAIL)) != 0
 
     # page-cache membership: each cached frame a page-cache frame of the object's kind, in
     # one cache once
@@ -249,14 +303,15 @@ def check_machine(machine) -> None:
     if len(odd):
         problems.append(f"page tables or the zero page with a refcount other than 1 or a "
                         f"mapcount: {_first(odd)}")
-    bad_ref = np.flatnonzero(used & ~tables & ~zero & (refc != mapc + in_cache))
+    bad_ref = np.flatnonzero(used & ~tables & ~zero & ~thp & (refc != mapc + in_cache))
     if len(bad_ref):
         i = bad_ref[0]
         problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {idx[i]}: refcount "
                         f"{refc[i]}, mapcount {mapc[i]}, page cache {in_cache[i]})")
-    if np.any((share != 0) & (level != 1)):
-        problems.append(f"pt_share set on frames that are not PTE tables: "
-                        f"{_first(idx[(share != 0) & (level != 1)])}")
+    if np.any((share != 0) & (level != 1) & ~head):
+        problems.append(f"pt_share set on frames that are not PTE tables or THP heads: "
+                        f"{_first(idx[(share != 0) & (level != 1) & ~head])}")
+    problems += _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head)
     if np.any((owner != 0) & ~tables):
         problems.append(f"pt_owner set on frames that are not page tables: "
                         f"{_first(idx[(owner != 0) & ~tables])}")
@@ -274,13 +329,13 @@ def check_machine(machine) -> None:
     if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1) & ~unowned):
         problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
                         f"{_first(idx[pte & (owners != 1) & ~unowned])}")
-    leaked = idx[used & ~tables & ~zero & (mapc == 0) & (in_cache == 0)]
+    leaked = idx[used & ~tables & ~zero & ~thp & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")
     not_used = idx[~used & ((mapc != 0) | (refc != 0) | (in_cache != 0))]
     if len(not_used):
         problems.append(f"free frames still referenced: {_first(not_used)}")
-    ae_bad = idx[((fl & PG_ANON_EXCLUSIVE) != 0) & (mapc > 1)]
+    ae_bad = idx[((fl & PG_ANON_EXCLUSIVE) != 0) & ((mapc > 1) | (head & (share > 1)))]
     if len(ae_bad):
         problems.append(f"PageAnonExclusive pages mapped more than once: {_first(ae_bad)}")
     if np.any(filep & (in_cache == 0) & used):
@@ -289,7 +344,8 @@ def check_machine(machine) -> None:
     c = phys.counters()
     expect = {
         "nr_free_pages": n - int(np.count_nonzero(used)),
-        "nr_anon_mapped": int(np.count_nonzero(anon & (mapc > 0))),
+        "nr_anon_mapped": int(np.count_nonzero(anon & ((mapc > 0) | _pmd_mapped(head, share)))),
+        "nr_anon_transparent_hugepages": int(np.count_nonzero(head & (share > 0))),
         "nr_file_mapped": int(np.count_nonzero(filep & (mapc > 0))),
         "nr_page_table_pages": int(np.count_nonzero(tables)),
         "nr_file_pages": int(np.count_nonzero(filep & used)),

@@ -18,6 +18,7 @@ from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
 from .file import File
 from .fork import dup_mm
+from .huge_memory import Sysfs, thp_mode
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
@@ -116,14 +117,19 @@ class Machine:
         docs/series-versions.md): its accounting (then cow_pte_accounting may be left out,
         or must agree), its spans, fault, fork, break and TLB rules and its opt-in.
         None (default): mmemu's own rules with the accounting given (default deferred).
+    thp : {"always", "madvise", "never"}
+        /sys/kernel/mm/transparent_hugepage/enabled (default "madvise", as on the machines
+        mmemu is measured on): where an anonymous fault may map a 2 MiB transparent huge
+        page. Changeable later through ``m.sysfs`` or ``m.thp`` (see mmemu.huge_memory).
 
     Raises
     ------
     TypeError
-        If memory or swap is not an int or a str, or cow_pgtable not a bool.
+        If memory or swap is not an int or a str, cow_pgtable not a bool, or thp not a str.
     ValueError
         If a size is not a size, is out of range or unaligned, cow_pte_accounting is
-        not one of the modes, cow_pte_version is not a known version, or the two disagree.
+        not one of the modes, cow_pte_version is not a known version, the two disagree,
+        or thp is not one of the THP modes.
 
     Notes
     -----
@@ -146,11 +152,12 @@ class Machine:
 
     def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
                  cow_pte_accounting: Optional[str] = None, cow_pgtable: bool = False,
-                 cow_pte_version: Optional[str] = None):
+                 cow_pte_version: Optional[str] = None, thp: str = "madvise"):
         if cow_pte_accounting is not None:
             check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
         profile, cow_pte_accounting = cow_pte_profile(cow_pte_version, cow_pte_accounting)
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
+        self._thp = thp_mode(thp)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
             raise ValueError("memory must be a multiple of 4096 bytes")
@@ -193,6 +200,22 @@ class Machine:
     def swap(self) -> int:
         """SwapTotal in bytes: the size of the swap device."""
         return self.swap_device.size
+
+    @property
+    def thp(self) -> str:
+        """The THP mode ("always", "madvise" or "never"); assigning one changes the policy
+        for every later fault (ValueError for anything else)."""
+        return self._thp
+
+    @thp.setter
+    def thp(self, mode) -> None:
+        self._thp = thp_mode(mode)
+
+    @property
+    def sysfs(self) -> Sysfs:
+        """The machine's /sys files as a mapping (mmemu.huge_memory.Sysfs):
+        ``m.sysfs["kernel/mm/transparent_hugepage/enabled"]``."""
+        return Sysfs(self)
 
     # ---- processes ----
     @property
@@ -508,6 +531,10 @@ class Machine:
         slots of arrays["swap_slots"] (``swap_device.read_slots``) hold the rest.
         SnapshotError if an object holds state the snapshot format does not know."""
         refuse_undeclared(self, "the Machine")
+        if (self._thp != "madvise" or self.phys.huge_zero_pfn >= 0
+                or any(p.mm.core.nr_deposited for p in self._procs.values())):
+            raise SnapshotError("cannot save: the snapshot format does not know transparent "
+                                "huge pages (a mode other than madvise, or huge PMDs)")
         scalars, arrays = self.phys.dump_state()
         refs = SaveRefs(sorted(self._backings, key=lambda b: b.inode))
         brecs, caches, pos = [], [], 0

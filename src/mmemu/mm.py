@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from typing import Iterator, List, Optional
 
+from ._core.huge_memory import split_huge_pmd_address
 from ._core.pagetable import MMCore
 from .errors import enomem
 from .flags import VmFlags
@@ -128,8 +129,10 @@ class MM:
                 self.machine.release_backing(vma.backing)
 
     def split(self, vma: VMA, addr: int) -> VMA:
-        """__split_vma at addr: vma keeps [start, addr), the returned VMA is [addr, end)."""
+        """__split_vma at addr: vma keeps [start, addr), the returned VMA is [addr, end).
+        A huge PMD across addr is split first (vma_adjust_trans_huge)."""
         assert vma.start < addr < vma.end
+        split_huge_pmd_address(self.core, addr)
         new = vma.copy(start=addr, pgoff=vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT))
         vma.end = addr
         self.insert(new)

@@ -62,7 +62,7 @@ from .state import bad, is_int, show
 from .stats import VM_FLAG_MNEMONICS
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VMA, AnonVma
 
-KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON = 22, 24, 14, 12
+KPF_THP, KPF_ZERO_PAGE, KPF_SWAPBACKED, KPF_ANON, KPF_COMPOUND_HEAD = 22, 24, 14, 12, 15
 
 _FLAG_OF = {m: int(bit) for bit, m in VM_FLAG_MNEMONICS}
 _PFN_SPECIAL = ("[vvar]", "[vvar_vclock]")
@@ -111,6 +111,7 @@ class ImportReport:
     skipped: List[str] = field(default_factory=list)      # VMAs not imported, with reason
     pages: Dict[str, int] = field(default_factory=dict)   # present pages by kind
     thp_pages: int = 0               # base pages of transparent huge pages (imported as base pages)
+    huge_pmds: int = 0               # PMD-mapped THPs imported as huge PMDs
     pfns_readable: bool = False
     kpageflags: bool = False
     shared_frames: int = 0           # anon pages mapped to a frame of another imported process
@@ -601,6 +602,9 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if not len(pm):
                 continue            # nothing present, swapped or guarded: the VMA alone
             pres = (pm & np.uint64(PM_PRESENT)) != 0
+            if v.fields.get("AnonHugePages", 0) and backing is None and kflags:
+                pres &= ~_import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts,
+                                           to_fill if contents else None)
             idx = pi[pres]
             guard_idx = pi[pm == np.uint64(PM_GUARD_ENTRY)]
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
@@ -608,7 +612,7 @@ def _build(machine, pid: int, live: dict, contents: bool):
                     thp = [(kflags.get(int(x & np.uint64(PM_PFN_MASK)), 0) >> KPF_THP) & 1
                            for x in pm[pres]]
                     report.thp_pages += int(sum(thp))
-                else:
+                elif not report.huge_pmds:
                     report.thp_pages += (v.fields.get("AnonHugePages", 0)
                                          + v.fields.get("FilePmdMapped", 0)) >> 2
             if pl.kind == "pfnmap":
@@ -731,6 +735,60 @@ def _import_swap(machine, mm, vma, v: LiveVma, entries, idx, reg) -> None:
         raise _oom()
     if vma.anon_vma is None:
         vma.anon_vma = AnonVma()     # a swapped anonymous page was mapped: the VMA had one
+
+
+def _import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts, to_fill):
+    """The PMD-mapped THPs of a private anonymous VMA as huge PMDs (huge_memory's
+    install_huge_pmd): every 2 MiB-aligned span whose 512 pages are present, anonymous and at
+    consecutive PFNs from a THP head (kpageflags COMPOUND_HEAD and THP), with one exclusive
+    bit, up to the VMA's smaps AnonHugePages (a span of a folio the kernel maps with PTEs
+    looks the same in pagemap; smaps says how many the kernel maps by PMD). The huge zero
+    folio's spans get it; a folio another imported process maps by a PMD is shared with it.
+    Returns the mask of pm's entries installed."""
+    from ._core import huge_memory as _huge
+    done = np.zeros(len(pm), dtype=bool)
+    limit = v.fields["AnonHugePages"] >> 11
+    pres = (pm & np.uint64(PM_PRESENT)) != 0
+    addr = v.start + (pi.astype(np.int64) << PAGE_SHIFT)
+    installed = 0       # THPs (the huge zero folio does not count in AnonHugePages)
+    for k in np.flatnonzero(pres & (addr % PMD_SIZE == 0)).tolist():
+        a = int(addr[k])
+        if k + 512 > len(pm) or a + PMD_SIZE > v.end or pi[k + 511] != pi[k] + 511:
+            continue
+        e = pm[k:k + 512]
+        rpfn = (e & np.uint64(PM_PFN_MASK)).astype(np.int64)
+        excl = (e & np.uint64(PM_MMAP_EXCLUSIVE)) != 0
+        head = int(rpfn[0])
+        kf = kflags.get(head, 0)
+        zero = bool((kf >> KPF_ZERO_PAGE) & 1)      # pagemap calls it a file page
+        if (not np.all(e & np.uint64(PM_PRESENT)) or (np.any(e & np.uint64(PM_FILE)) and not zero)
+                or head % 512 or not np.array_equal(rpfn, head + np.arange(512))
+                or not (kf >> KPF_THP) & 1 or not (kf >> KPF_COMPOUND_HEAD) & 1
+                or excl.any() != excl.all()):
+            continue
+        if not zero and installed >= limit:
+            continue
+        share = _huge.HUGE_NEW
+        if not zero and not excl[0] and head in anon_reg:
+            proc, at, ehead = anon_reg[head]
+            if proc.alive and _huge.huge_pmd_head(proc.mm.core, at) == ehead:
+                share = ehead
+        got = _huge.install_huge_pmd(p.mm.core, vma, a, _huge.HUGE_ZERO if zero else share,
+                                     bool(excl[0]))
+        if got == -1:
+            raise _oom()
+        if got < 0:
+            continue
+        vma.anon_vma = vma.anon_vma or AnonVma()
+        if not zero and not excl[0] and share < 0:
+            anon_reg[head] = (p, a, got)
+        done[k:k + 512] = True
+        installed += not zero
+        report.huge_pmds += 1
+        counts["zero" if zero else "anon"] += 512
+        if to_fill is not None and not zero:
+            to_fill.append((v.start, pi[k:k + 512], got + np.arange(512, dtype=np.int64)))
+    return done
 
 
 def _still_maps(proc, addr: int, pfn: int) -> bool:

@@ -12,8 +12,10 @@ from typing import Any, Dict, Iterator, List, NamedTuple
 # the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
 # EVENT_HELP (name -> what it counts), importable from here as before
 from ._core.constants import EVENT_HELP, EVENT_NAMES  # noqa: F401
+from ._core.constants import HPAGE_PMD_NR
 from ._core.task_mmu import pagemap, pte_tables, smaps_range
 from .flags import VmFlags
+from .huge_memory import thp_eligible
 from .vma import PAGE_SHIFT, PMD_SIZE
 
 
@@ -136,7 +138,7 @@ def meminfo(machine) -> MemInfo:
         ("PageTables", kb(c["nr_page_table_pages"])),
         ("SwapTotal", kb(_swap_total(machine))),
         ("SwapFree", kb(_swap_total(machine) - _swap_used(machine))),
-        ("AnonHugePages", 0),
+        ("AnonHugePages", kb(c["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR)),
     ])
 
 
@@ -151,7 +153,8 @@ GAUGES = [
     ("nr_page_table_pages", "nr_page_table_pages", "page-table pages (PageTables / 4)"),
 ]
 #: What every vmstat counter counts: the one table of help texts (gauges, then events).
-COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP}
+COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP,
+                "nr_anon_transparent_hugepages": "anonymous THPs mapped (NR_ANON_THPS)"}
 #: Where the kernel keeps each counter (the function that counts it, or its /proc view).
 COUNTED_BY = {
     "nr_free_pages": "mm/page_alloc.c: __free_one_page, rmqueue",
@@ -196,6 +199,12 @@ COUNTED_BY = {
     "mremap_pmds_moved": "mm/mremap.c: move_normal_pmd",
     "pswpin": "mm/memory.c: do_swap_page (swap_read_folio)",
     "pswpout": "mm/page_io.c: swap_writeout (shrink_folio_list)",
+    "thp_fault_alloc": "mm/huge_memory.c: __do_huge_pmd_anonymous_page",
+    "thp_fault_fallback": "mm/huge_memory.c: vma_alloc_anon_folio_pmd (no order-9 block)",
+    "thp_zero_page_alloc": "mm/huge_memory.c: get_huge_zero_folio",
+    "thp_split_pmd": "mm/huge_memory.c: __split_huge_pmd_locked",
+    "thp_deferred_split_page": "mm/huge_memory.c: deferred_split_folio",
+    "nr_anon_transparent_hugepages": "mm/rmap.c: folio_add_new_anon_rmap_pmd, folio_remove_rmap_pmd",
 }
 
 
@@ -204,6 +213,7 @@ def vmstat(machine) -> Counters:
     ev = machine.phys.events()
     items = [(name, c[key]) for name, key, _ in GAUGES]
     items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
+    items.append(("nr_anon_transparent_hugepages", c["nr_anon_transparent_hugepages"]))
     return Counters(items)
 
 
@@ -371,10 +381,11 @@ def proc_smaps(proc) -> Smaps:
             "Shared_Clean": r["Shared_Clean"] >> 10, "Shared_Dirty": r["Shared_Dirty"] >> 10,
             "Private_Clean": r["Private_Clean"] >> 10, "Private_Dirty": r["Private_Dirty"] >> 10,
             "Referenced": r["Referenced"] >> 10, "Anonymous": r["Anonymous"] >> 10,
-            "KSM": 0, "LazyFree": 0, "AnonHugePages": 0, "ShmemPmdMapped": 0, "FilePmdMapped": 0,
+            "KSM": 0, "LazyFree": 0, "AnonHugePages": r["AnonHugePages"] >> 10,
+            "ShmemPmdMapped": 0, "FilePmdMapped": 0,
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
-            "THPeligible": 0,
+            "THPeligible": thp_eligible(proc.machine, v),
             "VmFlags": [m for bit, m in VM_FLAG_MNEMONICS if v.flags & bit],
         }
         out.append(e)

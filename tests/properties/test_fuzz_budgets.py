@@ -24,6 +24,7 @@ BUDGETS = {
     "test_oracle": ("MMEMU_ORACLE_EXAMPLES", 100),
     "test_v1_bugs": ("MMEMU_FUZZ_EXAMPLES", 500),
     "test_versions_agree": ("MMEMU_FUZZ_EXAMPLES", 15),
+    "test_thp_fuzz": ("MMEMU_FUZZ_EXAMPLES", 40),
 }
 BUDGET_VARIABLES = ("MMEMU_FUZZ_EXAMPLES", "MMEMU_FUZZ_STEPS", "MMEMU_ORACLE_EXAMPLES")
 

@@ -33,7 +33,8 @@ def test_every_scenario_runs_and_counts_its_work():
               "break_cow_pte": ("cow_pte_tables_duplicated", 2), "munmap": ("ptes_zapped", 1024),
               "exit": ("ptes_zapped", 1024), "read": ("pgfault", 0),
               "two_machines": ("pages_copied", 1024)}
-    assert set(expect) | {"fork"} == set(SCENARIOS)
+    # the THP scenarios are tested in tests/thp/test_thp_bench.py
+    assert set(expect) | {"fork", "thp_touch", "thp_fork", "thp_split"} == set(SCENARIOS)
     for op, (counter, n) in expect.items():
         r = run(op, 4 * MIB, None, 2)
         assert r["work"].get(counter, 0) == n, (op, r["work"])

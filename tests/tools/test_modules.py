@@ -290,6 +290,8 @@ VMSTAT_EVENTS = [
     "cow_pte_entries_copied", "nr_tlb_local_flush_all", "mremap_ptes_moved", "mremap_pmds_moved",
     "pswpin", "pswpout", "nr_tlb_local_flush_one", "nr_tlb_remote_flush",
     "nr_tlb_remote_flush_received", "fork_ptes_accounted",
+    "thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc", "thp_split_pmd",
+    "thp_deferred_split_page",
 ]
 
 
@@ -309,7 +311,7 @@ def test_vmstat_keeps_its_names_and_order():
     m = mmemu.Machine("64M")
     keys = list(m.vmstat())
     assert keys == ["nr_free_pages", "nr_anon_pages", "nr_mapped", "nr_file_pages", "nr_shmem",
-                    "nr_page_table_pages"] + VMSTAT_EVENTS
+                    "nr_page_table_pages"] + VMSTAT_EVENTS + ["nr_anon_transparent_hugepages"]
     assert len(m.phys.events()) == C.NR_EVENTS
     from mmemu import stats
     assert list(stats.EVENT_NAMES) == VMSTAT_EVENTS and set(stats.EVENT_HELP) == set(VMSTAT_EVENTS)

@@ -42,6 +42,10 @@ PG_HASDATA = T.PG_HASDATA
 PG_ANON_EXCLUSIVE = T.PG_ANON_EXCLUSIVE
 PG_DIRTY = T.PG_DIRTY
 PG_RESERVED = T.PG_RESERVED
+PG_HEAD = T.PG_HEAD
+PG_TAIL = T.PG_TAIL
+PG_PARTIALLY_MAPPED = T.PG_PARTIALLY_MAPPED
+HPAGE_PMD_NR = T.HPAGE_PMD_NR
 
 # ---- rss counters: the order of MMCore.rss ----
 MM_FILEPAGES = T.MM_FILEPAGES
@@ -135,6 +139,13 @@ _EVENTS = [
     (T.EV_FORK_PTES_ACCOUNTED, "fork_ptes_accounted",
      "pages of shared PTE tables accounted to the child at fork (eager accounting, v3-v5: "
      "copy_present_pte's reference, mapcount and RSS per entry)"),
+    (T.EV_THP_FAULT_ALLOC, "thp_fault_alloc", "faults that mapped a new transparent huge page"),
+    (T.EV_THP_FAULT_FALLBACK, "thp_fault_fallback",
+     "THP faults that found no free order-9 block (base pages instead)"),
+    (T.EV_THP_ZERO_PAGE_ALLOC, "thp_zero_page_alloc", "huge zero page allocations"),
+    (T.EV_THP_SPLIT_PMD, "thp_split_pmd", "huge PMDs split into PTE tables"),
+    (T.EV_THP_DEFERRED_SPLIT_PAGE, "thp_deferred_split_page",
+     "THPs that became partially mapped (queued for a deferred split)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

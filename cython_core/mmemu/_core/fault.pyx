@@ -5,6 +5,8 @@ Models handle_mm_fault/handle_pte_fault, do_anonymous_page, do_fault (do_read_fa
 do_cow_fault, do_shared_fault), do_wp_page (wp_page_reuse, wp_page_copy, wp_page_shared)
 and do_swap_page (without a swap cache) from mm/memory.c. Leaves out: THP, userfaultfd,
 NUMA hinting.
+A huge PMD (THP) is handled by huge_memory.pyx: __handle_mm_fault's PMD-level dispatch
+(create_huge_pmd, wp_huge_pmd, huge_pmd_set_accessed) is its one hook here.
 The access check (access_error, SIGSEGV) is policy and is done in Python per VMA.
 """
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
@@ -25,6 +27,10 @@ from mmemu._core.rmap cimport (
     shmem_alloc_and_add_folio,
 )
 from mmemu._core.filemap cimport xa_load
+from mmemu._core.huge_memory cimport (
+    FAULT_FALLBACK, thp_vma_suitable, do_huge_pmd_anonymous_page, huge_pmd_fault,
+    huge_pmd_access,
+)
 from mmemu._core.cow_pte_profile cimport cow_read_fault_keeps_share, set_pte_at_shared_zero
 from mmemu._core.tlb cimport flush_tlb_page
 
@@ -219,6 +225,14 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     cdef pte_t* pmd = pmd_offset_alloc(pm, mm, addr)
     if pmd == NULL:
         return FAULT_OOM
+    if pmd[0] == 0 and thp_vma_suitable(vma, addr):
+        rc = do_huge_pmd_anonymous_page(pm, mm, vma, pmd, write)    # create_huge_pmd
+        if rc != FAULT_FALLBACK:
+            return rc
+    elif pmd_leaf(pmd[0]):
+        rc = huge_pmd_fault(pm, mm, vma, pmd, write)
+        if rc != FAULT_FALLBACK:
+            return rc
     new_table = pmd[0] == 0
     ptep = pte_offset_alloc(pm, mm, addr, &pmdp)
     if ptep == NULL:
@@ -310,28 +324,41 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
         if (page & ~(PMD_SIZE - 1)) != table_span:
             table_span = page & ~(PMD_SIZE - 1)
             table = pte_offset(pm, mm, table_span, &pmdp)
-        e = table[pte_index(page)] if table != NULL else 0
-        ok = (e & _bit(BIT_PRESENT)) != 0
-        if ok and write:
-            ok = pte_write(e) and pte_write(pmdp[0])
-        if ok:
-            if (e & want) != want and pte_write(pmdp[0]):
-                ptep_set_access_flags(pm, &table[pte_index(page)], e | want)
-        else:
-            if table != NULL:
-                rc = _handle_pte_fault(pm, mm, vma, page, write, &table[pte_index(page)], pmdp, False)
-            else:
-                rc = handle_mm_fault(pm, mm, vma, page, write)
-            if rc != FAULT_OK:
+        if table != NULL and pmd_leaf(pmdp[0]):
+            # a huge PMD: the access, or its fault (a split leaves the PTE table behind)
+            rc = huge_pmd_access(pm, mm, vma, pmdp, write)
+            if rc != FAULT_OK and rc != FAULT_FALLBACK:
                 fail_addr[0] = page
                 wmb()
                 return rc
-            if pmdp != NULL:
+            table = table_ptr(pm, pte_pfn(pmdp[0]))
+        if table != NULL and pmd_leaf(pmdp[0]):
+            pfn = pte_pfn(pmdp[0]) + pte_index(page)
+        else:
+            e = table[pte_index(page)] if table != NULL else 0
+            ok = (e & _bit(BIT_PRESENT)) != 0
+            if ok and write:
+                ok = pte_write(e) and pte_write(pmdp[0])
+            if ok:
+                if (e & want) != want and pte_write(pmdp[0]):
+                    ptep_set_access_flags(pm, &table[pte_index(page)], e | want)
+            else:
+                if table != NULL:
+                    rc = _handle_pte_fault(pm, mm, vma, page, write, &table[pte_index(page)], pmdp, False)
+                else:
+                    rc = handle_mm_fault(pm, mm, vma, page, write)
+                if rc != FAULT_OK:
+                    fail_addr[0] = page
+                    wmb()
+                    return rc
+                if pmdp == NULL:        # the fault allocated the PMD table too
+                    pte_offset(pm, mm, table_span, &pmdp)
                 table = table_ptr(pm, pte_pfn(pmdp[0]))
-            else:           # the fault allocated the PMD table too
-                table = pte_offset(pm, mm, table_span, &pmdp)
+            if pmd_leaf(pmdp[0]):       # the fault mapped a THP
+                pfn = pte_pfn(pmdp[0]) + pte_index(page)
+            else:
+                pfn = pte_pfn(table[pte_index(page)])
         if mode != 0:
-            pfn = pte_pfn(table[pte_index(page)])
             off = addr - page
             n = nxt - addr
             if mode == 1:
@@ -345,8 +372,10 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
     return FAULT_OK
 
 
-def access(MMCore mmc, object vma, uint64_t start, uint64_t end, bint write, object buf=None, int mode=0):
+def access(MMCore mmc, object vma, uint64_t start, uint64_t end, bint write, object buf=None,
+           int mode=0, bint thp=False):
     """Access [start, end) inside one VMA. Returns (FAULT_*, failing address, anon_vma created).
+    thp: the policy allows PMD-sized THPs in the VMA (thp_vma_allowable_order).
 
     `buf` is a writable uint8 buffer for mode 1 (read) or a readable one for mode 2 (write),
     of exactly end - start bytes. The caller has done the access check.
@@ -358,6 +387,7 @@ def access(MMCore mmc, object vma, uint64_t start, uint64_t end, bint write, obj
     cdef uint8_t* p = NULL
     cdef int rc
     vma_from_py(&v, vma)
+    v.thp = thp
     if start < v.start or end > v.end or start > end:
         raise ValueError("range outside the VMA")
     if mode == 1:

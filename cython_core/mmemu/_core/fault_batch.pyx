@@ -4,8 +4,9 @@ what the MMU and do_user_addr_fault do for a run of page faults of one mm, witho
 call per fault (mmemu.trace.replay dispatches a trace's faults here).
 
 The access check (access_error) and the VMA lookup are the caller's: it passes, for every
-access, the index of its VMA in ``vmas`` (or -1 to skip it). Left out, as in fault.access:
-THP, userfaultfd, NUMA hinting.
+access, the index of its VMA in ``vmas`` (or -1 to skip it), and the THP policy per VMA
+(thp_vma_allowable_order, as fault.access takes it). Left out, as in fault.access:
+userfaultfd, NUMA hinting.
 """
 from libc.stdint cimport uint8_t, int8_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
@@ -16,10 +17,12 @@ from mmemu._core.fault cimport access_range
 
 
 def access_batch(MMCore mmc, list vmas, const int64_t[::1] vma_index,
-                 const uint64_t[::1] addrs, const uint8_t[::1] writes, int8_t[::1] rc_out):
+                 const uint64_t[::1] addrs, const uint8_t[::1] writes, int8_t[::1] rc_out,
+                 list thp=None):
     """access_range(page, page + 4096, write) for every address, in order, in the VMA
     vmas[vma_index[i]] (skipped where the index is -1; rc_out[i] stays as it was).
-    rc_out[i] gets the FAULT_* code of access i. Returns, per VMA in ``vmas``, whether it
+    rc_out[i] gets the FAULT_* code of access i; thp[i] (default all False): the policy
+    allows PMD-sized THPs in vmas[i]. Returns, per VMA in ``vmas``, whether it
     has an anon_vma afterwards (anon_vma_prepare is the caller's, as in fault.access)."""
     cdef Py_ssize_t n = addrs.shape[0], nv = len(vmas), i, j, m, q
     cdef int rc
@@ -27,6 +30,8 @@ def access_batch(MMCore mmc, list vmas, const int64_t[::1] vma_index,
     cdef uint64_t fail = 0, page
     if vma_index.shape[0] != n or writes.shape[0] != n or rc_out.shape[0] != n:
         raise ValueError("access_batch: arrays of different lengths")
+    if thp is not None and len(thp) != nv:
+        raise ValueError("access_batch: one THP policy per VMA")
     for i in range(n):
         if vma_index[i] >= nv or vma_index[i] < -1:
             raise ValueError(f"access_batch: VMA index {vma_index[i]} out of range")
@@ -36,6 +41,7 @@ def access_batch(MMCore mmc, list vmas, const int64_t[::1] vma_index,
     try:
         for i in range(nv):
             vma_from_py(&vs[i], vmas[i])
+            vs[i].thp = thp is not None and bool(thp[i])
         for i in range(n):
             page = addrs[i] & ~(<uint64_t>PAGE_SIZE - 1)
             k = vma_index[i]

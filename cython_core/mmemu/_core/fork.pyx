@@ -4,7 +4,8 @@
 Models copy_page_range / copy_p4d_range / copy_pud_range / copy_pmd_range / copy_pte_range /
 copy_present_ptes (mm/memory.c) for small folios, and the COW page table series'
 copy_cow_pte_range (patch 02), which shares a PTE table instead of copying it, as a
-walk_page_range of the source (pagewalk.pxd). Leaves out: pinned pages (copy_present_page),
+walk_page_range of the source (pagewalk.pxd). A huge PMD is copied by copy_huge_pmd
+(huge_memory.pyx), in both designs: the series shares PTE tables only. Leaves out: pinned pages (copy_present_page),
 uffd-wp, device-private and migration entries.
 """
 from libc.stdint cimport uint32_t, int64_t, uint64_t
@@ -19,6 +20,7 @@ from mmemu._core.pgtable cimport (
 )
 from mmemu._core.rmap cimport folio_dup_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
+from mmemu._core.huge_memory cimport copy_huge_pmd
 
 import numpy as np
 
@@ -130,6 +132,8 @@ cdef int copy_pmd_entry(pte_t* spmd, uint64_t addr, uint64_t next, mm_walk* walk
     cdef physmem_t* pm = walk.pm
     cdef pte_t* dpmd = &c.dst_pmds[pmd_index(addr)]
     cdef pfn_t t
+    if pmd_leaf(spmd[0]):
+        return copy_huge_pmd(pm, c.dst_mm, dpmd, spmd)
     if c.cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
         if dpmd[0] == 0:        # shared once, however many VMAs cover the span
             share_pte_table(pm, walk.mm, c.dst_mm, spmd, dpmd)
@@ -197,9 +201,10 @@ cdef int count_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) 
 
 
 cdef int count_pmd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    """A source PTE table: the copy needs one of its own unless the span is shared."""
+    """A source PTE table: the copy needs one of its own unless the span is shared; a huge
+    PMD: the child's deposited table."""
     cdef count_walk* c = <count_walk*>walk.private
-    if not c.cow or _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
+    if pmd_leaf(e[0]) or not c.cow or _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
         _count_slot(c, 2, <int64_t>(addr >> PMD_SHIFT))
     return 0
 

@@ -3,7 +3,10 @@
 move_normal_pmd, move_ptes, as a walk_page_range of the source range (pagewalk.pxd).
 
 Entries keep their page, so refcount, mapcount, RSS, PageAnonExclusive and the dirty bit
-are unchanged; only the PTE's place in the tree moves. Leaves out: THP and hugetlb leaves,
+are unchanged; only the PTE's place in the tree moves. A huge PMD moves whole where the
+step covers its span and the destination entry is none (move_huge_pmd, by the same relink
+as move_normal_pmd; its deposited table stays with the mm), else it is split first
+(huge_memory.pyx). Leaves out: hugetlb leaves,
 uffd-wp clearing, rmap locks. A dry run of the same walk counts the tables a move will
 allocate, so a caller can refuse with ENOMEM before changing anything.
 """
@@ -16,6 +19,7 @@ from mmemu._core.pgtable cimport (
     set_pte_at, ptep_get_and_clear, set_pmd_at, pmd_populate, pmd_clear, set_pud,
     pud_populate, pud_clear, pgd_populate,
 )
+from mmemu._core.huge_memory cimport split_huge_pmd
 from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, ACTION_CONTINUE,
 )
@@ -186,6 +190,9 @@ cdef int move_pmd_steps(physmem_t* pm, mm_t* mm, pte_t* old_pmd, uint64_t addr,
             if fail:
                 st.stopped = addr
                 return -1
+            if (pmd_leaf(old_pmd[0]) and not st.dry
+                    and not (extent == PMD_SIZE and new_pmd[0] == 0)):
+                split_huge_pmd(pm, mm, old_pmd)
             if extent == PMD_SIZE and move_normal_pmd(pm, old_pmd, new_pmd, new_addr, st):
                 pass
             elif st.dry:

@@ -15,6 +15,8 @@ cdef struct mm_t:
     int64_t pgtables_bytes  # VmPTE * 1024: PUD, PMD and PTE tables (the PGD is not counted)
     int32_t id
     int64_t slot            # index in the registry of live mms (physmem_t.mms), -1 if none
+    pfn_t pmd_huge_pte      # deposited PTE tables (pgtable_trans_huge_deposit): the first,
+    int64_t nr_deposited    #   linked through buddy_next (page->lru), and how many
 
 # What the kernels need to know of one VMA (a flattened vm_area_struct).
 cdef struct vma_t:
@@ -28,6 +30,7 @@ cdef struct vma_t:
     int has_vm_ops          # backed by a file or shmem object (do_fault), else anonymous
     int swapbacked          # shmem backing: RssShmem, Shmem
     int anon_vma            # in/out: the VMA has an anon_vma (set by anon faults)
+    int thp                 # a PMD-sized THP may be faulted in (thp_vma_allowable_order)
 
 cdef pfn_t pgtable_alloc(physmem_t* pm, mm_t* mm, int level) noexcept nogil
 cdef void pgtable_free(physmem_t* pm, mm_t* mm, pfn_t pfn, int level) noexcept nogil

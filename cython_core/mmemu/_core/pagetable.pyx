@@ -265,7 +265,19 @@ cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) no
     return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
 
 
+cdef inline bint _bad_huge(physmem_t* pm, pte_t e) noexcept nogil:
+    """A huge PMD (huge_memory.pyx) that does not map, with only the bits mmemu sets, the
+    head of a THP folio or the huge zero folio."""
+    cdef pfn_t t = pte_pfn(e)
+    if e & ~(PTE_PFN_MASK() | _PTE_BITS | _bit(BIT_PSE)) or t >= pm.nframes or t & 511:
+        return True
+    return t != pm.huge_zero_pfn and (pm.flags[t] & (PG_USED | PG_HEAD | PG_ANON | PG_TABLE)
+                                      != PG_USED | PG_HEAD | PG_ANON)
+
+
 cdef int _validate_pmd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
+    if pmd_leaf(e[0]):
+        return _bad(walk, 2, addr, e[0]) if _bad_huge(walk.pm, e[0]) else 0
     return _bad(walk, 2, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
 
 
@@ -399,6 +411,11 @@ cdef class MMCore:
     def pgtables_bytes(self):
         return self.mm.pgtables_bytes
 
+    @property
+    def nr_deposited(self):
+        """PTE tables deposited for huge PMDs (pgtable_trans_huge_deposit)."""
+        return self.mm.nr_deposited
+
     def walk(self, uint64_t addr):
         """(pgd_e, pud_e, pmd_e, pte_e) as seen by the MMU for addr; 0 where a level is none."""
         cdef physmem_t* pm = &self.phys.pm
@@ -410,7 +427,7 @@ cdef class MMCore:
             u = table_ptr(pm, pte_pfn(g))[pud_index(addr)]
             if u:
                 d = table_ptr(pm, pte_pfn(u))[pmd_index(addr)]
-                if d:
+                if d and not pmd_leaf(d):
                     t = table_ptr(pm, pte_pfn(d))[pte_index(addr)]
         return (int(g), int(u), int(d), int(t))
 

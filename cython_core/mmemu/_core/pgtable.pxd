@@ -2,7 +2,8 @@
 
 Models the setters of arch/x86/include/asm/pgtable.h and include/linux/pgtable.h:
 set_pte_at, ptep_get_and_clear, pte_clear, ptep_set_wrprotect, ptep_set_access_flags,
-set_pmd_at, pmd_populate, pmd_clear, pmdp_set_wrprotect, set_pud, pud_populate, pud_clear,
+set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags, pmdp_set_wrprotect, set_pud,
+pud_populate, pud_clear,
 pgd_populate, pgd_clear (P4D folded). Leaves out: TLB flushes (a TLB model hooks in here),
 paravirt, the batched and _full variants.
 
@@ -112,6 +113,13 @@ cdef inline void pmd_clear(physmem_t* pm, pte_t* pmdp) noexcept nogil:
     """pmd_clear: the PMD entry becomes none."""
     _check_write(pm, pmdp, 0, False, False, b"pmd_clear")
     pmdp[0] = 0
+
+
+cdef inline void pmdp_set_access_flags(physmem_t* pm, pte_t* pmdp, pte_t e) noexcept nogil:
+    """pmdp_set_access_flags: the same huge PMD with more of the accessed, dirty and RW
+    bits (touch_pmd, do_huge_pmd_wp_page's reuse)."""
+    _check_write(pm, pmdp, e, True, False, b"pmdp_set_access_flags")
+    pmdp[0] = e
 
 
 cdef inline void pmdp_set_wrprotect(physmem_t* pm, pte_t* pmdp) noexcept nogil:

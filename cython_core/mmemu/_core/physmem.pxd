@@ -71,6 +71,9 @@ cdef struct physmem_t:
     int64_t gap_lo          # [gap_lo, gap_hi): free frames on no list, handed out from both
     int64_t gap_hi          #   ends; holds every never-used frame, and freed blocks touching it
     int64_t swap_hwm        # slots [0, swap_hwm) have held a page (scans stop there)
+    # transparent huge pages (huge_memory.pyx)
+    int64_t nr_anon_thps    # NR_ANON_THPS: anonymous THP folios mapped by at least one PMD
+    pfn_t huge_zero_pfn     # the huge zero folio (order 9), -1 until the first read fault
 
 cdef pfn_t alloc_pages(physmem_t* pm, int order, bint table, bint zero) noexcept nogil
 cdef void free_pages(physmem_t* pm, pfn_t pfn, int order) noexcept nogil

@@ -23,6 +23,7 @@ from mmemu._core.types cimport (
     PG_ORDER_SHIFT, EV_PGALLOC, EV_PGFREE, EV_PAGES_ZEROED, EV_PAGES_COPIED, NR_EVENTS,
 )
 from mmemu._core.types cimport PG_FILE, PG_DIRTY, PG_SWAPBACKED
+from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, compound_head
 from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
 
 cnp.import_array()
@@ -66,7 +67,14 @@ include "page_alloc.pxi"
 
 
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
-    """folio_put: drop one reference, free the frame at zero."""
+    """folio_put: drop one reference, free the frame at zero (a THP folio: the reference
+    is its head's, and the whole order-9 block goes, __folio_put's free_compound_page)."""
+    if pm.flags[pfn] & PG_COMPOUND:
+        pfn = compound_head(pfn)
+        pm.refcount[pfn] -= 1
+        if pm.refcount[pfn] == 0:
+            free_pages(pm, pfn, HPAGE_PMD_ORDER)
+        return
     pm.refcount[pfn] -= 1
     if pm.refcount[pfn] == 0:
         free_unref_page(pm, pfn)
@@ -198,6 +206,7 @@ cdef class PhysMem:
         cdef pfn_t z = alloc_frame(&self.pm, False, True)
         self.pm.flags[z] |= PG_ZERO | PG_RESERVED
         self.pm.zero_pfn = z
+        self.pm.huge_zero_pfn = -1
         self.pm.ev[EV_PGALLOC] = 0
 
     cdef void* _map(self, size_t length) except NULL:
@@ -275,6 +284,11 @@ cdef class PhysMem:
     @property
     def zero_pfn(self):
         return self.pm.zero_pfn
+
+    @property
+    def huge_zero_pfn(self):
+        """The huge zero folio's first frame, -1 until a THP read fault allocates it."""
+        return self.pm.huge_zero_pfn
 
     @property
     def nr_free(self):
@@ -447,6 +461,7 @@ cdef class PhysMem:
             "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages,
             "nr_page_table_pages": self.pm.nr_pagetable,
+            "nr_anon_transparent_hugepages": self.pm.nr_anon_thps,
         }
 
     def events(self):
@@ -813,6 +828,7 @@ cdef class PhysMem:
                 j -= 1
                 _add_to_free_list(&self.pm, v[j], lst % NR_PAGE_ORDERS)
         self.pm.zero_pfn = z
+        self.pm.huge_zero_pfn = -1
         self.pm.nr_free = nr_free
         self.pm.nr_anon_mapped = gauges["nr_anon_mapped"]
         self.pm.nr_file_mapped = gauges["nr_file_mapped"]

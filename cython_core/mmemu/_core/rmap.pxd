@@ -4,12 +4,19 @@ counters and an mm's rss change when a page is mapped, duplicated at fork, unmap
 enters or leaves a page cache.
 
 Models mm/rmap.c (folio_add_new_anon_rmap, folio_add_file_rmap_pte,
-folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte), the page
+folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte, and for
+order-9 anonymous THP folios the _pmd variants and folio_add_anon_rmap_ptes), the page
 flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio,
 filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm counters the
 callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse walk itself
-(anon_vma and i_mmap trees: reclaim will add it), large folios, lruvec and memcg
-statistics, pinned pages (folio_try_dup_anon_rmap_pte never fails).
+(anon_vma and i_mmap trees: reclaim will add it), large folios other than PMD-sized
+anonymous ones, lruvec and memcg statistics, pinned pages (the dup never fails).
+
+A THP folio (PG_HEAD + 511 PG_TAIL frames) keeps, as Linux does, one refcount on its head
+(every PMD and every PTE mapping holds one), a PTE mapcount per page (mapcount[pfn]) and
+the entire (PMD) mapcount in its head's pt_share (folio->_entire_mapcount: pt_share means
+something only for page tables); NR_ANON_MAPPED counts the pages mapped either way,
+NR_ANON_THPS the folios mapped by a PMD.
 
 `rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
 afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
@@ -20,7 +27,8 @@ from libc.stdlib cimport abort
 
 from mmemu._core.types cimport (
     pfn_t, MMEMU_DEBUG_BUILD, PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED,
-    MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES,
+    PG_COMPOUND, PG_PARTIALLY_MAPPED, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES,
+    HPAGE_PMD_NR, EV_THP_DEFERRED_SPLIT_PAGE, compound_head,
 )
 from mmemu._core.physmem cimport physmem_t, alloc_frame, put_page
 from mmemu._core.filemap cimport xarray_t, xa_store
@@ -37,7 +45,9 @@ cdef inline int mm_counter(uint32_t fl) noexcept nogil:
 
 
 cdef inline void folio_get(physmem_t* pm, pfn_t pfn) noexcept nogil:
-    """folio_get: one more reference (put_page drops it)."""
+    """folio_get: one more reference (put_page drops it); a THP's is its head's."""
+    if pm.flags[pfn] & PG_COMPOUND:
+        pfn = compound_head(pfn)
     pm.refcount[pfn] += 1
 
 
@@ -72,7 +82,7 @@ cdef inline void folio_dup_rmap_pte(physmem_t* pm, pfn_t pfn, uint32_t fl, int64
     if MMEMU_DEBUG_BUILD and pm.mapcount[pfn] < 1:
         fprintf(stderr, b"mmemu: folio_dup_rmap_pte: frame %lld is not mapped\n", <long long>pfn)
         abort()
-    pm.refcount[pfn] += 1
+    pm.refcount[compound_head(pfn) if fl & PG_COMPOUND else pfn] += 1
     pm.mapcount[pfn] += 1
     if fl & PG_ANON:
         pm.flags[pfn] = fl & ~PG_ANON_EXCLUSIVE
@@ -89,11 +99,100 @@ cdef inline void folio_remove_rmap_pte(physmem_t* pm, pfn_t pfn, uint32_t fl, in
     the PTE's reference (put_page)."""
     pm.mapcount[pfn] -= 1
     rss[mm_counter(fl)] -= 1
-    if pm.mapcount[pfn] == 0:
+    if pm.mapcount[pfn] == 0 and fl & PG_COMPOUND:
+        _thp_page_unmapped(pm, compound_head(pfn))
+    elif pm.mapcount[pfn] == 0:
         if fl & PG_ANON:
             pm.nr_anon_mapped -= 1
         else:
             pm.nr_file_mapped -= 1
+
+
+# ---- THP folios (order 9, anonymous) ----
+
+cdef inline int64_t folio_nr_pages_mapped(physmem_t* pm, pfn_t head) noexcept nogil:
+    """folio->_nr_pages_mapped: pages of the folio some PTE maps (a scan of 512)."""
+    cdef int64_t i, n = 0
+    for i in range(HPAGE_PMD_NR):
+        n += pm.mapcount[head + i] > 0
+    return n
+
+
+cdef inline void deferred_split_folio(physmem_t* pm, pfn_t head) noexcept nogil:
+    """deferred_split_folio(partially_mapped): the first time a THP becomes partially
+    mapped it is queued for a split (thp_deferred_split_page). The queue's shrinker is left
+    out: the folio stays whole until its last reference goes."""
+    if not (pm.flags[head] & PG_PARTIALLY_MAPPED):
+        pm.flags[head] |= PG_PARTIALLY_MAPPED
+        pm.ev[EV_THP_DEFERRED_SPLIT_PAGE] += 1
+
+
+cdef inline void _thp_page_unmapped(physmem_t* pm, pfn_t head) noexcept nogil:
+    """__folio_remove_rmap(RMAP_LEVEL_PTE)'s accounting when a page of a THP loses its last
+    PTE: it leaves NR_ANON_MAPPED unless a PMD still maps the folio; a folio still mapped
+    (the caller still holds this PTE's reference) becomes partially mapped."""
+    if pm.pt_share[head] == 0:
+        pm.nr_anon_mapped -= 1
+        if pm.refcount[head] > 1:
+            deferred_split_folio(pm, head)
+
+
+cdef inline void folio_add_new_anon_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss,
+                                             bint exclusive) noexcept nogil:
+    """folio_add_new_anon_rmap (RMAP_EXCLUSIVE if exclusive) for a new THP folio mapped by
+    one PMD (its one reference is that PMD's) + add_mm_counter(MM_ANONPAGES, 512). Only the
+    head carries PageAnonExclusive, as in Linux."""
+    cdef int64_t i
+    for i in range(HPAGE_PMD_NR):
+        pm.flags[head + i] |= PG_ANON
+    if exclusive:
+        pm.flags[head] |= PG_ANON_EXCLUSIVE
+    pm.pt_share[head] = 1
+    pm.nr_anon_mapped += HPAGE_PMD_NR
+    pm.nr_anon_thps += 1
+    rss[MM_ANONPAGES] += HPAGE_PMD_NR
+
+
+cdef inline void folio_dup_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss) noexcept nogil:
+    """copy_huge_pmd's folio_get + folio_try_dup_anon_rmap_pmd (the folio is no longer
+    exclusive) + add_mm_counter(MM_ANONPAGES, 512) for the child."""
+    pm.refcount[head] += 1
+    pm.pt_share[head] += 1
+    pm.flags[head] &= ~PG_ANON_EXCLUSIVE
+    rss[MM_ANONPAGES] += HPAGE_PMD_NR
+
+
+cdef inline void folio_remove_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss) noexcept nogil:
+    """folio_remove_rmap_pmd + add_mm_counter(MM_ANONPAGES, -512): one PMD fewer maps the
+    folio. The last one takes it out of NR_ANON_THPS and its pages no PTE maps out of
+    NR_ANON_MAPPED; if some PTEs still map pages, it becomes partially mapped. The caller
+    then drops the PMD's reference (put_page)."""
+    cdef int64_t nr
+    pm.pt_share[head] -= 1
+    rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+    if pm.pt_share[head] == 0:
+        pm.nr_anon_thps -= 1
+        # only this PMD's reference left: no PTE maps a page, no scan
+        nr = HPAGE_PMD_NR - (0 if pm.refcount[head] == 1 else folio_nr_pages_mapped(pm, head))
+        pm.nr_anon_mapped -= nr
+        if 0 < nr < HPAGE_PMD_NR:
+            deferred_split_folio(pm, head)
+
+
+cdef inline void folio_add_anon_rmap_ptes(physmem_t* pm, pfn_t head, int64_t* rss,
+                                          bint exclusive) noexcept nogil:
+    """__split_huge_pmd_locked's folio_ref_add(511) + folio_add_anon_rmap_ptes (RMAP_EXCLUSIVE
+    if the PMD was exclusive) for the 512 PTEs that replace one PMD mapping: every page gets
+    a PTE mapcount (and PageAnonExclusive). No page becomes newly mapped: the PMD maps them
+    until folio_remove_rmap_pmd, which the caller does next (rss[MM_ANONPAGES] += 512 here,
+    -= 512 there: unchanged, as Linux's split leaves the counters)."""
+    cdef int64_t i
+    pm.refcount[head] += HPAGE_PMD_NR - 1
+    for i in range(HPAGE_PMD_NR):
+        pm.mapcount[head + i] += 1
+        if exclusive:
+            pm.flags[head + i] |= PG_ANON_EXCLUSIVE
+    rss[MM_ANONPAGES] += HPAGE_PMD_NR
 
 
 # ---- the page cache ----

@@ -170,13 +170,16 @@ cdef int swap_out_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wa
     cdef pfn_t pfn
     cdef uint32_t fl
     cdef int64_t slot
+    if pmd_leaf(pmd[0]):
+        return 0        # THP swap-out (thp_swpout, or a split first) is left out
     for i in range(pte_index(addr), pte_index(end - 1) + 1):
         e = t[i]
         if not pte_present(e) or pte_special(e):
             continue
         pfn = pte_pfn(e)
         fl = pm.flags[pfn]
-        if not (fl & PG_ANON) or pm.mapcount[pfn] != 1 or pm.refcount[pfn] != 1:
+        if (not (fl & PG_ANON) or (fl & PG_COMPOUND) or pm.mapcount[pfn] != 1
+                or pm.refcount[pfn] != 1):
             continue
         slot = get_swap_page(pm, &w.cursor)
         if slot < 0:
@@ -274,6 +277,8 @@ cdef int swap_span_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     """Does this PTE table hold a swap entry? Then its span (addr >> 21) is listed."""
     cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
     cdef int i
+    if pmd_leaf(pmd[0]):
+        return 0
     for i in range(512):
         if is_swap_pte(t[i]):
             with gil:
@@ -307,6 +312,8 @@ cdef int swap_entries_entry(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wa
     cdef swap_slots_walk* w = <swap_slots_walk*>walk.private
     cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
     cdef int i
+    if pmd_leaf(pmd[0]):
+        return 0
     for i in range(512):
         if is_swap_pte(t[i]):
             if w.n < w.cap:

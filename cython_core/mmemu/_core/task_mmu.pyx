@@ -4,7 +4,8 @@
 Models pagemap_pte_range/pte_to_pagemap_entry and smaps_pte_range/smaps_account
 (fs/proc/task_mmu.c), each a walk_page_range (pagewalk.pxd) with its per-PTE loop inside
 the pmd_entry. The recount walks are the checker's own: they rebuild from the tables what
-the counters should say.
+the counters should say. A huge PMD (huge_memory.pyx) is seen by each walk's pmd_entry:
+pagemap_pmd_range's and smaps_pmd_entry's parts are inline there.
 """
 from libc.stdint cimport uint8_t, uint32_t, int32_t, int64_t, uint64_t
 
@@ -38,9 +39,23 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
     cdef uint64_t* o = pr.out + ((addr - pr.start) >> PAGE_SHIFT)
     cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef pte_t e
-    cdef pfn_t pfn
+    cdef pfn_t pfn, head
     cdef uint32_t fl
     cdef uint64_t v
+    if pmd_leaf(pmd[0]):
+        # pagemap_pmd_range: every page present at its PFN; the huge zero folio is not
+        # anon (PM_FILE); a page is exclusive when its precise mapcount (PMD + PTE) is 1
+        e = pmd[0]
+        if not pte_present(e):
+            return 0
+        head = pte_pfn(e)
+        fl = pm.flags[head]
+        v = PM_PRESENT | (PM_FILE if not (fl & PG_ANON) else 0)
+        for i in range(i0, i1):
+            o[i - i0] = v | (<uint64_t>(head + i) & PM_PFN_MASK)
+            if (fl & PG_ANON) and pm.pt_share[head] + pm.mapcount[head + i] == 1:
+                o[i - i0] |= PM_MMAP_EXCLUSIVE
+        return 0
     for i in range(i0, i1):
         e = t[i]
         if is_guard_pte(e):
@@ -58,7 +73,7 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
         if not pte_special(e) and not (fl & PG_ZERO):
             if not (fl & PG_ANON):
                 v |= PM_FILE
-            if pm.mapcount[pfn] == 1:
+            if pm.mapcount[pfn] + (pm.pt_share[compound_head(pfn)] if fl & PG_COMPOUND else 0) == 1:
                 v |= PM_MMAP_EXCLUSIVE
         o[i - i0] = v
     return 0
@@ -86,7 +101,7 @@ def pagemap(MMCore mmc, uint64_t start, int64_t npages):
 # ---- /proc/PID/smaps ----
 
 cdef struct mem_size_stats:
-    int64_t resident, anonymous, referenced
+    int64_t resident, anonymous, referenced, anonymous_thp
     int64_t shared_clean, shared_dirty, private_clean, private_dirty
     uint64_t pss, pss_anon, pss_file, pss_shmem, pss_dirty
 
@@ -96,18 +111,30 @@ cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     cdef physmem_t* pm = walk.pm
     cdef mem_size_stats* mss = <mem_size_stats*>walk.private
     cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
-    cdef int i
+    cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef pte_t e
-    cdef pfn_t pfn
+    cdef pfn_t pfn, head = -1
     cdef uint32_t fl
     cdef int32_t mc
     cdef bint dirty, private
     cdef uint64_t pss
-    for i in range(pte_index(addr), pte_index(end - 1) + 1):
-        e = t[i]
-        if e == 0 or not pte_present(e) or pte_special(e):
-            continue
-        pfn = pte_pfn(e)
+    if pmd_leaf(pmd[0]):
+        # smaps_pmd_entry: an anonymous folio counts whole in AnonHugePages, its pages as
+        # smaps_account(compound) does; the huge zero folio counts nothing
+        e = pmd[0]
+        head = pte_pfn(e)
+        if not pte_present(e) or (pm.flags[head] & PG_ZERO):
+            return 0
+        mss.anonymous_thp += PMD_SIZE
+        i0, i1 = 0, HPAGE_PMD_NR
+    for i in range(i0, i1):
+        if head >= 0:
+            pfn = head + i
+        else:
+            e = t[i]
+            if e == 0 or not pte_present(e) or pte_special(e):
+                continue
+            pfn = pte_pfn(e)
         fl = pm.flags[pfn]
         if fl & PG_ZERO:
             continue
@@ -118,10 +145,11 @@ cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
             mss.referenced += 4096
         dirty = pte_dirty(e) or (fl & PG_DIRTY) != 0
         pss = (<uint64_t>4096) << 12
-        if pm.refcount[pfn] == 1:
+        if pm.refcount[compound_head(pfn) if fl & PG_COMPOUND else pfn] == 1:
             private = True
         else:
-            mc = pm.mapcount[pfn]
+            # folio_precise_page_mapcount: a THP page's PTE mapcount plus the PMD mappings
+            mc = pm.mapcount[pfn] + (pm.pt_share[compound_head(pfn)] if fl & PG_COMPOUND else 0)
             if mc >= 2:
                 pss = pss // <uint64_t>mc
             private = mc < 2
@@ -156,7 +184,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
     'pss' is in bytes << 12 (PSS_SHIFT), as the kernel accumulates it.
     """
     cdef mem_size_stats mss
-    mss.resident = mss.anonymous = mss.referenced = 0
+    mss.resident = mss.anonymous = mss.referenced = mss.anonymous_thp = 0
     mss.shared_clean = mss.shared_dirty = mss.private_clean = mss.private_dirty = 0
     mss.pss = mss.pss_anon = mss.pss_file = mss.pss_shmem = mss.pss_dirty = 0
     with nogil:
@@ -167,6 +195,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
         "Shared_Clean": mss.shared_clean, "Shared_Dirty": mss.shared_dirty,
         "Private_Clean": mss.private_clean, "Private_Dirty": mss.private_dirty,
         "Referenced": mss.referenced, "Anonymous": mss.anonymous,
+        "AnonHugePages": mss.anonymous_thp,
     }
 
 
@@ -184,6 +213,7 @@ cdef struct recount:
     int64_t* spans          # in/out: 1 + the PMD span (addr >> 21) each PTE table is linked at
     int64_t rss[4]
     int64_t ntables
+    int64_t nhuge           # huge PMDs (each has a deposited table)
     void* problems          # a Python list of str
 
 
@@ -202,6 +232,8 @@ _PROBLEMS = (
     "PTE table {x} is shared {y} ways but holds a swap entry",
     "table {x} is linked by an mm that does not own it (pt_owner {y})",
     "upper-level table {x} shared with another mm",
+    "huge PMD {x:#x} maps neither a THP head nor the huge zero folio read-only",
+    "{x} tables deposited but {y} huge PMDs",
 )
 
 cdef enum:     # indexes into _PROBLEMS
@@ -219,6 +251,8 @@ cdef enum:     # indexes into _PROBLEMS
     P_SHARED_SWAP = 11
     P_OWNER = 12
     P_SHARED_UPPER = 13
+    P_HUGE = 14
+    P_DEPOSIT = 15
 
 
 cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
@@ -265,6 +299,27 @@ cdef int recount_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk
     return 0
 
 
+cdef int recount_huge_pmd(mm_walk* walk, pte_t e) noexcept nogil:
+    """A huge PMD: its deposited table counts in pgtables_bytes; a THP's entire mapcount
+    (kept in its head's pt_share) and 512 pages of MM_ANONPAGES; the huge zero folio
+    read-only and uncounted."""
+    cdef physmem_t* pm = walk.pm
+    cdef recount* r = <recount*>walk.private
+    cdef pfn_t head = pte_pfn(e)
+    r.ntables += 1
+    r.nhuge += 1
+    if head == pm.huge_zero_pfn:
+        if pte_write(e):
+            _problem(walk, P_HUGE, e)
+        return 0
+    if (pm.flags[head] & (PG_USED | PG_HEAD | PG_ANON)) != PG_USED | PG_HEAD | PG_ANON:
+        _problem(walk, P_HUGE, e)
+        return 0
+    r.pt_share[_ix(r, head)] += 1
+    r.rss[MM_ANONPAGES] += HPAGE_PMD_NR
+    return 0
+
+
 cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
     """A PTE table: its share and owner, and (if this mm accounts it) its entries."""
     cdef physmem_t* pm = walk.pm
@@ -277,6 +332,8 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
     cdef int64_t ti = _ix(r, tp)
     cdef int64_t nobody[4]
     cdef int64_t* rss = r.rss
+    if pmd_leaf(pmd[0]):
+        return recount_huge_pmd(walk, pmd[0])
     _mark(walk, tp, 1, P_PTE_TWICE)
     r.pt_share[ti] += 1
     if r.spans[ti] == 0:
@@ -383,6 +440,7 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     r.spans = &spans[0]
     r.rss[0] = r.rss[1] = r.rss[2] = r.rss[3] = 0
     r.ntables = 0
+    r.nhuge = 0
     r.problems = <void*>problems
     cdef int64_t gi = _ix(&r, pgd)
     if last[gi] == me or level[gi] != 0:
@@ -392,7 +450,31 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     if pm.pt_owner[pgd] != mmc.mm.id:
         problems.append(_PROBLEMS[P_OWNER].format(x=pgd, y=pm.pt_owner[pgd]))
     walk_page_range(pm, &mmc.mm, 0, WALK_ALL_END, &recount_ops, &r)
+    recount_deposited(pm, &mmc.mm, &r)
     return (r.rss[0], r.rss[1], r.rss[2], r.rss[3]), r.ntables, problems
+
+
+cdef void recount_deposited(physmem_t* pm, mm_t* mm, recount* r):
+    """The mm's deposited PTE tables (pgtable_trans_huge_deposit): one per huge PMD, each a
+    table frame of this mm, held once (a PTE table no PMD links: pt_share 0)."""
+    cdef mm_walk walk
+    cdef pfn_t t = mm.pmd_huge_pte
+    cdef int64_t i
+    walk.pm = pm
+    walk.mm = mm
+    walk.private = r
+    if mm.nr_deposited != r.nhuge:
+        _problem(&walk, P_DEPOSIT, mm.nr_deposited, r.nhuge)
+        return
+    for i in range(mm.nr_deposited):
+        if t < 0 or t >= pm.nframes or (pm.flags[t] & (PG_USED | PG_TABLE)) != PG_USED | PG_TABLE:
+            _problem(&walk, P_DEPOSIT, mm.nr_deposited, r.nhuge)
+            return
+        _mark(&walk, t, 1, P_PTE_TWICE)
+        if pm.pt_owner[t] != mm.id:
+            _problem(&walk, P_OWNER, t, pm.pt_owner[t])
+        r.owners[_ix(r, t)] += 1
+        t = pm.buddy_next[t]
 
 
 # ---- the checker's entry rules and count ----
@@ -427,6 +509,22 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     cdef pte_t e
     cdef pfn_t p
     cdef uint32_t fl
+    if pmd_leaf(pmd[0]):
+        # a huge PMD: one entry, in a private VMA with an anon_vma; writable only if the
+        # VMA is and the folio exclusive, mapped by this PMD alone
+        e = pmd[0]
+        p = pte_pfn(e)
+        a.n += 1
+        a.addr = addr
+        if a.shared or not a.vma.anon_vma:
+            a.problem = AUDIT_ANON_NO_ANON_VMA if not a.shared else AUDIT_ANON_IN_SHARED
+        elif pte_write(e) and not a.writable_vma:
+            a.problem = AUDIT_WRITE_NO_VM_WRITE
+        elif pte_write(e) and (p == pm.huge_zero_pfn or not (pm.flags[p] & PG_ANON_EXCLUSIVE)
+                               or pm.pt_share[p] != 1):
+            a.problem = AUDIT_WRITE_SHARED_ANON
+            a.mapcount = pm.pt_share[p]
+        return 1 if a.problem != AUDIT_OK else 0
     for i in range(pte_index(addr), pte_index(end - 1) + 1):
         e = t[i]
         if e == 0:
@@ -501,8 +599,12 @@ def audit_range(MMCore mmc, object vma):
 
 
 cdef int count_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """Non-none entries of one PTE table (a huge PMD: one)."""
     cdef pte_t* t = table_ptr(walk.pm, pte_pfn(pmd[0]))
     cdef int i
+    if pmd_leaf(pmd[0]):
+        (<int64_t*>walk.private)[0] += 1
+        return 0
     for i in range(512):
         if t[i] != 0:
             (<int64_t*>walk.private)[0] += 1

@@ -2,7 +2,7 @@
 
 Models arch/x86/mm/tlb.c flush_tlb_mm_range / flush_tlb_func (and flush_tlb_page,
 flush_tlb_mm, flush_tlb_range built on it) and the range bookkeeping of mm/mmu_gather.c
-(tlb_gather_mmu, tlb_flush_pte_range, tlb_finish_mmu). A range of more than
+(tlb_gather_mmu, tlb_flush_pte_range, tlb_flush_pmd_range, tlb_finish_mmu). A range of more than
 tlb_single_page_flush_ceiling (33) pages, or TLB_FLUSH_ALL, is one full flush
 (NR_TLB_LOCAL_FLUSH_ALL); a shorter one invalidates page by page and counts each
 (NR_TLB_LOCAL_FLUSH_ONE += pages). One CPU is modelled and every flush is of the mm that
@@ -70,6 +70,11 @@ cdef inline void tlb_flush_pte_range(mmu_gather* tlb, uint64_t addr, uint64_t si
         tlb.start = addr
     if addr + size > tlb.end:
         tlb.end = addr + size
+
+
+cdef inline void tlb_flush_pmd_range(mmu_gather* tlb, uint64_t addr, uint64_t size) noexcept nogil:
+    """tlb_flush_pmd_range (tlb_remove_pmd_tlb_entry of a huge PMD): the same range growth."""
+    tlb_flush_pte_range(tlb, addr, size)
 
 
 cdef inline void tlb_finish_mmu(physmem_t* pm, mm_t* mm, mmu_gather* tlb) noexcept nogil:

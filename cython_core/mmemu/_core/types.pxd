@@ -153,6 +153,19 @@ cdef enum:
     PG_RESERVED = 1 << 9      # never freed (zero page)
     PG_BUDDY = 1 << 10        # head of a free block on a buddy free list (PageBuddy)
     PG_ORDER_SHIFT = 16       # ... its order in flag bits 16..19 (page->private)
+    PG_HEAD = 1 << 11         # head of an order-9 anonymous THP folio (PageHead)
+    PG_TAIL = 1 << 12         # one of its 511 tail pages (PageTail)
+    PG_PARTIALLY_MAPPED = 1 << 13  # the folio is on the deferred split queue (folio_test_partially_mapped)
+    PG_COMPOUND = PG_HEAD | PG_TAIL
+
+# ---- transparent huge pages (include/linux/huge_mm.h) ----
+cdef enum:
+    HPAGE_PMD_ORDER = 9
+    HPAGE_PMD_NR = 512
+
+cdef inline pfn_t compound_head(pfn_t pfn) noexcept nogil:
+    """compound_head of a page of an order-9 folio (blocks are aligned to their size)."""
+    return pfn & ~(<pfn_t>(HPAGE_PMD_NR - 1))
 
 # ---- rss counters (mm_types.h) ----
 cdef enum:
@@ -213,7 +226,12 @@ cdef enum:
     EV_TLB_REMOTE_FLUSH = 31       # NR_TLB_REMOTE_FLUSH: shootdowns sent (0 with one CPU)
     EV_TLB_REMOTE_FLUSH_RECEIVED = 32  # NR_TLB_REMOTE_FLUSH_RECEIVED (0 with one CPU)
     EV_FORK_PTES_ACCOUNTED = 33  # eager COW page table: entries accounted at fork
-    NR_EVENTS = 34             # every slot has a name and a help text (_core/constants.pyx)
+    EV_THP_FAULT_ALLOC = 34    # do_huge_pmd_anonymous_page mapped a new THP
+    EV_THP_FAULT_FALLBACK = 35  # ... found no order-9 block: base pages instead
+    EV_THP_ZERO_PAGE_ALLOC = 36  # the huge zero page was allocated
+    EV_THP_SPLIT_PMD = 37      # __split_huge_pmd: a huge PMD became a PTE table
+    EV_THP_DEFERRED_SPLIT_PAGE = 38  # a THP became partially mapped (deferred_split_folio)
+    NR_EVENTS = 39             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -5,7 +5,9 @@ Models zap_page_range_single/unmap_page_range/zap_pte_range/zap_present_ptes/
 zap_nonpresent_ptes (with CONFIG_PT_RECLAIM's reclaim of emptied PTE tables for
 MADV_DONTNEED), change_protection/change_pte_range (mm/mprotect.c), the guard-region walks
 of mm/madvise.c and exit_mmap's teardown, each as a walk_page_range (pagewalk.pxd).
-Leaves out: THP, device-private and migration entries, uffd-wp.
+A huge PMD (THP) is zapped or changed whole by huge_memory.pyx (zap_huge_pmd,
+change_huge_pmd) when the range covers it, else split first (as zap_pmd_range and
+change_pmd_range do). Leaves out: device-private and migration entries, uffd-wp.
 """
 from libc.stdint cimport uint32_t, int64_t, uint64_t
 
@@ -17,7 +19,10 @@ from mmemu._core.pagetable cimport (
 from mmemu._core.pgtable cimport set_pte_at, ptep_get_and_clear, pte_clear, pmd_clear
 from mmemu._core.rmap cimport folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
-from mmemu._core.tlb cimport mmu_gather, tlb_gather_mmu, tlb_flush_pte_range, tlb_finish_mmu
+from mmemu._core.huge_memory cimport split_huge_pmd, zap_huge_pmd, change_huge_pmd
+from mmemu._core.tlb cimport (
+    mmu_gather, tlb_gather_mmu, tlb_flush_pte_range, tlb_flush_pmd_range, tlb_finish_mmu,
+)
 
 
 cdef inline void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
@@ -59,11 +64,19 @@ cdef int zap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) n
     reclaim keeps it."""
     cdef physmem_t* pm = walk.pm
     cdef zap_details* d = <zap_details*>walk.private
-    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef pte_t* t
     cdef int i, i0 = pte_index(addr), i1 = pte_index(end - 1) + 1
     cdef int64_t n = 0
     cdef pte_t e
     cdef pfn_t tp
+    if pmd_leaf(pmd[0]):
+        if end - addr == PMD_SIZE:
+            zap_huge_pmd(pm, walk.mm, pmd)
+            tlb_flush_pmd_range(d.tlb, addr, PMD_SIZE)     # tlb_remove_pmd_tlb_entry
+            d.zapped += 1
+            return 0
+        split_huge_pmd(pm, walk.mm, pmd)
+    t = table_ptr(pm, pte_pfn(pmd[0]))
     for i in range(i0, i1):
         e = t[i]
         if e == 0 or (is_guard_pte(e) and not d.drop_markers):
@@ -128,11 +141,21 @@ cdef int change_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk
     can_change_pte_writable allows."""
     cdef physmem_t* pm = walk.pm
     cdef change_prot* cp = <change_prot*>walk.private
-    cdef pte_t* t = table_ptr(pm, pte_pfn(pmd[0]))
+    cdef pte_t* t
     cdef int i
     cdef pte_t e, ne
     cdef uint32_t fl
     cdef int64_t n = 0
+    if pmd_leaf(pmd[0]):
+        if end - addr == PMD_SIZE:
+            e = pmd[0]
+            if change_huge_pmd(pm, pmd, cp.newprot, cp.try_writable):
+                cp.changed += 1
+                if pte_needs_flush(e, pmd[0]):     # huge_pmd_needs_flush
+                    tlb_flush_pmd_range(&cp.tlb, addr, PMD_SIZE)
+            return 0
+        split_huge_pmd(pm, walk.mm, pmd)
+    t = table_ptr(pm, pte_pfn(pmd[0]))
     for i in range(pte_index(addr), pte_index(end - 1) + 1):
         e = t[i]
         if e == 0 or not pte_present(e):

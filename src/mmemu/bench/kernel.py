@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 HELPER = Path(__file__).with_name("kernel_helper.py")
+THP_HELPER = Path(__file__).with_name("kernel_thp_helper.py")
 
 
 def mem_available() -> int:
@@ -38,6 +39,24 @@ def measure(size: int, rounds: int = 5, cow: bool = True, timeout: float = 600) 
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"kernel baseline helper failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)
+
+
+def thp_available() -> str:
+    """Why the kernel's THP cannot be measured here ('' if it can)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "THP disabled on this kernel" if "[never]" in f.read() else ""
+    except OSError:
+        return "no transparent huge pages on this kernel"
+
+
+def measure_thp(size: int, rounds: int = 5, timeout: float = 600) -> dict:
+    """Run kernel_thp_helper.py: first touch, forks and splits of size bytes of THPs."""
+    out = subprocess.run([sys.executable, "-I", str(THP_HELPER), str(size), str(rounds)],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"kernel THP helper failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout)
 
 

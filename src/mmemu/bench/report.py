@@ -24,7 +24,12 @@ LABELS = {
     "exit": "exit",
     "read": "read (page-table walks + copy)",
     "two_machines": "2 machines on 2 threads (fork+COW+DONTNEED)",
+    "thp_touch": "first touch with THP (MADV_HUGEPAGE)",
+    "thp_fork": "fork of THP-backed memory {design}",
+    "thp_split": "split every huge PMD (mprotect 1 page)",
 }
+# THP scenarios: the kernel helper's field each is compared with (kernel.thp.SIZE)
+THP_KERNEL_FIELD = {"thp_touch": "touch_s", "thp_fork": "median_s", "thp_split": "split_s"}
 LOWER_BOUND_OF = {"fork": "fork", "touch": "touch", "zero_read": "touch", "cow_data": "cow_data",
                   "munmap": "munmap", "exit": "munmap", "read": "read", "break_cow_pte": "fork"}
 
@@ -82,6 +87,9 @@ def ratios(results: dict) -> dict:
             out[f"{tag}.cold/kernel.cow.cold"] = _div(r["cold_s"], _get(results, f"kernel.fork.{s}", "cow_cold_s"))
             out[f"{tag}.warm/numpy.cow_data"] = _div(r["warm_s"], _get(results, f"numpy.cow_data.{s}"))
             out[f"{tag}.cold/host.first_touch"] = _div(r["cold_s"], _get(results, f"numpy.first_touch.{s}"))
+        elif op in THP_KERNEL_FIELD:
+            out[f"{op}.{s}/kernel.{op}"] = _div(r["median_s"], _get(results, f"kernel.thp.{s}",
+                                                                   THP_KERNEL_FIELD[op]))
         elif op == "fork_write":
             out[f"{tag}/reference.fork_write"] = _div(r["median_s"], _get(results, f"reference.fork_write.{s}"))
         elif op == "two_machines":      # in parallel / one after the other, in one process
@@ -128,6 +136,10 @@ def targets(results: dict, rs: dict) -> list:
         ("(fork alone, classic, 64M >= 100x faster than the reference model)",
          rs.get("fork.classic.64M/reference.fork"), 0.01, None),
         (f"classic fork of {big} < 0.5 s (seconds)", _get(results, f"fork.classic.{big}"), 0.5, sixteen),
+        ("fork of 1G of THP-backed memory <= 1/10 of the kernel's",
+         rs.get("thp_fork.1G/kernel.thp_fork"), 0.1, None),
+        ("first touch of 1G with THP <= 1/10 of the kernel's", rs.get("thp_touch.1G/kernel.thp_touch"),
+         0.1, None),
         ("two machines on two threads >= 1.6x faster than one after the other",
          rs.get("two_machines.64M/two_machines.64M.serial"), 1 / 1.6, None),
         ("(host ceiling: numpy, the same data movement, two threads)",
@@ -217,6 +229,9 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
                     nb, numpy_ = _get(results, f"numpy.cow_data.{s}"), rs.get(f"{tag}.warm/numpy.cow_data")
                 else:   # cold: the host's first touch of as much fresh memory
                     nb, numpy_ = _get(results, f"numpy.first_touch.{s}"), rs.get(f"{tag}.cold/host.first_touch")
+            elif r["op"] in THP_KERNEL_FIELD:
+                kb = _get(results, f"kernel.thp.{s}", THP_KERNEL_FIELD[r["op"]])
+                kern = rs.get(f"{r['op']}.{s}/kernel.{r['op']}")
             elif r["op"] == "two_machines":     # the baseline: the same work serially
                 nb, numpy_ = r["serial_s"], rs.get(f"{tag}/{tag}.serial")
             elif r["op"] in LOWER_BOUND_OF:
@@ -244,7 +259,11 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
             lines.append(f"  {key:<28} skipped: {r['skipped']}")
             continue
         extra = ""
-        if r["kind"] == "kernel":
+        if r["kind"] == "kernel" and r["op"] == "thp":
+            extra = (f"THP: first touch {fmt_time(r['touch_s'])}, fork median "
+                     f"{fmt_time(r['median_s'])}, split of every huge PMD {fmt_time(r['split_s'])} "
+                     f"(AnonHugePages {r['AnonHugePages_kb']} kB)")
+        elif r["kind"] == "kernel":
             extra = f"fork median {fmt_time(r['median_s'])}"
             if r.get("cow_s"):
                 n = r["pages"]

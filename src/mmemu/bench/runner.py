@@ -80,6 +80,9 @@ def plan(quick: bool) -> list:
     add("numpy", "read", 256 * MIB, 5)
     add("mmemu", "two_machines", 64 * MIB, 11)
     add("numpy", "two_machines", 64 * MIB, 11)
+    add("kernel", "thp", GIB, 5)
+    for op in ("thp_touch", "thp_fork", "thp_split"):
+        add("mmemu", op, GIB, 5)
     for d in ("classic", "deferred", "eager"):
         add("trace", "replay", 256 * MIB, 5, d)
         add("trace", "direct", 256 * MIB, 5, d)
@@ -129,6 +132,13 @@ def _measure(kind, op, size, opt):
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
         return (reference.fork if op == "fork" else reference.fork_write)(size, rounds)
+    if kind == "kernel" and op == "thp":
+        why = kernel.thp_available()
+        if why or not kernel.can_measure(size, False):
+            raise kernel_skip(why or f"{size_name(size)} needs more free host memory")
+        k = kernel.measure_thp(size, rounds)
+        k["times"] = k["fork_s"]
+        return k
     if kind == "trace":         # mmemu record / replay (mmemu.trace.bench)
         from ..trace.bench import measure
         return measure(op, size, opt["design"], rounds)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from .._core.constants import PAGE_SIZE as PAGE, PG_HASDATA, PMD_SIZE as SPAN  # SPAN: one PTE table's bytes
-from ..flags import MADV_DONTNEED, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from ..flags import MADV_DONTNEED, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from ..machine import Machine
 
 RW = PROT_READ | PROT_WRITE
@@ -339,6 +339,55 @@ class TwoMachines(Scenario):
                 "must_hold": sum(must_hold(w[0]) for w in self.worlds), "child_pgtables_kb": 0}
 
 
+class ThpTouch(Touch):
+    """First touch of a MADV_HUGEPAGE mapping: one write per page, a THP fault
+    (do_huge_pmd_anonymous_page) per 2 MiB, plain stores for the rest."""
+
+    def setup(self):
+        super().setup()
+        self.p.madvise(self.a, self.size, MADV_HUGEPAGE)
+
+
+class ThpFork(Fork):
+    """fork() of size bytes of THP-backed memory (copy_huge_pmd per 2 MiB); the child
+    exits in the next setup."""
+
+    def __init__(self, size, design="classic"):
+        Scenario.__init__(self, size, design)
+        self.m = machine_for(size, self.accounting)
+        self.p = self.m.spawn()
+        self.a = self.p.mmap(0, size + SPAN, RW, PRIV)
+        self.a += (-self.a) % SPAN
+        self.p.madvise(self.a, size, MADV_HUGEPAGE)
+        self.p.touch(self.a, size)
+        self.p.fork(cow_pgtable=self.cow).exit()
+        self.child = None
+
+
+class ThpSplit(Scenario):
+    """Splitting every huge PMD of size bytes of THP-backed memory: an mprotect of one
+    page in each 2 MiB (a VMA split and __split_huge_pmd each)."""
+    rounds = 3
+
+    def __init__(self, size, design=None):
+        super().__init__(size, design)
+        self.m = machine_for(size)
+        self.p = None
+
+    def setup(self):
+        if self.p is not None:
+            self.p.exit()
+        self.p = self.m.spawn()
+        self.a = self.p.mmap(0, self.size + SPAN, RW, PRIV)
+        self.a += (-self.a) % SPAN
+        self.p.madvise(self.a, self.size, MADV_HUGEPAGE)
+        self.p.touch(self.a, self.size)
+
+    def op(self):
+        for a in range(self.a, self.a + self.size, SPAN):
+            self.p.mprotect(a, PAGE, PROT_READ)
+
+
 SCENARIOS = {
     "fork": Fork,
     "touch": Touch,
@@ -350,6 +399,9 @@ SCENARIOS = {
     "exit": Exit,
     "read": Read,
     "two_machines": TwoMachines,
+    "thp_touch": ThpTouch,
+    "thp_fork": ThpFork,
+    "thp_split": ThpSplit,
 }
 
 

@@ -1,0 +1,345 @@
+# cython: language_level=3
+"""Transparent huge pages for private anonymous memory: huge PMDs mapping order-9 folios.
+
+Models mm/huge_memory.c: do_huge_pmd_anonymous_page (with the huge zero folio on a read,
+get_huge_zero_folio), do_huge_pmd_wp_page (reuse, else split and let do_wp_page copy the
+4 KiB page, as 6.18 does) and do_huge_zero_wp_pmd, huge_pmd_set_accessed, copy_huge_pmd,
+zap_huge_pmd, change_huge_pmd, __split_huge_pmd_locked, split_huge_pmd_address,
+move_huge_pmd, and the deposited PTE table of every huge PMD (pgtable_trans_huge_deposit /
+withdraw, counted in VmPTE and NR_PAGETABLE as mm_inc_nr_ptes does). The range kernels
+(fault.pyx, fork.pyx, zap.pyx, mremap.pyx, task_mmu.pyx) call these from their walk's
+pmd_entry when they meet a leaf PMD.
+Leaves out: file and shmem THPs, mTHP orders, khugepaged and MADV_COLLAPSE, the deferred
+split shrinker (a partially mapped folio stays whole until its last reference goes:
+thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
+entries, the huge zero folio's shrinker (it stays allocated once allocated).
+"""
+from libc.stdint cimport uint32_t, int64_t, uint64_t
+
+from mmemu._core.types cimport *
+from mmemu._core.physmem cimport (
+    physmem_t, alloc_pages, free_pages, put_page, table_ptr,
+)
+from mmemu._core.pagetable cimport (
+    mm_t, vma_t, MMCore, pmd_offset, pmd_offset_alloc, pgtable_alloc, pgtable_free, LEVEL_PTE,
+    vma_from_py,
+)
+from mmemu._core.pgtable cimport (
+    set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags,
+    pmdp_set_wrprotect,
+)
+from mmemu._core.tlb cimport flush_tlb_mm_range
+from mmemu._core.rmap cimport (
+    folio_add_new_anon_rmap_pmd, folio_dup_rmap_pmd, folio_remove_rmap_pmd,
+    folio_add_anon_rmap_ptes,
+)
+
+
+# ---- the deposited PTE table ----
+
+cdef inline void pgtable_trans_huge_deposit(physmem_t* pm, mm_t* mm, pfn_t t) noexcept nogil:
+    """pgtable_trans_huge_deposit: keep a preallocated PTE table with the mm (linked
+    through the table page's lru, here buddy_next) for the split of a huge PMD. The
+    table stays counted in VmPTE; no PMD links it (pt_share 0)."""
+    pm.pt_share[t] = 0
+    pm.buddy_next[t] = mm.pmd_huge_pte if mm.nr_deposited else -1
+    mm.pmd_huge_pte = t
+    mm.nr_deposited += 1
+
+
+cdef inline pfn_t pgtable_trans_huge_withdraw(physmem_t* pm, mm_t* mm) noexcept nogil:
+    """pgtable_trans_huge_withdraw: take one deposited table back (every huge PMD has
+    deposited one, so there is one)."""
+    cdef pfn_t t = mm.pmd_huge_pte
+    mm.pmd_huge_pte = pm.buddy_next[t]
+    mm.nr_deposited -= 1
+    return t
+
+
+# ---- folios ----
+
+cdef inline void prep_compound_page(physmem_t* pm, pfn_t head) noexcept nogil:
+    """prep_compound_page: an order-9 block becomes one folio; the tails' references are
+    the head's."""
+    cdef int64_t i
+    pm.flags[head] |= PG_HEAD
+    for i in range(1, HPAGE_PMD_NR):
+        pm.flags[head + i] |= PG_TAIL
+        pm.refcount[head + i] = 0
+
+
+cdef inline pte_t mk_huge_pmd(pfn_t pfn, vma_t* vma) noexcept nogil:
+    """map_anon_folio_pmd's entry: mk_huge_pmd(vm_page_prot), young, and dirty + writable
+    if the VMA is writable."""
+    cdef pte_t e = mk_pte(pfn, vma.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED)
+    if vma.flags & VM_WRITE:
+        e = pte_mkwrite(pte_mkdirty(e))
+    return e
+
+
+cdef pfn_t vma_alloc_anon_folio_pmd(physmem_t* pm) noexcept nogil:
+    """vma_alloc_anon_folio_pmd: a zeroed order-9 folio, or -1 (thp_fault_fallback)."""
+    cdef pfn_t head = alloc_pages(pm, HPAGE_PMD_ORDER, False, True)
+    if head < 0:
+        pm.ev[EV_THP_FAULT_FALLBACK] += 1
+        return -1
+    prep_compound_page(pm, head)
+    return head
+
+
+cdef void map_anon_folio_pmd(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp,
+                             pfn_t head) noexcept nogil:
+    """map_anon_folio_pmd: the new exclusive folio mapped by the PMD, thp_fault_alloc."""
+    folio_add_new_anon_rmap_pmd(pm, head, mm.rss, True)
+    set_pmd_at(pm, pmdp, mk_huge_pmd(head, vma))
+    pm.ev[EV_THP_FAULT_ALLOC] += 1
+
+
+cdef bint get_huge_zero_folio(physmem_t* pm) noexcept nogil:
+    """get_huge_zero_folio: the huge zero folio, allocated (zeroed, reserved) on first use
+    (thp_zero_page_alloc); False if no order-9 block is free."""
+    cdef pfn_t z
+    cdef int64_t i
+    if pm.huge_zero_pfn >= 0:
+        return True
+    z = alloc_pages(pm, HPAGE_PMD_ORDER, False, True)
+    if z < 0:
+        return False
+    for i in range(HPAGE_PMD_NR):
+        pm.flags[z + i] |= PG_ZERO | PG_RESERVED
+    pm.huge_zero_pfn = z
+    pm.ev[EV_THP_ZERO_PAGE_ALLOC] += 1
+    return True
+
+
+# ---- faults ----
+
+cdef int do_huge_pmd_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp,
+                                    bint write) noexcept nogil:
+    """do_huge_pmd_anonymous_page on a none PMD of a suitable VMA: a read maps the huge zero
+    folio, a write a new zeroed THP; each with a deposited PTE table. FAULT_FALLBACK
+    (thp_fault_fallback) when no order-9 block is free, FAULT_OOM when the table is not."""
+    cdef pfn_t t, head = -1
+    vma.anon_vma = 1                    # vmf_anon_prepare, on a read fault too
+    if write:
+        head = vma_alloc_anon_folio_pmd(pm)
+        if head < 0:
+            return FAULT_FALLBACK
+    t = pgtable_alloc(pm, mm, LEVEL_PTE)
+    if t < 0:
+        if head >= 0:
+            put_page(pm, head)
+        return FAULT_OOM
+    if not write and not get_huge_zero_folio(pm):
+        pgtable_free(pm, mm, t, LEVEL_PTE)
+        pm.ev[EV_THP_FAULT_FALLBACK] += 1
+        return FAULT_FALLBACK
+    pgtable_trans_huge_deposit(pm, mm, t)
+    if write:
+        map_anon_folio_pmd(pm, mm, vma, pmdp, head)
+    else:
+        # set_huge_zero_folio: read-only, no rmap, no rss
+        set_pmd_at(pm, pmdp, pte_wrprotect(mk_pte(pm.huge_zero_pfn, vma.prot))
+                   | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
+    pm.ev[EV_PGFAULT] += 1
+    return FAULT_OK
+
+
+cdef int do_huge_pmd_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp) noexcept nogil:
+    """do_huge_pmd_wp_page: the huge zero folio gets a new THP (do_huge_zero_wp_pmd); an
+    exclusive folio, or one with no other reference, is reused; otherwise the PMD is split
+    and FAULT_FALLBACK lets do_wp_page copy the one 4 KiB page."""
+    cdef pte_t e = pmdp[0]
+    cdef pfn_t head = pte_pfn(e)
+    if is_huge_zero_pmd(pm, e):
+        head = vma_alloc_anon_folio_pmd(pm)
+        if head < 0:
+            split_huge_pmd(pm, mm, pmdp)
+            return FAULT_FALLBACK
+        map_anon_folio_pmd(pm, mm, vma, pmdp, head)
+        # pmdp_huge_clear_flush: flush_pmd_tlb_range over the 2 MiB (only its length counts)
+        flush_tlb_mm_range(pm, mm, 0, PMD_SIZE)
+        pm.ev[EV_PGFAULT] += 1
+        return FAULT_OK
+    if (pm.flags[head] & PG_ANON_EXCLUSIVE) or pm.refcount[head] == 1:
+        pm.flags[head] |= PG_ANON_EXCLUSIVE
+        pmdp_set_access_flags(pm, pmdp, pte_mkwrite(pte_mkdirty(pte_mkyoung(e))))
+        pm.ev[EV_WP_REUSE] += 1
+        pm.ev[EV_PGFAULT] += 1
+        return FAULT_OK
+    split_huge_pmd(pm, mm, pmdp)
+    return FAULT_FALLBACK
+
+
+cdef int huge_pmd_fault(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, bint write) noexcept nogil:
+    """__handle_mm_fault on a huge PMD: a write to a read-only one is do_huge_pmd_wp_page,
+    anything else huge_pmd_set_accessed (A, and D on a write). FAULT_FALLBACK after a
+    split: the caller goes on with the PTE."""
+    cdef pte_t e = pmdp[0]
+    if write and not pte_write(e):
+        return do_huge_pmd_wp_page(pm, mm, vma, pmdp)
+    pmdp_set_access_flags(pm, pmdp, e | _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0))
+    pm.ev[EV_SPURIOUS] += 1
+    pm.ev[EV_PGFAULT] += 1
+    return FAULT_OK
+
+
+cdef int huge_pmd_access(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, bint write) noexcept nogil:
+    """The MMU on a huge PMD: an allowed access sets A (and D), anything else faults
+    (huge_pmd_fault)."""
+    cdef pte_t e = pmdp[0]
+    cdef pte_t want = _bit(BIT_ACCESSED) | (_bit(BIT_DIRTY) if write else 0)
+    if (e & _bit(BIT_PRESENT)) and (not write or pte_write(e)):
+        if (e & want) != want:
+            pmdp_set_access_flags(pm, pmdp, e | want)
+        return FAULT_OK
+    return huge_pmd_fault(pm, mm, vma, pmdp, write)
+
+
+# ---- split, fork, zap, mprotect ----
+
+cdef void split_huge_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil:
+    """__split_huge_pmd_locked for an anonymous folio or the huge zero folio: the deposited
+    table takes 512 PTEs with the PMD's bits (the 4 KiB zero page for the huge zero folio)
+    and replaces the PMD (thp_split_pmd, a TLB flush). The folio stays whole; each page
+    gets a PTE mapcount and the PMD's exclusivity."""
+    cdef pte_t e = pmdp[0]
+    cdef pfn_t t = pgtable_trans_huge_withdraw(pm, mm)
+    cdef pte_t* ptes = table_ptr(pm, t)
+    cdef pte_t bits = e & ~PTE_PFN_MASK() & ~_bit(BIT_PSE)
+    cdef pfn_t head = pte_pfn(e)
+    cdef int i
+    if is_huge_zero_pmd(pm, e):
+        for i in range(HPAGE_PMD_NR):   # __split_huge_zero_page_pmd
+            set_pte_at(pm, &ptes[i], mk_pte(pm.zero_pfn, bits) | _bit(BIT_SPECIAL))
+    else:
+        folio_add_anon_rmap_ptes(pm, head, mm.rss, (pm.flags[head] & PG_ANON_EXCLUSIVE) != 0)
+        for i in range(HPAGE_PMD_NR):
+            set_pte_at(pm, &ptes[i], mk_pte(head + i, bits))
+        folio_remove_rmap_pmd(pm, head, mm.rss)
+    pm.pt_share[t] = 1
+    pmd_populate(pm, pmdp, t)
+    pm.ev[EV_THP_SPLIT_PMD] += 1
+    # pmdp_invalidate: flush_pmd_tlb_range over the 2 MiB (only its length counts)
+    flush_tlb_mm_range(pm, mm, 0, PMD_SIZE)
+
+
+cdef int copy_huge_pmd(physmem_t* pm, mm_t* dst_mm, pte_t* dst_pmd, pte_t* src_pmd) noexcept nogil:
+    """copy_huge_pmd for an anonymous VMA: a deposited table for the child, the folio
+    shared (folio_try_dup_anon_rmap_pmd, MM_ANONPAGES += 512; nothing for the huge zero
+    folio), both PMDs write-protected, the child's old. -1 if no table is free."""
+    cdef pfn_t t = pgtable_alloc(pm, dst_mm, LEVEL_PTE)
+    cdef pte_t e = src_pmd[0]
+    if t < 0:
+        return -1
+    if not is_huge_zero_pmd(pm, e):
+        folio_dup_rmap_pmd(pm, pte_pfn(e), dst_mm.rss)
+    pgtable_trans_huge_deposit(pm, dst_mm, t)
+    if pte_write(e):
+        pmdp_set_wrprotect(pm, src_pmd)
+    set_pmd_at(pm, dst_pmd, pte_wrprotect(e) & ~_bit(BIT_ACCESSED))
+    return 0
+
+
+cdef void zap_huge_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil:
+    """zap_huge_pmd: clear the PMD, free its deposited table (zap_deposited_table) and
+    drop the folio's PMD mapping and reference."""
+    cdef pte_t e = pmdp[0]
+    pmd_clear(pm, pmdp)
+    pgtable_free(pm, mm, pgtable_trans_huge_withdraw(pm, mm), LEVEL_PTE)
+    if not is_huge_zero_pmd(pm, e):
+        folio_remove_rmap_pmd(pm, pte_pfn(e), mm.rss)
+        put_page(pm, pte_pfn(e))
+
+
+cdef int change_huge_pmd(physmem_t* pm, pte_t* pmdp, pte_t newprot, bint try_writable) noexcept nogil:
+    """change_huge_pmd: pmd_modify to the new protection, writable again where
+    can_change_pmd_writable allows (an exclusive anonymous folio). 1 if it changed."""
+    cdef pte_t e = pmdp[0]
+    cdef pte_t ne = pte_modify(e, newprot) | _bit(BIT_PSE)
+    if (try_writable and not pte_write(ne) and (ne & _bit(BIT_PRESENT))
+            and not is_huge_zero_pmd(pm, e) and (pm.flags[pte_pfn(e)] & PG_ANON_EXCLUSIVE)):
+        ne = pte_mkwrite(ne)
+    if ne == e:
+        return 0
+    set_pmd_at(pm, pmdp, ne)
+    return 1
+
+
+# ---- Python ----
+
+def split_huge_pmd_address(MMCore mmc, uint64_t addr):
+    """split_huge_pmd_address (vma_adjust_trans_huge): a VMA boundary at addr splits the
+    huge PMD across it. True if one was split."""
+    cdef pte_t* pmdp
+    if addr & (PMD_SIZE - 1) == 0 or mmc.mm.pgd < 0:
+        return False
+    pmdp = pmd_offset(&mmc.phys.pm, &mmc.mm, addr)
+    if pmdp == NULL or not pmd_leaf(pmdp[0]):
+        return False
+    split_huge_pmd(&mmc.phys.pm, &mmc.mm, pmdp)
+    return True
+
+
+HUGE_NEW = -1       # install_huge_pmd: a new folio
+HUGE_ZERO = -2      # ... the huge zero folio
+
+
+def install_huge_pmd(MMCore core, object vma, uint64_t addr, int64_t head, bint exclusive):
+    """The importer's huge PMD at addr (2 MiB aligned, inside vma, its PMD entry none), as
+    the fault path would have made it: head HUGE_NEW: a new zeroed THP folio, exclusive
+    (writable if the VMA is) or not (read-only, as after a fork whose other side is gone);
+    HUGE_ZERO: the huge zero folio; head >= 0: the THP another imported process maps by a
+    PMD, shared as copy_huge_pmd shares it (read-only). Each with its deposited table.
+    Returns the folio's head, -1 if a frame is missing (upper tables allocated on the way
+    stay, as after a failed fault), -2 if the PMD entry is not none or head is not a
+    PMD-mapped THP."""
+    cdef physmem_t* pm = &core.phys.pm
+    cdef vma_t v
+    cdef pte_t* pmdp
+    cdef pte_t e
+    cdef pfn_t t
+    vma_from_py(&v, vma)
+    if addr & (PMD_SIZE - 1) or addr < v.start or addr + PMD_SIZE > v.end:
+        raise ValueError("the 2 MiB span is not aligned inside the VMA")
+    if head >= 0 and (head >= pm.nframes or not (pm.flags[head] & PG_HEAD) or pm.pt_share[head] < 1):
+        return -2
+    pmdp = pmd_offset_alloc(pm, &core.mm, addr)
+    if pmdp == NULL:
+        return -1
+    if pmdp[0] != 0:
+        return -2
+    if head == HUGE_ZERO and not get_huge_zero_folio(pm):
+        return -1
+    t = pgtable_alloc(pm, &core.mm, LEVEL_PTE)
+    if t < 0:
+        return -1
+    if head == HUGE_NEW:
+        head = alloc_pages(pm, HPAGE_PMD_ORDER, False, True)
+        if head < 0:
+            pgtable_free(pm, &core.mm, t, LEVEL_PTE)
+            return -1
+        prep_compound_page(pm, head)
+        folio_add_new_anon_rmap_pmd(pm, head, core.mm.rss, exclusive)
+    elif head == HUGE_ZERO:
+        head = pm.huge_zero_pfn
+        exclusive = False
+    else:
+        folio_dup_rmap_pmd(pm, head, core.mm.rss)
+        exclusive = False
+    e = mk_huge_pmd(head, &v) if exclusive else pte_wrprotect(
+        mk_pte(head, v.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
+    pgtable_trans_huge_deposit(pm, &core.mm, t)
+    set_pmd_at(pm, pmdp, e)
+    return head
+
+
+def huge_pmd_head(MMCore core, uint64_t addr):
+    """The folio head a huge PMD maps at addr, or -1 (no huge PMD there)."""
+    cdef pte_t* pmdp
+    if core.mm.pgd < 0:
+        return -1
+    pmdp = pmd_offset(&core.phys.pm, &core.mm, addr)
+    if pmdp == NULL or not pmd_leaf(pmdp[0]):
+        return -1
+    return pte_pfn(pmdp[0])

@@ -1,0 +1,150 @@
+"""Run a THP scenario on the live kernel (thp_scenario.c, built here with cc) and on an
+emulated machine, and return what /proc says after every step on both sides.
+
+A scenario is a list of steps, each a tuple: ("map", off, length, advice) (an anonymous
+private read-write mapping at BASE + off, then madvise(advice) unless 0), ("w", off),
+("r", off), ("fork",) (a child that does nothing until ("reap",)), ("unmap", off, length),
+("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off).
+Each side gives per step: VmPTE and RssAnon (kB), the thp_* vmstat counters with
+nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
+AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
+(flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import mmemu
+
+BASE = 0x300000000000
+HERE = os.path.dirname(os.path.abspath(__file__))
+COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_deferred_split_page",
+            "nr_anon_transparent_hugepages")
+
+
+def live_unavailable() -> str:
+    """Why the live side cannot run here ('' if it can)."""
+    if shutil.which("cc") is None:
+        return "no C compiler"
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        return "no /sys/kernel/mm/transparent_hugepage"
+    if "[never]" in mode:
+        return "THP disabled on this kernel"
+    return ""
+
+
+_BINARY = []
+
+
+def _binary() -> str:
+    if not _BINARY:
+        d = tempfile.mkdtemp(prefix="mmemu-thp-")
+        out = os.path.join(d, "thp_scenario")
+        subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", out, os.path.join(HERE, "thp_scenario.c")], check=True)
+        _BINARY.append(out)
+    return _BINARY[0]
+
+
+def _argv(steps):
+    out = []
+    for s in steps:
+        out.append(s[0])
+        out += [hex(x) if isinstance(x, int) and x >= 4096 else str(x) for x in s[1:]]
+    return out
+
+
+def run_live(steps):
+    """The scenario on the kernel: a list of per-step dicts (the first is before any step)."""
+    text = subprocess.run([_binary()] + _argv(steps), check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+    out, cur = [], None
+    for line in text.splitlines():
+        k, _, rest = line.partition(" ")
+        if k == "step":
+            cur = {"step": rest, "vmas": []}
+        elif k == "end":
+            out.append(cur)
+        elif k == "vma":
+            s, e, rss, ahp, el = rest.split()
+            cur["vmas"].append((int(s, 16), int(e, 16), int(rss), int(ahp), int(el)))
+        elif k == "pm":
+            cur.setdefault("pagemap", []).append(
+                [tuple(int(x) for x in r.split("*")) for r in rest.split()])
+        else:
+            cur[k] = int(rest)
+    return out
+
+
+def run_emulated(steps, machine=None):
+    """The same scenario on an emulated machine (THP madvise mode by default)."""
+    m = machine or mmemu.Machine("1G")
+    p = m.spawn()
+    child = None
+    out = [_observe(m, p, "start")]
+    for s in steps:
+        op = s[0]
+        if op == "map":
+            p.mmap(BASE + s[1], s[2], mmemu.PROT_READ | mmemu.PROT_WRITE,
+                   mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED_NOREPLACE)
+            if s[3]:
+                p.madvise(BASE + s[1], s[2], s[3])
+        elif op == "w":
+            p.write(BASE + s[1], b"x")
+        elif op == "r":
+            p.read(BASE + s[1], 1)
+        elif op == "fork":
+            child = p.fork()
+        elif op == "reap":
+            child.exit()
+            child = None
+        elif op == "unmap":
+            p.munmap(BASE + s[1], s[2])
+        elif op == "prot":
+            p.mprotect(BASE + s[1], s[2], s[3])
+        elif op == "madv":
+            p.madvise(BASE + s[1], s[2], s[3])
+        elif op == "remap":
+            p.mremap(BASE + s[1], s[2], s[2], mmemu.MREMAP_MAYMOVE | mmemu.MREMAP_FIXED,
+                     BASE + s[3])
+        else:
+            raise ValueError(op)
+        m.check()
+        out.append(_observe(m, p, op))
+    return out
+
+
+def _observe(m, p, step):
+    st, vm = p.status(), m.vmstat()
+    d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"],
+         "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
+                   e["THPeligible"]) for e in p.smaps() if BASE <= e["start"] < BASE + (1 << 30)]}
+    d.update((k, vm[k]) for k in COUNTERS)
+    if d["vmas"]:
+        d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
+    return d
+
+
+def _runs(entries):
+    """pagemap entries as runs (flags, pages), flags as thp_scenario.c prints them."""
+    out = []
+    for x in entries.tolist():
+        f = (x >> 63 & 1) << 3 | (x >> 62 & 1) << 2 | (x >> 61 & 1) << 1 | (x >> 56 & 1)
+        if out and out[-1][0] == f:
+            out[-1] = (f, out[-1][1] + 1)
+        else:
+            out.append((f, 1))
+    return out
+
+
+def deltas(obs, first=1):
+    """Per step from `first` on: the change of VmPTE, RssAnon and the counters since the
+    step before, and the region's VMAs."""
+    return [{"step": b["step"], "vmas": b["vmas"], "pagemap": b.get("pagemap"),
+             **{k: b[k] - a[k] for k in ("VmPTE", "RssAnon") + COUNTERS}}
+            for a, b in zip(obs[first - 1:], obs[first:])]
