@@ -254,9 +254,10 @@ def check_machine(machine) -> None:
         i = bad_ref[0]
         problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {idx[i]}: refcount "
                         f"{refc[i]}, mapcount {mapc[i]}, page cache {in_cache[i]})")
-    if np.any((share != 0) & (level != 1)):
-        problems.append(f"pt_share set on frames that are not PTE tables: "
-                        f"{_first(idx[(share != 0) & (level != 1)])}")
+    nonpte = (share != 0) & ((level < 1) | (level > 3))
+    if np.any(nonpte):
+        problems.append(f"pt_share set on frames that are not PTE, PMD or PUD tables: "
+                        f"{_first(idx[nonpte])}")
     if np.any((owner != 0) & ~tables):
         problems.append(f"pt_owner set on frames that are not page tables: "
                         f"{_first(idx[(owner != 0) & ~tables])}")
@@ -264,14 +265,17 @@ def check_machine(machine) -> None:
         problems.append(f"table frames and linked tables differ: pfns "
                         f"{_first(idx[tables != (level != 0)])}")
     pte = level == 1
-    bad_share = np.flatnonzero(pte & (share != exp_share))
+    upper = (level == 2) | (level == 3)     # whole-table COW: 0 on a table never shared means 1
+    bad_share = np.flatnonzero((pte & (share != exp_share))
+                               | (upper & (share != exp_share) & ((share != 0) | (exp_share != 1))))
     if len(bad_share):
         i = bad_share[0]
-        problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {idx[i]}: "
-                        f"stored {share[i]}, PMD entries {exp_share[i]})")
-    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1)):
-        problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
-                        f"{_first(idx[pte & (owners != 1)])}")
+        problems.append(f"pt_share differs on {len(bad_share)} page tables (first pfn {idx[i]}: "
+                        f"stored {share[i]}, upper entries {exp_share[i]})")
+    held = pte | upper
+    if phys.cow_pte_accounting == "deferred" and np.any(held & (owners != 1)):
+        problems.append(f"page tables whose owner does not hold them (deferred accounting): "
+                        f"{_first(idx[held & (owners != 1)])}")
     leaked = idx[used & ~tables & ~zero & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")

@@ -29,7 +29,8 @@ _NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFla
                   | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
 _CLONE_LEGACY = 0xFFFFFFFF & ~0xFF       # flags below bit 32, the exit signal excluded
 _CLONE_KNOWN = _CLONE_LEGACY | int(CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP
-                                   | CloneFlags.COW_PGTABLE)
+                                   | CloneFlags.COW_PGTABLE | CloneFlags.COW_PGTABLE_PMD
+                                   | CloneFlags.COW_PGTABLE_PUD)
 
 
 def clone3_args_valid(flags: int, exit_signal: int) -> None:
@@ -45,8 +46,11 @@ def clone3_args_valid(flags: int, exit_signal: int) -> None:
         raise einval("CLONE_SIGHAND without CLONE_VM")
     if flags & CloneFlags.CLEAR_SIGHAND and flags & CloneFlags.SIGHAND:
         raise einval("CLONE_CLEAR_SIGHAND with CLONE_SIGHAND")
-    if flags & CloneFlags.COW_PGTABLE and flags & CloneFlags.VM:
+    cow = flags & (CloneFlags.COW_PGTABLE | CloneFlags.COW_PGTABLE_PMD | CloneFlags.COW_PGTABLE_PUD)
+    if cow and flags & CloneFlags.VM:
         raise einval("CLONE_COW_PGTABLE with CLONE_VM: there is no second address space")
+    if flags & CloneFlags.COW_PGTABLE_PMD and flags & CloneFlags.COW_PGTABLE_PUD:
+        raise einval("CLONE_COW_PGTABLE_PMD with CLONE_COW_PGTABLE_PUD: one sharing level")
     if not 0 <= exit_signal < 65:
         raise einval("bad exit signal")
     if flags & CloneFlags.VM:
@@ -79,9 +83,10 @@ def cow_blocked_spans(mm: MM) -> np.ndarray:
     return np.unique(np.concatenate(spans))
 
 
-def dup_mm(machine, oldmm: MM, cow: bool) -> MM:
+def dup_mm(machine, oldmm: MM, cow: int) -> MM:
     """dup_mm: a copy of oldmm for a child (copy_page_range for every VMA that
-    vma_needs_copy; with cow, copy_cow_pte_range shares each eligible PTE table instead).
+    vma_needs_copy; with cow, copy_cow_pte_range shares each eligible PTE table instead,
+    and at cow 2 / 3 each PMD / PUD table with only eligible spans under it).
     The child's PGD and tables come from a reservation made first: MMError(ENOMEM) with
     nothing changed if they do not fit."""
     copy_spans = [(v.start, v.end, v.flags) for v in oldmm.vmas

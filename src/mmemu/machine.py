@@ -17,6 +17,7 @@ from . import swap as _swap
 from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
 from .file import File
+from .args import cow_pgtable_level, cow_pgtable_state, load_cow_pgtable
 from .fork import dup_mm
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
@@ -105,9 +106,10 @@ class Machine:
         How COW-shared page tables are accounted (see the README): "deferred" (RFC v1/v2:
         the table's owner counts its pages and the table; fork is O(tables)) or "eager"
         (v3 on: every process using the table counts its pages and the table at fork).
-    cow_pgtable : bool
+    cow_pgtable : bool or {"pte", "pmd", "pud"}
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
-        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all).
+        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all);
+        "pmd" / "pud" share whole PMD / PUD tables (mmemu's whole-table COW).
 
     Examples
     --------
@@ -119,7 +121,7 @@ class Machine:
     """
 
     def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
-                 cow_pte_accounting: str = "deferred", cow_pgtable: bool = False):
+                 cow_pte_accounting: str = "deferred", cow_pgtable: bool | str = False):
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
@@ -131,7 +133,7 @@ class Machine:
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
         self.swap_device = _host_mapped(_swap.SwapDevice, self.phys, swap)
         self.phys.cow_pte_accounting = cow_pte_accounting
-        self.cow_pgtable = bool(cow_pgtable)
+        self.cow_pgtable = cow_pgtable_level(cow_pgtable)
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
         self._next_pid = 1
@@ -205,7 +207,8 @@ class Machine:
         then a pid and a place in the parent's children. Nothing changes (no pid is used)
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
-        mm = dup_mm(self, parent.mm, bool(cow_pgtable))
+        level = cow_pgtable if type(cow_pgtable) is int else cow_pgtable_level(cow_pgtable)
+        mm = dup_mm(self, parent.mm, level)
         child = Process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child
@@ -365,7 +368,7 @@ class Machine:
         state = {
             "machine": {"memory": self.memory, "swap": self.swap,
                         "max_map_count": self.max_map_count,
-                        "cow_pgtable": bool(self.cow_pgtable), "next_pid": int(self._next_pid),
+                        "cow_pgtable": cow_pgtable_state(self.cow_pgtable), "next_pid": int(self._next_pid),
                         "next_inode": self._peek_inode()},
             "physmem": scalars,
             "backings": brecs,
@@ -407,7 +410,7 @@ class Machine:
         eager = integer(scalars, "cow_eager", "physmem", 0, 1)
         m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
                 cow_pte_accounting="eager" if eager else "deferred",
-                cow_pgtable=field(ms, "cow_pgtable", bool, "machine"))
+                cow_pgtable=load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine"))
         try:
             m._restore(state, arrays, frames, swap_data)
         except BaseException as e:

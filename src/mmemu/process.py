@@ -18,11 +18,11 @@ import numpy as np
 
 from ._core.physmem import PhysMem
 from ._core.task_mmu import pagemap
-from .args import page_align, uint, ulong
+from .args import cow_pgtable_level, page_align, uint, ulong
 from .brk import do_brk
 from .errors import MMError, einval, enomem
 from .file import MAX_RW_COUNT
-from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags
+from .flags import PR_GET_COW_PGTABLE, PR_GET_COW_PTE, PR_SET_COW_PGTABLE, PR_SET_COW_PTE, CloneFlags
 from .fork import clone3_args_valid
 from .layout import apply_layout
 from .locking import serialised
@@ -149,17 +149,22 @@ class Process:
         return do_madvise(self.mm, addr, length, advice)
 
     # ------------------------------------------------------------------ fork / exit / execve
-    def fork(self, cow_pgtable: bool = False) -> "Process":
+    def fork(self, cow_pgtable: bool | str = False) -> "Process":
         """fork(2): duplicate the VMAs and their page tables (dup_mmap).
 
-        With ``cow_pgtable=True``, or after ``prctl(PR_SET_COW_PTE, 1)``, eligible last-level
-        page tables are shared copy-on-write instead of copied (CLONE_COW_PGTABLE).
+        With ``cow_pgtable=True`` (or ``"pte"``), or after ``prctl(PR_SET_COW_PTE, 1)``,
+        eligible last-level page tables are shared copy-on-write instead of copied
+        (CLONE_COW_PGTABLE). ``"pmd"`` and ``"pud"`` (mmemu's whole-table COW) share whole
+        PMD or PUD tables where every span under them is eligible, falling back a level
+        elsewhere. False (or None) leaves the choice to the process's prctl setting.
         """
         self._check_alive()
-        return self.machine.copy_process(self, cow_pgtable or self.mm.cow_pgtable)
+        level = cow_pgtable_level(cow_pgtable)
+        return self.machine.copy_process(self, level or self.mm.cow_pgtable)
 
     def clone3(self, flags: int = 0, exit_signal: int = 17) -> "Process":
-        """clone3(2) creating a new process; CLONE_COW_PGTABLE shares page tables COW.
+        """clone3(2) creating a new process; CLONE_COW_PGTABLE shares PTE tables COW,
+        mmemu's CLONE_COW_PGTABLE_PMD / _PUD whole PMD / PUD tables (fork's "pmd" / "pud").
 
         The flag checks of clone3_args_valid/copy_process come first, so a bad combination
         raises MMError(EINVAL) with nothing changed. Threads (CLONE_VM) are not modelled.
@@ -167,23 +172,36 @@ class Process:
         self._check_alive()
         flags, exit_signal = ulong(flags), operator.index(exit_signal)
         clone3_args_valid(flags, exit_signal)
-        return self.machine.copy_process(self, bool(flags & CloneFlags.COW_PGTABLE) or self.mm.cow_pgtable)
+        level = (3 if flags & CloneFlags.COW_PGTABLE_PUD else 2 if flags & CloneFlags.COW_PGTABLE_PMD
+                 else int(bool(flags & CloneFlags.COW_PGTABLE)))
+        return self.machine.copy_process(self, level or self.mm.cow_pgtable)
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         """prctl(2) for PR_SET_COW_PTE / PR_GET_COW_PTE: every later fork of this process (and
-        of its children, which inherit the flag) shares page tables copy-on-write."""
+        of its children, which inherit the flag) shares page tables copy-on-write; mmemu's
+        PR_SET_COW_PGTABLE / PR_GET_COW_PGTABLE set and read the level (arg2 0 classic, 1 PTE
+        tables, 2 PMD tables, 3 PUD tables)."""
         self._check_alive()
         option = uint(option)
         arg2, arg3, arg4, arg5 = (ulong(a) for a in (arg2, arg3, arg4, arg5))
         if option == PR_SET_COW_PTE:
             if arg2 not in (0, 1) or arg3 or arg4 or arg5:
                 raise einval("PR_SET_COW_PTE takes 0 or 1")
-            self.mm.cow_pgtable = bool(arg2)
+            self.mm.cow_pgtable = int(arg2)
             return 0
+        if option == PR_SET_COW_PGTABLE:
+            if arg2 > 3 or arg3 or arg4 or arg5:
+                raise einval("PR_SET_COW_PGTABLE takes a level: 0, 1 (PTE), 2 (PMD) or 3 (PUD)")
+            self.mm.cow_pgtable = int(arg2)
+            return 0
+        if option == PR_GET_COW_PGTABLE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise einval("PR_GET_COW_PGTABLE takes no arguments")
+            return int(self.mm.cow_pgtable)
         if option == PR_GET_COW_PTE:
             if arg2 or arg3 or arg4 or arg5:
                 raise einval("PR_GET_COW_PTE takes no arguments")
-            return int(self.mm.cow_pgtable)
+            return int(bool(self.mm.cow_pgtable))
         raise einval(f"prctl option {option} is not modelled")
 
     def exit(self, status: int = 0) -> None:

@@ -247,9 +247,9 @@ cdef inline int _bad(mm_walk* walk, int level, uint64_t addr, pte_t e) noexcept 
 
 
 cdef inline bint _bad_link(physmem_t* pm, pte_t e, bint cow) noexcept nogil:
-    """An upper-level entry that is not _PAGE_TABLE (for a PMD entry, cow: also _PAGE_TABLE
-    without RW, a COW-shared PTE table) pointing at a page-table frame in use inside memory
-    (a snapshot holds no huge entries)."""
+    """An upper-level entry that is not _PAGE_TABLE (cow: also _PAGE_TABLE without RW, a
+    COW-shared table) pointing at a page-table frame in use inside memory (a snapshot holds
+    no huge entries)."""
     cdef pfn_t t = pte_pfn(e)
     cdef pte_t bits = e & ~PTE_PFN_MASK(), table = mk_table_entry(0)
     if bits != table and not (cow and bits == pte_wrprotect(table)):
@@ -258,11 +258,11 @@ cdef inline bint _bad_link(physmem_t* pm, pte_t e, bint cow) noexcept nogil:
 
 
 cdef int _validate_pgd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
+    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
 
 
 cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
+    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
 
 
 cdef int _validate_pmd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:

@@ -749,6 +749,8 @@ cdef class PhysMem:
         ev = scalars.get("events")
         if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
             ev = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
+        if isinstance(ev, list) and len(ev) in (30, 32) and not any(ev[30:]):
+            ev = ev[:30] + [0] * (NR_EVENTS - 30)   # written before the whole-table COW counters
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
             raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")

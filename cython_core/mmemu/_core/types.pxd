@@ -209,7 +209,13 @@ cdef enum:
     EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
     EV_SWAPIN = 28             # do_swap_page: a page read back from the emulated swap device
     EV_SWAPOUT = 29            # swap_out: a page written to the emulated swap device
-    NR_EVENTS = 30             # every slot has a name and a help text (_core/constants.pyx)
+    EV_PMD_TABLES_SHARED = 30      # whole-table COW: PMD tables shared at fork
+    EV_PMD_TABLES_DUPLICATED = 31  # whole-table COW: shared PMD tables copied at break
+    EV_PMD_TABLES_REUSED = 32      # whole-table COW: a PMD-table break found share count 1
+    EV_PUD_TABLES_SHARED = 33      # whole-table COW: PUD tables shared at fork
+    EV_PUD_TABLES_DUPLICATED = 34  # whole-table COW: shared PUD tables copied at break
+    EV_PUD_TABLES_REUSED = 35      # whole-table COW: a PUD-table break found share count 1
+    NR_EVENTS = 36             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:
