@@ -33,9 +33,14 @@ COW_PGTABLE_LEVELS = {"pte": 1, "pmd": 2, "pud": 3}
 def cow_pgtable_level(value) -> int:
     """A cow_pgtable argument as a sharing level: None or False 0 (classic copy), True or
     "pte" 1 (PTE tables, the COW page table series), "pmd" 2 and "pud" 3 (PMD / PUD tables
-    and everything under them). TypeError for another type, ValueError for another string."""
+    and everything under them); an int 0-3 is a level itself (PR_SET_COW_PGTABLE's arg2).
+    TypeError for another type, ValueError for another string or int."""
     if value is None or isinstance(value, bool):
         return int(bool(value))
+    if type(value) is int:
+        if not 0 <= value <= 3:
+            raise ValueError(f"cow_pgtable level {value}: use 0 (classic) to 3 (PUD tables)")
+        return value
     if isinstance(value, str):
         if value not in COW_PGTABLE_LEVELS:
             raise ValueError(f"cow_pgtable {value!r}: use False, True, 'pte', 'pmd' or 'pud'")

@@ -15,6 +15,7 @@ from mmemu import (
     PR_SET_COW_PTE, Madv,
 )
 from mmemu import snapshot as snap
+from mmemu._core.constants import NR_EVENTS
 
 PG = 4096
 RW = 3
@@ -396,14 +397,14 @@ def test_files_with_the_two_unused_event_slots_load(tmp_path, good):
     """Snapshots written before every event slot had a name carry 32 event counters, the
     last two always 0: they load, with the same counters; a non-zero one is refused."""
     m0 = load_bytes(tmp_path, good[0], "g.mms")
-    assert len(m0.phys.events()) == 30
+    assert len(m0.phys.events()) == NR_EVENTS
     old = rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0, 0]))
     m = load_bytes(tmp_path, old)
     m.check()
     assert dict(m.vmstat()) == dict(m0.vmstat())
     assert_same(observe(m), observe(m0))
     expect(tmp_path, rewrite(good[0], state_fn=lambda s: s["physmem"]["events"].extend([0, 7])),
-           "expected 30 event counters")
+           f"expected {NR_EVENTS} event counters")
 
 
 @pytest.mark.one_design

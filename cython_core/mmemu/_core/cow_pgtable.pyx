@@ -40,6 +40,18 @@ from mmemu._core.cow_pte cimport (
 from mmemu._core.pagewalk cimport mm_walk, walk_entry_path, ACTION_CONTINUE
 
 
+cdef int _skip_break_level = 0     # negative controls only: _debug_skip_break
+
+
+def _debug_skip_break(int level):
+    """Negative controls of the fuzzers only: break_cow_table leaves tables of this level
+    (LEVEL_PMD 2, LEVEL_PUD 3) shared and says it broke them; 0 restores the break."""
+    global _skip_break_level
+    if level not in (0, LEVEL_PMD, LEVEL_PUD):
+        raise ValueError("level must be 0, 2 (PMD tables) or 3 (PUD tables)")
+    _skip_break_level = level
+
+
 cdef inline bint upper_cow(pte_t e) noexcept nogil:
     """A PGD or PUD entry with RW clear links a COW-shared (or not yet reused) table."""
     return e != 0 and not pmd_leaf(e) and not pte_write(e)
@@ -166,6 +178,8 @@ cdef int break_cow_table(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
     cdef pte_t* dst
     cdef pte_t e
     cdef int i
+    if level == _skip_break_level:
+        return 0
     pm.ev[EV_TLB_FLUSH] += 1
     if table_share(pm, old) <= 1:
         for i in range(512):
