@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from .compare import DESIGNS, compare, format_compare, measure_fork
+from .compare import DESIGN_GROUPS, DESIGNS, compare, expand_designs, format_compare, measure_fork
 from .flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from .machine import Machine, parse_size
 from .procfs import ImportFailed, import_process
@@ -123,9 +123,15 @@ def cmd_fork_table(args) -> int:
         print("mmemu: --size must be a positive multiple of 4096", file=sys.stderr)
         return 2
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
-    unknown = [d for d in designs if d not in DESIGNS]
+    try:
+        designs = expand_designs(designs)
+    except ValueError as e:
+        designs, unknown = [], str(e)
+    else:
+        unknown = [d for d in designs if d not in DESIGNS]
     if unknown or not designs:
-        print(f"mmemu: unknown design(s) {unknown}; choose from {', '.join(DESIGNS)}", file=sys.stderr)
+        print(f"mmemu: unknown design(s) {unknown}; choose from "
+              f"{', '.join(list(DESIGNS) + list(DESIGN_GROUPS))}", file=sys.stderr)
         return 2
     layout = None if args.layout == "bare" else args.layout
     show = not args.quiet and (sys.stderr.isatty() or size >= (4 << 30))
@@ -198,13 +204,17 @@ def main(argv=None) -> int:
     ft.add_argument("--layout", default="typical", choices=["typical", "bare"],
                     help="the forking process: a small C program's layout (default) or empty")
     ft.add_argument("--designs", default="classic,deferred,eager",
-                    help="comma-separated columns: classic, deferred, eager (default all)")
+                    help="comma-separated columns: classic, deferred, eager (default), "
+                         "cow-pmd, cow-pud (whole-table COW, both accounting modes) or "
+                         "cow-pmd-deferred, cow-pmd-eager, cow-pud-deferred, cow-pud-eager")
     ft.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ft.add_argument("--check", action="store_true", help="run the invariant checker afterwards")
     ft.add_argument("--quiet", action="store_true", help="no progress output")
     ft.set_defaults(func=cmd_fork_table)
     from .bench.cli import add_parser as add_bench_parser
     add_bench_parser(sub)
+    from .bench.cow_levels import add_parser as add_cow_levels_parser
+    add_cow_levels_parser(sub)
     _add_procfs_commands(sub)
     args = ap.parse_args(argv)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._core import fork as _fork
+from ._core.task_mmu import pte_tables
 from ._core.constants import MM_SWAPENTS, PMD_SHIFT
 from .errors import einval
 from .flags import CloneFlags, VmFlags
@@ -63,12 +64,13 @@ def vma_needs_copy(flags: int, has_anon_vma: bool) -> bool:
     return not (flags & _NO_COPY) and (has_anon_vma or bool(flags & (_MAYBE_GUARD | _PFN_COPY)))
 
 
-def cow_blocked_spans(mm: MM) -> np.ndarray:
+def cow_blocked_spans(mm: MM):
     """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
     a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy, and so
     do tables holding swap entries (only spans that have a PTE table: the others have
-    nothing to share, and a 64 TiB mapping must not cost an array of its spans)."""
-    from ._core.task_mmu import pte_tables
+    nothing to share, and a 64 TiB mapping must not cost an array of its spans). A sorted
+    int64 array, or None for none (whole-table COW forks are a few microseconds: no
+    empty array made and converted for them)."""
     spans = []
     for v in mm.vmas:
         heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
@@ -79,7 +81,7 @@ def cow_blocked_spans(mm: MM) -> np.ndarray:
         from ._core.swap import swap_spans
         spans.append(swap_spans(mm.core))
     if not spans:
-        return np.empty(0, dtype=np.int64)
+        return None
     return np.unique(np.concatenate(spans))
 
 

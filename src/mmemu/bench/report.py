@@ -19,6 +19,7 @@ LABELS = {
     "cow_data": "COW breaks with data",
     "fork_write": "fork, child writes every page, {design}",
     "break_cow_pte": "break_cow_pte, one write per 2 MiB, {design}",
+    "cow_rewrite": "a second write per 2 MiB after the breaks, {design}",
     "munmap": "munmap",
     "exit": "exit",
     "read": "read (page-table walks + copy)",
@@ -85,7 +86,17 @@ def ratios(results: dict) -> dict:
             out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
         if r.get("must_hold"):
             out[f"{tag}.host/must_hold"] = r["host_peak"] / r["must_hold"]
+    for num, den in UPPER_RATIOS:       # whole-table COW against PTE tables, same run
+        out[f"{num}/{den}"] = _div(_get(results, num), _get(results, den))
     return {k: v for k, v in out.items() if v is not None}
+
+
+# the whole-table COW targets: PMD-level fork against PTE-level, PUD-level fork at
+# two sizes, and the writes that follow (the first one per table, then the next)
+UPPER_RATIOS = [("fork.cow-pmd-deferred.16G", "fork.deferred.16G"),
+                ("fork.cow-pud-deferred.16G", "fork.cow-pud-deferred.1G"),
+                ("break_cow_pte.cow-pmd-deferred.1G", "break_cow_pte.deferred.1G"),
+                ("cow_rewrite.cow-pmd-deferred.1G", "cow_rewrite.deferred.1G")]
 
 
 def targets(results: dict, rs: dict) -> list:
@@ -113,6 +124,13 @@ def targets(results: dict, rs: dict) -> list:
         ("(host ceiling: numpy, the same data movement, two threads)",
          rs.get("numpy.two_machines.64M/numpy.two_machines.64M.serial"), 1 / 1.6),
     ]
+    for (num, den), text, lim in zip(UPPER_RATIOS, [
+            "COW PMD fork (deferred) 16G <= 1/10 of a COW PTE fork",
+            "COW PUD fork (deferred) does not grow: 16G <= 1.5x its 1G fork",
+            "first write per table after a COW PMD fork <= 2x after a COW PTE fork",
+            "later writes after a COW PMD fork <= 1.25x after a COW PTE fork"], [0.1, 1.5, 2.0, 1.25]):
+        if f"{num}/{den}" in rs:
+            rows.append((text, rs[f"{num}/{den}"], lim))
     if big != "64M":    # at 64 MiB one 2 MiB host huge page of tables outweighs what they hold
         rows.append((f"host memory of classic fork {big} <= 1.3x page tables + metadata",
                      rs.get(f"fork.classic.{big}.host/must_hold"), 1.3))
@@ -187,7 +205,7 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
             if r["op"] in ("fork", "fork_write"):
                 rb = rs.get(f"{tag}/reference.{r['op']}")
                 ref = (f"{1 / rb:.0f}x" if 1 / rb >= 100 else f"{1 / rb:.3g}x") if rb else "-"
-            per_page = t / r["pages"] if r["op"] != "break_cow_pte" else None
+            per_page = t / r["pages"] if r["op"] not in ("break_cow_pte", "cow_rewrite") else None
             cells = [
                 _row_label(r) + suffix, s, fmt_time(t),
                 fmt_time(per_page) if per_page else f"{fmt_time(t / r['pages'])}/tbl",
