@@ -18,6 +18,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import mmemu
+import siblings
 from conftest import fuzz_settings
 from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Madv
 from mmemu._core import cow_pgtable, physmem
@@ -208,25 +209,13 @@ def test_the_fuzzer_sees_a_missing_break(level):
         cow_pgtable._debug_skip_break(0)
 
 
-def _reference_fuzz():
-    """tests/properties/test_fuzz.py (the fuzzer against the reference model), loaded as
-    its own module so that its machine designs can be swapped."""
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / "properties" / "test_fuzz.py"
-    spec = importlib.util.spec_from_file_location("_reference_fuzz_upper", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("level", ["pmd", "pud"])
 def test_the_reference_model_agrees_with_whole_table_cow(level):
     """The reference-model fuzzer (bytes, errors, signals, layout, pagemap against a model
     without page tables) with its two COW machines sharing PMD (or PUD) tables at fork in
     both accounting modes. Its fork rule picks cow_pgtable=True (PTE tables) or the
     machine's default (here whole tables), so forks of both levels mix in one tree."""
-    ref = _reference_fuzz()
+    ref = siblings.load("properties/test_fuzz.py")
     ref.DESIGNS = [dict(cow_pgtable=False)] + [dict(cow_pgtable=level, cow_pte_accounting=acc)
                                                for acc in ("deferred", "eager")]
     run_state_machine_as_test(ref.Fuzz, settings=fuzz_settings(

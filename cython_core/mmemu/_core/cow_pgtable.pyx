@@ -245,7 +245,7 @@ cdef int break_cow_pgtable(physmem_t* pm, mm_t* mm, uint64_t addr, int64_t extra
     path, top down, so that only break_cow_pte is left to do. extra: the frames the fault
     may allocate afterwards. 0 if nothing above the PMD level was shared, 1 after breaking,
     -1 with nothing changed if the copies (this level's, and the PTE table's that follows)
-    and extra do not all fit in free memory."""
+    and extra do not all fit in free memory, or -1 after a copy failed to allocate."""
     cdef pte_t* path[3]
     cdef int n = walk_entry_path(pm, mm, addr, path)
     cdef bint pgd_cow = n >= 1 and upper_cow(path[0][0])
@@ -267,10 +267,11 @@ cdef int break_cow_pgtable(physmem_t* pm, mm_t* mm, uint64_t addr, int64_t extra
     if pm.nr_free < need:
         return -1
     if pgd_cow:
-        break_cow_table(pm, mm, path[0], addr, LEVEL_PUD)
+        if break_cow_table(pm, mm, path[0], addr, LEVEL_PUD) < 0:
+            return -1
         walk_entry_path(pm, mm, addr, path)
-    if pud_cow:
-        break_cow_table(pm, mm, path[1], addr, LEVEL_PMD)
+    if pud_cow and break_cow_table(pm, mm, path[1], addr, LEVEL_PMD) < 0:
+        return -1       # (an injected failure) the PUD table's copy stays, as a fault's tables do
     return 1
 
 

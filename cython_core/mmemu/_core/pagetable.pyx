@@ -15,11 +15,11 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, free_frame, table_ptr
 from mmemu._core.pgtable cimport (
     set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pud_populate, pud_clear, pgd_populate,
-    pgd_clear,
+    pgd_clear, set_pgd,
 )
 from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, walk_pud_range, walk_pmd_range, ACTION_CONTINUE,
-    WALK_ALL_END,
+    WALK_ALL_END, walk_entry_path,
 )
 from mmemu._core.filemap cimport PageCache
 
@@ -436,6 +436,13 @@ cdef class MMCore:
         if p == NULL:
             raise KeyError("no PMD table for that address")
         set_pmd_at(&self.phys.pm, p, value)
+
+    def _debug_set_pgd(self, uint64_t addr, pte_t value):
+        """Overwrite the PGD entry covering addr. For checker tests only."""
+        cdef pte_t* path[3]
+        if walk_entry_path(&self.phys.pm, &self.mm, addr, path) == 0:
+            raise KeyError("no PGD")
+        set_pgd(&self.phys.pm, path[0], value)
 
     def _debug_set_pte(self, uint64_t addr, pte_t value):
         """Overwrite the PTE mapping addr (the table must exist). For checker tests only."""
