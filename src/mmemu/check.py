@@ -265,17 +265,23 @@ def check_machine(machine) -> None:
         problems.append(f"table frames and linked tables differ: pfns "
                         f"{_first(idx[tables != (level != 0)])}")
     pte = level == 1
-    upper = (level == 2) | (level == 3)     # whole-table COW: 0 on a table never shared means 1
-    bad_share = np.flatnonzero((pte & (share != exp_share))
-                               | (upper & (share != exp_share) & ((share != 0) | (exp_share != 1))))
+    bad_share = np.flatnonzero(pte & (share != exp_share))
     if len(bad_share):
         i = bad_share[0]
-        problems.append(f"pt_share differs on {len(bad_share)} page tables (first pfn {idx[i]}: "
+        problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {idx[i]}: "
+                        f"stored {share[i]}, PMD entries {exp_share[i]})")
+    upper = (level == 2) | (level == 3)     # whole-table COW: 0 on a table never shared means 1
+    bad_share = np.flatnonzero(upper & (share != exp_share) & ((share != 0) | (exp_share != 1)))
+    if len(bad_share):
+        i = bad_share[0]
+        problems.append(f"pt_share differs on {len(bad_share)} PMD/PUD tables (first pfn {idx[i]}: "
                         f"stored {share[i]}, upper entries {exp_share[i]})")
-    held = pte | upper
-    if phys.cow_pte_accounting == "deferred" and np.any(held & (owners != 1)):
-        problems.append(f"page tables whose owner does not hold them (deferred accounting): "
-                        f"{_first(idx[held & (owners != 1)])}")
+    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1)):
+        problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
+                        f"{_first(idx[pte & (owners != 1)])}")
+    if phys.cow_pte_accounting == "deferred" and np.any(upper & (owners != 1)):
+        problems.append(f"PMD/PUD tables whose owner does not hold them (deferred accounting): "
+                        f"{_first(idx[upper & (owners != 1)])}")
     leaked = idx[used & ~tables & ~zero & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")

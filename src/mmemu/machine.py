@@ -207,8 +207,7 @@ class Machine:
         then a pid and a place in the parent's children. Nothing changes (no pid is used)
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
-        level = cow_pgtable if type(cow_pgtable) is int else cow_pgtable_level(cow_pgtable)
-        mm = dup_mm(self, parent.mm, level)
+        mm = dup_mm(self, parent.mm, cow_pgtable_level(cow_pgtable))
         child = Process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child

@@ -22,6 +22,7 @@ BUDGETS = {
     "test_designs_agree": ("MMEMU_FUZZ_EXAMPLES", 40),
     "test_bad_input": ("MMEMU_FUZZ_EXAMPLES", 300),
     "test_oracle": ("MMEMU_ORACLE_EXAMPLES", 100),
+    "test_upper_designs_agree": ("MMEMU_FUZZ_EXAMPLES", 30),
 }
 BUDGET_VARIABLES = ("MMEMU_FUZZ_EXAMPLES", "MMEMU_FUZZ_STEPS", "MMEMU_ORACLE_EXAMPLES")
 

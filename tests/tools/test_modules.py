@@ -289,6 +289,8 @@ VMSTAT_EVENTS = [
     "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
     "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
     "pswpin", "pswpout",
+    "cow_pmd_tables_shared", "cow_pmd_tables_duplicated", "cow_pmd_tables_reused",
+    "cow_pud_tables_shared", "cow_pud_tables_duplicated", "cow_pud_tables_reused",
 ]
 
 

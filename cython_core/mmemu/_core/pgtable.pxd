@@ -34,7 +34,7 @@ cdef inline void _check_write(physmem_t* pm, pte_t* entry, pte_t e, bint present
                     who, <long long>t)
             abort()
         if not may_share and pm.pt_share[t] > 1:
-            fprintf(stderr, b"mmemu: %s: write to an entry of PTE table %lld shared %d ways\n",
+            fprintf(stderr, b"mmemu: %s: write to an entry of page table %lld shared %d ways\n",
                     who, <long long>t, pm.pt_share[t])
             abort()
         if present and pte_pfn(e) >= pm.nframes:

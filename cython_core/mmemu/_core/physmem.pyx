@@ -145,6 +145,16 @@ cdef object _walk_list(physmem_t* pm, pfn_t head, int64_t limit, list problems, 
     return out[:k].copy()
 
 
+FORMAT2_EVENTS = 30     # the event counters of snapshot format 2 (whole-table COW came after)
+
+
+def _saved_events(ev):
+    """The event counters a snapshot holds: the 30 of format 2 while the later ones (the
+    whole-table COW counters) are all zero, so such a file is what format 2 wrote; all of
+    them otherwise."""
+    return ev[:FORMAT2_EVENTS] if not any(ev[FORMAT2_EVENTS:]) else ev
+
+
 cdef class PhysMem:
     """Physical memory of one emulated machine.
 
@@ -602,7 +612,7 @@ cdef class PhysMem:
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
             "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
-            "events": [self.pm.ev[i] for i in range(NR_EVENTS)],
+            "events": _saved_events([self.pm.ev[i] for i in range(NR_EVENTS)]),
             "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
             "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
         }
@@ -749,8 +759,8 @@ cdef class PhysMem:
         ev = scalars.get("events")
         if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
             ev = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
-        if isinstance(ev, list) and len(ev) in (30, 32) and not any(ev[30:]):
-            ev = ev[:30] + [0] * (NR_EVENTS - 30)   # written before the whole-table COW counters
+        if isinstance(ev, list) and len(ev) in (FORMAT2_EVENTS, 32) and not any(ev[FORMAT2_EVENTS:]):
+            ev = ev[:FORMAT2_EVENTS] + [0] * (NR_EVENTS - FORMAT2_EVENTS)     # see _saved_events
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
             raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
