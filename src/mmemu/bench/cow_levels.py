@@ -180,6 +180,57 @@ def _size(n: int) -> str:
     return f"{n >> 30} GiB"
 
 
+MECHANISM = """\
+## The mechanism
+
+- **Choosing the level.** `p.fork(cow_pgtable=...)`: `False` / `None` (the process's
+  setting), `True` or `"pte"` (PTE tables, the COW page table series), `"pmd"`, `"pud"`;
+  `Machine(cow_pgtable=...)` sets the default of spawned processes. mmemu's own values
+  for the interfaces Linux never had: clone3 flags `CLONE_COW_PGTABLE_PMD` (bit 35) and
+  `CLONE_COW_PGTABLE_PUD` (bit 36), at most one, never with `CLONE_VM`; `prctl` options
+  `PR_SET_COW_PGTABLE` (0x434F5752, arg2 = 0 classic, 1 PTE, 2 PMD, 3 PUD) and
+  `PR_GET_COW_PGTABLE` (0x434F5753); `PR_SET_COW_PTE, 1` is level 1 and `PR_GET_COW_PTE`
+  says whether any level is set. The level is inherited at fork and kept by execve and
+  snapshots. `mmemu fork-table --designs cow-pmd,cow-pud` (both accounting modes, or
+  `cow-pmd-deferred` ...) and the benchmarks take the same designs.
+- **Fork.** A PGD entry (PUD level) or PUD entry (PMD level) is shared when no 2 MiB span
+  under it is blocked by the PTE-level rules (a shared, DONTCOPY, WIPEONFORK, I/O, PFN-map
+  or heap VMA with a PTE table there, or a table holding swap entries); otherwise the range
+  falls back a level, down to PTE sharing and then the classic copy, span by span. The
+  child's entry links the parent's table read-only, the parent's entry loses RW, the
+  table's `pt_share` rises once (0 on a never-shared upper table means 1). Nothing below
+  is touched: the effective RW of an entry is the AND along the walk.
+- **Breaks, top down.** Everything that changes a table under a read-only upper entry goes
+  through the two places that already broke PTE tables: the fault path
+  (`break_cow_pgtable`, before `handle_mm_fault` allocates anything, and in the MMU's fast
+  path when the path is read-only) and the syscalls' `cow_range` walk (its new `pgd_entry`
+  and `pud_entry`), which munmap, exit, mprotect, madvise, mremap, truncate, guard
+  regions and swap-out already call. A table with share count 1 is reused (its entries
+  write-protected, so the tables below are COW-shared in turn); otherwise it is copied:
+  each entry of the copy links the same lower table read-only and that table's share count
+  rises. A range that covers a shared table whole (munmap, exit) drops the link instead.
+  Frames for every copy are counted and reserved first, so an allocation failure leaves
+  the machine as it was (the OOM sweep runs at both levels in both modes).
+- **Accounting.** Per table, as for PTE tables: eager, every holder counts every table it
+  reaches (VmPTE = mm_pgtables_bytes: PUD, PMD and PTE tables) and every page in them (the
+  fork counts the subtree for the child and write-protects its PTEs); deferred, each table
+  (and a PTE table's pages) is counted by its owner alone, and an owner that drops a
+  shared table hands it, and everything below it that it owns, to another holder. vmstat:
+  `cow_pmd_tables_shared / _duplicated / _reused`, the same for PUD, `tlb_flush` once per
+  upper-level break or drop.
+- **Checked.** `m.check()` recounts `pt_share` at every level (each entry counted once,
+  however many mms reach it through a shared table), requires a shared table's path to be
+  read-only and a private table to be its mm's own, and the per-mode accounting; the
+  debug build aborts on any write into a table shared more than once. The lockstep fuzzer
+  (`tests/cow_pgtable/test_upper_designs_agree.py`) runs seven designs, the reference-model
+  fuzzer runs at both levels, and with a level's break switched off the fuzzer fails.
+- **Left out.** mremap breaks the shared tables of both ranges and then moves PTE tables;
+  it does not move whole PMD or PUD entries. Huge (leaf) PMDs under a shared table are
+  not handled (no THP on this branch).
+
+"""
+
+
 SIZES = """\
 ## Sizes
 
@@ -216,7 +267,7 @@ child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" 
     fig = f"![fork and write cost against size]({plot_name})\n\n" if plot_name else ""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 20
     sizes_note = SIZES.format(limit=_size(limit), peak=peak, big=_size(max(r["size"] for r in rows)))
-    return head + table(rows) + "\n" + fig + ANALYSIS + "\n" + sizes_note
+    return head + MECHANISM + "## Results\n\n" + table(rows) + "\n" + fig + ANALYSIS + "\n" + sizes_note
 
 
 def add_parser(sub) -> None:
