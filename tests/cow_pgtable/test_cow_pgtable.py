@@ -223,6 +223,14 @@ def test_clone3_and_prctl_choose_the_level():
     m.check()
 
 
+def test_a_machine_refuses_an_unknown_level():
+    with pytest.raises(ValueError, match="use False, True, 'pte', 'pmd' or 'pud'"):
+        mmemu.Machine("64M", cow_pgtable="pte-level")
+    with pytest.raises(TypeError):
+        mmemu.Machine("64M", cow_pgtable=2.0)
+    assert mmemu.Machine("64M", cow_pgtable="pmd").cow_pgtable == 2
+
+
 def test_the_level_survives_a_snapshot(tmp_path):
     m = machine(cow_pgtable="pud")
     p = populated(m)

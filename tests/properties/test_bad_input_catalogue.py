@@ -244,7 +244,6 @@ CASES = {
     "prctl-set-cow-pgtable-4": (lambda w: w.p.prctl(PR_SET_COW_PGTABLE, 4), E(errno.EINVAL)),
     "prctl-set-cow-pgtable-extra-arg": (lambda w: w.p.prctl(PR_SET_COW_PGTABLE, 2, 1), E(errno.EINVAL)),
     "prctl-get-cow-pgtable-with-arg": (lambda w: w.p.prctl(PR_GET_COW_PGTABLE, 1), E(errno.EINVAL)),
-    "machine-cow-pgtable-unknown-level": (lambda w: mmemu.Machine("64M", cow_pgtable="pte-level"), VALUE),
     # ---- an exited process
     "exited-exit-twice": (lambda w: w.dead.exit(), ESRCH),
     "exited-mmap": (lambda w: w.dead.mmap(0, PG, RW, PRIV), ESRCH),
