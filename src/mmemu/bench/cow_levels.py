@@ -63,7 +63,7 @@ def measure(size: int, design: str, fractions=FRACTIONS) -> dict:
         if len(times) < FORKS:
             c.exit()
     row = {"design": design, "title": title, "size": size, "populate_s": populate_s,
-           "fork_s": statistics.median(times),
+           "fork_s": statistics.median(times), "forks": FORKS,
            "fork_pt_pages": int(ev1["pgtable_alloc"] - ev0["pgtable_alloc"]),
            "child_vmpte_kb": c.status()["VmPTE"], "writes": []}
     done, spent = 0, 0.0
@@ -262,12 +262,14 @@ Measured by `mmemu cow-levels --sizes {",".join(f"{s >> 30}G" for s in sorted({r
 --doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output)
 on {platform.machine()}, Python {platform.python_version()}, one run per cell on a shared
 2-core machine: sizes {sizes}. A process writes every page of a private anonymous mapping
-(a fault per page, no data), forks once to warm up, then forks (the median of 5); a child then
+(a fault per page, no data), forks once to warm up, then forks ({{forks}}); a child then
 writes 1%, 10% and 100% of its memory spread over every 2 MiB span (cumulative times).
 "PT pages" are page-table pages allocated (vmstat pgtable_alloc), by the fork and by the
 child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" below).
 
 """
+    forks = max(r.get("forks", 1) for r in rows)
+    head = head.replace("{forks}", f"the median of {forks}" if forks > 1 else "once, timed")
     fig = f"![fork and write cost against size]({plot_name})\n\n" if plot_name else ""
     peak = max(r.get("host_peak_mib", 0) for r in rows)
     big = max(r["size"] for r in rows)
