@@ -3,15 +3,107 @@
 Emulated physical memory and x86-64 4-level page tables, VMAs, page faults, copy-on-write
 and fork, with every number Linux reports (/proc/meminfo, /proc/PID/status, smaps, maps,
 pagemap) and an invariant checker.
+
+The names below are the public API (a static ``__all__``, explicit re-exports, so type
+checkers see them); the package ships ``py.typed``.
 """
-from .errors import BusError, MMError, SegmentationFault, SnapshotError
-from .check import InvariantError
-from .flags import *  # noqa: F401,F403  (PROT_*, MAP_*, MADV_*, CLONE_* and the enums)
-from .flags import __all__ as _flag_names
-from .machine import Machine, parse_size
-from .process import Process
+from .errors import BusError as BusError
+from .errors import MMError as MMError
+from .errors import SegmentationFault as SegmentationFault
+from .errors import SnapshotError as SnapshotError
+from .check import InvariantError as InvariantError
+from .args import parse_size as parse_size
+from .flags import (
+    Prot as Prot,
+    MapFlags as MapFlags,
+    Madv as Madv,
+    CloneFlags as CloneFlags,
+    VmFlags as VmFlags,
+    MremapFlags as MremapFlags,
+    PROT_NONE as PROT_NONE,
+    PROT_READ as PROT_READ,
+    PROT_WRITE as PROT_WRITE,
+    PROT_EXEC as PROT_EXEC,
+    PROT_SEM as PROT_SEM,
+    PROT_GROWSDOWN as PROT_GROWSDOWN,
+    PROT_GROWSUP as PROT_GROWSUP,
+    MAP_SHARED as MAP_SHARED,
+    MAP_PRIVATE as MAP_PRIVATE,
+    MAP_SHARED_VALIDATE as MAP_SHARED_VALIDATE,
+    MAP_TYPE as MAP_TYPE,
+    MAP_FIXED as MAP_FIXED,
+    MAP_ANONYMOUS as MAP_ANONYMOUS,
+    MAP_ANON as MAP_ANON,
+    MAP_GROWSDOWN as MAP_GROWSDOWN,
+    MAP_DENYWRITE as MAP_DENYWRITE,
+    MAP_EXECUTABLE as MAP_EXECUTABLE,
+    MAP_LOCKED as MAP_LOCKED,
+    MAP_NORESERVE as MAP_NORESERVE,
+    MAP_POPULATE as MAP_POPULATE,
+    MAP_NONBLOCK as MAP_NONBLOCK,
+    MAP_STACK as MAP_STACK,
+    MAP_HUGETLB as MAP_HUGETLB,
+    MAP_SYNC as MAP_SYNC,
+    MAP_FIXED_NOREPLACE as MAP_FIXED_NOREPLACE,
+    MAP_UNINITIALIZED as MAP_UNINITIALIZED,
+    MADV_NORMAL as MADV_NORMAL,
+    MADV_RANDOM as MADV_RANDOM,
+    MADV_SEQUENTIAL as MADV_SEQUENTIAL,
+    MADV_WILLNEED as MADV_WILLNEED,
+    MADV_DONTNEED as MADV_DONTNEED,
+    MADV_FREE as MADV_FREE,
+    MADV_REMOVE as MADV_REMOVE,
+    MADV_DONTFORK as MADV_DONTFORK,
+    MADV_DOFORK as MADV_DOFORK,
+    MADV_MERGEABLE as MADV_MERGEABLE,
+    MADV_UNMERGEABLE as MADV_UNMERGEABLE,
+    MADV_HUGEPAGE as MADV_HUGEPAGE,
+    MADV_NOHUGEPAGE as MADV_NOHUGEPAGE,
+    MADV_DONTDUMP as MADV_DONTDUMP,
+    MADV_DODUMP as MADV_DODUMP,
+    MADV_WIPEONFORK as MADV_WIPEONFORK,
+    MADV_KEEPONFORK as MADV_KEEPONFORK,
+    MADV_COLD as MADV_COLD,
+    MADV_PAGEOUT as MADV_PAGEOUT,
+    MADV_POPULATE_READ as MADV_POPULATE_READ,
+    MADV_POPULATE_WRITE as MADV_POPULATE_WRITE,
+    MADV_DONTNEED_LOCKED as MADV_DONTNEED_LOCKED,
+    MADV_COLLAPSE as MADV_COLLAPSE,
+    MADV_GUARD_INSTALL as MADV_GUARD_INSTALL,
+    MADV_GUARD_REMOVE as MADV_GUARD_REMOVE,
+    CLONE_VM as CLONE_VM,
+    CLONE_VFORK as CLONE_VFORK,
+    CLONE_THREAD as CLONE_THREAD,
+    CLONE_SIGHAND as CLONE_SIGHAND,
+    CLONE_CLEAR_SIGHAND as CLONE_CLEAR_SIGHAND,
+    CLONE_INTO_CGROUP as CLONE_INTO_CGROUP,
+    CLONE_COW_PGTABLE as CLONE_COW_PGTABLE,
+    PR_SET_COW_PTE as PR_SET_COW_PTE,
+    PR_GET_COW_PTE as PR_GET_COW_PTE,
+    MREMAP_MAYMOVE as MREMAP_MAYMOVE,
+    MREMAP_FIXED as MREMAP_FIXED,
+    MREMAP_DONTUNMAP as MREMAP_DONTUNMAP,
+)
+from .machine import Machine as Machine
+from .process import Process as Process
 
 __version__ = "0.1.0"
 
-__all__ = ["Machine", "Process", "MMError", "SegmentationFault", "BusError", "InvariantError",
-           "SnapshotError", "parse_size"] + list(_flag_names)
+__all__ = [
+    "Machine", "Process", "MMError", "SegmentationFault", "BusError", "InvariantError",
+    "SnapshotError", "parse_size",
+    "Prot", "MapFlags", "Madv", "CloneFlags", "VmFlags", "MremapFlags", "PROT_NONE",
+    "PROT_READ", "PROT_WRITE", "PROT_EXEC", "PROT_SEM", "PROT_GROWSDOWN", "PROT_GROWSUP",
+    "MAP_SHARED", "MAP_PRIVATE", "MAP_SHARED_VALIDATE", "MAP_TYPE", "MAP_FIXED",
+    "MAP_ANONYMOUS", "MAP_ANON", "MAP_GROWSDOWN", "MAP_DENYWRITE", "MAP_EXECUTABLE",
+    "MAP_LOCKED", "MAP_NORESERVE", "MAP_POPULATE", "MAP_NONBLOCK", "MAP_STACK", "MAP_HUGETLB",
+    "MAP_SYNC", "MAP_FIXED_NOREPLACE", "MAP_UNINITIALIZED", "MADV_NORMAL", "MADV_RANDOM",
+    "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED", "MADV_FREE", "MADV_REMOVE",
+    "MADV_DONTFORK", "MADV_DOFORK", "MADV_MERGEABLE", "MADV_UNMERGEABLE", "MADV_HUGEPAGE",
+    "MADV_NOHUGEPAGE", "MADV_DONTDUMP", "MADV_DODUMP", "MADV_WIPEONFORK", "MADV_KEEPONFORK",
+    "MADV_COLD", "MADV_PAGEOUT", "MADV_POPULATE_READ", "MADV_POPULATE_WRITE",
+    "MADV_DONTNEED_LOCKED", "MADV_COLLAPSE", "MADV_GUARD_INSTALL", "MADV_GUARD_REMOVE",
+    "CLONE_VM", "CLONE_VFORK", "CLONE_THREAD", "CLONE_SIGHAND", "CLONE_CLEAR_SIGHAND",
+    "CLONE_INTO_CGROUP", "CLONE_COW_PGTABLE", "PR_SET_COW_PTE", "PR_GET_COW_PTE",
+    "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP",
+]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._core import task_mmu
 from ._core.constants import (
-    PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_RESERVED, PG_SWAPBACKED,
+    COW_RULE_OWNER_NULL, PG_ANON, PG_ANON_EXCLUSIVE, PG_DIRTY, PG_FILE, PG_HASDATA, PG_RESERVED, PG_SWAPBACKED,
     PG_TABLE, PG_USED, PG_ZERO,
 )
 from ._core.physmem import BUDDY_FLAG as PG_BUDDY, MAX_ORDER, ORDER_SHIFT
@@ -276,9 +276,11 @@ def check_machine(machine) -> None:
         i = bad_share[0]
         problems.append(f"pt_share differs on {len(bad_share)} PMD/PUD tables (first pfn {idx[i]}: "
                         f"stored {share[i]}, upper entries {exp_share[i]})")
-    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1)):
+    # v1/v2 (COW_RULE_OWNER_NULL): a table whose owner left while shared has owner NULL
+    unowned = (owner == 0) & (owners == 0) if phys.cow_rules & COW_RULE_OWNER_NULL else False
+    if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1) & ~unowned):
         problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
-                        f"{_first(idx[pte & (owners != 1)])}")
+                        f"{_first(idx[pte & (owners != 1) & ~unowned])}")
     if phys.cow_pte_accounting == "deferred" and np.any(upper & (owners != 1)):
         problems.append(f"PMD/PUD tables whose owner does not hold them (deferred accounting): "
                         f"{_first(idx[upper & (owners != 1)])}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._core import cow_pte as _cow_pte
 from ._core import fork as _fork
 from ._core.task_mmu import pte_tables
 from ._core.constants import MM_SWAPENTS, PMD_SHIFT
@@ -93,11 +94,15 @@ def dup_mm(machine, oldmm: MM, cow: int) -> MM:
     nothing changed if they do not fit."""
     copy_spans = [(v.start, v.end, v.flags) for v in oldmm.vmas
                   if vma_needs_copy(v.flags, v.anon_vma is not None)]
-    blocked = cow_blocked_spans(oldmm) if cow else None
+    prof = machine.cow_pte_profile
+    blocked = (prof.blocked_spans(oldmm) if prof else cow_blocked_spans(oldmm)) if cow else None
     need = 1 + _fork.count_fork_tables(oldmm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
     with reserving(machine.phys, need, "fork"):
         mm = mm_alloc(machine)
         dup_mmap(mm, oldmm, copy_spans, cow, blocked)
+    if cow:     # v5: every VMA of a shared span (mmemu.profiles)
+        _cow_pte.cow_pte_mkold(oldmm.core, [(v.start, v.end, v.flags) for v in oldmm.vmas
+                                            if not v.flags & _DONTCOPY])
     return mm
 
 

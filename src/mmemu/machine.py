@@ -5,30 +5,32 @@ import errno
 import gc
 import itertools
 import operator
-import re
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
 import numpy as np
 
 from ._core.filemap import PageCache
 from ._core.physmem import MAX_FRAMES, PhysMem
 from . import file as _file
+from .args import COW_PTE_ACCOUNTING, Size, check_bool, check_choice, format_size, parse_size
 from . import swap as _swap
 from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
 from .file import File
-from .args import cow_pgtable_level, cow_pgtable_state, load_cow_pgtable
+from .args import cow_pgtable_level, cow_pgtable_mode, cow_pgtable_state, load_cow_pgtable
 from .fork import dup_mm
 from .layout import LAYOUTS, apply_layout
 from .locking import new_lock, serialised
 from .mmap import exit_mmap
-from .process import Process
+from .process import Process, new_process
+from .profiles import PROFILES, Sysctl, cow_pte_profile
+from .check_mm import check_mm
 from .state import LoadRefs, SaveRefs, bad, field, integer, is_int, refuse_undeclared, show
 from .vma import PAGE_SIZE, TASK_SIZE, AnonVma
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
+if TYPE_CHECKING:
+    from .args import Buffer, StrPath
+    from .stats import BuddyInfo, Counters, MemInfo
 
 def _host_mapped(make, *args):
     """make(*args) for an object that reserves host address space (PhysMem, the swap
@@ -42,14 +44,12 @@ def _host_mapped(make, *args):
         return make(*args)
 
 
-def parse_size(size) -> int:
-    """Bytes from an int or a size string: "4096", "64K", "512M", "32G", "1T", "1GiB"."""
-    if isinstance(size, (int, np.integer)):
-        return int(size)
-    m = _SIZE_RE.match(str(size))
-    if not m:
-        raise ValueError(f"not a size: {size!r} (use e.g. 512M, 32G, 1T)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+def _saved_version(ms):
+    """The cow_pte_version a snapshot names (absent: None); SnapshotError if unknown."""
+    v = ms.get("cow_pte_version")
+    if v is not None and (not isinstance(v, str) or v not in PROFILES):
+        raise bad(f"machine: unknown cow_pte_version {v!r}")
+    return v
 
 
 class ShmemFile:
@@ -93,8 +93,10 @@ class Machine:
     Parameters
     ----------
     memory : int or str
-        Physical memory size, bytes or a size string ("32G", "1T"); default 32 GiB.
-        Creation is O(1) in the size: memory is a host MAP_NORESERVE mapping.
+        Physical memory size, bytes or a size string ("32G", "1GiB", "512M"; every unit is
+        a power of 1024, see `mmemu.parse_size`); default 32 GiB, at most 64 TiB, at least
+        64 KiB, a multiple of 4096. Creation is O(1) in the size: memory is a host
+        MAP_NORESERVE mapping.
     swap : int or str, optional
         Size of the swap device (SwapTotal), like memory, at most 64 TiB; default None:
         as large as memory (capped at 64 TiB). 0 gives a machine without swap (swap_out
@@ -108,8 +110,30 @@ class Machine:
         (v3 on: every process using the table counts its pages and the table at fork).
     cow_pgtable : bool or {"pte", "pmd", "pud"}
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
-        shares eligible page tables copy-on-write (like ODF's per-process switch, set for all);
-        "pmd" / "pud" share whole PMD / PUD tables (mmemu's whole-table COW).
+        shares eligible page tables copy-on-write (like ODF's per-process switch, set for
+        all) unless it asks otherwise (``fork(cow_pgtable=False)``); "pmd" / "pud" share
+        whole PMD / PUD tables (mmemu's whole-table COW, docs/cow-upper-levels.md).
+    cow_pte_version : {None, "odf", "v1", "v1-nobrk", "v2", "v3", "v4", "v5"}
+        Model one published version of the COW page-table series (mmemu.profiles,
+        docs/series-versions.md): its accounting (then cow_pte_accounting may be left out,
+        or must agree), its spans, fault, fork, break and TLB rules and its opt-in.
+        None (default): mmemu's own rules with the accounting given (default deferred).
+
+    Raises
+    ------
+    TypeError
+        If memory or swap is not an int or a str, or cow_pgtable not a bool or a level.
+    ValueError
+        If a size is not a size, is out of range or unaligned, cow_pte_accounting is
+        not one of the modes, cow_pte_version is not a known version, or the two disagree.
+
+    Notes
+    -----
+    One convention throughout the API: what the machine *is* or *holds* is an attribute
+    or property, read without side effects (``memory``, ``swap``, ``processes``,
+    ``files``, ``cow_pte_accounting``); what the kernel *computes when read* -- a /proc
+    file -- is a method call returning a fresh snapshot (``meminfo()``, ``vmstat()``,
+    ``buddyinfo()``, and per process ``status()``, ``maps()``, ``smaps()``, ...).
 
     Examples
     --------
@@ -118,22 +142,36 @@ class Machine:
     >>> a = p.mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
     >>> p.write(a, b"hi"); c = p.fork(); c.read(a, 2)
     b'hi'
+    >>> [q.pid for q in m.processes], m.meminfo()["MemTotal"]
+    ([1, 2], 1048576)
     """
 
-    def __init__(self, memory="32G", *, swap=None, max_map_count: int = 65530,
-                 cow_pte_accounting: str = "deferred", cow_pgtable: bool | str = False):
+    def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
+                 cow_pte_accounting: Optional[str] = None, cow_pgtable: Union[bool, str] = False,
+                 cow_pte_version: Optional[str] = None):
+        if cow_pte_accounting is not None:
+            check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
+        profile, cow_pte_accounting = cow_pte_profile(cow_pte_version, cow_pte_accounting)
         self._lock = new_lock()     # every public entry point holds it (mmemu.locking)
         nbytes = parse_size(memory)
         if nbytes % PAGE_SIZE:
             raise ValueError("memory must be a multiple of 4096 bytes")
         if nbytes < 16 * PAGE_SIZE:
             raise ValueError("memory must be at least 64 KiB")
+        if nbytes > MAX_FRAMES * PAGE_SIZE:
+            raise ValueError(f"memory {memory!r} is more than the emulator models "
+                             f"({format_size(MAX_FRAMES * PAGE_SIZE)})")
+        check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
         swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
         self.swap_device = _host_mapped(_swap.SwapDevice, self.phys, swap)
         self.phys.cow_pte_accounting = cow_pte_accounting
-        self.cow_pgtable = cow_pgtable_level(cow_pgtable)
+        self.cow_pte_profile = profile  # mmemu.profiles.CowPteProfile, or None
+        self.phys.cow_rules = profile.rules if profile else 0
+        self.sysctl = Sysctl(self)      # /proc/sys (RFC v2's vm.cow_pte)
+        self._dmesg: List[str] = []     # the kernel log (dmesg())
+        self.cow_pgtable = cow_pgtable_mode(cow_pgtable) or 0
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
         self._next_pid = 1
@@ -160,11 +198,24 @@ class Machine:
     # ---- processes ----
     @property
     def processes(self) -> List[Process]:
-        """The live processes, by pid."""
+        """The live processes, in pid order (a new list on every read).
+
+        Examples
+        --------
+        >>> m = Machine("64M"); p = m.spawn(); c = p.fork()
+        >>> [q.pid for q in m.processes]
+        [1, 2]
+        """
         return list(self._procs.values())
 
     def process(self, pid: int) -> Process:
-        """The live process with this pid (MMError ESRCH if none)."""
+        """The live process with this pid.
+
+        Raises
+        ------
+        MMError
+            ESRCH if no live process has this pid.
+        """
         try:
             return self._procs[pid]
         except KeyError:
@@ -174,12 +225,33 @@ class Machine:
         """A new process. By default its address space is empty (only the program break
         is set); ``layout="typical"`` maps a small C program (see mmemu.layout).
 
-        All or nothing: an unknown layout raises ValueError before anything is made, and a
-        machine too small for the layout raises MMError(ENOMEM) with the half-built process
-        torn down (its frames freed, its pid not used up)."""
+        Parameters
+        ----------
+        layout : {None, "typical"}
+            The address space to start with.
+
+        Returns
+        -------
+        Process
+            The new process, with the next pid; it inherits the machine's ``cow_pgtable``.
+
+        Raises
+        ------
+        ValueError
+            An unknown layout (before anything is made).
+        MMError
+            ENOMEM if the machine is too small for the layout (the half-built process is
+            torn down: its frames freed, its pid not used up).
+
+        Examples
+        --------
+        >>> p = Machine("64M").spawn(layout="typical")
+        >>> p.pid, p.status()["VmPTE"] > 0
+        (1, True)
+        """
         if layout is not None and (not isinstance(layout, str) or layout not in LAYOUTS):
             raise ValueError(f"unknown layout {layout!r} (use None or one of {sorted(LAYOUTS)})")
-        p = Process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
+        p = new_process(self, self._next_pid)      # MMError(ENOMEM) if no frame for the PGD
         self._next_pid += 1
         p.mm.cow_pgtable = self.cow_pgtable
         self._procs[p.pid] = p
@@ -190,6 +262,29 @@ class Machine:
             self._next_pid -= 1
             raise
         return p
+
+    @property
+    def cow_pte_version(self) -> Optional[str]:
+        """The series version modelled (mmemu.profiles), or None for mmemu's own rules."""
+        return self.cow_pte_profile.name if self.cow_pte_profile else None
+
+    def dmesg(self) -> List[str]:
+        """The kernel log: the lines the modelled kernel printed, oldest first.
+
+        Returns
+        -------
+        list of str
+            A new list of the lines, in the kernel's formats: check_mm's
+            ``BUG: Bad rss-counter state mm:... type:MM_ANONPAGES val:N`` at exit, RFC v2's
+            ``pid N does not exist`` from vm.cow_pte (docs/series-versions.md). Empty
+            while the modelled kernel has printed nothing.
+
+        Examples
+        --------
+        >>> Machine("64M").dmesg()
+        []
+        """
+        return list(self._dmesg)
 
     @property
     def cow_pte_accounting(self) -> str:
@@ -208,7 +303,9 @@ class Machine:
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
         mm = dup_mm(self, parent.mm, cow_pgtable_level(cow_pgtable))
-        child = Process(self, self._next_pid, parent, mm)
+        if cow_pgtable and self.cow_pte_profile is not None:
+            self.cow_pte_profile.after_cow_fork(parent)
+        child = new_process(self, self._next_pid, parent, mm)
         self._next_pid += 1
         self._procs[child.pid] = child
         parent.children.append(child)
@@ -219,6 +316,7 @@ class Machine:
         leaves the machine and its children are orphaned. Use Process.exit."""
         self._own(proc)
         exit_mmap(proc.mm)
+        self._dmesg += check_mm(proc.mm)
         proc.alive = False
         proc.exit_code = status
         del self._procs[proc.pid]
@@ -257,7 +355,7 @@ class Machine:
         obj.freed = True
 
     # ---- files (mmemu.file) ----
-    def create_file(self, name: str, size: int = 0, data=None, writable: bool = True,
+    def create_file(self, name: str, size: int = 0, data: Optional["Buffer"] = None, writable: bool = True,
                     tmpfs: bool = False) -> File:
         """Create a file of max(size, len(data)) bytes holding data (zeros elsewhere).
 
@@ -267,6 +365,25 @@ class Machine:
         if it is empty (open(2) of ""), TypeError if it is not a str.
         tmpfs=True makes a tmpfs file: its pages are shmem (Shmem, RssShmem) and
         fault-around treats it as tmpfs does (see mmemu.file).
+
+        Returns
+        -------
+        File
+            The new file, named ``name`` in the machine's namespace.
+
+        Raises
+        ------
+        MMError
+            EEXIST if the name is taken, ENOENT if it is empty, ENOMEM if its data does
+            not fit.
+        TypeError
+            If name is not a str.
+
+        Examples
+        --------
+        >>> m = Machine("64M"); f = m.create_file("data.bin", data=b"x" * 5000)
+        >>> f.size, m.read_file(f, 4998, 10)
+        (5000, b'xx')
         """
         if not isinstance(name, str):
             raise TypeError(f"a file name is a str, not {type(name).__name__}")
@@ -285,15 +402,46 @@ class Machine:
         return list(self._files.values())
 
     def read_file(self, f: File, offset: int, n: int) -> bytes:
-        """pread(2) through the page cache (short at EOF)."""
+        """pread(2) through the page cache.
+
+        Returns
+        -------
+        bytes
+            Up to n bytes at offset (short at EOF).
+
+        Raises
+        ------
+        MMError
+            EBADF for a file of another machine or one unlinked and freed; EINVAL for a
+            negative offset.
+        """
         return _file.fdget(self, f).read(offset, n)
 
-    def write_file(self, f: File, offset: int, data) -> int:
-        """pwrite(2) through the page cache; mapped pages see the bytes at once."""
+    def write_file(self, f: File, offset: int, data: "Buffer") -> int:
+        """pwrite(2) through the page cache; mapped pages see the bytes at once.
+
+        Returns
+        -------
+        int
+            The number of bytes written (short when memory runs out part-way).
+
+        Raises
+        ------
+        MMError
+            EBADF (a read-only file, another machine's, or one freed), EINVAL, ENOMEM.
+        """
         return _file.fdget(self, f).write(offset, data)
 
-    def unlink(self, f) -> None:
-        """unlink(2) a File (or its name): the cache is freed once no VMA maps it."""
+    def unlink(self, f: Union[File, str]) -> None:
+        """unlink(2) a File (or its name): the cache is freed once no VMA maps it.
+
+        Raises
+        ------
+        MMError
+            ENOENT for an unknown name, a file already unlinked or one of another machine.
+        TypeError
+            For anything but a File or a str.
+        """
         if isinstance(f, str):
             if f not in self._files:
                 raise MMError(errno.ENOENT, f"no file {f!r}")
@@ -310,19 +458,26 @@ class Machine:
             self._evict(f)
 
     # ---- snapshots (mmemu.snapshot) ----
-    def save(self, path, *, compress: bool = True) -> None:
+    def save(self, path: "StrPath", *, compress: bool = True) -> None:
         """Write the whole machine to one file: processes, VMAs, page tables, frame
         metadata, allocator state, counters, files and every non-zero byte of memory.
 
         ``Machine.load(path)`` gives back an identical machine. The file is written to a
         temporary name and renamed, so path is never left half written. compress=False
         stores the sections raw (zlib level 1 otherwise). See mmemu.snapshot for the format.
+
+        Raises
+        ------
+        SnapshotError
+            If an object holds state the format does not know.
+        OSError
+            If the file cannot be written.
         """
         from .snapshot import save
         save(self, path, compress=compress)
 
     @classmethod
-    def load(cls, path, *, check: bool = True) -> "Machine":
+    def load(cls, path: "StrPath", *, check: bool = True) -> "Machine":
         """A machine read from a snapshot written by ``save``.
 
         Nothing is built before the file's magic, version, sizes and SHA-256 checksums are
@@ -333,6 +488,16 @@ class Machine:
         loaded machine fails check()), never another error, whatever the file holds; the
         host memory it may take is bounded by the file and the machine it describes.
         ``check`` is accepted for compatibility: the checker always runs.
+
+        Returns
+        -------
+        Machine
+            The machine the file describes, checked.
+
+        Raises
+        ------
+        SnapshotError
+            For anything wrong in the file.
         """
         from .snapshot import load
         return load(path, cls)
@@ -364,6 +529,8 @@ class Machine:
                 raise SnapshotError(f"cannot save: file {path!r} is not a known backing object")
             files.append(refs.backing_index(f, f"file {path!r}"))
         procs = [p.dump_state(refs) for p in self._procs.values()]
+        if self._dmesg:
+            raise SnapshotError("cannot save: the kernel log (dmesg) is not in the snapshot format")
         state = {
             "machine": {"memory": self.memory, "swap": self.swap,
                         "max_map_count": self.max_map_count,
@@ -375,6 +542,8 @@ class Machine:
             "anon_vmas": refs.anon_vmas,
             "processes": procs,
         }
+        if self.cow_pte_profile is not None:
+            state["machine"]["cow_pte_version"] = self.cow_pte_profile.name
         return state, arrays
 
     def _peek_inode(self) -> int:
@@ -409,7 +578,8 @@ class Machine:
         eager = integer(scalars, "cow_eager", "physmem", 0, 1)
         m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
                 cow_pte_accounting="eager" if eager else "deferred",
-                cow_pgtable=load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine"))
+                cow_pgtable=load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine"),
+                cow_pte_version=_saved_version(ms))
         try:
             m._restore(state, arrays, frames, swap_data)
         except BaseException as e:
@@ -530,32 +700,78 @@ class Machine:
         attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
         every one from then on); ``fail_page_alloc(0)`` turns it off.
         ``m.phys.alloc_calls`` counts the attempts. A syscall that allocates several
-        page tables reserves them first, so a failure leaves it with nothing changed."""
+        page tables reserves them first, so a failure leaves it with nothing changed.
+
+        Parameters
+        ----------
+        nth : int
+            The allocation attempt (from now, 1 = the next) that fails; 0 turns it off.
+        times : int
+            How many attempts fail from the nth on (-1: all of them).
+        """
         self.phys.fail_page_alloc(nth, times)
 
     # ---- views ----
-    def meminfo(self):
-        """/proc/meminfo (kB) as a read-only mapping; str() gives the text."""
+    def meminfo(self) -> "MemInfo":
+        """/proc/meminfo.
+
+        Returns
+        -------
+        MemInfo
+            A read-only mapping of the fields in kB (MemTotal, MemFree, AnonPages, Mapped,
+            PageTables, ...); str() gives the file's text.
+
+        Examples
+        --------
+        >>> m = Machine("1G"); m.meminfo()["MemTotal"], m.meminfo()["PageTables"]
+        (1048576, 0)
+        """
         from .stats import meminfo
         return meminfo(self)
 
-    def buddyinfo(self):
+    def buddyinfo(self) -> "BuddyInfo":
         """/proc/buddyinfo: the free blocks of each order 0..10 (a tuple; str() gives the
         kernel's line). Memory never handed out counts as the largest aligned blocks it
         holds; the frames on the per-cpu-pages lists are free but, as in Linux, not
-        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``)."""
+        counted: MemFree = 4 kB * (sum of count * 2**order + ``phys.pcp_pages``).
+
+        Returns
+        -------
+        BuddyInfo
+            A tuple of 11 counts; str() gives the kernel's line.
+        """
         from .stats import buddyinfo
         return buddyinfo(self)
 
-    def vmstat(self):
-        """Event and page counters (/proc/vmstat style) as a Counters mapping."""
+    def vmstat(self) -> "Counters":
+        """Event and page counters (/proc/vmstat style).
+
+        Returns
+        -------
+        Counters
+            A mapping name -> count; ``after - before`` gives the work done in between,
+            ``.nonzero()`` drops zeros and ``.describe()`` says what each counts (also
+            ``mmemu counters`` on the command line).
+        """
         from .stats import vmstat
         return vmstat(self)
 
     def reset_vmstat(self) -> None:
-        """Zero the event counters (not the page gauges)."""
+        """Zero the event counters (not the page gauges such as nr_free_pages).
+
+        Returns
+        -------
+        None
+        """
         self.phys.reset_events()
 
     def check(self) -> None:
-        """Recompute every counter from the page tables; raise InvariantError on a mismatch."""
+        """Recompute every counter from the page tables.
+
+        Raises
+        ------
+        InvariantError
+            On any mismatch (rss, mapcount, refcount, PageTables, free frames, a leaked or
+            stale frame), with a precise message.
+        """
         check_machine(self)

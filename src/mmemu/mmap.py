@@ -224,7 +224,7 @@ def do_vmi_align_munmap(mm, start: int, end: int) -> None:
 def exit_mmap(mm) -> None:
     """exit_mmap: zap every VMA, free all page tables and the PGD, drop the VMAs."""
     mm.update_hiwater_rss()
-    _cow_pte.unmap_range(mm.core, 0, 1 << 47)    # drop every shared table: no frame needed
+    _cow_pte.unmap_range(mm.core, 0, 1 << 47, True)  # drop every shared table: no frame needed
     _zap.exit_mmap(mm.core, [(v.start, v.end) for v in mm.vmas])
     mm.core.release()
     for v in list(mm.vmas):

@@ -41,6 +41,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import operator
 import os
 import signal
 import struct
@@ -118,6 +119,7 @@ class ImportReport:
     emulated_status: Dict[str, int] = field(default_factory=dict)
     contents_pages: int = 0
     changed_while_read: bool = False    # status differed before and after reading pagemap
+    comm: str = ""                   # the live process's command name (status Name:, comm)
 
     def mismatches(self, names=("VmPTE", "RssAnon", "RssFile", "RssShmem", "VmSize")):
         """{field: (kernel, emulated)} where the imported process differs from the kernel."""
@@ -132,7 +134,7 @@ class ImportReport:
     def from_state(cls, rec, where) -> "ImportReport":
         """The report dump_state gave, each field of its declared type (integers, flags,
         lists of strings or integers, str -> int dicts)."""
-        kinds = {"int": is_int, "bool": lambda v: isinstance(v, bool),
+        kinds = {"int": is_int, "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
                  "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                  "List[int]": lambda v: isinstance(v, list) and all(is_int(x) for x in v),
                  "Dict[str, int]": lambda v: isinstance(v, dict) and all(
@@ -422,9 +424,14 @@ def import_process(machine, pid: int, *, contents: bool = False, stop: bool = Fa
     and what differs. ``contents=True`` copies page contents from /proc/PID/mem where
     readable. ``stop=True`` holds the process with SIGSTOP while it is read (and sends
     SIGCONT after); otherwise a running process may change while it is read.
-    Raises ImportFailed (an OSError) with nothing added to the machine.
+    Raises ImportFailed (an OSError) with nothing added to the machine, TypeError for a
+    pid that is not an integer and ValueError for one that is not positive.
     """
-    pid = int(pid)
+    if isinstance(pid, bool):
+        raise TypeError("pid must be an int, not bool")
+    pid = operator.index(pid)
+    if pid <= 0:
+        raise ValueError(f"pid must be positive, not {pid}")
     stopped = False
     if stop:
         try:
@@ -466,7 +473,7 @@ def _read_live(pid: int) -> dict:
 
 
 def _build(machine, pid: int, live: dict, contents: bool):
-    report = ImportReport(pid)
+    report = ImportReport(pid, comm=str(live["status"].get("Name", "")))
     report.kernel_status = {k: v for k, v in live["status"].items() if isinstance(v, int)}
     after = {k: v for k, v in live["status_after"].items() if isinstance(v, int)}
     report.changed_while_read = any(after.get(k) != report.kernel_status.get(k)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
+from typing import Callable, ParamSpec, TypeVar
 
 from .errors import enomem
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @contextmanager
@@ -31,7 +35,7 @@ def top_up(phys, n: int, what: str) -> None:
         raise enomem(f"{what} needs {n} page-table frames, {phys.available} available")
 
 
-def syscall_scope(method):
+def syscall_scope(method: Callable[P, R]) -> Callable[P, R]:
     """Run a Process method inside a reservation scope, so that the frames its helpers
     reserve (top_up) stay set aside until it returns."""
     @functools.wraps(method)
@@ -42,4 +46,4 @@ def syscall_scope(method):
             return method(self, *args, **kwargs)
         finally:
             phys.release()
-    return wrapper
+    return wrapper      # type: ignore[return-value]  (the same signature as method)

@@ -85,6 +85,7 @@ _ZLIB_MAX_RATIO = 1032                      # deflate's best: 258 bytes from 2 b
 # The JSON state, parsed whole, costs the host up to ~20 bytes per byte ("[]," -> a list):
 # it may decode to no more than save's zlib level 1 ever gives (at most ~230:1, on zeros).
 _STATE_MAX_RATIO = 256
+PREAMBLE, ZLIB_MAX_RATIO = _PRE, _ZLIB_MAX_RATIO    # shared with mmemu.trace.format
 
 _ARRAY_DTYPES = {"free_data": "<i8", "free_table": "<i8", "free_blocks": "<i8",
                  "page_cache_index": "<i8", "page_cache_pfn": "<i8", "data_pfns": "<i8",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any, Dict, Iterator, List, NamedTuple
 
 # the core's event table (_core/constants.pyx): EVENT_NAMES (slot -> vmstat name) and
 # EVENT_HELP (name -> what it counts), importable from here as before
@@ -16,7 +17,7 @@ from .flags import VmFlags
 from .vma import PAGE_SHIFT, PMD_SIZE
 
 
-class ProcView(Mapping):
+class ProcView(Mapping[str, int]):
     """A read-only name -> int mapping that prints as a /proc file."""
 
     _fmt = "{name}: {value}"
@@ -24,13 +25,13 @@ class ProcView(Mapping):
     def __init__(self, items):
         self._d = dict(items)
 
-    def __getitem__(self, k):
+    def __getitem__(self, k: str) -> int:
         return self._d[k]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._d)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._d)
 
     def __repr__(self):
@@ -39,7 +40,7 @@ class ProcView(Mapping):
     def __str__(self):
         return "".join(self._fmt.format(name=k, value=v) + "\n" for k, v in self._d.items())
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, int]:
         return dict(self._d)
 
     def to_json(self, **kw) -> str:
@@ -60,17 +61,42 @@ class Status(ProcView):
         return "".join(f"{k}:\t{v:>8} kB\n" for k, v in self._d.items())
 
 
+class CounterInfo(NamedTuple):
+    """One counter of a Counters snapshot, explained (``Counters.describe``)."""
+    name: str
+    value: int
+    help: str
+
+
 class Counters(ProcView):
-    """vmstat-style counters: ``a - b`` gives the deltas of a snapshot."""
+    """vmstat-style counters (``Machine.vmstat()``): ``a - b`` gives the deltas of a
+    snapshot, ``nonzero()`` drops the zeros, ``describe()`` says what each one counts.
+
+    Examples
+    --------
+    >>> m = mmemu.Machine("64M"); p = m.spawn()
+    >>> a = p.mmap(0, 8192, mmemu.PROT_READ | mmemu.PROT_WRITE, mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS)
+    >>> before = m.vmstat(); p.touch(a, 8192); d = (m.vmstat() - before).nonzero()
+    >>> d["fault_anon"], d.describe()[0].name
+    (2, 'nr_free_pages')
+    """
 
     def __str__(self):
         return "".join(f"{k} {v}\n" for k, v in self._d.items())
 
-    def __sub__(self, other):
+    def __sub__(self, other: Mapping[str, int]) -> "Counters":
         return Counters((k, v - other.get(k, 0)) for k, v in self._d.items())
 
+    def nonzero(self) -> "Counters":
+        """The counters that are not zero, in the same order."""
+        return Counters((k, v) for k, v in self._d.items() if v)
 
-class BuddyInfo(tuple):
+    def describe(self) -> List[CounterInfo]:
+        """(name, value, help) of every counter, help from ``COUNTER_HELP``."""
+        return [CounterInfo(k, v, COUNTER_HELP.get(k, "")) for k, v in self._d.items()]
+
+
+class BuddyInfo(tuple[int, ...]):
     """/proc/buddyinfo: free blocks of each order 0..10 in the one zone (Normal, node 0);
     str() gives the kernel's line (mm/vmstat.c frag_show_print)."""
 
@@ -114,17 +140,69 @@ def meminfo(machine) -> MemInfo:
     ])
 
 
+# the page gauges of vmstat: (vmstat name, PhysMem.counters() key, help); the event
+# counters' names and help are the core's EVENTS table (_core/constants.pyx)
+GAUGES = [
+    ("nr_free_pages", "nr_free_pages", "free 4 KiB frames (MemFree / 4)"),
+    ("nr_anon_pages", "nr_anon_mapped", "anonymous pages mapped (AnonPages / 4)"),
+    ("nr_mapped", "nr_file_mapped", "page-cache pages mapped by some process (Mapped / 4)"),
+    ("nr_file_pages", "nr_file_pages", "page-cache pages, shmem included (Cached + Shmem)"),
+    ("nr_shmem", "nr_shmem", "shmem and tmpfs pages (Shmem / 4)"),
+    ("nr_page_table_pages", "nr_page_table_pages", "page-table pages (PageTables / 4)"),
+]
+#: What every vmstat counter counts: the one table of help texts (gauges, then events).
+COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP}
+#: Where the kernel keeps each counter (the function that counts it, or its /proc view).
+COUNTED_BY = {
+    "nr_free_pages": "mm/page_alloc.c: __free_one_page, rmqueue",
+    "nr_anon_pages": "mm/rmap.c: folio_add_new_anon_rmap, folio_remove_rmap_pte",
+    "nr_mapped": "mm/rmap.c: folio_add_file_rmap_pte, folio_remove_rmap_pte",
+    "nr_file_pages": "mm/filemap.c: filemap_add_folio, filemap_remove_folio",
+    "nr_shmem": "mm/shmem.c: shmem_add_to_page_cache",
+    "nr_page_table_pages": "include/linux/mm.h: pagetable_alloc, pagetable_free",
+    "pgfault": "mm/memory.c: handle_mm_fault",
+    "fault_zero_page": "mm/memory.c: do_anonymous_page (zero-page branch)",
+    "fault_anon": "mm/memory.c: do_anonymous_page",
+    "fault_file": "mm/memory.c: do_read_fault, do_shared_fault, filemap_map_pages",
+    "fault_file_alloc": "mm/shmem.c: shmem_get_folio_gfp",
+    "cow_fault": "mm/memory.c: wp_page_copy, do_cow_fault",
+    "cow_zero_fault": "mm/memory.c: wp_page_copy (zero-page source)",
+    "wp_reuse": "mm/memory.c: wp_page_reuse",
+    "wp_shared": "mm/memory.c: wp_page_shared",
+    "spurious_fault": "mm/memory.c: handle_pte_fault (spurious)",
+    "pages_copied": "mm/memory.c: __wp_page_copy_user, copy_user_highpage",
+    "pages_zeroed": "mm/page_alloc.c: clear_highpage (__GFP_ZERO)",
+    "pgalloc": "mm/page_alloc.c: __alloc_pages",
+    "pgfree": "mm/page_alloc.c: free_unref_folios, __free_pages",
+    "pgtable_alloc": "include/linux/mm.h: pagetable_alloc (__pte_alloc, __pmd_alloc, __pud_alloc)",
+    "pgtable_free": "include/linux/mm.h: pagetable_free (free_pgd_range)",
+    "fork_ptes_copied": "mm/memory.c: copy_pte_range",
+    "fork_pte_tables_copied": "mm/memory.c: copy_pte_range (pte_alloc_map_lock)",
+    "fork_ptes_wrprotected": "mm/memory.c: copy_present_pte (ptep_set_wrprotect)",
+    "ptes_zapped": "mm/memory.c: zap_pte_range",
+    "ptes_protected": "mm/mprotect.c: change_pte_range",
+    "cow_pte_tables_shared": "mm/memory.c: copy_cow_pte_range (COW page-table series)",
+    "cow_pte_tables_duplicated": "mm/memory.c: break_cow_pte (COW page-table series)",
+    "cow_pte_tables_reused": "mm/memory.c: break_cow_pte, table no longer shared",
+    "cow_pte_entries_copied": "mm/memory.c: break_cow_pte (copy_pte_range of the table)",
+    "nr_tlb_local_flush_one": "arch/x86/mm/tlb.c: flush_tlb_func (one page per INVLPG)",
+    "nr_tlb_local_flush_all": "arch/x86/mm/tlb.c: flush_tlb_func (a full flush)",
+    "nr_tlb_remote_flush": "arch/x86/mm/tlb.c: native_flush_tlb_multi",
+    "nr_tlb_remote_flush_received": "arch/x86/mm/tlb.c: flush_tlb_func (another CPU's request)",
+    "fork_ptes_accounted": "mm/memory.c: copy_cow_pte_range (v3-v5, copy_present_pte "
+                                      "per entry of a shared table)",
+    "tlb_flush": "mm/mmu_gather.c: tlb_flush_mmu, flush_tlb_range",
+    "mremap_ptes_moved": "mm/mremap.c: move_ptes",
+    "mremap_pmds_moved": "mm/mremap.c: move_normal_pmd",
+    "pswpin": "mm/memory.c: do_swap_page (swap_read_folio)",
+    "pswpout": "mm/page_io.c: swap_writeout (shrink_folio_list)",
+}
+
+
 def vmstat(machine) -> Counters:
     c = machine.phys.counters()
     ev = machine.phys.events()
-    items = [
-        ("nr_free_pages", c["nr_free_pages"]),
-        ("nr_anon_pages", c["nr_anon_mapped"]),
-        ("nr_mapped", c["nr_file_mapped"]),
-        ("nr_file_pages", c["nr_file_pages"]),
-        ("nr_shmem", c["nr_shmem"]),
-        ("nr_page_table_pages", c["nr_page_table_pages"]),
-    ]
+    items = [(name, c[key]) for name, key, _ in GAUGES]
     items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
     return Counters(items)
 
@@ -201,14 +279,14 @@ def maps_line(proc, v) -> str:
     return f"{head:<72} {name}"
 
 
-class Maps(list):
+class Maps(list[str]):
     """/proc/PID/maps as a list of lines; str() gives the file."""
 
     def __str__(self):
         return "".join(line + "\n" for line in self)
 
 
-class Smaps(list):
+class Smaps(list[Dict[str, Any]]):
     """/proc/PID/smaps as a list of per-VMA dicts (values in kB); str() gives the file."""
 
     _KB = ["Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean",

@@ -38,9 +38,11 @@ def outcome(fn, *args, **kw):
 
 
 class DesignsAgree(RuleBasedStateMachine):
+    designs = DESIGNS       # three machines in lockstep (test_versions_agree: other triples)
+
     def __init__(self):
         super().__init__()
-        self.machines = [mmemu.Machine("32M", **d) for d in DESIGNS]
+        self.machines = [mmemu.Machine("32M", **d) for d in self.designs]
         self.files = [m.create_file("/f", data=bytes(range(256)) * (16 * PG // 256)) for m in self.machines]
         self.procs = [[m.spawn() for m in self.machines]]
         for ps in self.procs:

@@ -361,3 +361,14 @@ def test_stale_shared_frame_is_not_reused():
             c.close()
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("pid, error", [(1.5, TypeError), ("12", TypeError), (True, TypeError),
+                                        (0, ValueError), (-3, ValueError)])
+def test_pid_must_be_a_positive_int(pid, error):
+    m = mmemu.Machine("1G")
+    before = m.meminfo()
+    with pytest.raises(error):
+        import_process(m, pid)
+    assert m.processes == [] and m.meminfo() == before
+    m.check()

@@ -125,7 +125,7 @@ def test_many_machines_many_threads():
         a = p.mmap(0, 4 << 20, RW, PRIV)
         p.touch(a, 4 << 20)
         for i in range(20):
-            c = p.fork(cow_pgtable=bool(i % 2))
+            c = p.fork(cow_pgtable=bool(i % 2) or None)
             c.write(a + i * PG, bytes([i]) * 100)
             assert c.read(a + i * PG, 100) == bytes([i]) * 100
             c.exit()

@@ -47,6 +47,7 @@ SANE = {
     "Machine.load": lambda w, tmp: mmemu.Machine.load(_saved(w, tmp)),
     "Machine.meminfo": lambda w, tmp: w.m.meminfo(),
     "Machine.buddyinfo": lambda w, tmp: w.m.buddyinfo(),
+    "Machine.dmesg": lambda w, tmp: w.m.dmesg(),
     "Machine.process": lambda w, tmp: w.m.process(w.p.pid),
     "Machine.read_file": lambda w, tmp: w.m.read_file(w.f, 0, 2 * PG),
     "Machine.release_backing": lambda w, tmp: w.m.release_backing(w.f),
@@ -91,6 +92,7 @@ NEVER_FAILS = {
     "Machine.check": "reads the machine; raises only InvariantError, on a corrupt machine",
     "Machine.meminfo": "a view without arguments",
     "Machine.buddyinfo": "a view without arguments",
+    "Machine.dmesg": "a view without arguments",
     "Machine.vmstat": "a view without arguments",
     "Machine.reset_vmstat": "no arguments; zeroes the event counters",
     "Machine.release_backing": "__fput: an object this machine does not hold, or one still "

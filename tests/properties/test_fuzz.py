@@ -313,7 +313,7 @@ class Fuzz(RuleBasedStateMachine):
         """fork (at most 5 processes: a full tree loses its oldest process first)."""
         ref, ps = self._proc(i)
         self._make_room(i)
-        self.procs.append((ref.fork(), [p.fork(cow_pgtable=cow) for p in ps]))
+        self.procs.append((ref.fork(), [p.fork(cow_pgtable=cow or None) for p in ps]))
 
     def _make_room(self, i):
         """At 5 processes, one other than process i exits."""

@@ -287,8 +287,9 @@ VMSTAT_EVENTS = [
     "fork_ptes_copied", "fork_pte_tables_copied", "fork_ptes_wrprotected",
     "ptes_zapped", "ptes_protected",
     "cow_pte_tables_shared", "cow_pte_tables_duplicated", "cow_pte_tables_reused",
-    "cow_pte_entries_copied", "tlb_flush", "mremap_ptes_moved", "mremap_pmds_moved",
-    "pswpin", "pswpout",
+    "cow_pte_entries_copied", "nr_tlb_local_flush_all", "mremap_ptes_moved", "mremap_pmds_moved",
+    "pswpin", "pswpout", "nr_tlb_local_flush_one", "nr_tlb_remote_flush",
+    "nr_tlb_remote_flush_received", "fork_ptes_accounted",
     "cow_pmd_tables_shared", "cow_pmd_tables_duplicated", "cow_pmd_tables_reused",
     "cow_pud_tables_shared", "cow_pud_tables_duplicated", "cow_pud_tables_reused",
 ]

@@ -27,4 +27,4 @@ def test_quick_start_commands():
     text = README.read_text()
     assert "pip install . && mmemu fork-table" in text
     ci = text[text.index("<!-- ci:test-command -->"):text.index("<!-- /ci:test-command -->")]
-    assert 'pip install ".[test]" && python -m pytest' in ci
+    assert 'pip install ".[test,docs]" && python -m pytest' in ci

@@ -11,6 +11,7 @@ NR_EVENTS; ``EVENT_NAMES`` and ``EVENT_HELP`` are views of it.
 """
 cimport mmemu._core.types as T
 cimport mmemu._core.pagemap as C
+cimport mmemu._core.cow_pte_profile as CP
 
 # ---- geometry ----
 PAGE_SHIFT = T.PAGE_SHIFT
@@ -66,6 +67,14 @@ FAULT_OOM = T.FAULT_OOM
 FAULT_SIGBUS = T.FAULT_SIGBUS
 FAULT_SIGSEGV = T.FAULT_SIGSEGV
 
+# ---- the COW page-table series versions' rules (cow_pte_profile.pxd; mmemu.profiles) ----
+COW_RULE_READ_FAULT_SHARED = CP.COW_RULE_READ_FAULT_SHARED
+COW_RULE_MKOLD_AT_FORK = CP.COW_RULE_MKOLD_AT_FORK
+COW_RULE_OWNER_NULL = CP.COW_RULE_OWNER_NULL
+COW_RULE_FLUSH_EVERY_BREAK = CP.COW_RULE_FLUSH_EVERY_BREAK
+COW_RULE_NO_BREAK_FLUSH = CP.COW_RULE_NO_BREAK_FLUSH
+COW_RULE_V1_EXIT_FALLBACK = CP.COW_RULE_V1_EXIT_FALLBACK
+
 # ---- pagemap bits ----
 PM_PFN_MASK = C.PM_PFN_MASK
 PM_SOFT_DIRTY = C.PM_SOFT_DIRTY
@@ -111,11 +120,21 @@ _EVENTS = [
     (T.EV_PTE_TABLES_REUSED, "cow_pte_tables_reused",
      "break_cow_pte found the table no longer shared"),
     (T.EV_PTE_TABLE_ENTRIES_COPIED, "cow_pte_entries_copied", "entries copied by break_cow_pte"),
-    (T.EV_TLB_FLUSH, "tlb_flush", "range TLB flushes"),
+    (T.EV_TLB_LOCAL_FLUSH_ALL, "nr_tlb_local_flush_all",
+     "full local TLB flushes (flush_tlb_mm_range over more than 33 pages, flush_tlb_mm)"),
     (T.EV_PTES_MOVED, "mremap_ptes_moved", "PTEs moved by move_ptes"),
     (T.EV_PMDS_MOVED, "mremap_pmds_moved", "whole PTE tables relinked by move_normal_pmd"),
     (T.EV_SWAPIN, "pswpin", "pages read back from the emulated swap device (do_swap_page)"),
     (T.EV_SWAPOUT, "pswpout", "pages written to the emulated swap device (Process.swap_out)"),
+    (T.EV_TLB_LOCAL_FLUSH_ONE, "nr_tlb_local_flush_one",
+     "pages flushed one by one from the local TLB (flush_tlb_page, short ranges)"),
+    (T.EV_TLB_REMOTE_FLUSH, "nr_tlb_remote_flush",
+     "TLB shootdowns sent to other CPUs (always 0: one CPU is modelled)"),
+    (T.EV_TLB_REMOTE_FLUSH_RECEIVED, "nr_tlb_remote_flush_received",
+     "TLB shootdowns received from other CPUs (always 0: one CPU is modelled)"),
+    (T.EV_FORK_PTES_ACCOUNTED, "fork_ptes_accounted",
+     "pages of shared PTE tables accounted to the child at fork (eager accounting, v3-v5: "
+     "copy_present_pte's reference, mapcount and RSS per entry)"),
     (T.EV_PMD_TABLES_SHARED, "cow_pmd_tables_shared", "PMD tables shared at fork (whole-table COW)"),
     (T.EV_PMD_TABLES_DUPLICATED, "cow_pmd_tables_duplicated",
      "shared PMD tables copied by break_cow_pgtable"),

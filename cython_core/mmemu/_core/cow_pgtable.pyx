@@ -38,6 +38,7 @@ from mmemu._core.cow_pte cimport (
     account_table_pages, table_rss, cow_walk, BELOW_PRIVATE, BELOW_COW, BELOW_COPY,
 )
 from mmemu._core.pagewalk cimport mm_walk, walk_entry_path, ACTION_CONTINUE
+from mmemu._core.tlb cimport flush_tlb_mm_range
 
 
 cdef int _skip_break_level = 0     # negative controls only: _debug_skip_break
@@ -103,6 +104,7 @@ cdef void account_subtree(physmem_t* pm, mm_t* mm, pfn_t t, int level, int sign,
     cdef pte_t* tab = table_ptr(pm, t)
     cdef int i
     cdef pfn_t c
+    cdef int64_t n
     mm.pgtables_bytes += sign * 4096
     for i in range(512):
         if tab[i] == 0 or pmd_leaf(tab[i]):
@@ -112,7 +114,9 @@ cdef void account_subtree(physmem_t* pm, mm_t* mm, pfn_t t, int level, int sign,
             account_subtree(pm, mm, c, LEVEL_PMD, sign, wrprotect and table_share(pm, c) == 1)
         else:
             mm.pgtables_bytes += sign * 4096
-            account_table_pages(pm, mm, c, sign)
+            n = account_table_pages(pm, mm, c, sign)
+            if sign > 0:                # fork: copy_present_pte's accounting per entry
+                pm.ev[EV_FORK_PTES_ACCOUNTED] += n
             if wrprotect and pm.pt_share[c] <= 1:
                 wrprotect_ptes(pm, c)
 
@@ -168,6 +172,15 @@ cdef void hand_over_tables(physmem_t* pm, mm_t* mm, mm_t* o, pfn_t t, int level,
             hand_over_tables(pm, mm, o, c, LEVEL_PMD - 1, False)
 
 
+cdef inline void flush_table_span(physmem_t* pm, mm_t* mm, uint64_t addr, int level) noexcept nogil:
+    """The flush after a shared upper table is broken or dropped: flush_tlb_mm_range over
+    the span the table maps (1 GiB under a PMD table, 512 GiB under a PUD table), as v3-v5
+    flush a PTE table's 2 MiB (one full flush: the span is above the ceiling)."""
+    cdef uint64_t size = PGDIR_SIZE if level == LEVEL_PUD else PUD_SIZE
+    cdef uint64_t start = addr & ~(size - 1)
+    flush_tlb_mm_range(pm, mm, start, start + size)
+
+
 cdef int break_cow_table(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
                          int level) noexcept nogil:
     """break_cow_pte one or two levels up: make the table (of level LEVEL_PUD or LEVEL_PMD)
@@ -180,7 +193,6 @@ cdef int break_cow_table(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
     cdef int i
     if level == _skip_break_level:
         return 0
-    pm.ev[EV_TLB_FLUSH] += 1
     if table_share(pm, old) <= 1:
         for i in range(512):
             if src[i] != 0 and not pmd_leaf(src[i]) and pte_write(src[i]):
@@ -191,11 +203,11 @@ cdef int break_cow_table(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
         _link(pm, entryp, pte_mkwrite(entryp[0]), level)
         if pm.cow_eager:
             pm.pt_owner[old] = mm.id    # an owner that left kept its id on the table
+        flush_table_span(pm, mm, addr, level)
         _count(pm, level, EV_PMD_TABLES_REUSED)
         return 0
     new = pgtable_alloc(pm, mm, level)
     if new < 0:
-        pm.ev[EV_TLB_FLUSH] -= 1
         return -1
     dst = table_ptr(pm, new)
     for i in range(512):
@@ -219,6 +231,7 @@ cdef int break_cow_table(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
         pgd_populate(pm, entryp, new)
     else:
         pud_populate(pm, entryp, new)
+    flush_table_span(pm, mm, addr, level)
     _count(pm, level, EV_PMD_TABLES_DUPLICATED)
     return 0
 
@@ -237,7 +250,7 @@ cdef void cow_table_drop(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
         pgd_clear(pm, entryp)
     else:
         pud_clear(pm, entryp)
-    pm.ev[EV_TLB_FLUSH] += 1
+    flush_table_span(pm, mm, addr, level)
 
 
 cdef int break_cow_pgtable(physmem_t* pm, mm_t* mm, uint64_t addr, int64_t extra) noexcept nogil:

@@ -24,4 +24,5 @@ cdef struct cow_walk:
 cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil
 cdef int break_cow_pte(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
 cdef void cow_pte_drop(physmem_t* pm, mm_t* mm, pte_t* pmdp, uint64_t addr) noexcept nogil
-cdef void account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil
+cdef int64_t account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil
+cdef void cow_pte_adopt(physmem_t* pm, mm_t* mm, pfn_t table) noexcept nogil

@@ -1,4 +1,4 @@
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint8_t, uint64_t
 from mmemu._core.types cimport (
     pte_t, pfn_t, mk_pte, pte_mkwrite, pte_mkdirty, pte_wrprotect, _bit, BIT_ACCESSED,
     BIT_SPECIAL, VM_WRITE,
@@ -36,3 +36,5 @@ cdef inline void set_pte_range(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep,
 
 
 cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bint write) noexcept nogil
+cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint64_t end,
+                      bint write, uint8_t* buf, int mode, uint64_t* fail_addr) noexcept nogil

@@ -26,6 +26,8 @@ from mmemu._core.rmap cimport (
     shmem_alloc_and_add_folio,
 )
 from mmemu._core.filemap cimport xa_load
+from mmemu._core.cow_pte_profile cimport cow_read_fault_keeps_share, set_pte_at_shared_zero
+from mmemu._core.tlb cimport flush_tlb_page
 
 
 cdef int do_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, bint write) noexcept nogil:
@@ -62,6 +64,7 @@ cdef int wp_page_copy(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e)
         copy_frame(pm, new, old)
     folio_add_new_anon_rmap(pm, new, mm.rss, True)
     set_pte_at(pm, ptep, mk_anon_pte(new, vma))
+    flush_tlb_page(pm, mm, 0)       # ptep_clear_flush: one page (its address does not count)
     if not from_zero:
         folio_remove_rmap_pte(pm, old, fl, mm.rss)
         put_page(pm, old)
@@ -248,6 +251,13 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
     cdef int rc
     if is_guard_pte(ptep[0]):
         return FAULT_SIGSEGV        # handle_pte_marker: a guard region, before any COW break
+    if pmd_cow(pmdp[0]) and pm.pt_share[pte_pfn(pmdp[0])] > 1 and cow_read_fault_keeps_share(
+            pm, write, vma.has_vm_ops, ptep[0]):
+        # v3-v5 handle_cow_pte_fault is not called: the zero page goes into the shared table
+        pm.ev[EV_PGFAULT] += 1
+        set_pte_at_shared_zero(pm, ptep, mk_zero_pte(pm, vma))
+        pm.ev[EV_FAULT_ZERO_PAGE] += 1
+        return FAULT_OK
     if pmd_cow(pmdp[0]):
         # handle_cow_pte_fault: the fault will change this table, so it must be private.
         # A copy plus the pages the fault may allocate must fit, or nothing changes.

@@ -15,7 +15,8 @@ from mmemu._core.physmem cimport physmem_t, table_ptr, swap_dup
 from mmemu._core.pagetable cimport (
     mm_t, MMCore, pmd_offset_alloc, pgtable_alloc, LEVEL_PTE, LEVEL_PMD, LEVEL_PUD,
 )
-from mmemu._core.cow_pte cimport account_table_pages
+from mmemu._core.cow_pte cimport account_table_pages, cow_pte_adopt
+from mmemu._core.tlb cimport flush_tlb_mm
 from mmemu._core.pgtable cimport (
     set_pte_at, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmdp_set_wrprotect, pgd_populate,
 )
@@ -94,15 +95,16 @@ cdef inline bint _blocked_upper(uint64_t addr, int shift, const int64_t* blocked
     return pos[0] < nblocked and blocked[pos[0]] < lo + (<int64_t>1 << (shift - PMD_SHIFT))
 
 
-cdef void share_pte_table(physmem_t* pm, mm_t* dst_mm, pte_t* spmd, pte_t* dpmd,
+cdef void share_pte_table(physmem_t* pm, mm_t* src_mm, mm_t* dst_mm, pte_t* spmd, pte_t* dpmd,
                           bint src_private) noexcept nogil:
     """copy_cow_pte_range for one PMD slot: the child's PMD points at the parent's table,
     both PMDs lose RW (the parent's only if src_private: not under a shared upper table).
     Eager accounting takes the child's per-page references and rss now (and write-protects
     the entries while the table is still private); deferred takes none."""
     cdef pfn_t t = pte_pfn(spmd[0])
+    cow_pte_adopt(pm, src_mm, t)        # v1/v2: a table nobody owns is the parent's again
     if pm.cow_eager:
-        account_table_pages(pm, dst_mm, t, 1)
+        pm.ev[EV_FORK_PTES_ACCOUNTED] += account_table_pages(pm, dst_mm, t, 1)
         dst_mm.pgtables_bytes += 4096       # pmd_install: mm_inc_nr_ptes(child)
         if pm.pt_share[t] == 1 and src_private:
             wrprotect_ptes(pm, t)
@@ -180,7 +182,7 @@ cdef int copy_pmd_entry(pte_t* spmd, uint64_t addr, uint64_t next, mm_walk* walk
     cdef pfn_t t
     if c.cow and not _blocked(<int64_t>(addr >> PMD_SHIFT), c.blocked, c.nblocked, &c.pos):
         if dpmd[0] == 0:        # shared once, however many VMAs cover the span
-            share_pte_table(pm, c.dst_mm, spmd, dpmd, not c.src_ro)
+            share_pte_table(pm, walk.mm, c.dst_mm, spmd, dpmd, not c.src_ro)
         return 0
     # copy_pte_range allocates the destination table before looking at entries
     if dpmd[0] == 0:
@@ -344,4 +346,5 @@ def fork_copy_ranges(MMCore dst, MMCore src, list spans, int cow=0, object block
             rc = copy_page_range(pm, &dst.mm, &src.mm, s, e, f, cow, bp, nb)
         if rc:
             return rc
+    flush_tlb_mm(pm, &src.mm)       # dup_mmap: flush_tlb_mm(oldmm), the parent's write-protect
     return 0

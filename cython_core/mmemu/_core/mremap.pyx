@@ -19,6 +19,7 @@ from mmemu._core.pgtable cimport (
 from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, ACTION_CONTINUE,
 )
+from mmemu._core.tlb cimport flush_tlb_mm_range
 
 
 cdef struct move_state:
@@ -28,6 +29,7 @@ cdef struct move_state:
     int64_t ptes            # entries moved by move_ptes
     int64_t pmds            # PTE tables relinked by move_normal_pmd
     int64_t puds            # PMD tables relinked by move_normal_pud
+    mm_t* mm                # the mm whose tables move (for the TLB flushes)
     uint64_t old_end        # end of the source range
     uint64_t delta          # new_addr - old_addr
     uint64_t stopped        # source address where a table allocation failed (old_end: none)
@@ -120,6 +122,7 @@ cdef bint move_normal_pud(physmem_t* pm, pte_t* old_pud, pte_t* new_pud, uint64_
         set_pud(pm, new_pud, old_pud[0])
         pud_clear(pm, old_pud)
         st.puds += 1
+        flush_tlb_mm_range(pm, st.mm, new_addr - st.delta, new_addr - st.delta + PUD_SIZE)
     return True
 
 
@@ -135,6 +138,7 @@ cdef bint move_normal_pmd(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_
         set_pmd_at(pm, new_pmd, old_pmd[0])
         pmd_clear(pm, old_pmd)
         st.pmds += 1
+        flush_tlb_mm_range(pm, st.mm, new_addr - st.delta, new_addr - st.delta + PMD_SIZE)
     return True
 
 
@@ -147,14 +151,18 @@ cdef void move_ptes(physmem_t* pm, pte_t* old_pmd, pte_t* new_pmd, uint64_t old_
     cdef int i0 = pte_index(old_addr), j = pte_index(new_addr)
     cdef int n = <int>(extent >> PAGE_SHIFT), k
     cdef pte_t e
+    cdef bint force_flush = False
     for k in range(n):
         if src[i0 + k] == 0:
             continue
         e = ptep_get_and_clear(pm, &src[i0 + k])
         if pte_present(e):
             e |= _bit(BIT_SOFT_DIRTY)
+            force_flush = True
         set_pte_at(pm, &dst[j + k], e)
         st.ptes += 1
+    if force_flush:             # flush_tlb_range(vma, old_end - len, old_end)
+        flush_tlb_mm_range(pm, st.mm, old_addr, old_addr + extent)
 
 
 cdef int move_pmd_steps(physmem_t* pm, mm_t* mm, pte_t* old_pmd, uint64_t addr,
@@ -237,14 +245,13 @@ cdef int64_t move_page_tables(physmem_t* pm, mm_t* mm, uint64_t old_addr, uint64
     """move_page_tables over [old_addr, old_end) to new_addr; returns the bytes done
     (less than the length only when a table allocation failed)."""
     st.old_end = old_end
+    st.mm = mm
     st.delta = new_addr - old_addr
     st.stopped = old_end
     walk_page_range(pm, mm, old_addr, old_end, &move_walk_ops, st)
     if not st.dry:
         pm.ev[EV_PTES_MOVED] += st.ptes
         pm.ev[EV_PMDS_MOVED] += st.pmds
-        if st.ptes or st.pmds or st.puds:
-            pm.ev[EV_TLB_FLUSH] += 1
     return <int64_t>(st.stopped - old_addr) if st.stopped > old_addr else 0
 
 

@@ -59,6 +59,14 @@ cdef inline void set_pte_at_break_copy(physmem_t* pm, pte_t* ptep, pte_t e) noex
     ptep[0] = e
 
 
+cdef inline void set_pte_at_cow_rule(physmem_t* pm, pte_t* ptep, pte_t e, bint rule_allows) noexcept nogil:
+    """set_pte_at into a table that may be COW-shared, where a series version's rule writes
+    one (cow_pte_profile.pxd: v3-v5's zero page on a read fault, v5's pte_mkold at fork):
+    exempt from the shared-table check only when rule_allows."""
+    _check_write(pm, ptep, e, pte_present(e), rule_allows, b"set_pte_at_cow_rule")
+    ptep[0] = e
+
+
 cdef inline void ptep_set_access_flags(physmem_t* pm, pte_t* ptep, pte_t e) noexcept nogil:
     """ptep_set_access_flags: the same entry with more of the accessed and dirty bits (the
     MMU's update on an access, a spurious fault)."""

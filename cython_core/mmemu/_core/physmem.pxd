@@ -37,6 +37,7 @@ cdef struct physmem_t:
     int64_t ev[NR_EVENTS]   # event counters (EV_*)
     # COW page tables
     int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
+    uint32_t cow_rules      # a series version's rules (COW_RULE_*, cow_pte_profile.pxd)
     void** mms              # mm_t* of every live mm (pagetable.pyx mm_register), in no order:
     int64_t mms_len         #   mms[0:mms_len]; host memory follows the live mms, not the ids
     int64_t mms_cap

@@ -145,14 +145,16 @@ cdef object _walk_list(physmem_t* pm, pfn_t head, int64_t limit, list problems, 
     return out[:k].copy()
 
 
-FORMAT2_EVENTS = 30     # the event counters of snapshot format 2 (whole-table COW came after)
+# snapshots carry the first 30 event counters always and the later ones (the TLB counters)
+# up to the last non-zero one: a machine that never used them saves the same bytes as before
+_SAVED_EVENTS = 30
 
 
-def _saved_events(ev):
-    """The event counters a snapshot holds: the 30 of format 2 while the later ones (the
-    whole-table COW counters) are all zero, so such a file is what format 2 wrote; all of
-    them otherwise."""
-    return ev[:FORMAT2_EVENTS] if not any(ev[FORMAT2_EVENTS:]) else ev
+cdef list _saved_events(int64_t* ev):
+    cdef list out = [ev[i] for i in range(NR_EVENTS)]
+    while len(out) > _SAVED_EVENTS and out[len(out) - 1] == 0:
+        out.pop()
+    return out
 
 
 cdef class PhysMem:
@@ -253,6 +255,18 @@ cdef class PhysMem:
         if (mode == "eager") != self.pm.cow_eager and self.pm.mms_len:
             raise ValueError("cow_pte_accounting cannot change while a process exists")
         self.pm.cow_eager = 1 if mode == "eager" else 0
+
+    @property
+    def cow_rules(self):
+        """The COW page-table series version's rules in force (COW_RULE_* bits,
+        cow_pte_profile.pxd; 0: mmemu's own). mmemu.profiles sets them."""
+        return self.pm.cow_rules
+
+    @cow_rules.setter
+    def cow_rules(self, int rules):
+        if rules != <int>self.pm.cow_rules and self.pm.mms_len:
+            raise ValueError("the COW page-table rules cannot change while a process exists")
+        self.pm.cow_rules = <uint32_t>rules
 
     @property
     def nframes(self):
@@ -612,7 +626,7 @@ cdef class PhysMem:
             "nr_free": self.pm.nr_free, "nr_anon_mapped": self.pm.nr_anon_mapped,
             "nr_file_mapped": self.pm.nr_file_mapped, "nr_shmem": self.pm.nr_shmem,
             "nr_file_pages": self.pm.nr_file_pages, "nr_pagetable": self.pm.nr_pagetable,
-            "events": _saved_events([self.pm.ev[i] for i in range(NR_EVENTS)]),
+            "events": _saved_events(self.pm.ev),
             "cow_eager": self.pm.cow_eager, "next_mm_id": self._next_mm_id,
             "alloc_calls": self.pm.alloc_calls, "alloc_failed": self.pm.alloc_failed,
         }
@@ -757,13 +771,11 @@ cdef class PhysMem:
                              f"{hi - lo} frames in the gap, nr_free is {nr_free}")
         z = _scalar(scalars, "zero_pfn", 0, d1 - 1)
         ev = scalars.get("events")
-        if isinstance(ev, list) and len(ev) > NR_EVENTS and not any(ev[NR_EVENTS:]):
-            ev = ev[:NR_EVENTS]     # files written with 32 slots, 2 never used
-        if isinstance(ev, list) and len(ev) in (FORMAT2_EVENTS, 32) and not any(ev[FORMAT2_EVENTS:]):
-            ev = ev[:FORMAT2_EVENTS] + [0] * (NR_EVENTS - FORMAT2_EVENTS)     # see _saved_events
+        if isinstance(ev, list) and _SAVED_EVENTS <= len(ev) < NR_EVENTS:
+            ev = ev + [0] * (NR_EVENTS - len(ev))   # the slots after 30 are saved when used
         if not isinstance(ev, list) or len(ev) != NR_EVENTS or not all(
                 isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in ev):
-            raise ValueError(f"expected {NR_EVENTS} event counters in [0, 2^62)")
+            raise ValueError(f"expected {_SAVED_EVENTS} to {NR_EVENTS} event counters in [0, 2^62)")
         eager = _scalar(scalars, "cow_eager", 0, 1)
         nid = _scalar(scalars, "next_mm_id", 0, (1 << 31) - 2)
         calls = _scalar(scalars, "alloc_calls", 0, (1 << 62) - 1)

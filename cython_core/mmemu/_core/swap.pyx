@@ -18,6 +18,7 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, PhysMem, frame_ptr, table_ptr, put_page, swap_dup
 from mmemu._core.pagetable cimport MMCore
 from mmemu._core.pgtable cimport set_pte_at
+from mmemu._core.tlb cimport flush_tlb_mm
 from mmemu._core.rmap cimport folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, page_list, walk_page_list, WALK_ALL_END,
@@ -209,6 +210,8 @@ def swap_out(MMCore core, uint64_t start, uint64_t end):
     w.n = 0
     with nogil:
         walk_page_range(&core.phys.pm, &core.mm, start, end, &swap_out_ops, &w)
+        if w.n:     # TTU_BATCH_FLUSH: try_to_unmap_flush -> arch_tlbbatch_flush, a full flush
+            flush_tlb_mm(&core.phys.pm, &core.mm)
     return w.n
 
 

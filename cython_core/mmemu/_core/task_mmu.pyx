@@ -17,6 +17,7 @@ from mmemu._core.physmem cimport physmem_t, table_ptr
 from mmemu._core.pagetable cimport mm_t, MMCore, vma_t, vma_from_py
 from mmemu._core.filemap cimport xa_load
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range, WALK_ALL_END
+from mmemu._core.cow_pte_profile cimport cow_owner_null
 
 cnp.import_array()
 
@@ -304,6 +305,8 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
     cdef uint32_t fl
     cdef int l
     cdef int64_t ti = _ix(r, tp)
+    cdef int64_t nobody[4]
+    cdef int64_t* rss = r.rss
     _mark(walk, tp, 1, P_PTE_TWICE)
     if r.pmd_first:
         r.pt_share[ti] += 1
@@ -321,16 +324,19 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
                 break
     if pm.pt_owner[tp] == walk.mm.id:
         r.owners[ti] += 1
-    if not (pm.cow_eager or pm.pt_owner[tp] == walk.mm.id):
+    if pm.cow_eager or pm.pt_owner[tp] == walk.mm.id:
+        r.ntables += 1
+    elif cow_owner_null(pm) and pm.pt_owner[tp] == 0 and r.pt_share[ti] == 1:
+        rss = nobody        # v1/v2: a table whose owner left counts for nobody; its maps, once
+    else:
         return 0
-    r.ntables += 1
     ptet = table_ptr(pm, tp)
     for l in range(512):
         e = ptet[l]
         if e == 0 or is_guard_pte(e):
             continue
         if is_swap_pte(e):
-            r.rss[MM_SWAPENTS] += 1
+            rss[MM_SWAPENTS] += 1
             continue
         if not pte_present(e):
             _problem(walk, P_NOT_PRESENT, e)
@@ -355,11 +361,11 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
             continue
         r.mapcount[_ix(r, p)] += 1
         if fl & PG_ANON:
-            r.rss[MM_ANONPAGES] += 1
+            rss[MM_ANONPAGES] += 1
         elif fl & PG_SWAPBACKED:
-            r.rss[MM_SHMEMPAGES] += 1
+            rss[MM_SHMEMPAGES] += 1
         else:
-            r.rss[MM_FILEPAGES] += 1
+            rss[MM_FILEPAGES] += 1
     return 0
 
 

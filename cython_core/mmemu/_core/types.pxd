@@ -204,18 +204,22 @@ cdef enum:
     EV_PTE_TABLES_DUPLICATED = 22  # COW page table: tables copied at break
     EV_PTE_TABLES_REUSED = 23  # COW page table: break found share count 1
     EV_PTE_TABLE_ENTRIES_COPIED = 24  # COW page table: entries copied by breaks
-    EV_TLB_FLUSH = 25          # TLB flushes (one per range operation that changed entries)
+    EV_TLB_LOCAL_FLUSH_ALL = 25    # NR_TLB_LOCAL_FLUSH_ALL (CONFIG_DEBUG_TLBFLUSH; tlb.pxd)
     EV_PTES_MOVED = 26         # mremap: PTEs moved
     EV_PMDS_MOVED = 27         # mremap: whole PTE tables relinked
     EV_SWAPIN = 28             # do_swap_page: a page read back from the emulated swap device
     EV_SWAPOUT = 29            # swap_out: a page written to the emulated swap device
-    EV_PMD_TABLES_SHARED = 30      # whole-table COW: PMD tables shared at fork
-    EV_PMD_TABLES_DUPLICATED = 31  # whole-table COW: shared PMD tables copied at break
-    EV_PMD_TABLES_REUSED = 32      # whole-table COW: a PMD-table break found share count 1
-    EV_PUD_TABLES_SHARED = 33      # whole-table COW: PUD tables shared at fork
-    EV_PUD_TABLES_DUPLICATED = 34  # whole-table COW: shared PUD tables copied at break
-    EV_PUD_TABLES_REUSED = 35      # whole-table COW: a PUD-table break found share count 1
-    NR_EVENTS = 36             # every slot has a name and a help text (_core/constants.pyx)
+    EV_TLB_LOCAL_FLUSH_ONE = 30    # NR_TLB_LOCAL_FLUSH_ONE: pages flushed one by one (tlb.pxd)
+    EV_TLB_REMOTE_FLUSH = 31       # NR_TLB_REMOTE_FLUSH: shootdowns sent (0 with one CPU)
+    EV_TLB_REMOTE_FLUSH_RECEIVED = 32  # NR_TLB_REMOTE_FLUSH_RECEIVED (0 with one CPU)
+    EV_FORK_PTES_ACCOUNTED = 33  # eager COW page table: entries accounted at fork
+    EV_PMD_TABLES_SHARED = 34      # whole-table COW: PMD tables shared at fork
+    EV_PMD_TABLES_DUPLICATED = 35  # whole-table COW: shared PMD tables copied at break
+    EV_PMD_TABLES_REUSED = 36      # whole-table COW: a PMD-table break found share count 1
+    EV_PUD_TABLES_SHARED = 37      # whole-table COW: PUD tables shared at fork
+    EV_PUD_TABLES_DUPLICATED = 38  # whole-table COW: shared PUD tables copied at break
+    EV_PUD_TABLES_REUSED = 39      # whole-table COW: a PUD-table break found share count 1
+    NR_EVENTS = 40             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -17,6 +17,7 @@ from mmemu._core.pagetable cimport (
 from mmemu._core.pgtable cimport set_pte_at, ptep_get_and_clear, pte_clear, pmd_clear
 from mmemu._core.rmap cimport folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
+from mmemu._core.tlb cimport mmu_gather, tlb_gather_mmu, tlb_flush_pte_range, tlb_finish_mmu
 
 
 cdef inline void zap_pte_entry(physmem_t* pm, mm_t* mm, pte_t e) noexcept nogil:
@@ -48,6 +49,7 @@ cdef struct zap_details:
     bint reclaim            # free a PTE table the zap emptied over its whole span
     bint drop_markers       # ZAP_FLAG_DROP_MARKER: guard markers go too (munmap, exit)
     int64_t zapped
+    mmu_gather* tlb         # the range of present entries cleared (tlb_remove_tlb_entry)
 
 
 cdef int zap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
@@ -66,6 +68,8 @@ cdef int zap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) n
         e = t[i]
         if e == 0 or (is_guard_pte(e) and not d.drop_markers):
             continue
+        if pte_present(e):
+            tlb_flush_pte_range(d.tlb, (addr & ~(PMD_SIZE - 1)) + (<uint64_t>i << PAGE_SHIFT), PAGE_SIZE)
         zap_pte_entry(pm, walk.mm, ptep_get_and_clear(pm, &t[i]))
         n += 1
     d.zapped += n
@@ -86,16 +90,15 @@ zap_walk_ops.pmd_entry = zap_pte_range
 
 
 cdef int64_t zap_page_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end,
-                            bint reclaim, bint drop_markers) noexcept nogil:
-    """unmap_page_range over [start, end) (one VMA or part of one)."""
+                            bint reclaim, bint drop_markers, mmu_gather* tlb) noexcept nogil:
+    """unmap_page_range over [start, end) (one VMA or part of one), gathering into tlb."""
     cdef zap_details d
     d.reclaim = reclaim
     d.drop_markers = drop_markers
     d.zapped = 0
+    d.tlb = tlb
     walk_page_range(pm, mm, start, end, &zap_walk_ops, &d)
     pm.ev[EV_PTES_ZAPPED] += d.zapped
-    if d.zapped:
-        pm.ev[EV_TLB_FLUSH] += 1
     return d.zapped
 
 
@@ -104,6 +107,20 @@ cdef struct change_prot:
     bint try_writable       # MM_CP_TRY_CHANGE_WRITABLE
     bint shared             # a shared mapping: dirty entries may become writable
     int64_t changed
+    mmu_gather tlb          # entries whose change needs a flush (pte_needs_flush)
+
+
+cdef inline bint pte_needs_flush(pte_t old, pte_t new) noexcept nogil:
+    """x86 pte_needs_flush: a present entry whose PFN, RW, USER, PSE, GLOBAL or NX bit
+    changed, or that lost its dirty or present bit (a lost accessed bit does not count)."""
+    cdef pte_t diff = old ^ new
+    if not (old & _bit(BIT_PRESENT)):
+        return False
+    if pte_pfn(old) != pte_pfn(new):
+        return True
+    if diff & (_bit(BIT_RW) | _bit(BIT_USER) | _bit(BIT_PSE) | _bit(BIT_PROTNONE) | _bit(BIT_NX)):
+        return True
+    return (diff & old & (_bit(BIT_DIRTY) | _bit(BIT_PRESENT))) != 0
 
 
 cdef int change_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
@@ -133,6 +150,8 @@ cdef int change_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk
         if ne != e:
             set_pte_at(pm, &t[i], ne)
             n += 1
+            if pte_needs_flush(e, ne):
+                tlb_flush_pte_range(&cp.tlb, (addr & ~(PMD_SIZE - 1)) + (<uint64_t>i << PAGE_SHIFT), PAGE_SIZE)
     cp.changed += n
     return 0
 
@@ -149,10 +168,10 @@ cdef int64_t change_protection(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t
     cp.try_writable = try_writable
     cp.shared = shared
     cp.changed = 0
+    tlb_gather_mmu(&cp.tlb, False)
     walk_page_range(pm, mm, start, end, &change_prot_ops, &cp)
+    tlb_finish_mmu(pm, mm, &cp.tlb)
     pm.ev[EV_PTES_PROTECTED] += cp.changed
-    if cp.changed:
-        pm.ev[EV_TLB_FLUSH] += 1
     return cp.changed
 
 
@@ -160,8 +179,11 @@ def zap(MMCore mmc, uint64_t start, uint64_t end, bint reclaim_pt=False, bint dr
     """Zap [start, end); with reclaim_pt, free PTE tables emptied over a whole 2 MiB span;
     with drop_markers, guard markers go too (munmap)."""
     cdef int64_t n
+    cdef mmu_gather tlb
+    tlb_gather_mmu(&tlb, False)
     with nogil:
-        n = zap_page_range(&mmc.phys.pm, &mmc.mm, start, end, reclaim_pt, drop_markers)
+        n = zap_page_range(&mmc.phys.pm, &mmc.mm, start, end, reclaim_pt, drop_markers, &tlb)
+        tlb_finish_mmu(&mmc.phys.pm, &mmc.mm, &tlb)
     return n
 
 
@@ -254,9 +276,14 @@ def free_pgtables(MMCore mmc, list batches):
 def exit_mmap(MMCore mmc, list spans):
     """exit_mmap: zap every VMA span, then free every table and the PGD."""
     cdef uint64_t s, e
+    cdef mmu_gather tlb
+    tlb_gather_mmu(&tlb, True)
     for s, e in spans:
         with nogil:
-            zap_page_range(&mmc.phys.pm, &mmc.mm, s, e, False, True)
+            zap_page_range(&mmc.phys.pm, &mmc.mm, s, e, False, True, &tlb)
     if mmc.mm.pgd >= 0:
+        if mmc.mm.pgtables_bytes > 0:
+            tlb.end = 1                 # free_pgtables: pte_free_tlb & co. gather the tables
         with nogil:
+            tlb_finish_mmu(&mmc.phys.pm, &mmc.mm, &tlb)
             free_all_tables(&mmc.phys.pm, &mmc.mm)

@@ -20,6 +20,7 @@ class PhysMem:
     @property
     def next_mm_id(self) -> int: ...
     cow_pte_accounting: str
+    cow_rules: int
     @property
     def nframes(self) -> int: ...
     @property

@@ -44,8 +44,28 @@ def _progress_bar(enabled):
     return show
 
 
+def _ratios(results) -> dict:
+    """The run's ratios, with the cost model's prediction errors (mmemu.costmodel.bench)."""
+    from . import report
+    from ..costmodel import bench as costmodel
+    return {**report.ratios(results), **costmodel.ratios(costmodel.predictions(results))}
+
+
+def _preflight(args) -> None:
+    """Everything bench needs, checked before it measures anything: writable output paths,
+    readable input files, matplotlib for --plot."""
+    from ..cliutil import input_path, output_path, require
+    for opt in ("json", "plot", "record_ratios", "record_counters"):
+        output_path(getattr(args, opt), "--" + opt.replace("_", "-"))
+    for opt in ("check_ratios", "check_counters"):
+        input_path(getattr(args, opt), "--" + opt.replace("_", "-"))
+    if args.plot:
+        require("matplotlib", "--plot", "plot")
+
+
 def cmd_bench(args) -> int:
     from . import counters, report, runner, track
+    _preflight(args)
     if args.record_counters or args.check_counters:
         if args.record_counters:
             counters.record(args.record_counters)
@@ -61,10 +81,10 @@ def cmd_bench(args) -> int:
     progress = _progress_bar(not args.quiet)
     jobs = runner.plan(args.quick)
     results = runner.run(jobs, progress)
-    rs = report.ratios(results)
+    rs = _ratios(results)
     if args.record_ratios:
         # record each ratio's median over three runs, not one run's luck
-        runs = [rs] + [report.ratios(runner.run(jobs, progress)) for _ in range(2)]
+        runs = [rs] + [_ratios(runner.run(jobs, progress)) for _ in range(2)]
         rs = {k: statistics.median([r[k] for r in runs if k in r]) for k in rs}
     failures = []
     if args.check_ratios:
@@ -72,15 +92,21 @@ def cmd_bench(args) -> int:
         if failures:
             # shared machines are noisy: measure once more, keep each ratio's better value
             sys.stderr.write(f"{len(failures)} ratio(s) 2x worse; measuring again to confirm\n")
-            again = report.ratios(runner.run(jobs, progress))
+            again = _ratios(runner.run(jobs, progress))
             rs = {k: min(v, again.get(k, v)) for k, v in rs.items()}
             failures, notes = track.check(args.check_ratios, rs)
     info = report.meta(args.quick)
     tg = report.targets(results, rs)
     print(report.table(results, rs, tg, info))
+    from ..costmodel import bench as costmodel
+    predicted = costmodel.predictions(results)
+    print("\n".join(costmodel.lines(predicted)))
+    if not args.quick:
+        from ..sweep.bench import report as sweep_report; print(sweep_report())
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": info, "results": results, "ratios": rs, "targets": tg}, f, indent=1)
+            json.dump({"meta": info, "results": results, "ratios": rs, "targets": tg,
+                       "predicted": predicted}, f, indent=1)
     if args.plot:
         from .plot import plot
         plot(results, args.plot)

@@ -39,3 +39,13 @@ def measure(size: int, rounds: int = 5, cow: bool = True, timeout: float = 600) 
     if out.returncode != 0:
         raise RuntimeError(f"kernel baseline helper failed: {out.stderr.strip()[-500:]}")
     return json.loads(out.stdout)
+
+
+def measure_op(op: str, size: int, repeats: int, stride: int = 1, timeout: float = 600) -> dict:
+    """Time one kernel operation with the helper (`--op`, see kernel_helper.py): returns its
+    JSON (times, ptes, tables, kernel)."""
+    cmd = [sys.executable, "-I", str(HELPER), "--op", op, str(size), str(repeats), str(stride)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"kernel helper --op {op} failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)

@@ -51,6 +51,9 @@ def plan(quick: bool) -> list:
         add("numpy", "read", s, 5)
         add("mmemu", "two_machines", s, 7)
         add("numpy", "two_machines", s, 7)
+        add("trace", "replay", s, 7, "classic")
+        add("trace", "direct", s, 7, "classic")
+        add("trace", "record", s, 3)
         return jobs
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
@@ -80,6 +83,10 @@ def plan(quick: bool) -> list:
     add("numpy", "read", 256 * MIB, 5)
     add("mmemu", "two_machines", 64 * MIB, 11)
     add("numpy", "two_machines", 64 * MIB, 11)
+    for d in ("classic", "deferred", "eager"):
+        add("trace", "replay", 256 * MIB, 5, d)
+        add("trace", "direct", 256 * MIB, 5, d)
+    add("trace", "record", 256 * MIB, 3)
     return jobs
 
 
@@ -125,6 +132,9 @@ def _measure(kind, op, size, opt):
         return {"times": times, "pages": size // 4096}
     if kind == "reference":
         return (reference.fork if op == "fork" else reference.fork_write)(size, rounds)
+    if kind == "trace":         # mmemu record / replay (mmemu.trace.bench)
+        from ..trace.bench import measure
+        return measure(op, size, opt["design"], rounds)
     if kind == "kernel":
         cow = opt.get("cow", True)
         if not kernel.can_measure(size, cow):

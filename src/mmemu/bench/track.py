@@ -23,6 +23,8 @@ TRACKED = [
     "exit.64M/numpy.munmap",
     "read.64M/numpy.read",
     "two_machines.64M/two_machines.64M.serial",
+    "kernel.fork.64M.predicted/kernel.fork.64M",       # cost model: max(pred/meas, meas/pred)
+    "kernel.fork_write.64M.predicted/kernel.fork_write.64M",
 ]
 
 

@@ -1,0 +1,72 @@
+"""The emulated twins of the calibrated kernel scenarios: mmemu does the same work and
+returns its vmstat work counters (with ``forks``) and its own wall time."""
+from __future__ import annotations
+
+import time
+
+from ..bench.counters import DESIGNS
+from ..bench.scenarios import PRIV, RW, machine_for
+
+
+
+def _work(before, after) -> dict:
+    return {k: v for k, v in (after - before).items() if v and not k.startswith("nr_")}
+
+
+def fork_then_write(size: int, design: str = "classic", write: bool = True,
+                    stride: int = 1, exit_child: bool = False, check: bool = False) -> dict:
+    """A bare process writes one page in every `stride` of `size` bytes of private anonymous
+    memory, forks once to warm up (that child exits), forks again (`design`: classic,
+    deferred or eager COW page tables; the measured fork), and, with
+    write=True, the child writes the same pages again; with exit_child=True it then exits.
+    Returns {"fork", "write", "exit": counters, "fork_s", "write_s", "exit_s", "meminfo"
+    and "child" (status) after the fork} (counters include forks=1 and exits=1)."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; choose from {', '.join(DESIGNS)}")
+    if size <= 0 or size % 4096 or stride < 1:
+        raise ValueError("size must be a positive multiple of 4096 and stride >= 1")
+    accounting, cow = DESIGNS[design]
+    m = machine_for(size, accounting)
+    p = m.spawn()
+    a = p.mmap(0, size, RW, PRIV)
+    pages = range(a, a + size, 4096 * stride)
+    if stride == 1:
+        p.touch(a, size, write=True)
+    else:
+        for addr in pages:
+            p.touch(addr, 4096, write=True)
+    p.fork(cow_pgtable=cow).exit()         # warm-up, as fork-table's: the timed fork reuses hot frames
+    v0 = m.vmstat()
+    t0 = time.perf_counter()
+    child = p.fork(cow_pgtable=cow)
+    fork_s = time.perf_counter() - t0
+    v1 = m.vmstat()
+    out = {"fork": {"forks": 1, **_work(v0, v1)}, "fork_s": fork_s, "write": {}, "write_s": 0.0,
+           "exit": {}, "exit_s": 0.0, "meminfo": dict(m.meminfo()), "child": dict(child.status())}
+    if write:
+        t0 = time.perf_counter()
+        if stride == 1:
+            child.touch(a, size, write=True)
+        else:
+            for addr in pages:
+                child.touch(addr, 4096, write=True)
+        out["write_s"] = time.perf_counter() - t0
+        out["write"] = _work(v1, m.vmstat())
+    if exit_child:
+        v2 = m.vmstat()
+        t0 = time.perf_counter()
+        child.exit()
+        out["exit_s"] = time.perf_counter() - t0
+        out["exit"] = {"exits": 1, **_work(v2, m.vmstat())}
+    if check:
+        m.check()
+    return out
+
+
+def add(*counters: dict) -> dict:
+    """The sum of several work-counter dicts."""
+    out: dict = {}
+    for c in counters:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
