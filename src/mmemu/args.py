@@ -193,7 +193,11 @@ def cow_pgtable_mode(value: Optional[Any]) -> Optional[int]:
     level is for prctl's arg2, not the API), ValueError for another string."""
     if value is None:
         return None
-    if not isinstance(value, (bool, str, np.bool_)):
-        raise TypeError(f"cow_pgtable must be one of {', '.join(map(repr, COW_PGTABLE_MODES))}, "
-                        f"not {type(value).__name__}")
-    return cow_pgtable_level(bool(value) if isinstance(value, np.bool_) else value)
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    shown = ", ".join(map(repr, COW_PGTABLE_MODES))
+    if not isinstance(value, (bool, str)):
+        raise TypeError(f"cow_pgtable must be one of {shown}, not {type(value).__name__}")
+    if isinstance(value, str) and value not in COW_PGTABLE_LEVELS:
+        raise ValueError(f"cow_pgtable must be one of {shown}, not {value!r}")
+    return cow_pgtable_level(value)

@@ -578,7 +578,8 @@ class Machine:
         eager = integer(scalars, "cow_eager", "physmem", 0, 1)
         m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
                 cow_pte_accounting="eager" if eager else "deferred",
-                cow_pgtable=load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine"),
+                cow_pgtable=(False, True, "pmd", "pud")[
+                    load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine")],
                 cow_pte_version=_saved_version(ms))
         try:
             m._restore(state, arrays, frames, swap_data)

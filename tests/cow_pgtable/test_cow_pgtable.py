@@ -224,7 +224,7 @@ def test_clone3_and_prctl_choose_the_level():
 
 
 def test_a_machine_refuses_an_unknown_level():
-    with pytest.raises(ValueError, match="use False, True, 'pte', 'pmd' or 'pud'"):
+    with pytest.raises(ValueError, match="cow_pgtable must be one of None, False, True, 'pte', 'pmd', 'pud', not 'pte-level'"):
         mmemu.Machine("64M", cow_pgtable="pte-level")
     with pytest.raises(TypeError):
         mmemu.Machine("64M", cow_pgtable=2.0)

@@ -250,7 +250,6 @@ cdef void cow_table_drop(physmem_t* pm, mm_t* mm, pte_t* entryp, uint64_t addr,
         pgd_clear(pm, entryp)
     else:
         pud_clear(pm, entryp)
-    flush_table_span(pm, mm, addr, level)
 
 
 cdef int break_cow_pgtable(physmem_t* pm, mm_t* mm, uint64_t addr, int64_t extra) noexcept nogil:
@@ -330,8 +329,10 @@ cdef int cow_upper_entry(pte_t* entry, uint64_t addr, mm_walk* walk, int level,
             walk.action = ACTION_CONTINUE
         elif shared:
             c.n += 1
-    elif c.mode == 2 and whole and shared:
+    elif (c.mode == 2 or c.mode == 4) and whole and shared:
         cow_table_drop(pm, walk.mm, entry, addr, level)
+        if c.mode == 2:     # munmap; at exit (mode 4) exit_mmap's fullmm flush covers it
+            flush_table_span(pm, walk.mm, addr, level)
         walk.action = ACTION_CONTINUE
         c.n += 1
     else:

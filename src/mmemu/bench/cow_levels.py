@@ -279,8 +279,8 @@ child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" 
 
 
 def add_parser(sub) -> None:
-    c = sub.add_parser("cow-levels", help="the whole-table COW study: fork and write cost "
-                                          "per page-table level shared")
+    what = "the whole-table COW study: fork and write cost per page-table level shared"
+    c = sub.add_parser("cow-levels", help=what, description=what + " (docs/cow-upper-levels.md)")
     c.add_argument("--sizes", default="1G,16G", help="populated sizes (default 1G,16G)")
     c.add_argument("--designs", default=",".join(STUDY_DESIGNS),
                    help=f"comma-separated designs (default {','.join(STUDY_DESIGNS)})")
@@ -312,6 +312,11 @@ def cmd_cow_levels(args) -> int:
     except ValueError as e:
         print(f"mmemu: --all-writes-up-to: {e}", file=sys.stderr)
         return 2
+    from ..cliutil import output_path, require
+    for opt in ("json", "doc", "plot"):
+        output_path(getattr(args, opt), "--" + opt)
+    if args.plot:
+        require("matplotlib", "--plot", "plot")
     show = None if args.quiet else (lambda label: print(f"measuring {label}", file=sys.stderr))
     rows = run(sizes, designs, show, limit)
     if args.json:
