@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RELIABILITY = ["properties/test_fuzz*.py", "properties/test_bad_input*.py", "properties/test_oom.py",
                "properties/test_all_or_nothing.py", "properties/test_error_types.py",
                "machine/test_foreign_objects.py",
-               "cow_pte/test_cow_pte.py", "cow_pte/test_designs_agree.py",
+               "cow_pte/test_cow_pte.py", "cow_pte/test_designs_agree.py", "cow_pgtable/test_*.py",
                "cow_pte/test_series_versions.py", "cow_pte/test_v1_bugs.py",
                "machine/test_snapshot.py", "machine/test_snapshot_hostile.py",
                "properties/test_snapshot_mutations.py", "machine/test_check.py",

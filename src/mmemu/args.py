@@ -16,6 +16,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import SnapshotError
+
 from .vma import PAGE_SIZE
 
 U64 = (1 << 64) - 1      # ULONG_MAX
@@ -25,7 +27,7 @@ U32 = (1 << 32) - 1      # UINT_MAX
 #: (``Machine(cow_pgtable=...)`` or ``prctl(PR_SET_COW_PTE)``); True: share the PTE tables
 #: copy-on-write; False: a classic fork whatever the setting. A mechanism that shares other
 #: levels appends its value here (e.g. ``"pmd"``).
-COW_PGTABLE_MODES: tuple = (None, False, True)
+COW_PGTABLE_MODES: tuple = (None, False, True, "pte", "pmd", "pud")
 
 #: The accounting modes of COW-shared page tables (``Machine(cow_pte_accounting=...)``).
 COW_PTE_ACCOUNTING: tuple = ("deferred", "eager")
@@ -51,6 +53,43 @@ def ulong(x: Any) -> int:
 def uint(x: Any) -> int:
     """An int syscall argument (prot, flags) as the kernel's unsigned int."""
     return operator.index(x) & U32
+
+
+# fork's cow_pgtable argument: the highest page-table level shared copy-on-write at fork
+# (mmemu's own values beyond True: "pmd" and "pud" are whole-table COW, cow_pgtable.pyx)
+COW_PGTABLE_LEVELS = {"pte": 1, "pmd": 2, "pud": 3}
+
+
+def cow_pgtable_level(value) -> int:
+    """A cow_pgtable argument as a sharing level: None or False 0 (classic copy), True or
+    "pte" 1 (PTE tables, the COW page table series), "pmd" 2 and "pud" 3 (PMD / PUD tables
+    and everything under them); an int 0-3 is a level itself (PR_SET_COW_PGTABLE's arg2).
+    TypeError for another type, ValueError for another string or int."""
+    if value is None or isinstance(value, bool):
+        return int(bool(value))
+    if type(value) is int:
+        if not 0 <= value <= 3:
+            raise ValueError(f"cow_pgtable level {value}: use 0 (classic) to 3 (PUD tables)")
+        return value
+    if isinstance(value, str):
+        if value not in COW_PGTABLE_LEVELS:
+            raise ValueError(f"cow_pgtable {value!r}: use False, True, 'pte', 'pmd' or 'pud'")
+        return COW_PGTABLE_LEVELS[value]
+    raise TypeError(f"cow_pgtable must be a bool or one of 'pte', 'pmd', 'pud', "
+                    f"not {type(value).__name__}")
+
+
+def cow_pgtable_state(level: int):
+    """A sharing level as a snapshot stores it: a bool for 0 and 1 (as before whole-table
+    COW), the int for 2 and 3."""
+    return bool(level) if level <= 1 else int(level)
+
+
+def load_cow_pgtable(value, where: str) -> int:
+    """cow_pgtable_state's value back as a level; SnapshotError naming `where` if not one."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (2, 3)):
+        return int(value)
+    raise SnapshotError(f"bad snapshot: {where}: cow_pgtable {value!r} is not a sharing level")
 
 
 def page_align(n: int) -> int:
@@ -148,6 +187,17 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     raise TypeError(f"{name} must be one of {shown}, not {value!r}")
 
 
-def cow_pgtable_mode(value: Optional[Any]) -> Any:
-    """``fork(cow_pgtable=...)``: one of COW_PGTABLE_MODES (TypeError / ValueError else)."""
-    return check_choice("cow_pgtable", value, COW_PGTABLE_MODES)
+def cow_pgtable_mode(value: Optional[Any]) -> Optional[int]:
+    """``fork(cow_pgtable=...)``: None (the process's setting decides) or the sharing level
+    of one of COW_PGTABLE_MODES (cow_pgtable_level); TypeError for another type (an int
+    level is for prctl's arg2, not the API), ValueError for another string."""
+    if value is None:
+        return None
+    if isinstance(value, np.bool_):
+        value = bool(value)
+    shown = ", ".join(map(repr, COW_PGTABLE_MODES))
+    if not isinstance(value, (bool, str)):
+        raise TypeError(f"cow_pgtable must be one of {shown}, not {type(value).__name__}")
+    if isinstance(value, str) and value not in COW_PGTABLE_LEVELS:
+        raise ValueError(f"cow_pgtable must be one of {shown}, not {value!r}")
+    return cow_pgtable_level(value)

@@ -308,9 +308,10 @@ def check_machine(machine) -> None:
         i = bad_ref[0]
         problems.append(f"refcount differs on {len(bad_ref)} frames (first pfn {idx[i]}: refcount "
                         f"{refc[i]}, mapcount {mapc[i]}, page cache {in_cache[i]})")
-    if np.any((share != 0) & (level != 1) & ~head):
-        problems.append(f"pt_share set on frames that are not PTE tables or THP heads: "
-                        f"{_first(idx[(share != 0) & (level != 1) & ~head])}")
+    nonpte = (share != 0) & ((level < 1) | (level > 3)) & ~head
+    if np.any(nonpte):
+        problems.append(f"pt_share set on frames that are not PTE, PMD or PUD tables or THP heads: "
+                        f"{_first(idx[nonpte])}")
     problems += _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head)
     if np.any((owner != 0) & ~tables):
         problems.append(f"pt_owner set on frames that are not page tables: "
@@ -324,11 +325,20 @@ def check_machine(machine) -> None:
         i = bad_share[0]
         problems.append(f"pt_share differs on {len(bad_share)} PTE tables (first pfn {idx[i]}: "
                         f"stored {share[i]}, PMD entries {exp_share[i]})")
+    upper = (level == 2) | (level == 3)     # whole-table COW: 0 on a table never shared means 1
+    bad_share = np.flatnonzero(upper & (share != exp_share) & ((share != 0) | (exp_share != 1)))
+    if len(bad_share):
+        i = bad_share[0]
+        problems.append(f"pt_share differs on {len(bad_share)} PMD/PUD tables (first pfn {idx[i]}: "
+                        f"stored {share[i]}, upper entries {exp_share[i]})")
     # v1/v2 (COW_RULE_OWNER_NULL): a table whose owner left while shared has owner NULL
     unowned = (owner == 0) & (owners == 0) if phys.cow_rules & COW_RULE_OWNER_NULL else False
     if phys.cow_pte_accounting == "deferred" and np.any(pte & (owners != 1) & ~unowned):
         problems.append(f"PTE tables whose owner does not hold them (deferred accounting): "
                         f"{_first(idx[pte & (owners != 1) & ~unowned])}")
+    if phys.cow_pte_accounting == "deferred" and np.any(upper & (owners != 1)):
+        problems.append(f"PMD/PUD tables whose owner does not hold them (deferred accounting): "
+                        f"{_first(idx[upper & (owners != 1)])}")
     leaked = idx[used & ~tables & ~zero & ~thp & (mapc == 0) & (in_cache == 0)]
     if len(leaked):
         problems.append(f"{len(leaked)} frames in use but neither mapped nor cached: {_first(leaked)}")

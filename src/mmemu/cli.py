@@ -23,6 +23,7 @@ from .cliutil import Parser, guard
 SUBCOMMANDS = [
     "mmemu.forktable",
     "mmemu.bench.cli",
+    "mmemu.bench.cow_levels",   # cow-levels: the whole-table COW study
     "mmemu.procfs_cli",
     "mmemu.counters_cli",
     "mmemu.trace.cli",          # record, trace info, replay

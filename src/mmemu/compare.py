@@ -18,12 +18,34 @@ DESIGNS = {
     "classic": ("classic fork", "deferred", False),
     "deferred": ("COW PTE deferred", "deferred", True),
     "eager": ("COW PTE eager", "eager", True),
+    # whole-table COW (mmemu's own design): PMD or PUD tables shared at fork
+    "cow-pmd-deferred": ("COW PMD deferred", "deferred", "pmd"),
+    "cow-pmd-eager": ("COW PMD eager", "eager", "pmd"),
+    "cow-pud-deferred": ("COW PUD deferred", "deferred", "pud"),
+    "cow-pud-eager": ("COW PUD eager", "eager", "pud"),
     # the series' published versions (mmemu.profiles)
     "odf": ("COW PTE odf", "deferred", True),
     "v1": ("COW PTE v1", "deferred", True),
     "v2": ("COW PTE RFC v2", "deferred", True),
     "v5": ("COW PTE v5", "eager", True),
 }
+# names that stand for several designs: a level in both accounting modes
+DESIGN_GROUPS = {"cow-pmd": ["cow-pmd-deferred", "cow-pmd-eager"],
+                 "cow-pud": ["cow-pud-deferred", "cow-pud-eager"]}
+
+
+def expand_designs(names) -> List[str]:
+    """Design names with the groups (cow-pmd, cow-pud: both accounting modes) spelled out;
+    ValueError naming the unknown ones."""
+    out = []
+    for n in names:
+        for d in DESIGN_GROUPS.get(n, [n]):
+            if d not in DESIGNS:
+                raise ValueError(f"unknown design {n!r}; choose from "
+                                 f"{', '.join(list(DESIGNS) + list(DESIGN_GROUPS))}")
+            if d not in out:
+                out.append(d)
+    return out
 
 
 def design_machine(design: str, memory) -> Machine:
@@ -35,7 +57,6 @@ def design_machine(design: str, memory) -> Machine:
 
 MEMINFO = ["MemFree", "AnonPages", "Mapped", "PageTables"]
 CHILD = ["VmPTE", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
-
 
 
 def measure_fork(m: Machine, p, cow: bool, check: bool = False):

@@ -118,6 +118,10 @@ class CloneFlags(enum.IntFlag):
     # The COW page table series proposed an opt-in; it never merged, so the value is
     # mmemu's own: the next free clone3 flag bit.
     COW_PGTABLE = 0x400000000
+    # Whole-table COW (mmemu's own design, cow_pgtable.pyx): share PMD or PUD tables at fork;
+    # mmemu's own bits, the next free ones. At most one of the two.
+    COW_PGTABLE_PMD = 0x800000000
+    COW_PGTABLE_PUD = 0x1000000000
 
 
 class VmFlags(enum.IntFlag):
@@ -222,17 +226,23 @@ CLONE_SIGHAND = CloneFlags.SIGHAND
 CLONE_CLEAR_SIGHAND = CloneFlags.CLEAR_SIGHAND
 CLONE_INTO_CGROUP = CloneFlags.INTO_CGROUP
 CLONE_COW_PGTABLE = CloneFlags.COW_PGTABLE
+CLONE_COW_PGTABLE_PMD = CloneFlags.COW_PGTABLE_PMD
+CLONE_COW_PGTABLE_PUD = CloneFlags.COW_PGTABLE_PUD
 
 # prctl options of the COW page table series (v4 "mm: Allow user to control COW PTE via
 # prctl"); not in mainline, so the numbers are mmemu's own, after PR_GET_AUXV (0x41...).
 PR_SET_COW_PTE = 0x434F5750     # "COWP"
 PR_GET_COW_PTE = 0x434F5751
+# mmemu's own: the sharing level of later forks, arg2 0 (classic), 1 (PTE tables), 2 (PMD
+# tables), 3 (PUD tables); PR_SET_COW_PTE 1 is level 1, PR_GET_COW_PTE says whether any is set
+PR_SET_COW_PGTABLE = 0x434F5752
+PR_GET_COW_PGTABLE = 0x434F5753
 
 PROT_NAMES = [n for n in globals() if n.startswith("PROT_")]
 MAP_NAMES = [n for n in globals() if n.startswith("MAP_")]
 MADV_NAMES = [n for n in globals() if n.startswith("MADV_")]
 CLONE_NAMES = [n for n in globals() if n.startswith("CLONE_")]
-PR_NAMES = ["PR_SET_COW_PTE", "PR_GET_COW_PTE"]
+PR_NAMES = ["PR_SET_COW_PTE", "PR_GET_COW_PTE", "PR_SET_COW_PGTABLE", "PR_GET_COW_PGTABLE"]
 MREMAP_NAMES = [n for n in globals() if n.startswith("MREMAP_")]
 
 __all__ = (["Prot", "MapFlags", "Madv", "CloneFlags", "VmFlags", "MremapFlags"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._core import cow_pte as _cow_pte
 from ._core import fork as _fork
+from ._core.task_mmu import pte_tables
 from ._core.constants import MM_SWAPENTS, PMD_SHIFT
 from .errors import einval
 from .flags import CloneFlags, VmFlags
@@ -30,7 +31,8 @@ _NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFla
                   | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
 _CLONE_LEGACY = 0xFFFFFFFF & ~0xFF       # flags below bit 32, the exit signal excluded
 _CLONE_KNOWN = _CLONE_LEGACY | int(CloneFlags.CLEAR_SIGHAND | CloneFlags.INTO_CGROUP
-                                   | CloneFlags.COW_PGTABLE)
+                                   | CloneFlags.COW_PGTABLE | CloneFlags.COW_PGTABLE_PMD
+                                   | CloneFlags.COW_PGTABLE_PUD)
 
 
 def clone3_args_valid(flags: int, exit_signal: int) -> None:
@@ -46,8 +48,11 @@ def clone3_args_valid(flags: int, exit_signal: int) -> None:
         raise einval("CLONE_SIGHAND without CLONE_VM")
     if flags & CloneFlags.CLEAR_SIGHAND and flags & CloneFlags.SIGHAND:
         raise einval("CLONE_CLEAR_SIGHAND with CLONE_SIGHAND")
-    if flags & CloneFlags.COW_PGTABLE and flags & CloneFlags.VM:
+    cow = flags & (CloneFlags.COW_PGTABLE | CloneFlags.COW_PGTABLE_PMD | CloneFlags.COW_PGTABLE_PUD)
+    if cow and flags & CloneFlags.VM:
         raise einval("CLONE_COW_PGTABLE with CLONE_VM: there is no second address space")
+    if flags & CloneFlags.COW_PGTABLE_PMD and flags & CloneFlags.COW_PGTABLE_PUD:
+        raise einval("CLONE_COW_PGTABLE_PMD with CLONE_COW_PGTABLE_PUD: one sharing level")
     if not 0 <= exit_signal < 65:
         raise einval("bad exit signal")
     if flags & CloneFlags.VM:
@@ -60,12 +65,13 @@ def vma_needs_copy(flags: int, has_anon_vma: bool) -> bool:
     return not (flags & _NO_COPY) and (has_anon_vma or bool(flags & (_MAYBE_GUARD | _PFN_COPY)))
 
 
-def cow_blocked_spans(mm: MM) -> np.ndarray:
+def cow_blocked_spans(mm: MM):
     """PMD spans (addr >> 21) whose PTE table may not be shared at fork: spans touching
     a shared, VM_DONTCOPY, VM_WIPEONFORK, I/O or brk-heap VMA fall back to a copy, and so
     do tables holding swap entries (only spans that have a PTE table: the others have
-    nothing to share, and a 64 TiB mapping must not cost an array of its spans)."""
-    from ._core.task_mmu import pte_tables
+    nothing to share, and a 64 TiB mapping must not cost an array of its spans). A sorted
+    int64 array, or None for none (whole-table COW forks are a few microseconds: no
+    empty array made and converted for them)."""
     spans = []
     for v in mm.vmas:
         heap = v.name == "[heap]" or (mm.brk > mm.start_brk and v.start < mm.brk
@@ -76,13 +82,14 @@ def cow_blocked_spans(mm: MM) -> np.ndarray:
         from ._core.swap import swap_spans
         spans.append(swap_spans(mm.core))
     if not spans:
-        return np.empty(0, dtype=np.int64)
+        return None
     return np.unique(np.concatenate(spans))
 
 
-def dup_mm(machine, oldmm: MM, cow: bool) -> MM:
+def dup_mm(machine, oldmm: MM, cow: int) -> MM:
     """dup_mm: a copy of oldmm for a child (copy_page_range for every VMA that
-    vma_needs_copy; with cow, copy_cow_pte_range shares each eligible PTE table instead).
+    vma_needs_copy; with cow, copy_cow_pte_range shares each eligible PTE table instead,
+    and at cow 2 / 3 each PMD / PUD table with only eligible spans under it).
     The child's PGD and tables come from a reservation made first: MMError(ENOMEM) with
     nothing changed if they do not fit."""
     copy_spans = [(v.start, v.end, v.flags) for v in oldmm.vmas

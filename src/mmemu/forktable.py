@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from .args import format_size
 from .cliutil import UsageError, choices_arg, positive_int, size_arg
-from .compare import DESIGNS, design_machine, measure_fork
+from .compare import DESIGN_GROUPS, DESIGNS, expand_designs, design_machine, measure_fork
 from .errors import MMError
 from .flags import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from .machine import Machine
@@ -43,7 +43,10 @@ def add_parser(sub: Any) -> None:
     ft.add_argument("--layout", default="typical", choices=["typical", "bare"],
                     help="the forking process: a small C program's layout (default) or empty")
     ft.add_argument("--designs", default="classic,deferred,eager",
-                    help="comma-separated columns, each once: classic, deferred, eager (default all)")
+                    help="comma-separated columns, each once: classic, deferred, eager (the "
+                         "default); the series' versions odf, v1, v2, v5; whole-table COW "
+                         "cow-pmd, cow-pud (both accounting modes) or cow-pmd-deferred, "
+                         "cow-pmd-eager, cow-pud-deferred, cow-pud-eager")
     ft.add_argument("--repeat", type=positive_int, default=5, metavar="N",
                     help="time N forks per design and report their median and interquartile "
                          "range (default 5)")
@@ -209,7 +212,7 @@ def format_table(results: List[Dict[str, Any]]) -> str:
 def cmd_fork_table(args: argparse.Namespace) -> int:
     size = size_arg(args.size, "--size")
     memory = size_arg(args.memory, "--memory", minimum=64 << 10)
-    designs = choices_arg(args.designs, "--designs", DESIGNS)
+    designs = expand_designs(choices_arg(args.designs, "--designs", [*DESIGNS, *DESIGN_GROUPS]))
     layout = None if args.layout == "bare" else args.layout
     preflight(size, memory, layout)
     show = not args.quiet and (sys.stderr.isatty() or size >= (4 << 30))

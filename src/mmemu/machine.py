@@ -17,6 +17,7 @@ from . import swap as _swap
 from .check import InvariantError, check_machine
 from .errors import MMError, SnapshotError
 from .file import File
+from .args import cow_pgtable_level, cow_pgtable_mode, cow_pgtable_state, load_cow_pgtable
 from .fork import dup_mm
 from .huge_memory import Sysfs, thp_mode
 from .layout import LAYOUTS, apply_layout
@@ -108,10 +109,11 @@ class Machine:
         How COW-shared page tables are accounted (see the README): "deferred" (RFC v1/v2:
         the table's owner counts its pages and the table; fork is O(tables)) or "eager"
         (v3 on: every process using the table counts its pages and the table at fork).
-    cow_pgtable : bool
+    cow_pgtable : bool or {"pte", "pmd", "pud"}
         System-wide default of PR_SET_COW_PTE for spawned processes: when true every fork
         shares eligible page tables copy-on-write (like ODF's per-process switch, set for
-        all) unless it asks otherwise (``fork(cow_pgtable=False)``).
+        all) unless it asks otherwise (``fork(cow_pgtable=False)``); "pmd" / "pud" share
+        whole PMD / PUD tables (mmemu's whole-table COW, docs/cow-upper-levels.md).
     cow_pte_version : {None, "odf", "v1", "v1-nobrk", "v2", "v3", "v4", "v5"}
         Model one published version of the COW page-table series (mmemu.profiles,
         docs/series-versions.md): its accounting (then cow_pte_accounting may be left out,
@@ -125,7 +127,8 @@ class Machine:
     Raises
     ------
     TypeError
-        If memory or swap is not an int or a str, cow_pgtable not a bool, or thp not a str.
+        If memory or swap is not an int or a str, cow_pgtable not a bool or a level, or thp
+        not a str.
     ValueError
         If a size is not a size, is out of range or unaligned, cow_pte_accounting is
         not one of the modes, cow_pte_version is not a known version, the two disagree,
@@ -151,7 +154,7 @@ class Machine:
     """
 
     def __init__(self, memory: Size = "32G", *, swap: Optional[Size] = None, max_map_count: int = 65530,
-                 cow_pte_accounting: Optional[str] = None, cow_pgtable: bool = False,
+                 cow_pte_accounting: Optional[str] = None, cow_pgtable: Union[bool, str] = False,
                  cow_pte_version: Optional[str] = None, thp: str = "madvise"):
         if cow_pte_accounting is not None:
             check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
@@ -167,7 +170,6 @@ class Machine:
             raise ValueError(f"memory {memory!r} is more than the emulator models "
                              f"({format_size(MAX_FRAMES * PAGE_SIZE)})")
         check_choice("cow_pte_accounting", cow_pte_accounting, COW_PTE_ACCOUNTING)
-        cow_pgtable = check_bool("cow_pgtable", cow_pgtable)
         swap = min(nbytes, _swap.MAX_SWAP) if swap is None else parse_size(swap)
         self.memory = nbytes
         self.phys = _host_mapped(PhysMem, nbytes // PAGE_SIZE)
@@ -177,7 +179,7 @@ class Machine:
         self.phys.cow_rules = profile.rules if profile else 0
         self.sysctl = Sysctl(self)      # /proc/sys (RFC v2's vm.cow_pte)
         self._dmesg: List[str] = []     # the kernel log (dmesg())
-        self.cow_pgtable = bool(cow_pgtable)
+        self.cow_pgtable = cow_pgtable_mode(cow_pgtable) or 0
         self.max_map_count = max_map_count
         self._procs: Dict[int, Process] = {}
         self._next_pid = 1
@@ -324,7 +326,7 @@ class Machine:
         then a pid and a place in the parent's children. Nothing changes (no pid is used)
         if the copy does not fit: MMError(ENOMEM). Use Process.fork or clone3."""
         self._own(parent)
-        mm = dup_mm(self, parent.mm, bool(cow_pgtable))
+        mm = dup_mm(self, parent.mm, cow_pgtable_level(cow_pgtable))
         if cow_pgtable and self.cow_pte_profile is not None:
             self.cow_pte_profile.after_cow_fork(parent)
         child = new_process(self, self._next_pid, parent, mm)
@@ -560,7 +562,7 @@ class Machine:
         state = {
             "machine": {"memory": self.memory, "swap": self.swap,
                         "max_map_count": self.max_map_count,
-                        "cow_pgtable": bool(self.cow_pgtable), "next_pid": int(self._next_pid),
+                        "cow_pgtable": cow_pgtable_state(self.cow_pgtable), "next_pid": int(self._next_pid),
                         "next_inode": self._peek_inode()},
             "physmem": scalars,
             "backings": brecs,
@@ -604,7 +606,8 @@ class Machine:
         eager = integer(scalars, "cow_eager", "physmem", 0, 1)
         m = cls(memory, swap=swap, max_map_count=integer(ms, "max_map_count", "machine", 0, (1 << 31) - 1),
                 cow_pte_accounting="eager" if eager else "deferred",
-                cow_pgtable=field(ms, "cow_pgtable", bool, "machine"),
+                cow_pgtable=(False, True, "pmd", "pud")[
+                    load_cow_pgtable(field(ms, "cow_pgtable", (bool, int), "machine"), "machine")],
                 cow_pte_version=_saved_version(ms))
         try:
             m._restore(state, arrays, frames, swap_data)

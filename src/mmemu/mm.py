@@ -11,6 +11,7 @@ from typing import Iterator, List, Optional
 
 from ._core.huge_memory import split_huge_pmd_address
 from ._core.pagetable import MMCore
+from .args import cow_pgtable_state, load_cow_pgtable
 from .errors import enomem
 from .flags import VmFlags
 from .memory import break_cow_pte_range
@@ -36,7 +37,7 @@ class MM:
     def __init__(self, machine, core: Optional[MMCore] = None):
         self.machine = machine
         self.core = core if core is not None else MMCore(machine.phys)
-        self.cow_pgtable = False        # MMF_COW_PGTABLE: every fork shares PTE tables
+        self.cow_pgtable = 0            # MMF_COW_PGTABLE: the level every fork shares (args.py)
         self.vmas: List[VMA] = []
         self.total_vm = 0
         self.data_vm = 0
@@ -217,7 +218,7 @@ class MM:
         """The counters, the PR_SET_COW_PTE switch, the core's state and the VMAs."""
         refuse_undeclared(self, f"the mm of {where}")
         rec = {k: int(getattr(self, k)) for k in MM_COUNTERS}
-        rec.update(core=self.core.dump_state(), cow_pgtable=bool(self.cow_pgtable),
+        rec.update(core=self.core.dump_state(), cow_pgtable=cow_pgtable_state(self.cow_pgtable),
                    vmas=[v.dump_state(refs, where) for v in self.vmas])
         return rec
 
@@ -233,7 +234,7 @@ class MM:
         except ValueError as e:
             raise bad(f"{where}: {e}") from None
         mm = cls(machine, core)
-        mm.cow_pgtable = field(rec, "cow_pgtable", bool, where)
+        mm.cow_pgtable = load_cow_pgtable(field(rec, "cow_pgtable", (bool, int), where), where)
         for k in MM_COUNTERS:
             hi = (TASK_SIZE >> PAGE_SHIFT) if k.endswith("_vm") or k == "hiwater_rss" else (1 << 64) - 1
             setattr(mm, k, integer(rec, k, where, 0, hi))

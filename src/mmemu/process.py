@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .args import cow_pgtable_mode, page_align, uint, ulong
 from .brk import do_brk
 from .errors import MMError, einval, enomem
 from .file import MAX_RW_COUNT
-from .flags import PR_GET_COW_PTE, PR_SET_COW_PTE, CloneFlags
+from .flags import PR_GET_COW_PGTABLE, PR_GET_COW_PTE, PR_SET_COW_PGTABLE, PR_SET_COW_PTE, CloneFlags
 from .fork import clone3_args_valid
 from .layout import apply_layout
 from .locking import serialised
@@ -279,15 +279,17 @@ class Process:
         return do_madvise(self.mm, addr, length, advice)
 
     # ------------------------------------------------------------------ fork / exit / execve
-    def fork(self, cow_pgtable: Optional[bool] = None) -> "Process":
+    def fork(self, cow_pgtable: Union[None, bool, str] = None) -> "Process":
         """fork(2): duplicate the VMAs and their page tables (dup_mmap).
 
         Parameters
         ----------
-        cow_pgtable : bool or None, optional
+        cow_pgtable : None, bool or {"pte", "pmd", "pud"}, optional
             None (the default): this process's setting decides, i.e. ``prctl(PR_SET_COW_PTE)``
-            or the machine's ``cow_pgtable``. True: eligible last-level page tables are
-            shared copy-on-write instead of copied (CLONE_COW_PGTABLE). False: a classic
+            or the machine's ``cow_pgtable``. True (or "pte"): eligible last-level page
+            tables are shared copy-on-write instead of copied (CLONE_COW_PGTABLE). "pmd" and
+            "pud" (mmemu's whole-table COW): whole PMD or PUD tables are shared where every
+            span under them is eligible, falling back a level elsewhere. False: a classic
             fork, whatever the setting. The accepted values are
             ``mmemu.args.COW_PGTABLE_MODES``.
 
@@ -317,7 +319,8 @@ class Process:
         return self.machine.copy_process(self, self.mm.cow_pgtable if mode is None else mode)
 
     def clone3(self, flags: int = 0, exit_signal: int = 17) -> "Process":
-        """clone3(2) creating a new process; CLONE_COW_PGTABLE shares page tables COW.
+        """clone3(2) creating a new process; CLONE_COW_PGTABLE shares PTE tables COW,
+        mmemu's CLONE_COW_PGTABLE_PMD / _PUD whole PMD / PUD tables (fork's "pmd" / "pud").
 
         Without CLONE_COW_PGTABLE the process's own setting decides (as ``fork()`` with
         its default): clone3 has no flag that forces a classic copy; use
@@ -349,17 +352,21 @@ class Process:
         prof = self.machine.cow_pte_profile
         if flags & CloneFlags.COW_PGTABLE and prof is not None and not prof.clone_flag_allowed():
             raise einval(f"CLONE_COW_PGTABLE: this kernel ({prof.name}) has no such flag")
-        return self.machine.copy_process(self, bool(flags & CloneFlags.COW_PGTABLE) or self.mm.cow_pgtable)
+        level = (3 if flags & CloneFlags.COW_PGTABLE_PUD else 2 if flags & CloneFlags.COW_PGTABLE_PMD
+                 else int(bool(flags & CloneFlags.COW_PGTABLE)))
+        return self.machine.copy_process(self, level or self.mm.cow_pgtable)
 
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
         """prctl(2) for PR_SET_COW_PTE / PR_GET_COW_PTE: every later fork of this process (and
         of its children, which inherit the flag) shares page tables copy-on-write, unless
-        it passes ``cow_pgtable=False``.
+        it passes ``cow_pgtable=False``; mmemu's PR_SET_COW_PGTABLE / PR_GET_COW_PGTABLE set
+        and read the level (arg2 0 classic, 1 PTE tables, 2 PMD tables, 3 PUD tables).
 
         Returns
         -------
         int
-            0 for PR_SET_COW_PTE; the flag (0 or 1) for PR_GET_COW_PTE.
+            0 for PR_SET_COW_PTE and PR_SET_COW_PGTABLE; the flag (0 or 1) for
+            PR_GET_COW_PTE, the level for PR_GET_COW_PGTABLE.
 
         Raises
         ------
@@ -377,12 +384,21 @@ class Process:
         if option == PR_SET_COW_PTE:
             if arg2 not in (0, 1) or arg3 or arg4 or arg5:
                 raise einval("PR_SET_COW_PTE takes 0 or 1")
-            self.mm.cow_pgtable = bool(arg2)
+            self.mm.cow_pgtable = int(arg2)
             return 0
+        if option == PR_SET_COW_PGTABLE:
+            if arg2 > 3 or arg3 or arg4 or arg5:
+                raise einval("PR_SET_COW_PGTABLE takes a level: 0, 1 (PTE), 2 (PMD) or 3 (PUD)")
+            self.mm.cow_pgtable = int(arg2)
+            return 0
+        if option == PR_GET_COW_PGTABLE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise einval("PR_GET_COW_PGTABLE takes no arguments")
+            return int(self.mm.cow_pgtable)
         if option == PR_GET_COW_PTE:
             if arg2 or arg3 or arg4 or arg5:
                 raise einval("PR_GET_COW_PTE takes no arguments")
-            return int(self.mm.cow_pgtable)
+            return int(bool(self.mm.cow_pgtable))
         raise einval(f"prctl option {option} is not modelled")
 
     def exit(self, status: int = 0) -> None:

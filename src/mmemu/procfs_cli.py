@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .cliutil import UsageError, choices_arg, input_path, output_path, size_arg
-from .compare import DESIGNS, compare, compare_loaded, format_compare
+from .compare import DESIGN_GROUPS, DESIGNS, expand_designs, compare, compare_loaded, format_compare
 from .machine import Machine
 from .procfs import ImportFailed, import_process
 
@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    designs = choices_arg(args.designs, "--designs", DESIGNS)
+    designs = expand_designs(choices_arg(args.designs, "--designs", [*DESIGNS, *DESIGN_GROUPS]))
     if (args.pid is None) == (args.load is None):
         raise UsageError("compare takes a PID or --load FILE.mms (one of them)")
     if args.load:

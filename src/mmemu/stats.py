@@ -192,6 +192,12 @@ COUNTED_BY = {
     "nr_tlb_local_flush_all": "arch/x86/mm/tlb.c: flush_tlb_func (a full flush)",
     "nr_tlb_remote_flush": "arch/x86/mm/tlb.c: native_flush_tlb_multi",
     "nr_tlb_remote_flush_received": "arch/x86/mm/tlb.c: flush_tlb_func (another CPU's request)",
+    "cow_pmd_tables_shared": "mmemu whole-table COW (no kernel has it): share_cow_table at fork",
+    "cow_pmd_tables_duplicated": "mmemu whole-table COW (no kernel has it): break_cow_table",
+    "cow_pmd_tables_reused": "mmemu whole-table COW (no kernel has it): break_cow_table",
+    "cow_pud_tables_shared": "mmemu whole-table COW (no kernel has it): share_cow_table at fork",
+    "cow_pud_tables_duplicated": "mmemu whole-table COW (no kernel has it): break_cow_table",
+    "cow_pud_tables_reused": "mmemu whole-table COW (no kernel has it): break_cow_table",
     "fork_ptes_accounted": "mm/memory.c: copy_cow_pte_range (v3-v5, copy_present_pte "
                                       "per entry of a shared table)",
     "tlb_flush": "mm/mmu_gather.c: tlb_flush_mmu, flush_tlb_range",

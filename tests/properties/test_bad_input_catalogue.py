@@ -22,7 +22,8 @@ import pytest
 
 import mmemu
 from conftest import PG, PRIV, RW, SHARED, snapshot
-from mmemu import (CLONE_COW_PGTABLE, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
+from mmemu import (CLONE_COW_PGTABLE, CLONE_COW_PGTABLE_PMD, CLONE_COW_PGTABLE_PUD, PR_GET_COW_PGTABLE,
+                   PR_SET_COW_PGTABLE, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
                    MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE,
                    MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PR_GET_COW_PTE, PR_SET_COW_PTE,
                    PROT_NONE, PROT_READ, Madv)
@@ -231,6 +232,18 @@ CASES = {
     "prctl-get-cow-pte-with-arg": (lambda w: w.p.prctl(PR_GET_COW_PTE, 1), E(errno.EINVAL)),
     "prctl-unknown-option": (lambda w: w.p.prctl(0x7FFF), E(errno.EINVAL)),
     "prctl-option-none": (lambda w: w.p.prctl(None), TYPE),
+    # ---- whole-table COW (mmemu's own values: fork's "pmd" / "pud", the clone3 bits and
+    # PR_SET_COW_PGTABLE's levels)
+    "fork-cow-pgtable-unknown-level": (lambda w: w.p.fork(cow_pgtable="pmd2"), VALUE),
+    "fork-cow-pgtable-level-4": (lambda w: w.p.fork(cow_pgtable=4), VALUE),
+    "fork-cow-pgtable-float": (lambda w: w.p.fork(cow_pgtable=1.5), TYPE),
+    "clone3-cow-pgtable-pmd-with-pud": (lambda w: w.p.clone3(CLONE_COW_PGTABLE_PMD | CLONE_COW_PGTABLE_PUD),
+                                        E(errno.EINVAL)),
+    "clone3-cow-pgtable-pud-with-vm": (lambda w: w.p.clone3(CLONE_COW_PGTABLE_PUD | CLONE_VM),
+                                       E(errno.EINVAL)),
+    "prctl-set-cow-pgtable-4": (lambda w: w.p.prctl(PR_SET_COW_PGTABLE, 4), E(errno.EINVAL)),
+    "prctl-set-cow-pgtable-extra-arg": (lambda w: w.p.prctl(PR_SET_COW_PGTABLE, 2, 1), E(errno.EINVAL)),
+    "prctl-get-cow-pgtable-with-arg": (lambda w: w.p.prctl(PR_GET_COW_PGTABLE, 1), E(errno.EINVAL)),
     # ---- an exited process
     "exited-exit-twice": (lambda w: w.dead.exit(), ESRCH),
     "exited-mmap": (lambda w: w.dead.mmap(0, PG, RW, PRIV), ESRCH),

@@ -22,6 +22,7 @@ BUDGETS = {
     "test_designs_agree": ("MMEMU_FUZZ_EXAMPLES", 40),
     "test_bad_input": ("MMEMU_FUZZ_EXAMPLES", 300),
     "test_oracle": ("MMEMU_ORACLE_EXAMPLES", 100),
+    "test_upper_designs_agree": ("MMEMU_FUZZ_EXAMPLES", 30),
     "test_v1_bugs": ("MMEMU_FUZZ_EXAMPLES", 500),
     "test_versions_agree": ("MMEMU_FUZZ_EXAMPLES", 15),
     "test_thp_fuzz": ("MMEMU_FUZZ_EXAMPLES", 40),

@@ -30,7 +30,8 @@ def test_fork_scenario_work(design, copied, shared):
 def test_every_scenario_runs_and_counts_its_work():
     expect = {"touch": ("fault_anon", 1024), "zero_read": ("fault_zero_page", 1024),
               "cow_data": ("pages_copied", 1024), "fork_write": ("pages_copied", 1024),
-              "break_cow_pte": ("cow_pte_tables_duplicated", 2), "munmap": ("ptes_zapped", 1024),
+              "break_cow_pte": ("cow_pte_tables_duplicated", 2), "cow_rewrite": ("cow_fault", 2),
+              "munmap": ("ptes_zapped", 1024),
               "exit": ("ptes_zapped", 1024), "read": ("pgfault", 0),
               "two_machines": ("pages_copied", 1024)}
     # the THP scenarios are tested in tests/thp/test_thp_bench.py

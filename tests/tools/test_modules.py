@@ -292,6 +292,8 @@ VMSTAT_EVENTS = [
     "nr_tlb_remote_flush_received", "fork_ptes_accounted",
     "thp_fault_alloc", "thp_fault_fallback", "thp_zero_page_alloc", "thp_split_pmd",
     "thp_deferred_split_page",
+    "cow_pmd_tables_shared", "cow_pmd_tables_duplicated", "cow_pmd_tables_reused",
+    "cow_pud_tables_shared", "cow_pud_tables_duplicated", "cow_pud_tables_reused",
 ]
 
 

@@ -66,7 +66,11 @@ def test_fork_cow_pgtable_refuses_other_values(bad, exc):
 
 
 def test_accepted_modes_are_one_named_constant():
-    assert COW_PGTABLE_MODES == (None, False, True)
+    assert COW_PGTABLE_MODES == (None, False, True, "pte", "pmd", "pud")
+    m, p = populated()
+    for mode in COW_PGTABLE_MODES:
+        p.fork(cow_pgtable=mode).exit()
+    m.check()
 
 
 def test_process_cannot_be_built_by_users():
@@ -92,8 +96,10 @@ def test_machine_memory_errors(bad, exc, text):
 
 
 def test_machine_flag_parameters_are_checked():
-    with pytest.raises(TypeError, match="cow_pgtable must be True or False"):
+    with pytest.raises(ValueError, match="cow_pgtable must be one of None, False, True, 'pte'"):
         mmemu.Machine("1M", cow_pgtable="yes")
+    with pytest.raises(TypeError, match="cow_pgtable must be one of"):
+        mmemu.Machine("1M", cow_pgtable=1)
     with pytest.raises(ValueError, match="cow_pte_accounting must be one of 'deferred', 'eager'"):
         mmemu.Machine("1M", cow_pte_accounting="lazy")
     with pytest.raises(TypeError):

@@ -146,6 +146,16 @@ _EVENTS = [
     (T.EV_THP_SPLIT_PMD, "thp_split_pmd", "huge PMDs split into PTE tables"),
     (T.EV_THP_DEFERRED_SPLIT_PAGE, "thp_deferred_split_page",
      "THPs that became partially mapped (queued for a deferred split)"),
+    (T.EV_PMD_TABLES_SHARED, "cow_pmd_tables_shared", "PMD tables shared at fork (whole-table COW)"),
+    (T.EV_PMD_TABLES_DUPLICATED, "cow_pmd_tables_duplicated",
+     "shared PMD tables copied by break_cow_pgtable"),
+    (T.EV_PMD_TABLES_REUSED, "cow_pmd_tables_reused",
+     "break_cow_pgtable found the PMD table no longer shared"),
+    (T.EV_PUD_TABLES_SHARED, "cow_pud_tables_shared", "PUD tables shared at fork (whole-table COW)"),
+    (T.EV_PUD_TABLES_DUPLICATED, "cow_pud_tables_duplicated",
+     "shared PUD tables copied by break_cow_pgtable"),
+    (T.EV_PUD_TABLES_REUSED, "cow_pud_tables_reused",
+     "break_cow_pgtable found the PUD table no longer shared"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

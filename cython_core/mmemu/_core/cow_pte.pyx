@@ -25,6 +25,7 @@ from mmemu._core.pgtable cimport (
 )
 from mmemu._core.rmap cimport mm_counter, folio_dup_rmap_pte, folio_remove_rmap_pte
 from mmemu._core.pagewalk cimport mm_walk, mm_walk_ops, walk_page_range
+from mmemu._core.cow_pgtable cimport cow_pgd_entry, cow_pud_entry
 from mmemu._core.tlb cimport flush_tlb_mm_range
 from mmemu._core.cow_pte_profile cimport (
     cow_owner_null, cow_pte_flush, cow_mkold_at_fork, cow_pte_mkold_range, cow_v1_exit_fallback,
@@ -234,24 +235,17 @@ cdef void v1_zap_cow_pte_fallback(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept
     pgtable_free(pm, mm, t, LEVEL_PTE)
 
 
-cdef struct cow_walk:
-    uint64_t start
-    uint64_t end
-    int mode
-    int64_t n
-
-
 cdef int cow_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
     """cow_range's pmd_entry: count, break or drop one COW-ed PMD."""
     cdef cow_walk* c = <cow_walk*>walk.private
     cdef physmem_t* pm = walk.pm
     cdef uint64_t span
     cdef bint whole, shared
-    if not pmd_cow(pmd[0]):
+    if not (pmd_cow(pmd[0]) or c.below_pud != BELOW_PRIVATE):
         return 0
     span = addr & ~(PMD_SIZE - 1)
     whole = span >= c.start and span + PMD_SIZE <= c.end
-    shared = pm.pt_share[pte_pfn(pmd[0])] > 1
+    shared = pm.pt_share[pte_pfn(pmd[0])] > 1 or c.below_pud == BELOW_COPY
     if c.mode == 0:
         if shared:
             c.n += 1
@@ -275,11 +269,14 @@ cdef int cow_pmd_entry(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* walk) 
 
 
 cdef mm_walk_ops cow_walk_ops
+cow_walk_ops.pgd_entry = cow_pgd_entry      # whole-table COW: shared PUD tables
+cow_walk_ops.pud_entry = cow_pud_entry      # whole-table COW: shared PMD tables
 cow_walk_ops.pmd_entry = cow_pmd_entry
 
 
 cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, int mode) noexcept nogil:
-    """Walk the COW-ed PMDs of [start, end).
+    """Walk the COW-ed PMDs of [start, end), after the COW-ed PGD and PUD entries
+    (cow_pgtable.pyx: the same modes one and two levels up).
 
     mode 0: count the tables a break would copy (share > 1) in spans partly in the range,
             and in whole spans too unless mode 2 would drop them (see below);
@@ -295,6 +292,7 @@ cdef int64_t cow_range(physmem_t* pm, mm_t* mm, uint64_t start, uint64_t end, in
     c.end = end
     c.mode = mode
     c.n = 0
+    c.below_pgd = c.below_pud = BELOW_PRIVATE
     if walk_page_range(pm, mm, start, end, &cow_walk_ops, &c) < 0:
         return -1
     return c.n

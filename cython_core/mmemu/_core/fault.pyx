@@ -21,6 +21,7 @@ from mmemu._core.pagetable cimport (
     pgtable_free, LEVEL_PTE,
 )
 from mmemu._core.cow_pte cimport pmd_cow, break_cow_pte
+from mmemu._core.cow_pgtable cimport pgtable_path_cow, break_cow_pgtable
 from mmemu._core.pgtable cimport set_pte_at, ptep_set_access_flags, pmd_clear
 from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap, folio_remove_rmap_pte, SetPageAnonExclusive,
@@ -222,7 +223,10 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     cdef pte_t* t
     cdef pfn_t table
     cdef bint new_table = False
-    cdef pte_t* pmd = pmd_offset_alloc(pm, mm, addr)
+    cdef pte_t* pmd
+    if break_cow_pgtable(pm, mm, addr, 2 if vma.has_vm_ops else 1) < 0:
+        return FAULT_OOM        # whole-table COW: the PUD/PMD tables on the path go private first
+    pmd = pmd_offset_alloc(pm, mm, addr)
     if pmd == NULL:
         return FAULT_OOM
     if pmd[0] == 0 and thp_vma_suitable(vma, addr):
@@ -311,6 +315,7 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
     cdef pte_t* table = NULL
     cdef pte_t* pmdp = NULL
     cdef uint64_t table_span = 1  # PMD span of `table` (1 = none cached)
+    cdef bint path_rw = True    # no read-only PGD/PUD entry above `table` (whole-table COW)
     cdef pte_t e, want
     cdef int rc
     cdef bint ok
@@ -324,6 +329,16 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
         if (page & ~(PMD_SIZE - 1)) != table_span:
             table_span = page & ~(PMD_SIZE - 1)
             table = pte_offset(pm, mm, table_span, &pmdp)
+            path_rw = not pgtable_path_cow(pm, mm, table_span)
+        if not path_rw and table != NULL and pmd_leaf(pmdp[0]):
+            # whole-table COW never shares a table holding a huge PMD; should one be under
+            # a read-only path, make the path private before huge_pmd_access changes it
+            if break_cow_pgtable(pm, mm, page, 1) < 0:
+                fail_addr[0] = page
+                wmb()
+                return FAULT_OOM
+            table = pte_offset(pm, mm, table_span, &pmdp)
+            path_rw = True
         if table != NULL and pmd_leaf(pmdp[0]):
             # a huge PMD: the access, or its fault (a split leaves the PTE table behind)
             rc = huge_pmd_access(pm, mm, vma, pmdp, write)
@@ -338,11 +353,18 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             e = table[pte_index(page)] if table != NULL else 0
             ok = (e & _bit(BIT_PRESENT)) != 0
             if ok and write:
-                ok = pte_write(e) and pte_write(pmdp[0])
+                ok = pte_write(e) and pte_write(pmdp[0]) and path_rw
             if ok:
-                if (e & want) != want and pte_write(pmdp[0]):
+                if (e & want) != want and pte_write(pmdp[0]) and path_rw:
                     ptep_set_access_flags(pm, &table[pte_index(page)], e | want)
             else:
+                if not path_rw:     # whole-table COW: make the path private, then fault there
+                    if break_cow_pgtable(pm, mm, page, 2 if vma.has_vm_ops else 1) < 0:
+                        fail_addr[0] = page
+                        wmb()
+                        return FAULT_OOM
+                    table = pte_offset(pm, mm, table_span, &pmdp)
+                    path_rw = True
                 if table != NULL:
                     rc = _handle_pte_fault(pm, mm, vma, page, write, &table[pte_index(page)], pmdp, False)
                 else:

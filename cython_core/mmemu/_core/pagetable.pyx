@@ -15,11 +15,11 @@ from mmemu._core.types cimport *
 from mmemu._core.physmem cimport physmem_t, PhysMem, alloc_frame, free_frame, table_ptr
 from mmemu._core.pgtable cimport (
     set_pte_at, set_pmd_at, pmd_populate, pmd_clear, pud_populate, pud_clear, pgd_populate,
-    pgd_clear,
+    pgd_clear, set_pgd,
 )
 from mmemu._core.pagewalk cimport (
     mm_walk, mm_walk_ops, walk_page_range, walk_pud_range, walk_pmd_range, ACTION_CONTINUE,
-    WALK_ALL_END,
+    WALK_ALL_END, walk_entry_path,
 )
 from mmemu._core.filemap cimport PageCache
 
@@ -247,9 +247,9 @@ cdef inline int _bad(mm_walk* walk, int level, uint64_t addr, pte_t e) noexcept 
 
 
 cdef inline bint _bad_link(physmem_t* pm, pte_t e, bint cow) noexcept nogil:
-    """An upper-level entry that is not _PAGE_TABLE (for a PMD entry, cow: also _PAGE_TABLE
-    without RW, a COW-shared PTE table) pointing at a page-table frame in use inside memory
-    (a snapshot holds no huge entries)."""
+    """An upper-level entry that is not _PAGE_TABLE (cow: also _PAGE_TABLE without RW, a
+    COW-shared table) pointing at a page-table frame in use inside memory (a snapshot holds
+    no huge entries)."""
     cdef pfn_t t = pte_pfn(e)
     cdef pte_t bits = e & ~PTE_PFN_MASK(), table = mk_table_entry(0)
     if bits != table and not (cow and bits == pte_wrprotect(table)):
@@ -258,11 +258,11 @@ cdef inline bint _bad_link(physmem_t* pm, pte_t e, bint cow) noexcept nogil:
 
 
 cdef int _validate_pgd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
+    return _bad(walk, 0, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
 
 
 cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], False) else 0
+    return _bad(walk, 1, addr, e[0]) if _bad_link(walk.pm, e[0], True) else 0
 
 
 cdef inline bint _bad_huge(physmem_t* pm, pte_t e) noexcept nogil:
@@ -453,6 +453,13 @@ cdef class MMCore:
         if p == NULL:
             raise KeyError("no PMD table for that address")
         set_pmd_at(&self.phys.pm, p, value)
+
+    def _debug_set_pgd(self, uint64_t addr, pte_t value):
+        """Overwrite the PGD entry covering addr. For checker tests only."""
+        cdef pte_t* path[3]
+        if walk_entry_path(&self.phys.pm, &self.mm, addr, path) == 0:
+            raise KeyError("no PGD")
+        set_pgd(&self.phys.pm, path[0], value)
 
     def _debug_set_pte(self, uint64_t addr, pte_t value):
         """Overwrite the PTE mapping addr (the table must exist). For checker tests only."""

@@ -18,7 +18,8 @@ returned. The walk descends below an entry only if a lower level has a callback.
 With ops.install, none upper entries get a new table on the way instead of pte_hole
 (Linux's install_pte walks: pud_alloc / pmd_alloc / pte_alloc); the walk returns -1
 if a table cannot be allocated.
-walk_page_list walks the pages of an address list (the importer's installs) the same way.
+walk_page_list walks the pages of an address list (the importer's installs) the same way;
+walk_entry_path gives the entries the MMU reads for one address.
 Leaves out: VMAs (callers walk one VMA's range at a time), ACTION_AGAIN, hugetlb,
 locking, splitting of huge entries.
 """
@@ -250,3 +251,23 @@ cdef inline int walk_page_list(physmem_t* pm, mm_t* mm, page_list* pl, const mm_
             return err
         pl.i = pl.run_end
     return 0
+
+
+cdef inline int walk_entry_path(physmem_t* pm, mm_t* mm, uint64_t addr, pte_t** path) noexcept nogil:
+    """The upper-level entries the MMU reads for addr (pgd_offset, pud_offset, pmd_offset):
+    path[0] the PGD entry, path[1] the PUD entry, path[2] the PMD entry, each NULL below a
+    none or leaf entry. Returns how many are set (0 for an mm without a PGD)."""
+    cdef pte_t* e
+    path[0] = path[1] = path[2] = NULL
+    if mm.pgd < 0:
+        return 0
+    e = &table_ptr(pm, mm.pgd)[pgd_index(addr)]
+    path[0] = e
+    if e[0] == 0:
+        return 1
+    e = &table_ptr(pm, pte_pfn(e[0]))[pud_index(addr)]
+    path[1] = e
+    if e[0] == 0 or pmd_leaf(e[0]):
+        return 2
+    path[2] = &table_ptr(pm, pte_pfn(e[0]))[pmd_index(addr)]
+    return 3

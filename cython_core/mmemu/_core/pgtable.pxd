@@ -3,12 +3,12 @@
 Models the setters of arch/x86/include/asm/pgtable.h and include/linux/pgtable.h:
 set_pte_at, ptep_get_and_clear, pte_clear, ptep_set_wrprotect, ptep_set_access_flags,
 set_pmd_at, pmd_populate, pmd_clear, pmdp_set_access_flags, pmdp_set_wrprotect, set_pud,
-pud_populate, pud_clear,
-pgd_populate, pgd_clear (P4D folded). Leaves out: TLB flushes (a TLB model hooks in here),
+pud_populate, pud_clear, pudp_set_wrprotect, set_pgd, pgd_populate, pgd_clear,
+pgdp_set_wrprotect (P4D folded). Leaves out: TLB flushes (a TLB model hooks in here),
 paravirt, the batched and _full variants.
 
 In a debug build (MMEMU_DEBUG=1) every writer checks that the entry lies in a page-table
-frame, that this table is not a COW-shared PTE table (pt_share > 1; break_cow_pte's copy
+frame, that this table is not a COW-shared table of any level (pt_share > 1; break_cow_pte's copy
 writes through set_pte_at_break_copy, the one writer exempt), and that a present entry
 points inside physical memory; a failed check prints what was written where and aborts.
 Release builds compile the checks out.
@@ -35,7 +35,7 @@ cdef inline void _check_write(physmem_t* pm, pte_t* entry, pte_t e, bint present
                     who, <long long>t)
             abort()
         if not may_share and pm.pt_share[t] > 1:
-            fprintf(stderr, b"mmemu: %s: write to an entry of PTE table %lld shared %d ways\n",
+            fprintf(stderr, b"mmemu: %s: write to an entry of page table %lld shared %d ways\n",
                     who, <long long>t, pm.pt_share[t])
             abort()
         if present and pte_pfn(e) >= pm.nframes:
@@ -158,3 +158,24 @@ cdef inline void pgd_clear(physmem_t* pm, pte_t* pgdp) noexcept nogil:
     """pgd_clear (p4d_clear, P4D folded): the PGD entry becomes none."""
     _check_write(pm, pgdp, 0, False, False, b"pgd_clear")
     pgdp[0] = 0
+
+
+# ---- whole-table COW (cow_pgtable.pyx): read-only links to shared PMD and PUD tables ----
+
+cdef inline void pudp_set_wrprotect(physmem_t* pm, pte_t* pudp) noexcept nogil:
+    """pudp_set_wrprotect: the PUD entry loses RW (its PMD table becomes COW-shared)."""
+    _check_write(pm, pudp, 0, False, False, b"pudp_set_wrprotect")
+    pudp[0] = pte_wrprotect(pudp[0])
+
+
+cdef inline void set_pgd(physmem_t* pm, pte_t* pgdp, pte_t e) noexcept nogil:
+    """set_pgd (set_p4d, P4D folded): store a PGD entry (a COW-shared PUD table's
+    read-only link, or the link made writable again)."""
+    _check_write(pm, pgdp, e, e != 0, False, b"set_pgd")
+    pgdp[0] = e
+
+
+cdef inline void pgdp_set_wrprotect(physmem_t* pm, pte_t* pgdp) noexcept nogil:
+    """pgdp_set_wrprotect: the PGD entry loses RW (its PUD table becomes COW-shared)."""
+    _check_write(pm, pgdp, 0, False, False, b"pgdp_set_wrprotect")
+    pgdp[0] = pte_wrprotect(pgdp[0])

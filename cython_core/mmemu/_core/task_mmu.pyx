@@ -205,7 +205,7 @@ cdef struct recount:
     int64_t d1              # the arrays cover the used ranges, [0, d1) then [t0, nframes):
     int64_t shift           #   frame p is at p below d1, at p - shift (t0 - d1) above
     int32_t* mapcount       # out: PTEs mapping each frame (accounted entries only)
-    int32_t* pt_share       # out: PMD entries pointing at each PTE table
+    int32_t* pt_share       # out: upper entries pointing at each table (each entry once)
     uint8_t* level          # in/out: 4 = PGD .. 1 = PTE table, per frame any mm links
     int32_t* last           # in/out: the last mm (its `me`) that linked each table
     int32_t me              # this mm's number in the recount (> 0)
@@ -215,6 +215,10 @@ cdef struct recount:
     int64_t ntables
     int64_t nhuge           # huge PMDs (each has a deposited table)
     void* problems          # a Python list of str
+    bint pud_first          # the walk is the first into the current PUD table: count its links
+    bint pmd_first          # ... into the current PMD table
+    bint pud_ro             # a read-only PGD entry is above the current PUD table
+    bint pmd_ro             # a read-only PGD or PUD entry is above the current PMD table
 
 
 _PROBLEMS = (
@@ -234,6 +238,7 @@ _PROBLEMS = (
     "upper-level table {x} shared with another mm",
     "huge PMD {x:#x} maps neither a THP head nor the huge zero folio read-only",
     "{x} tables deposited but {y} huge PMDs",
+    "table {x} is shared {y} ways but its upper entry is writable",
 )
 
 cdef enum:     # indexes into _PROBLEMS
@@ -253,6 +258,7 @@ cdef enum:     # indexes into _PROBLEMS
     P_SHARED_UPPER = 13
     P_HUGE = 14
     P_DEPOSIT = 15
+    P_UPPER_WRITABLE = 16
 
 
 cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
@@ -266,36 +272,60 @@ cdef inline int64_t _ix(recount* r, pfn_t p) noexcept nogil:
     return p if p < r.d1 else p - r.shift
 
 
-cdef inline void _mark(mm_walk* walk, pfn_t tp, uint8_t lvl, int twice) noexcept nogil:
-    """This mm links table tp at level lvl: once in the mm; only a PTE table may be linked
-    by other mms too (a COW-shared table). Cost: O(tables), whatever the memory size."""
+cdef inline bint _mark(mm_walk* walk, pfn_t tp, uint8_t lvl, int twice) noexcept nogil:
+    """This mm links table tp at level lvl: once in the mm; other mms may link it too (a
+    COW-shared table) only at the same level. True if no mm linked it before (the walk
+    is the first into it). Cost: O(tables), whatever the memory size."""
     cdef recount* r = <recount*>walk.private
     cdef int64_t i = _ix(r, tp)
+    cdef bint first = r.level[i] == 0
     if r.last[i] == r.me:
         _problem(walk, twice, tp)
-    elif r.level[i] != 0 and (lvl != 1 or r.level[i] != 1):
+    elif not first and r.level[i] != lvl:
         _problem(walk, P_SHARED_UPPER, tp)
     r.last[i] = r.me
     if r.level[i] < lvl:
         r.level[i] = lvl
+    return first
 
 
-cdef inline void _link_table(mm_walk* walk, pte_t e, uint8_t lvl) noexcept nogil:
-    """An upper-level entry links the table below it (allocated by this mm)."""
+cdef inline bint _link_table(mm_walk* walk, pte_t e, uint8_t lvl, bint counted,
+                             bint ro_above) noexcept nogil:
+    """An upper-level entry links the table below it: its own mm's table, or one shared
+    copy-on-write (whole-table COW) through a read-only entry on the path (ro_above, or e
+    itself). counted: the entry is the first walk's into its table (one link in pt_share).
+    Eager accounting counts the table in every holder, deferred in its owner. True if the
+    walk is the first into the table."""
+    cdef recount* r = <recount*>walk.private
+    cdef physmem_t* pm = walk.pm
     cdef pfn_t tp = pte_pfn(e)
-    _mark(walk, tp, lvl, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE)
-    if walk.pm.pt_owner[tp] != walk.mm.id:
-        _problem(walk, P_OWNER, tp, walk.pm.pt_owner[tp])
-    (<recount*>walk.private).ntables += 1
+    cdef int64_t ti = _ix(r, tp)
+    cdef bint first = _mark(walk, tp, lvl, P_PUD_TWICE if lvl == 3 else P_PMD_TWICE)
+    cdef bint ro = ro_above or not pte_write(e)
+    if counted:
+        r.pt_share[ti] += 1
+    if pm.pt_share[tp] > 1 and not ro:
+        _problem(walk, P_UPPER_WRITABLE, tp, pm.pt_share[tp])
+    if not ro and pm.pt_owner[tp] != walk.mm.id:
+        _problem(walk, P_OWNER, tp, pm.pt_owner[tp])
+    if pm.pt_owner[tp] == walk.mm.id:
+        r.owners[ti] += 1
+    if pm.cow_eager or pm.pt_owner[tp] == walk.mm.id:
+        r.ntables += 1
+    return first
 
 
 cdef int recount_pgd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    _link_table(walk, e[0], 3)
+    cdef recount* r = <recount*>walk.private
+    r.pud_first = _link_table(walk, e[0], 3, True, False)
+    r.pud_ro = not pte_write(e[0])
     return 0
 
 
 cdef int recount_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:
-    _link_table(walk, e[0], 2)
+    cdef recount* r = <recount*>walk.private
+    r.pmd_first = _link_table(walk, e[0], 2, r.pud_first, r.pud_ro)
+    r.pmd_ro = r.pud_ro or not pte_write(e[0])
     return 0
 
 
@@ -335,12 +365,13 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
     if pmd_leaf(pmd[0]):
         return recount_huge_pmd(walk, pmd[0])
     _mark(walk, tp, 1, P_PTE_TWICE)
-    r.pt_share[ti] += 1
+    if r.pmd_first:
+        r.pt_share[ti] += 1
     if r.spans[ti] == 0:
         r.spans[ti] = 1 + <int64_t>(addr >> PMD_SHIFT)
     elif r.spans[ti] != 1 + <int64_t>(addr >> PMD_SHIFT):
         _problem(walk, P_SPANS, tp, addr & ~(PMD_SIZE - 1))
-    if pm.pt_share[tp] > 1 and pte_write(pmd[0]):
+    if pm.pt_share[tp] > 1 and pte_write(pmd[0]) and not r.pmd_ro:
         _problem(walk, P_SHARED_WRITABLE, tp, pm.pt_share[tp])
     if pm.pt_share[tp] > 1:
         ptet = table_ptr(pm, tp)
@@ -407,16 +438,19 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     MMCore.validate_tables). The arrays have one entry per frame of the used ranges, [0,
     data_hwm) then [table_lwm, nframes) (what the walk can reach; O(used), not O(memory)),
     and are shared by every mm's walk: add
-    each accounted PTE's page to mapcount and each PMD entry's PTE table to pt_share; mark
+    each accounted PTE's page to mapcount and each upper entry's table to pt_share (an entry
+    of a table shared with an mm walked before counted once); mark
     each table's level (4=PGD .. 1=PTE, the highest any mm gave it) in level and this mm in
-    last (a table linked twice by one mm, or an upper-level table by two, is a problem);
-    count in owners the PTE tables this mm owns; note in spans (1 + addr >> 21) where each
+    last (a table linked twice by one mm, or by two at different levels, is a problem);
+    count in owners the tables this mm owns; note in spans (1 + addr >> 21) where each
     PTE table is linked: a table linked at two addresses is a problem (COW sharers map a
     table at the same address), as is an upper-level table this mm did not allocate, a
     special PTE off the zero page, and a swap entry in a shared table.
 
-    A PTE table reached through a read-only PMD is COW-shared: in eager accounting every
-    holder accounts its entries; in deferred accounting only its owner (pt_owner) does.
+    A table reached through a read-only entry is COW-shared (a PTE table through its PMD,
+    a PMD or PUD table through any entry above it): in eager accounting every holder
+    accounts it and its entries; in deferred accounting only its owner (pt_owner) does.
+    A table of this mm's own (writable path) must be owned by it.
     Returns (rss[4] recomputed, PUD+PMD+PTE tables this mm accounts, list of problems).
     """
     cdef recount r
@@ -442,6 +476,8 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     r.ntables = 0
     r.nhuge = 0
     r.problems = <void*>problems
+    r.pud_first = r.pmd_first = True
+    r.pud_ro = r.pmd_ro = False
     cdef int64_t gi = _ix(&r, pgd)
     if last[gi] == me or level[gi] != 0:
         problems.append(_PROBLEMS[P_SHARED_UPPER].format(x=pgd))
@@ -491,6 +527,8 @@ cdef enum:
 
 
 cdef struct audit:
+    bint path_ro            # a read-only PGD or PUD entry above the current PMD table
+    bint pgd_ro
     bint shared
     bint writable_vma
     vma_t vma               # the VMA's backing object (cache, pgoff) and start
@@ -534,7 +572,7 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
             a.addr = addr + (<uint64_t>(i - pte_index(addr)) << PAGE_SHIFT)
             a.problem = AUDIT_ANON_NO_ANON_VMA
             return 1
-        if not pte_write(pmd[0]):
+        if not pte_write(pmd[0]) or a.path_ro:
             e = pte_wrprotect(e)        # a COW-shared table is read-only through its PMD
         p = pte_pfn(e)
         fl = pm.flags[p] if 0 <= p < pm.nframes else 0
@@ -561,7 +599,21 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     return 0
 
 
+cdef int audit_pgd_entry(pte_t* e, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    (<audit*>walk.private).pgd_ro = not pte_write(e[0])
+    return 0
+
+
+cdef int audit_pud_entry(pte_t* e, uint64_t addr, uint64_t end, mm_walk* walk) noexcept nogil:
+    """Effective write permission is the AND of the RW bits along the walk."""
+    cdef audit* a = <audit*>walk.private
+    a.path_ro = a.pgd_ro or not pte_write(e[0])
+    return 0
+
+
 cdef mm_walk_ops audit_ops
+audit_ops.pgd_entry = audit_pgd_entry
+audit_ops.pud_entry = audit_pud_entry
 audit_ops.pmd_entry = audit_pte_range
 
 
@@ -577,6 +629,7 @@ def audit_range(MMCore mmc, object vma):
     cdef audit a
     vma_from_py(&a.vma, vma)
     cdef uint64_t start = a.vma.start, end = a.vma.end
+    a.path_ro = a.pgd_ro = False
     a.shared = (a.vma.flags & VM_SHARED) != 0
     a.writable_vma = (a.vma.flags & VM_WRITE) != 0
     a.n = 0

@@ -231,7 +231,13 @@ cdef enum:
     EV_THP_ZERO_PAGE_ALLOC = 36  # the huge zero page was allocated
     EV_THP_SPLIT_PMD = 37      # __split_huge_pmd: a huge PMD became a PTE table
     EV_THP_DEFERRED_SPLIT_PAGE = 38  # a THP became partially mapped (deferred_split_folio)
-    NR_EVENTS = 39             # every slot has a name and a help text (_core/constants.pyx)
+    EV_PMD_TABLES_SHARED = 39      # whole-table COW: PMD tables shared at fork
+    EV_PMD_TABLES_DUPLICATED = 40  # whole-table COW: shared PMD tables copied at break
+    EV_PMD_TABLES_REUSED = 41      # whole-table COW: a PMD-table break found share count 1
+    EV_PUD_TABLES_SHARED = 42      # whole-table COW: PUD tables shared at fork
+    EV_PUD_TABLES_DUPLICATED = 43  # whole-table COW: shared PUD tables copied at break
+    EV_PUD_TABLES_REUSED = 44      # whole-table COW: a PUD-table break found share count 1
+    NR_EVENTS = 45             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

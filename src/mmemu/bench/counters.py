@@ -17,10 +17,12 @@ from .scenarios import PAGE, PRIV, RW, SPAN
 
 SIZE = 64 * MIB
 DESIGNS = {"classic": ("deferred", False), "deferred": ("deferred", True), "eager": ("eager", True)}
+# whole-table COW: PMD / PUD tables shared at fork, in both accounting modes
+UPPER = {f"cow-{lv}-{acc}": (acc, lv) for lv in ("pmd", "pud") for acc in ("deferred", "eager")}
 
 
 def _setup(design, size=SIZE, data=False, layout=None):
-    accounting, cow = DESIGNS[design]
+    accounting, cow = {**DESIGNS, **UPPER}[design]
     m = Machine("1G", cow_pte_accounting=accounting, cow_pgtable=False)
     p = m.spawn(layout=layout)
     a = p.mmap(0, size, RW, PRIV)
@@ -52,8 +54,8 @@ def fork_write(design):
 
 
 def break_cow_pte(design):
-    m, p, a, _ = _setup(design)
-    c = p.fork(cow_pgtable=True)
+    m, p, a, cow = _setup(design)
+    c = p.fork(cow_pgtable=cow)
     return _measure(m, lambda: [c.touch(s, PAGE) for s in range(a, a + SIZE, SPAN)])
 
 
@@ -84,6 +86,9 @@ SCENARIOS = {
     "zero-page reads 64M": lambda: touch(False),
     "munmap 64M": munmap,
     **{f"exit child then parent 64M {d}": (lambda d=d: exit_after_fork(d)) for d in DESIGNS},
+    **{f"{what} 64M {d}": (lambda fn=fn, d=d: fn(d)) for d in UPPER for what, fn in (
+        ("fork", fork), ("fork typical", lambda d: fork(d, "typical")),
+        ("break_cow_pte", break_cow_pte), ("exit child then parent", exit_after_fork))},
 }
 
 

@@ -20,6 +20,7 @@ LABELS = {
     "cow_data": "COW breaks with data",
     "fork_write": "fork, child writes every page, {design}",
     "break_cow_pte": "break_cow_pte, one write per 2 MiB, {design}",
+    "cow_rewrite": "a second write per 2 MiB after the breaks, {design}",
     "munmap": "munmap",
     "exit": "exit",
     "read": "read (page-table walks + copy)",
@@ -103,6 +104,8 @@ def ratios(results: dict) -> dict:
             out[f"{tag}/numpy.{lb}"] = _div(r["median_s"], _get(results, f"numpy.{lb}.{s}"))
         if r.get("must_hold"):
             out[f"{tag}.host/must_hold"] = r["host_peak"] / r["must_hold"]
+    for num, den in UPPER_RATIOS:       # whole-table COW against PTE tables, same run
+        out[f"{num}/{den}"] = _div(_get(results, num), _get(results, den))
     for key, r in results.items():          # mmemu record / replay
         if r.get("kind") != "trace" or "skipped" in r:
             continue
@@ -113,6 +116,14 @@ def ratios(results: dict) -> dict:
             out[f"{key}/trace.direct.{r['design']}.{s}"] = _div(
                 r["median_s"], _get(results, f"trace.direct.{r['design']}.{s}"))
     return {k: v for k, v in out.items() if v is not None}
+
+
+# the whole-table COW targets: PMD-level fork against PTE-level, PUD-level fork at
+# two sizes, and the writes that follow (the first one per table, then the next)
+UPPER_RATIOS = [("fork.cow-pmd-deferred.16G", "fork.deferred.16G"),
+                ("fork.cow-pud-deferred.16G", "fork.cow-pud-deferred.1G"),
+                ("break_cow_pte.cow-pmd-deferred.1G", "break_cow_pte.deferred.1G"),
+                ("cow_rewrite.cow-pmd-deferred.1G", "cow_rewrite.deferred.1G")]
 
 
 def targets(results: dict, rs: dict) -> list:
@@ -145,6 +156,13 @@ def targets(results: dict, rs: dict) -> list:
         ("(host ceiling: numpy, the same data movement, two threads)",
          rs.get("numpy.two_machines.64M/numpy.two_machines.64M.serial"), 1 / 1.6, None),
     ]
+    for (num, den), text, lim in zip(UPPER_RATIOS, [
+            "COW PMD fork (deferred) 16G <= 1/10 of a COW PTE fork",
+            "COW PUD fork (deferred) does not grow: 16G <= 1.5x its 1G fork",
+            "first write per table after a COW PMD fork <= 2x after a COW PTE fork",
+            "later writes after a COW PMD fork <= 1.25x after a COW PTE fork"], [0.1, 1.5, 2.0, 1.25]):
+        if f"{num}/{den}" in rs:
+            rows.append((text, rs[f"{num}/{den}"], lim, None))
     for key, r in results.items():
         if r.get("kind") == "trace" and r["op"] == "replay" and "skipped" not in r:
             d, z = r["design"], size_name(r["size"])
@@ -239,7 +257,7 @@ def table(results: dict, rs: dict, tg: list, info: dict) -> str:
                 nb, numpy_ = _get(results, f"numpy.{lb}.{s}"), rs.get(f"{tag}/numpy.{lb}")
             if r["op"] in ("fork", "fork_write"):
                 ref = fmt_ratio(rs.get(f"{tag}/reference.{r['op']}"))
-            per_page = t / r["pages"] if r["op"] != "break_cow_pte" else None
+            per_page = t / r["pages"] if r["op"] not in ("break_cow_pte", "cow_rewrite") else None
             rounds = r["times"][1:] if suffix == ", warm" else [t] if suffix == ", cold" else r["times"]
             cells = [
                 _row_label(r) + suffix, s, fmt_time(t), str(len(rounds)), spread(rounds),

@@ -12,6 +12,8 @@ import time
 from . import kernel, lower_bound, reference
 
 MIB, GIB = 1 << 20, 1 << 30
+# whole-table COW (fork(cow_pgtable="pmd" / "pud")) in both accounting modes
+UPPER_DESIGNS = ("cow-pmd-deferred", "cow-pmd-eager", "cow-pud-deferred", "cow-pud-eager")
 
 
 def size_name(size: int) -> str:
@@ -56,7 +58,7 @@ def plan(quick: bool) -> list:
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
         add("kernel", "fork", s, 3 if big else 7, cow=not big)
-        for d in ("classic", "deferred", "eager"):
+        for d in ("classic", "deferred", "eager") + UPPER_DESIGNS:
             add("mmemu", "fork", s, {64 * MIB: 30, GIB: 20, 4 * GIB: 8, 16 * GIB: 5}[s], d)
         add("numpy", "fork", s, 5 if big else 15)
     add("reference", "fork", 64 * MIB, 5)
@@ -71,8 +73,9 @@ def plan(quick: bool) -> list:
         add("mmemu", "fork_write", 64 * MIB, 5, d)
     add("reference", "fork_write", 64 * MIB, 1)
     add("mmemu", "fork_write", GIB, 3, "classic")
-    for d in ("deferred", "eager"):
+    for d in ("deferred", "eager") + UPPER_DESIGNS:
         add("mmemu", "break_cow_pte", GIB, 5, d)
+        add("mmemu", "cow_rewrite", GIB, 5, d)
     add("mmemu", "munmap", GIB, 5)
     add("mmemu", "exit", GIB, 5)
     add("numpy", "munmap", GIB, 5)

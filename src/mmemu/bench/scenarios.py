@@ -18,6 +18,7 @@ import numpy as np
 
 from .._core.constants import PAGE_SIZE as PAGE, PG_HASDATA, PMD_SIZE as SPAN  # SPAN: one PTE table's bytes
 from ..flags import MADV_DONTNEED, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+from ..compare import DESIGNS
 from ..machine import Machine
 
 RW = PROT_READ | PROT_WRITE
@@ -66,8 +67,8 @@ class Scenario:
     def __init__(self, size: int, design: str = None):
         self.size, self.design = size, design
         self.pages = size // PAGE
-        self.accounting = "eager" if design == "eager" else "deferred"
-        self.cow = design in ("deferred", "eager")
+        # classic, deferred / eager (PTE tables), cow-pmd-* / cow-pud-* (whole tables)
+        _, self.accounting, self.cow = DESIGNS[design or "classic"]
 
     def setup(self):
         pass
@@ -185,7 +186,8 @@ class ForkWrite(Fork):
 
 class BreakCowPte(Scenario):
     """break_cow_pte: after a COW page-table fork (untimed), the child writes one page in
-    every 2 MiB span (timed), so every shared PTE table is copied once."""
+    every 2 MiB span (timed), so every shared PTE table is copied once (after a whole-table
+    COW fork, every shared PMD / PUD table on the way too)."""
     unit = "table"
 
     def __init__(self, size, design="deferred"):
@@ -197,16 +199,32 @@ class BreakCowPte(Scenario):
     def setup(self):
         if self.child is not None:
             self.child.exit()
-        self.child = self.p.fork(cow_pgtable=True)
+        self.child = self.p.fork(cow_pgtable=self.cow)
 
     def op(self):
+        self.write_each_span(0)
+
+    def write_each_span(self, page):
         c = self.child
-        for s in range(self.a, self.a + self.size, SPAN):
+        for s in range(self.a + page * PAGE, self.a + self.size, SPAN):
             c.touch(s, PAGE)
 
     def finish(self):
         self.child.exit()
         self.child = None
+
+
+class CowRewrite(BreakCowPte):
+    """The write after the breaks: after a COW fork and one write per 2 MiB span by the
+    child (untimed: every shared table is broken), the child writes a second page in
+    every span (timed: a COW fault in a private table, whatever the design)."""
+
+    def setup(self):
+        super().setup()
+        self.write_each_span(0)
+
+    def op(self):
+        self.write_each_span(1)
 
 
 class Munmap(Scenario):
@@ -395,6 +413,7 @@ SCENARIOS = {
     "cow_data": CowData,
     "fork_write": ForkWrite,
     "break_cow_pte": BreakCowPte,
+    "cow_rewrite": CowRewrite,
     "munmap": Munmap,
     "exit": Exit,
     "read": Read,

@@ -1,0 +1,50 @@
+"""The whole-table COW designs on the command line: `mmemu fork-table --designs cow-pmd,...`
+and the study, `mmemu cow-levels`."""
+import json
+
+import pytest
+
+from mmemu.cli import main
+
+pytestmark = pytest.mark.one_design      # the commands pick their designs themselves
+
+
+def test_fork_table_takes_the_whole_table_designs(capsys):
+    """cow-pmd / cow-pud stand for both accounting modes: 4 columns, and the work row says
+    one PMD (PUD) table shared and no PTE table."""
+    assert main(["fork-table", "--size", "8M", "--memory", "256M", "--layout", "bare",
+                 "--designs", "cow-pmd,cow-pud", "--json", "--check", "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res) == ["cow-pmd-deferred", "cow-pmd-eager", "cow-pud-deferred", "cow-pud-eager"]
+    for name, r in res.items():
+        level = name.split("-")[1]
+        assert r["work"][f"cow_{level}_tables_shared"] == 1
+        assert r["work"]["cow_pte_tables_shared"] == 0 and r["work"]["fork_ptes_copied"] == 0
+        # deferred: the child counts nothing it shares; eager: the PMD table and 4 PTE tables
+        # (+ the PUD table when it is shared)
+        eager_kb = 4 * (1 + 4) + (4 if level == "pud" else 0)
+        want = (4 if level == "pmd" else 0) + (eager_kb if name.endswith("eager") else 0)
+        assert r["child"]["VmPTE"] == want, name
+    assert main(["fork-table", "--designs", "cow-pte", "--quiet"]) == 2
+
+
+def test_the_study_command_measures_and_writes_its_document(tmp_path, capsys):
+    doc, js = tmp_path / "study.md", tmp_path / "rows.json"
+    assert main(["cow-levels", "--sizes", "8M", "--designs", "classic,deferred,cow-pmd-deferred,"
+                 "cow-pud-eager", "--all-writes-up-to", "8M", "--doc", str(doc), "--json", str(js),
+                 "--quiet"]) == 0
+    rows = {r["design"]: r for r in json.loads(js.read_text())}
+    # page-table pages a fork allocates: classic PUD + PMD + 4 PTE tables; PTE sharing the
+    # PUD and PMD tables; PMD sharing the PUD table; PUD sharing nothing but the PGD
+    assert {d: r["fork_pt_pages"] for d, r in rows.items()} == {
+        "classic": 6 + 1, "deferred": 2 + 1, "cow-pmd-deferred": 1 + 1, "cow-pud-eager": 0 + 1}
+    # the child's writes: 1% breaks every shared table on the way (4 PTE tables, + the PMD
+    # table, + the PUD table), later writes none
+    assert {d: [w["pt_pages"] for w in r["writes"]] for d, r in rows.items()} == {
+        "classic": [0, 0, 0], "deferred": [4, 0, 0], "cow-pmd-deferred": [5, 0, 0],
+        "cow-pud-eager": [6, 0, 0]}
+    text = doc.read_text()
+    assert "## The mechanism" in text and "## Where each level wins" in text
+    assert "| COW PMD deferred | 2 | 4 |" in text
+    assert main(["cow-levels", "--sizes", "3M", "--quiet"]) == 2
+    assert main(["cow-levels", "--designs", "cow-pte", "--quiet"]) == 2
