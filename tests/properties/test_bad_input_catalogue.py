@@ -235,7 +235,7 @@ CASES = {
     # ---- whole-table COW (mmemu's own values: fork's "pmd" / "pud", the clone3 bits and
     # PR_SET_COW_PGTABLE's levels)
     "fork-cow-pgtable-unknown-level": (lambda w: w.p.fork(cow_pgtable="pmd2"), VALUE),
-    "fork-cow-pgtable-level-4": (lambda w: w.p.fork(cow_pgtable=4), VALUE),
+    "fork-cow-pgtable-int": (lambda w: w.p.fork(cow_pgtable=4), TYPE),   # levels are prctl's arg2
     "fork-cow-pgtable-float": (lambda w: w.p.fork(cow_pgtable=1.5), TYPE),
     "clone3-cow-pgtable-pmd-with-pud": (lambda w: w.p.clone3(CLONE_COW_PGTABLE_PMD | CLONE_COW_PGTABLE_PUD),
                                         E(errno.EINVAL)),
