@@ -65,22 +65,10 @@ def _assert_faithful(t, allow_refused=0):
     return r
 
 
-def _record_loop(synth, out):
-    """Record the program's 10 fork rounds. Once in a few hundred runs (seen once, in a CI
-    run) a recording's classic replay refuses a child's COW faults as outside every VMA:
-    an ordering of events not yet understood, an open bug (docs/record-replay.md). Such a
-    recording is taken once more, so that a second, independent one must be faithful."""
-    s = record(out, command=[synth, "8", "loop", "10"], interval=0.02)
-    r = replay(load(out), ["classic"])["classic"]
-    if r.refused_fault_count.get("outside every emulated VMA"):
-        s = record(out, command=[synth, "8", "loop", "10"], interval=0.02)
-    return s
-
-
 def test_record_and_replay_a_forking_program(synth, tmp_path):
     before = _instances()
     out = tmp_path / "t.mmt"
-    s = _record_loop(synth, out)
+    s = record(out, command=[synth, "8", "loop", "10"], interval=0.02)
     assert s["lost"] == 0 and s["exit_status"] == 0 and not s["interrupted"]
     assert _instances() == before                      # the instance is gone
     t = load(out)

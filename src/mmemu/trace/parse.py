@@ -8,10 +8,11 @@ absolute time stamp (kernel/trace/ring_buffer.c, libtraceevent's kbuffer). A rec
 with common_type (u16) and common_pid (i32); the rest are the fields its tracefs ``format``
 file lists. Timestamps are the instance's clock (mono) in ns.
 
-A system call's enter and exit (same task) become one SYSCALL event at the exit's place,
-with the enter's arguments and the exit's result; exit, exit_group and a successful
-execve have no exit of their own and stand at their enter. Events are sorted by time
-(stable) across cpus."""
+The records of all cpus are first put in time order (stable), since a task that migrates
+has its enter on one cpu and its exit on another. A system call's enter and exit (same
+task) then become one SYSCALL event at the exit's place, with the enter's arguments and
+the exit's result; exit, exit_group and a successful execve have no exit of their own and
+stand at their enter."""
 from __future__ import annotations
 
 import os
@@ -86,48 +87,50 @@ def parse(pages, formats: dict) -> tuple:
     stats = {"records": 0, "unknown": 0, "unmatched_exit": 0}
     names = {tid: name for tid, (name, _) in formats.items()}
     fields = {tid: f for tid, (_, f) in formats.items()}
-    for page in pages:
-        for ts, rec in _records(page):
-            if len(rec) < 8:
+    # A task that migrates has its enter on one cpu's pages and its exit on another's, and
+    # the spool holds the cpus' pages in the order they were copied: the records are put in
+    # time order (stable: one cpu's own order is kept) before an exit meets its enter.
+    recs = [(ts, rec) for page in pages for ts, rec in _records(page) if len(rec) >= 8]
+    recs.sort(key=lambda r: r[0])
+    for ts, rec in recs:
+        stats["records"] += 1
+        typ = rec[0] | rec[1] << 8
+        name = names.get(typ)
+        if name is None:
+            stats["unknown"] += 1
+            continue
+        f = fields[typ]
+        tid = int.from_bytes(rec[4:8], "little", signed=True)
+        if name.startswith("sys_enter_"):
+            nr = SYSCALL_NR.get(name[10:])
+            args = [_field(rec, (f[a][0], f[a][1], False)) for a in list(f)[5:11]]
+            args += [0] * (6 - len(args))
+            if nr in _NO_EXIT:
+                rows.append((ts, tid, SYSCALL, nr, *args, 0))
+            if nr != SYSCALL_NR["exit"] and nr != SYSCALL_NR["exit_group"]:
+                pending[tid] = (nr, args)
+        elif name.startswith("sys_exit_"):
+            nr = SYSCALL_NR.get(name[9:])
+            p = pending.pop(tid, None)
+            if nr == SYSCALL_NR["execve"]:
                 continue
-            stats["records"] += 1
-            typ = rec[0] | rec[1] << 8
-            name = names.get(typ)
-            if name is None:
-                stats["unknown"] += 1
+            if p is None or p[0] != nr:
+                stats["unmatched_exit"] += 1
                 continue
-            f = fields[typ]
-            tid = int.from_bytes(rec[4:8], "little", signed=True)
-            if name.startswith("sys_enter_"):
-                nr = SYSCALL_NR.get(name[10:])
-                args = [_field(rec, (f[a][0], f[a][1], False)) for a in list(f)[5:11]]
-                args += [0] * (6 - len(args))
-                if nr in _NO_EXIT:
-                    rows.append((ts, tid, SYSCALL, nr, *args, 0))
-                if nr != SYSCALL_NR["exit"] and nr != SYSCALL_NR["exit_group"]:
-                    pending[tid] = (nr, args)
-            elif name.startswith("sys_exit_"):
-                nr = SYSCALL_NR.get(name[9:])
-                p = pending.pop(tid, None)
-                if nr == SYSCALL_NR["execve"]:
-                    continue
-                if p is None or p[0] != nr:
-                    stats["unmatched_exit"] += 1
-                    continue
-                rows.append((ts, tid, SYSCALL, nr, *p[1], _field(rec, (f["ret"][0], 8, True))))
-            elif name in ("page_fault_user", "page_fault_kernel"):
-                rows.append((ts, tid, FAULT if name == "page_fault_user" else KFAULT, 0,
-                             _field(rec, f["address"]), _field(rec, f["error_code"]),
-                             _field(rec, f["ip"]), 0, 0, 0, 0))
-            elif name == "task_newtask":
-                rows.append((ts, tid, FORK, 0, _field(rec, f["pid"]), _field(rec, f["clone_flags"]),
-                             0, 0, 0, 0, 0))
-            elif name == "sched_process_exec":
-                rows.append((ts, _field(rec, f["pid"]), EXEC, 0, _field(rec, f["old_pid"]),
-                             0, 0, 0, 0, 0, 0))
-            elif name == "sched_process_exit":
-                dead = _field(rec, f["group_dead"]) if "group_dead" in f else 1
-                rows.append((ts, _field(rec, f["pid"]), EXIT, 0, dead, 0, 0, 0, 0, 0, 0))
+            rows.append((ts, tid, SYSCALL, nr, *p[1], _field(rec, (f["ret"][0], 8, True))))
+        elif name in ("page_fault_user", "page_fault_kernel"):
+            rows.append((ts, tid, FAULT if name == "page_fault_user" else KFAULT, 0,
+                         _field(rec, f["address"]), _field(rec, f["error_code"]),
+                         _field(rec, f["ip"]), 0, 0, 0, 0))
+        elif name == "task_newtask":
+            rows.append((ts, tid, FORK, 0, _field(rec, f["pid"]), _field(rec, f["clone_flags"]),
+                         0, 0, 0, 0, 0))
+        elif name == "sched_process_exec":
+            rows.append((ts, _field(rec, f["pid"]), EXEC, 0, _field(rec, f["old_pid"]),
+                         0, 0, 0, 0, 0, 0))
+        elif name == "sched_process_exit":
+            dead = _field(rec, f["group_dead"]) if "group_dead" in f else 1
+            rows.append((ts, _field(rec, f["pid"]), EXIT, 0, dead, 0, 0, 0, 0, 0, 0))
     ev = np.array(rows, dtype=[(n, "<i8" if n in ("ret",) else EVENT_DTYPE.fields[n][0].str)
                                for n in EVENT_DTYPE.names]) if rows else np.zeros(0, EVENT_DTYPE)
     ev = ev.astype(EVENT_DTYPE)
