@@ -90,6 +90,7 @@ def plan(quick: bool) -> list:
         add("trace", "replay", 256 * MIB, 5, d)
         add("trace", "direct", 256 * MIB, 5, d)
     add("trace", "record", 256 * MIB, 3)
+    add("trace", "record_redis", MIB, 5)      # size: requests per test
     return jobs
 
 

@@ -1,6 +1,7 @@
 """The record/replay scenarios of ``mmemu bench``: a replay of a synthetic fork-then-write
 trace (events/s), the same work issued directly through the API (the replay's baseline),
-and the recording overhead on the synthetic C program (same-run ratios)."""
+the recording overhead on the synthetic C program, and Redis' throughput under recording
+(same-run ratios)."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,8 @@ def measure(op: str, size: int, design: str, rounds: int) -> dict:
     """One job of the bench plan's "trace" kind: op "replay", "direct" or "record"."""
     if op == "record":
         return record_overhead(size, rounds)
+    if op == "record_redis":
+        return record_redis_overhead(rounds, size)
     return (Replay if op == "replay" else ReplayDirect)(size, design).measure(rounds)
 
 
@@ -100,3 +103,83 @@ def record_overhead(size: int, rounds: int = 3) -> dict:
                 os.environ["MMEMU_SYNTH_TIME"] = old
     return {"times": recorded, "plain": plain, "plain_s": statistics.median(plain),
             "pages": size >> 12, "events": events, "lost": lost}
+
+
+def _redis_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_throughput(port: int, requests: int) -> float:
+    """redis-benchmark's SET and GET requests per second (pipelined 16 deep, 256-byte
+    values over 100000 keys), summed over the two tests."""
+    import re
+    r = subprocess.run(["redis-benchmark", "-p", str(port), "-q", "-t", "set,get",
+                        "-n", str(requests), "-P", "16", "-r", "100000", "-d", "256", "--csv"],
+                       capture_output=True, text=True, timeout=300, check=True)
+    rates = [float(x) for x in re.findall(r'"(?:SET|GET)","([\d.]+)"', r.stdout)]
+    if len(rates) != 2:
+        raise RuntimeError(f"redis-benchmark printed no rates: {r.stdout[-200:]!r}")
+    return sum(rates)
+
+
+def _redis_session(requests: int, recorded: bool, directory: str) -> tuple:
+    """One redis-server (no persistence), plain or under ``mmemu record`` from its start,
+    loaded by redis-benchmark: (its throughput in requests/s, the recording's summary)."""
+    import threading
+    from .record import record
+    port = _redis_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", directory, "--daemonize", "no", "--io-threads", "1",
+           "--loglevel", "warning"]
+    summary, server = {}, None
+    if recorded:
+        th = threading.Thread(target=lambda: summary.update(
+            record(os.path.join(directory, "r.mmt"), command=cmd, interval=0.5)))
+        th.start()
+    else:
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer within 30 s")
+            time.sleep(0.05)
+        rate = _redis_throughput(port, requests)
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        if recorded:
+            th.join(60)
+        else:
+            server.wait(30)
+    return rate, summary
+
+
+def record_redis_overhead(rounds: int = 5, requests: int = 1000000) -> dict:
+    """Redis' throughput under a steady redis-benchmark load (SET and GET), plain and with
+    the server recorded by ``mmemu record``, alternating: {"times": seconds per request
+    recorded, "plain": plain}. runner.kernel_skip without redis-server and
+    redis-benchmark (``apt-get install redis-server``) or tracefs."""
+    import shutil
+    from ..bench.runner import kernel_skip
+    from .tracefs import Instance
+    missing = [c for c in ("redis-server", "redis-benchmark", "redis-cli") if not shutil.which(c)]
+    if missing:
+        raise kernel_skip(f"{', '.join(missing)} not installed (apt-get install redis-server)")
+    try:
+        Instance(64).remove()
+    except OSError as e:
+        raise kernel_skip(f"tracefs not usable: {getattr(e, 'strerror', None) or e}")
+    plain, recorded, events, lost = [], [], 0, 0
+    with tempfile.TemporaryDirectory(prefix="mmemu-bench-redis-") as d:
+        for i in range(rounds):
+            for rec in ((False, True) if i % 2 == 0 else (True, False)):
+                rate, summary = _redis_session(requests, rec, d)
+                (recorded if rec else plain).append(1.0 / rate)
+                if rec:
+                    events, lost = summary["events"], max(lost, summary["lost"])
+    return {"times": recorded, "plain": plain, "plain_s": statistics.median(plain),
+            "pages": 1, "unit": "request", "events": events, "lost": lost}
