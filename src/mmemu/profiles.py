@@ -51,7 +51,11 @@ class CowPteProfile:
         ODF test). v1/v2: none (v1 copy_pmd_range shares every PMD of a VMA that passes
         vma_needs_copy), or the heap's with exclude_brk. v3-v5: none but for VM_DONTCOPY
         (v5 copy_cow_pte_range -> recover_pte_range). All: a span touching a VM_DONTCOPY
-        or VM_WIPEONFORK VMA, and a table holding swap entries, are copied (docs)."""
+        or VM_WIPEONFORK VMA is copied (docs). A table holding swap entries is copied by
+        odf, v1 and v2 (v1 would share it without swap_duplicate: its "TODO: Handle the
+        swap"; RFC v2 and ODF: not modelled) and shared by v3-v5, which duplicate each
+        swap entry at fork (copy_cow_pte_range -> copy_nonpresent_pte with dst == src) and
+        break the table on a swap fault (handle_cow_pte_fault before do_swap_page)."""
         from ._core.task_mmu import pte_tables
         spans = []
         for v in mm.vmas:
@@ -64,7 +68,7 @@ class CowPteProfile:
                     spans.append(tables[~inside])
             elif v.flags & _NEVER or (self.exclude_brk and _is_heap(mm, v)):
                 spans.append(tables)
-        if mm.core.rss[MM_SWAPENTS]:
+        if mm.core.rss[MM_SWAPENTS] and self.spans != "span":
             from ._core.swap import swap_spans
             spans.append(swap_spans(mm.core))
         spans = [s for s in spans if len(s)]

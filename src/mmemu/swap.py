@@ -7,8 +7,9 @@ the slots used, not for the size. Slots are taken lowest first. A PTE holding a 
 entry (x86-64 encoding, type 0, the slot as offset) counts in the process's MM_SWAPENTS
 (VmSwap); fork duplicates it (the slot's count rises), zap frees it, a fault reads the
 page back (do_swap_page). There is no swap cache: two processes that share a swap entry
-each get their own page when they fault it in. COW page tables copy, never share, a
-table that holds a swap entry.
+each get their own page when they fault it in. COW page tables copy a table that holds
+a swap entry, except the series' v3-v5 profiles, which share it and duplicate each swap
+entry at fork (docs/series-versions.md).
 
 A full device is what reclaim meets when folio_alloc_swap fails (mm/vmscan.c
 shrink_folio_list: ``goto activate_locked_split``): the page stays resident and mapped,

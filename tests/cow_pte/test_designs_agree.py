@@ -1,7 +1,7 @@
 """The three fork designs must agree on everything a program can observe, for every
 syscall the emulator has: random mmap (anonymous, shared, file-backed), munmap, mprotect,
 mremap, brk, madvise (incl. FREE, POPULATE and guard regions), file writes and truncates,
-reads, writes, forks and exits run in lockstep on a classic machine and on COW page-table
+reads, writes, swap-out, forks and exits run in lockstep on a classic machine and on COW page-table
 machines with deferred and eager accounting. Every result, error, signal and byte must be the same, and
 each machine's invariant checker must pass after every step."""
 import hypothesis.strategies as st
@@ -125,6 +125,12 @@ class DesignsAgree(RuleBasedStateMachine):
     @rule(i=pick, first=page, n=count, write=st.booleans())
     def touch(self, i, first, n, write):
         self._all(i, "touch", BASE + first * PG, n * PG, write)
+
+    @rule(i=pick, first=st.integers(0, 23), n=count)
+    def swap_out(self, i, first, n):
+        # reclaim of the exclusive anonymous pages (MADV_PAGEOUT's work) of the written
+        # private region: swap entries in tables a later fork shares (v3-v5) or copies
+        self._all(i, "swap_out", BASE + first * PG, n * PG)
 
     @rule(off=st.integers(0, 20 * PG), data=st.binary(min_size=1, max_size=PG))
     def write_file(self, off, data):

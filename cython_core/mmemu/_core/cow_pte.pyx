@@ -18,7 +18,9 @@ from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 
 from mmemu._core.types cimport *
-from mmemu._core.physmem cimport physmem_t, table_ptr, put_page, reserve_frames, release_reserve
+from mmemu._core.physmem cimport (
+    physmem_t, table_ptr, put_page, reserve_frames, release_reserve, swap_dup, swap_free,
+)
 from mmemu._core.pagetable cimport mm_t, MMCore, pgtable_alloc, pgtable_free, pmd_offset, LEVEL_PTE
 from mmemu._core.pgtable cimport (
     set_pte_at_break_copy, ptep_set_wrprotect, set_pmd_at, pmd_populate, pmd_clear,
@@ -50,9 +52,11 @@ cdef void table_rss(physmem_t* pm, pfn_t table, int64_t* out) noexcept nogil:
 
 
 cdef int64_t account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign) noexcept nogil:
-    """Add (+1) or drop (-1) one mm's use of every normal page in a table: as a fork's copy
-    of each entry would (folio_dup_rmap_pte), or as a zap of it (folio_remove_rmap_pte +
-    put_page). Returns the number of pages."""
+    """Add (+1) or drop (-1) one mm's use of every normal page and swap entry in a table:
+    as a fork's copy of each entry would (folio_dup_rmap_pte; copy_nonpresent_pte's
+    swap_duplicate and MM_SWAPENTS, v3-v5 sharing a table that holds swap entries), or as
+    a zap of it (folio_remove_rmap_pte + put_page; free_swap_and_cache). Returns the
+    number of entries."""
     cdef pte_t* t = table_ptr(pm, table)
     cdef int i
     cdef int64_t n = 0
@@ -61,7 +65,18 @@ cdef int64_t account_table_pages(physmem_t* pm, mm_t* mm, pfn_t table, int sign)
     cdef uint32_t fl
     for i in range(512):
         e = t[i]
-        if e == 0 or not pte_present(e) or pte_special(e):
+        if e == 0:
+            continue
+        if not pte_present(e):
+            if is_swap_pte(e):
+                n += 1
+                if sign > 0:
+                    swap_dup(pm, swap_pte_slot(e))
+                else:
+                    swap_free(pm, swap_pte_slot(e))
+                mm.rss[MM_SWAPENTS] += sign
+            continue
+        if pte_special(e):
             continue
         p = pte_pfn(e)
         fl = pm.flags[p]

@@ -293,7 +293,7 @@ swap_spans_ops.pmd_entry = swap_span_entry
 
 def swap_spans(MMCore core):
     """PMD spans (addr >> 21) whose PTE table holds a swap entry (COW page tables copy
-    those tables at fork instead of sharing them)."""
+    those tables at fork instead of sharing them; the v3-v5 profiles share them)."""
     out = []
     if core.mm.rss[MM_SWAPENTS] == 0:
         return np.empty(0, dtype=np.int64)

@@ -233,7 +233,7 @@ _PROBLEMS = (
     "PTE {x:#x} maps page-table frame {y}",
     "PTE table {x} linked at two addresses (spans {y:#x} and another)",
     "special PTE {x:#x} does not map the zero page",
-    "PTE table {x} is shared {y} ways but holds a swap entry",
+    "PTE table {x} is shared {y} ways but holds a swap entry (deferred accounting)",
     "table {x} is linked by an mm that does not own it (pt_owner {y})",
     "upper-level table {x} shared with another mm",
     "huge PMD {x:#x} maps neither a THP head nor the huge zero folio read-only",
@@ -373,7 +373,9 @@ cdef int recount_pte_range(pte_t* pmd, uint64_t addr, uint64_t next, mm_walk* wa
         _problem(walk, P_SPANS, tp, addr & ~(PMD_SIZE - 1))
     if pm.pt_share[tp] > 1 and pte_write(pmd[0]) and not r.pmd_ro:
         _problem(walk, P_SHARED_WRITABLE, tp, pm.pt_share[tp])
-    if pm.pt_share[tp] > 1:
+    if pm.pt_share[tp] > 1 and not pm.cow_eager:
+        # deferred accounting has no holder to count a duplicated swap entry; eager (v3-v5)
+        # duplicates each at fork, and the swap check counts one entry per holder
         ptet = table_ptr(pm, tp)
         for l in range(512):
             if is_swap_pte(ptet[l]):
@@ -445,7 +447,7 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     count in owners the tables this mm owns; note in spans (1 + addr >> 21) where each
     PTE table is linked: a table linked at two addresses is a problem (COW sharers map a
     table at the same address), as is an upper-level table this mm did not allocate, a
-    special PTE off the zero page, and a swap entry in a shared table.
+    special PTE off the zero page, and a swap entry in a shared table (deferred accounting).
 
     A table reached through a read-only entry is COW-shared (a PTE table through its PMD,
     a PMD or PUD table through any entry above it): in eager accounting every holder
