@@ -222,6 +222,7 @@ def collapse_huge_page(MMCore core, object vma, uint64_t addr, int64_t head):
     flush_tlb_mm_range(pm, &core.mm, 0, PMD_SIZE)
     collapse_copy(pm, &core.mm, ptes, head)
     folio_add_new_anon_rmap_pmd(pm, head, core.mm.rss, True)
+    pm.pt_owner[t] = core.mm.id         # a COW table reused under eager accounting kept its old owner
     pgtable_trans_huge_deposit(pm, &core.mm, t)
     set_pmd_at(pm, pmdp, pte_mkdirty(mk_huge_pmd(head, &v)))
     return SCAN_SUCCEED
