@@ -9,9 +9,9 @@ move_huge_pmd, and the deposited PTE table of every huge PMD (pgtable_trans_huge
 withdraw, counted in VmPTE and NR_PAGETABLE as mm_inc_nr_ptes does). The range kernels
 (fault.pyx, fork.pyx, zap.pyx, mremap.pyx, task_mmu.pyx) call these from their walk's
 pmd_entry when they meet a leaf PMD.
-Leaves out: file and shmem THPs, mTHP orders, khugepaged (MADV_COLLAPSE: khugepaged.pyx), the deferred
-split shrinker (a partially mapped folio stays whole until its last reference goes:
-thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
+Leaves out: file and shmem THPs, mTHP orders, khugepaged (MADV_COLLAPSE: khugepaged.pyx),
+the deferred split shrinker (a partially mapped folio stays whole until its last reference
+goes: thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
 entries, the huge zero folio's shrinker (it stays allocated once allocated).
 """
 from libc.stdint cimport uint32_t, int64_t, uint64_t
