@@ -214,3 +214,30 @@ def test_out_of_memory_at_every_allocation_of_a_collapse():
         m.check()
         teardown(m, free)
     assert failed_order9 == 1
+
+
+@pytest.mark.one_design
+@pytest.mark.parametrize("accounting", ["deferred", "eager"])
+@pytest.mark.parametrize("level", ["pmd", "pud"])
+def test_collapse_under_whole_table_cow(level, accounting):
+    """A PMD (or PUD) table shared whole at fork is broken before a huge PMD goes into it:
+    each side collapses its own copy, the other keeps its pages."""
+    G = 2 << 30
+    m = mmemu.Machine("512M", cow_pte_accounting=accounting)
+    p = m.spawn()
+    p.mmap(G, 8 * M, RW, PRIV | mmemu.MAP_FIXED)
+    p.write(G, b"s" * 8 * M)
+    c = p.fork(cow_pgtable=level)
+    before = m.vmstat()
+    c.madvise(G, 4 * M, mmemu.MADV_COLLAPSE)
+    d = m.vmstat() - before
+    assert d[f"cow_{level}_tables_duplicated"] == 1 and d["thp_collapse_alloc"] == 2
+    assert ahp(c, G) == 4096 and ahp(p, G) == 0
+    c.write(G, b"C")
+    assert p.read(G, 2) == b"ss" and c.read(G, 2) == b"Cs"
+    p.madvise(G, 8 * M, mmemu.MADV_COLLAPSE)
+    assert ahp(p, G) == 8192 and p.read(G + 6 * M, 2) == b"ss"
+    m.check()
+    c.exit()
+    p.exit()
+    m.check()
