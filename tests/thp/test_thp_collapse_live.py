@@ -5,9 +5,12 @@ counters (thp_collapse_alloc among them), and the region's VMAs (Rss, AnonHugePa
 THPeligible) and pagemap must be the kernel's. The THP parts of
 tools/testing/selftests/mm/khugepaged.c that apply to MADV_COLLAPSE are here as
 scenarios: collapse_full, collapse_empty, collapse_single_pte_entry (and max_ptes_none,
-which MADV_COLLAPSE ignores), collapse_fork (after fork, a COW-shared range),
-collapse_fork_compound, collapse_compound_extreme (a PTE-mapped THP), madvise_collapse_existing_thps,
-and the guard-region and read-only cases."""
+which MADV_COLLAPSE ignores), collapse_single_pte_entry_compound, collapse_fork and
+collapse_max_ptes_shared (a COW-shared range, no limit for MADV_COLLAPSE),
+collapse_fork_compound and collapse_full_of_compound (a PTE-mapped THP),
+madvise_collapse_existing_thps, and the guard-region and read-only cases; swap-ins
+(collapse_swapin_single_pte, max_ptes_swap) need swap, which this machine lacks:
+tests/thp/test_thp_collapse.py has them emulated."""
 import pytest
 
 from live_thp import deltas, live_unavailable, run_emulated, run_live
@@ -56,6 +59,14 @@ SCENARIOS = {
     # an empty table (DONTNEED) in a VMA with an anon_vma: a zero-filled THP
     "empty_table": [("map", 0, 4 * M, 0), ("w", 0), ("madv", 0, 0x1000, DONTNEED),
                     ("collapse", 0, 2 * M)],
+    # collapse_single_pte_entry_compound: one PTE of a split THP left, the rest zapped
+    "single_pte_compound": [("map", 0, 4 * M, HUGE), ("w", 0), ("madv", 0x1000, 2 * M - 0x1000, DONTNEED),
+                            ("collapse", 0, 2 * M)],
+    # the collapsed THP and its deposited table afterwards: fork, COW, partial munmap,
+    # mremap, exit
+    "after_collapse": [("map", 0, 8 * M, 0), ("w", 0), ("w", 2 * M + 0x3000), ("collapse", 0, 4 * M),
+                       ("fork",), ("w", 0x1000), ("remap", 2 * M, 2 * M, 256 * M),
+                       ("unmap", 256 * M + 0x1000, 0x1000), ("reap",), ("unmap", 256 * M, 2 * M)],
     # a guard marker: allocated, then the swap-in fails (SCAN_FAIL, EINVAL)
     "guard_marker": [("map", 0, 4 * M, 0), ("w", 0), ("madv", 0x1000, 0x1000, GUARD_INSTALL),
                      ("collapse", 0, 2 * M)],
