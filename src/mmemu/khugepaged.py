@@ -7,7 +7,9 @@ Break COW PTE before scanning pte") does in hpage_collapse_scan_pmd; mmemu does 
 every profile (v1/v2 had no hook: collapsing a table another mm still maps would corrupt it).
 Left out: khugepaged (the background scanner) and its max_ptes_* limits, file and shmem
 collapse (EINVAL here; 6.18 collapses shmem unless shmem_enabled is deny, and read-only
-executable file mappings with CONFIG_READ_ONLY_THP_FOR_FS), PR_SET_THP_DISABLE.
+executable file mappings with CONFIG_READ_ONLY_THP_FOR_FS), PR_SET_THP_DISABLE; the
+swap-in goes through the fault path, so it counts pgfault where 6.18's direct do_swap_page
+does not.
 """
 from __future__ import annotations
 

@@ -72,6 +72,9 @@ SCENARIOS = {
                      ("collapse", 0, 2 * M)],
     # a read-only VMA: collapsed into a read-only huge PMD
     "read_only": [("map", 0, 4 * M, 0), ("w", 0), ("prot", 0, 2 * M, 1), ("collapse", 0, 2 * M)],
+    # PROT_NONE: collapsed into a PROT_NONE huge PMD, made accessible again
+    "prot_none": [("map", 0, 4 * M, 0), ("w", 0), ("prot", 0, 2 * M, 0), ("collapse", 0, 2 * M),
+                  ("prot", 0, 2 * M, 3), ("w", 0x5000)],
     # two VMAs around a hole: both collapsed, then ENOMEM for the hole
     "hole": [("map", 0, 2 * M, 0), ("map", 4 * M, 2 * M, 0), ("w", 0), ("w", 4 * M),
              ("collapse", 0, 6 * M)],
