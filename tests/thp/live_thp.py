@@ -131,7 +131,8 @@ def _observe(m, p, step):
     st, vm = p.status(), m.vmstat()
     d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"],
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
-                   e["THPeligible"]) for e in p.smaps() if BASE <= e["start"] < BASE + (1 << 30)]}
+                   e["THPeligible"]) for e in p.smaps()
+                 if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
     d.update((k, vm[k]) for k in COUNTERS)
     if d["vmas"]:
         d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]

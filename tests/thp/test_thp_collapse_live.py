@@ -34,6 +34,11 @@ SCENARIOS = {
                ("collapse", 2 * M, 2 * M), ("collapse", 0, 4 * M)],
     "none_block_first": [("map", 0, 8 * M, 0), ("w", 4 * M), ("collapse", 2 * M, 4 * M),
                          ("collapse", 4 * M, 2 * M)],
+    # no PMD table at all for the first block (its PUD entry is none): SCAN_PMD_NULL goes on
+    # to the next block, which collapses (the VMA crosses a 1 GiB line: outside the region
+    # both sides list, RssAnon and the counters say it)
+    "pmd_table_missing_first": [("map", 1024 * M - 2 * M, 4 * M, 0), ("w", 1024 * M),
+                                ("collapse", 1024 * M - 2 * M, 4 * M)],
     "nohugepage": [("map", 0, 4 * M, NOHUGE), ("w", 0), ("collapse", 0, 2 * M)],
     # madvise_collapse_existing_thps: a huge PMD (and the huge zero PMD) counts as done
     "existing": [("map", 0, 4 * M, 0), ("w", 0), ("w", 2 * M), ("collapse", 2 * M, 2 * M),
