@@ -128,8 +128,8 @@ cdef void folio_remove_rmap_ptes(physmem_t* pm, pfn_t pfn, int n, int64_t* rss) 
 cdef void collapse_copy(physmem_t* pm, mm_t* mm, pte_t* ptes, pfn_t head) noexcept nogil:
     """__collapse_huge_page_copy + _copy_succeeded: every mapped page copied into the new
     folio (none and zero-page PTEs leave its zeroed page), its PTE cleared and its mapping
-    and reference dropped. MM_ANONPAGES ends 512 higher than the pages mapped before, as
-    Linux counts a none or zero PTE in (the caller adds the folio's 512)."""
+    and reference dropped (MM_ANONPAGES -1 each; the caller's folio_add_new_anon_rmap_pmd
+    adds 512, so a none or zero PTE counts in, as in Linux)."""
     cdef int i = 0, n
     cdef pte_t e
     cdef pfn_t pfn
