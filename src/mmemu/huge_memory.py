@@ -6,7 +6,7 @@ The mechanism (huge PMDs, their faults, fork, splits) is the Cython core's
 may get a PMD-sized THP (thp_vma_allowable_order) and smaps' THPeligible.
 Left out: the defrag, shmem_enabled and use_zero_page files (defrag is moot without
 compaction; the huge zero page is always used), mTHP sizes, the prctl PR_SET_THP_DISABLE,
-khugepaged and MADV_COLLAPSE.
+khugepaged (MADV_COLLAPSE: mmemu.khugepaged).
 """
 from __future__ import annotations
 

@@ -724,10 +724,12 @@ class Machine:
                           f"list it")
 
     # ---- fault injection ----
-    def fail_page_alloc(self, nth: int, times: int = 1) -> None:
+    def fail_page_alloc(self, nth: int, times: int = 1, min_order: int = 0) -> None:
         """Fault injection, like the kernel's fail_page_alloc: the nth page allocation
         attempt from now fails (nth >= 1), and the ``times - 1`` after it (``times=-1``:
-        every one from then on); ``fail_page_alloc(0)`` turns it off.
+        every one from then on); ``fail_page_alloc(0)`` turns it off. ``min_order`` is the
+        kernel's min-order knob: only attempts of that order or more count and fail
+        (``min_order=9``: the THP allocations alone).
         ``m.phys.alloc_calls`` counts the attempts. A syscall that allocates several
         page tables reserves them first, so a failure leaves it with nothing changed.
 
@@ -737,8 +739,10 @@ class Machine:
             The allocation attempt (from now, 1 = the next) that fails; 0 turns it off.
         times : int
             How many attempts fail from the nth on (-1: all of them).
+        min_order : int
+            Attempts of a smaller order (0..10) neither count nor fail.
         """
-        self.phys.fail_page_alloc(nth, times)
+        self.phys.fail_page_alloc(nth, times, min_order)
 
     # ---- views ----
     def meminfo(self) -> "MemInfo":

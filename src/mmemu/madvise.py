@@ -3,8 +3,8 @@ madvise_guard_install/remove, madvise_populate).
 
 DONTNEED, FREE, REMOVE, POPULATE_READ/WRITE, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK,
 DONTDUMP/DODUMP, HUGEPAGE/NOHUGEPAGE, RANDOM/SEQUENTIAL/NORMAL, the guard regions, and
-the hints that change nothing on a machine without readahead, KSM or reclaim. Left out:
-MADV_COLLAPSE (EINVAL: THP is off), HWPOISON/SOFT_OFFLINE (EINVAL: no
+the hints that change nothing on a machine without readahead, KSM or reclaim, and
+MADV_COLLAPSE (mmemu.khugepaged). Left out: HWPOISON/SOFT_OFFLINE (EINVAL: no
 CONFIG_MEMORY_FAILURE), process_madvise, lazy freeing under memory pressure (MADV_FREE
 frees at once).
 """
@@ -18,6 +18,7 @@ from .args import U64, page_align, ulong
 from .errors import BusError, MMError, SegmentationFault, einval, enomem
 from .file import exclusive_anon_runs, punch_hole
 from .flags import Madv, VmFlags
+from .khugepaged import madvise_collapse
 from .memory import break_cow_pte_range, handle_mm_fault_range, reserve_cow_pte_breaks
 from .vma import PAGE_SHIFT, PAGE_SIZE, VMA, AnonVma
 
@@ -38,8 +39,6 @@ def do_madvise(mm, addr, length, advice) -> int:
         # the development kernel has no CONFIG_MEMORY_FAILURE: madvise_behavior_valid
         # refuses them (with it, root would poison the page and others get EPERM)
         raise einval("MADV_HWPOISON/MADV_SOFT_OFFLINE: no CONFIG_MEMORY_FAILURE")
-    if advice == Madv.COLLAPSE:
-        raise einval("MADV_COLLAPSE: transparent huge pages are off")
     if addr & (PAGE_SIZE - 1):
         raise einval("address not page aligned")
     alen = page_align(length) & U64
@@ -142,6 +141,9 @@ def madvise_vma_behavior(mm, vma: VMA, start: int, end: int, advice: Madv) -> No
         return
     if advice == Madv.GUARD_REMOVE:
         madvise_guard_remove(mm, vma, start, end)
+        return
+    if advice == Madv.COLLAPSE:
+        madvise_collapse(mm, vma, start, end)
         return
     if advice == Madv.FREE:
         # madvise_free_single_vma. Lazy free is modelled as the reclaim that discards

@@ -211,6 +211,8 @@ COUNTED_BY = {
     "thp_split_pmd": "mm/huge_memory.c: __split_huge_pmd_locked",
     "thp_deferred_split_page": "mm/huge_memory.c: deferred_split_folio",
     "nr_anon_transparent_hugepages": "mm/rmap.c: folio_add_new_anon_rmap_pmd, folio_remove_rmap_pmd",
+    "thp_collapse_alloc": "mm/khugepaged.c: alloc_charge_folio",
+    "thp_collapse_alloc_failed": "mm/khugepaged.c: alloc_charge_folio (no order-9 folio)",
 }
 
 

@@ -83,7 +83,7 @@ def sane(cls, meth, name, w):
         "n": 4, "npages": 2, "prot": RW, "flags": 0, "fd": -1, "offset": 0,
         "advice": mmemu.MADV_DONTNEED, "data": b"zz", "f": f, "pid": p.pid, "name": "g",
         "size": PG, "layout": None, "path": os.path.join(tmp, "s.mms"), "nth": 0,
-        "times": 1, "cow_pgtable": False, "option": mmemu.PR_GET_COW_PTE, "arg2": 0,
+        "times": 1, "min_order": 0, "cow_pgtable": False, "option": mmemu.PR_GET_COW_PTE, "arg2": 0,
         "arg3": 0, "arg4": 0, "arg5": 0, "status": 0, "write": True, "exit_signal": 17,
         "compress": True, "check": False, "writable": True, "tmpfs": False, "file": None,
         "parent": p, "proc": c, "obj": f,

@@ -4,9 +4,10 @@ emulated machine, and return what /proc says after every step on both sides.
 A scenario is a list of steps, each a tuple: ("map", off, length, advice) (an anonymous
 private read-write mapping at BASE + off, then madvise(advice) unless 0), ("w", off),
 ("r", off), ("fork",) (a child that does nothing until ("reap",)), ("unmap", off, length),
-("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off).
-Each side gives per step: VmPTE and RssAnon (kB), the thp_* vmstat counters with
-nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
+("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off),
+("collapse", off, length) (MADV_COLLAPSE, which may fail).
+Each side gives per step: its errno (0 but for a failed collapse), VmPTE and RssAnon (kB),
+the thp_* vmstat counters with nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
 AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
 (flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive.
 """
@@ -22,7 +23,7 @@ import mmemu
 BASE = 0x300000000000
 HERE = os.path.dirname(os.path.abspath(__file__))
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_deferred_split_page",
-            "nr_anon_transparent_hugepages")
+            "nr_anon_transparent_hugepages", "thp_collapse_alloc", "thp_collapse_alloc_failed")
 
 
 def live_unavailable() -> str:
@@ -89,6 +90,7 @@ def run_emulated(steps, machine=None):
     out = [_observe(m, p, "start")]
     for s in steps:
         op = s[0]
+        err = 0
         if op == "map":
             p.mmap(BASE + s[1], s[2], mmemu.PROT_READ | mmemu.PROT_WRITE,
                    mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED_NOREPLACE)
@@ -112,10 +114,16 @@ def run_emulated(steps, machine=None):
         elif op == "remap":
             p.mremap(BASE + s[1], s[2], s[2], mmemu.MREMAP_MAYMOVE | mmemu.MREMAP_FIXED,
                      BASE + s[3])
+        elif op == "collapse":
+            try:
+                p.madvise(BASE + s[1], s[2], mmemu.MADV_COLLAPSE)
+            except mmemu.MMError as e:
+                err = e.errno
         else:
             raise ValueError(op)
         m.check()
         out.append(_observe(m, p, op))
+        out[-1]["errno"] = err
     return out
 
 
@@ -123,7 +131,8 @@ def _observe(m, p, step):
     st, vm = p.status(), m.vmstat()
     d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"],
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
-                   e["THPeligible"]) for e in p.smaps() if BASE <= e["start"] < BASE + (1 << 30)]}
+                   e["THPeligible"]) for e in p.smaps()
+                 if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
     d.update((k, vm[k]) for k in COUNTERS)
     if d["vmas"]:
         d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
@@ -145,6 +154,7 @@ def _runs(entries):
 def deltas(obs, first=1):
     """Per step from `first` on: the change of VmPTE, RssAnon and the counters since the
     step before, and the region's VMAs."""
-    return [{"step": b["step"], "vmas": b["vmas"], "pagemap": b.get("pagemap"),
+    return [{"step": b["step"], "errno": b.get("errno", 0), "vmas": b["vmas"],
+             "pagemap": b.get("pagemap"),
              **{k: b[k] - a[k] for k in ("VmPTE", "RssAnon") + COUNTERS}}
             for a, b in zip(obs[first - 1:], obs[first:])]

@@ -374,7 +374,8 @@ def test_a_snapshot_of_thp_state_is_refused(tmp_path):
         m2.save(tmp_path / "mode.mms")
 
 
-def test_madv_collapse_is_still_einval():
+def test_madv_collapse_of_an_untouched_range_is_einval():
+    """No anon_vma yet (tests/thp/test_thp_collapse*.py: the rest of MADV_COLLAPSE)."""
     m = mmemu.Machine("64M")
     p = m.spawn()
     a = huge_region(p, 2 * M)

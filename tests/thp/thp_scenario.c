@@ -6,10 +6,12 @@
  *   fork               fork a child that blocks until `reap` (it touches nothing)
  *   reap               let the child exit and wait for it
  *   unmap OFF LEN / prot OFF LEN PROT / madv OFF LEN ADV / remap OFF LEN NEWOFF
- * After each step one line: VmPTE RssAnon (kB), the thp_* counters of /proc/vmstat, and
+ *   collapse OFF LEN   madvise(MADV_COLLAPSE), which may fail: its errno is reported
+ * After each step one line: the step's errno (0 but for collapse), VmPTE RssAnon (kB), the thp_* counters of /proc/vmstat, and
  * for every VMA inside [BASE, BASE + 1 GiB): start end Rss AnonHugePages THPeligible, then
  * its pagemap as runs "flags*count" of flags = present<<3 | swap<<2 | file<<1 | exclusive. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,8 +21,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
 #define BASE 0x300000000000UL
 static char buf[1 << 20];
+static int last_errno;
 
 static long status_kb(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -53,7 +59,8 @@ static void pagemap_runs(unsigned long s, unsigned long e) {
 
 static void report(const char *step) {
     FILE *f;
-    printf("step %s\nVmPTE %ld\nRssAnon %ld\n", step, status_kb("VmPTE"), status_kb("RssAnon"));
+    printf("step %s\nerrno %d\nVmPTE %ld\nRssAnon %ld\n", step, last_errno, status_kb("VmPTE"),
+           status_kb("RssAnon"));
     f = fopen("/proc/vmstat", "r");
     while (fgets(buf, sizeof buf, f))
         if (!strncmp(buf, "thp_", 4) || !strncmp(buf, "nr_anon_transparent", 19)) printf("%s", buf);
@@ -126,8 +133,13 @@ int main(int argc, char **argv) {
                              (void *)(BASE + strtoul(argv[i + 3], 0, 0)));
             if (q == MAP_FAILED) { perror("mremap"); return 2; }
             i += 3;
+        } else if (!strcmp(op, "collapse")) {
+            last_errno = madvise((void *)(BASE + strtoul(argv[i + 1], 0, 0)), strtoul(argv[i + 2], 0, 0),
+                                 MADV_COLLAPSE) ? errno : 0;
+            i += 2;
         } else { fprintf(stderr, "bad step %s\n", op); return 2; }
         report(op);
+        last_errno = 0;
     }
     if (child > 0) { close(pipefd[1]); waitpid(child, 0, 0); }
     return 0;

@@ -294,6 +294,7 @@ VMSTAT_EVENTS = [
     "thp_deferred_split_page",
     "cow_pmd_tables_shared", "cow_pmd_tables_duplicated", "cow_pmd_tables_reused",
     "cow_pud_tables_shared", "cow_pud_tables_duplicated", "cow_pud_tables_reused",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed",
 ]
 
 

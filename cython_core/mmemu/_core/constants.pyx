@@ -156,6 +156,10 @@ _EVENTS = [
      "shared PUD tables copied by break_cow_pgtable"),
     (T.EV_PUD_TABLES_REUSED, "cow_pud_tables_reused",
      "break_cow_pgtable found the PUD table no longer shared"),
+    (T.EV_THP_COLLAPSE_ALLOC, "thp_collapse_alloc",
+     "order-9 folios allocated to collapse a PTE-mapped range (MADV_COLLAPSE)"),
+    (T.EV_THP_COLLAPSE_ALLOC_FAILED, "thp_collapse_alloc_failed",
+     "collapses that found no free order-9 block (MADV_COLLAPSE's ENOMEM)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

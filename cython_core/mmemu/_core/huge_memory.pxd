@@ -20,6 +20,9 @@ cdef inline bint is_huge_zero_pmd(physmem_t* pm, pte_t e) noexcept nogil:
     return pte_pfn(e) == pm.huge_zero_pfn
 
 
+cdef void pgtable_trans_huge_deposit(physmem_t* pm, mm_t* mm, pfn_t t) noexcept nogil
+cdef void prep_compound_page(physmem_t* pm, pfn_t head) noexcept nogil
+cdef pte_t mk_huge_pmd(pfn_t pfn, vma_t* vma) noexcept nogil
 cdef int do_huge_pmd_anonymous_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp,
                                     bint write) noexcept nogil
 cdef int huge_pmd_fault(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, bint write) noexcept nogil

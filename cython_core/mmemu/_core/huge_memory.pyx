@@ -9,9 +9,9 @@ move_huge_pmd, and the deposited PTE table of every huge PMD (pgtable_trans_huge
 withdraw, counted in VmPTE and NR_PAGETABLE as mm_inc_nr_ptes does). The range kernels
 (fault.pyx, fork.pyx, zap.pyx, mremap.pyx, task_mmu.pyx) call these from their walk's
 pmd_entry when they meet a leaf PMD.
-Leaves out: file and shmem THPs, mTHP orders, khugepaged and MADV_COLLAPSE, the deferred
-split shrinker (a partially mapped folio stays whole until its last reference goes:
-thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
+Leaves out: file and shmem THPs, mTHP orders, khugepaged (MADV_COLLAPSE: khugepaged.pyx),
+the deferred split shrinker (a partially mapped folio stays whole until its last reference
+goes: thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
 entries, the huge zero folio's shrinker (it stays allocated once allocated).
 """
 from libc.stdint cimport uint32_t, int64_t, uint64_t
@@ -37,7 +37,7 @@ from mmemu._core.rmap cimport (
 
 # ---- the deposited PTE table ----
 
-cdef inline void pgtable_trans_huge_deposit(physmem_t* pm, mm_t* mm, pfn_t t) noexcept nogil:
+cdef void pgtable_trans_huge_deposit(physmem_t* pm, mm_t* mm, pfn_t t) noexcept nogil:
     """pgtable_trans_huge_deposit: keep a preallocated PTE table with the mm (linked
     through the table page's lru, here buddy_next) for the split of a huge PMD. The
     table stays counted in VmPTE; no PMD links it (pt_share 0)."""
@@ -58,7 +58,7 @@ cdef inline pfn_t pgtable_trans_huge_withdraw(physmem_t* pm, mm_t* mm) noexcept 
 
 # ---- folios ----
 
-cdef inline void prep_compound_page(physmem_t* pm, pfn_t head) noexcept nogil:
+cdef void prep_compound_page(physmem_t* pm, pfn_t head) noexcept nogil:
     """prep_compound_page: an order-9 block becomes one folio; the tails' references are
     the head's."""
     cdef int64_t i
@@ -68,7 +68,7 @@ cdef inline void prep_compound_page(physmem_t* pm, pfn_t head) noexcept nogil:
         pm.refcount[head + i] = 0
 
 
-cdef inline pte_t mk_huge_pmd(pfn_t pfn, vma_t* vma) noexcept nogil:
+cdef pte_t mk_huge_pmd(pfn_t pfn, vma_t* vma) noexcept nogil:
     """map_anon_folio_pmd's entry: mk_huge_pmd(vm_page_prot), young, and dirty + writable
     if the VMA is writable."""
     cdef pte_t e = mk_pte(pfn, vma.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED)

@@ -262,7 +262,7 @@ cdef inline pfn_t _take(physmem_t* pm, int order, int kind, bint* from_pcp) noex
     cdef pfn_t pfn, p
     cdef int64_t i, n
     pm.alloc_calls += 1
-    if unlikely(pm.fail_countdown > 0) and _should_fail(pm):
+    if unlikely(pm.fail_countdown > 0) and order >= pm.fail_min_order and _should_fail(pm):
         pm.alloc_failed += 1
         return -1
     if from_pcp != NULL:

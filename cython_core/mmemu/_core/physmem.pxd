@@ -74,6 +74,7 @@ cdef struct physmem_t:
     # transparent huge pages (huge_memory.pyx)
     int64_t nr_anon_thps    # NR_ANON_THPS: anonymous THP folios mapped by at least one PMD
     pfn_t huge_zero_pfn     # the huge zero folio (order 9), -1 until the first read fault
+    int fail_min_order      # fail_page_alloc's min-order: smaller allocations never fail
 
 cdef pfn_t alloc_pages(physmem_t* pm, int order, bint table, bint zero) noexcept nogil
 cdef void free_pages(physmem_t* pm, pfn_t pfn, int order) noexcept nogil

@@ -426,14 +426,17 @@ cdef class PhysMem:
     def reservation_depth(self):
         return self.pm.pool_depth
 
-    def fail_page_alloc(self, nth, times=1):
+    def fail_page_alloc(self, nth, times=1, min_order=0):
         """Fault injection: the nth allocation attempt from now fails (nth >= 1), and the
         times - 1 attempts after it (times < 0: every attempt from then on). nth = 0 turns
-        injection off. Frames already reserved are not affected. Every order counts."""
+        injection off. Frames already reserved are not affected. Only attempts of at least
+        min_order count (fail_page_alloc's min-order; 0: every order)."""
         cdef int64_t n = _int_arg(nth, "nth", 0, 1 << 62)
         cdef int64_t t = _int_arg(times, "times", -(1 << 62), 1 << 62)
+        cdef int64_t o = _int_arg(min_order, "min_order", 0, MAX_PAGE_ORDER)
         if t == 0 and n:
             raise ValueError("times must be nonzero")
+        self.pm.fail_min_order = o if n else 0
         self.pm.fail_countdown = n
         self.pm.fail_times = (-1 if t < 0 else t) if n else 0
 

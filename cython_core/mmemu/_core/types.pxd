@@ -237,7 +237,9 @@ cdef enum:
     EV_PUD_TABLES_SHARED = 42      # whole-table COW: PUD tables shared at fork
     EV_PUD_TABLES_DUPLICATED = 43  # whole-table COW: shared PUD tables copied at break
     EV_PUD_TABLES_REUSED = 44      # whole-table COW: a PUD-table break found share count 1
-    NR_EVENTS = 45             # every slot has a name and a help text (_core/constants.pyx)
+    EV_THP_COLLAPSE_ALLOC = 45     # MADV_COLLAPSE allocated an order-9 folio (alloc_charge_folio)
+    EV_THP_COLLAPSE_ALLOC_FAILED = 46  # ... found no order-9 block (ENOMEM)
+    NR_EVENTS = 47             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:
