@@ -56,10 +56,11 @@ def plan(quick: bool) -> list:
         add("trace", "record", s, 3)
         # whole-table COW (issue 18): its fork against PTE-level at 16 GiB, the PUD-level
         # fork at 1 and 16 GiB, the writes after a PMD-level fork against PTE-level at 1 GiB
-        add("mmemu", "fork", 16 * GIB, 15, "deferred")
-        add("mmemu", "fork", 16 * GIB, 25, "cow-pmd-deferred")
+        # (forks of ~10 us: many rounds, so that the median is not one preemption)
+        add("mmemu", "fork", 16 * GIB, 51, "deferred")
+        add("mmemu", "fork", 16 * GIB, 201, "cow-pmd-deferred")
         for z in (GIB, 16 * GIB):
-            add("mmemu", "fork", z, 25, "cow-pud-deferred")
+            add("mmemu", "fork", z, 201, "cow-pud-deferred")
         for d in ("deferred", "cow-pmd-deferred"):
             add("mmemu", "break_cow_pte", GIB, 5, d)
             add("mmemu", "cow_rewrite", GIB, 5, d)
