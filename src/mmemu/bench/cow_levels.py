@@ -15,6 +15,7 @@ regenerates the document and its figure. Timings are one run each on a shared ma
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import platform
@@ -63,6 +64,7 @@ def _host_peak_mib() -> int:
 def measure(size: int, design: str, fractions=FRACTIONS) -> dict:
     """One row of the study (see the module docstring)."""
     title, accounting, cow = DESIGNS[design]
+    gc.collect()        # the previous row's machine (processes and mms refer to each other)
     _reset_host_peak()
     m = Machine(_memory_for(size), cow_pte_accounting=accounting)
     p = m.spawn()
@@ -104,15 +106,18 @@ def measure(size: int, design: str, fractions=FRACTIONS) -> dict:
     return row
 
 
-def run(sizes, designs, progress=None, all_writes_up_to=16 << 30) -> list:
+def run(sizes, designs, progress=None, all_writes_up_to=16 << 30, save=None) -> list:
     """The rows for every size and design; sizes above all_writes_up_to measure only the
-    first write fraction (the others take minutes per design there)."""
+    first write fraction (the others take minutes per design there). save(rows) is called
+    after each row (a long run keeps what it measured)."""
     rows = []
     for size in sizes:
         for d in designs:
             if progress:
-                progress(f"{size >> 30} GiB {d}")
+                progress(f"{_size(size)} {d}")
             rows.append(measure(size, d, FRACTIONS if size <= all_writes_up_to else FRACTIONS[:1]))
+            if save:
+                save(rows)
     return rows
 
 
@@ -333,6 +338,11 @@ child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" 
     return head + MECHANISM + "## Results\n\n" + table(rows) + "\n" + fig + ANALYSIS + "\n" + sizes_note
 
 
+def _save(rows: list, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 ROW_KEYS = {"design", "title", "size", "fork_s", "fork_pt_pages", "child_vmpte_kb", "writes"}
 
 
@@ -397,10 +407,9 @@ def cmd_cow_levels(args) -> int:
             print(f"mmemu: --rows {args.rows}: not a list of rows written by --json", file=sys.stderr)
             return 2
     else:
-        rows = run(sizes, designs, show, limit)
+        rows = run(sizes, designs, show, limit, save=args.json and (lambda r: _save(r, args.json)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        _save(rows, args.json)
     if args.plot:
         plot(rows, args.plot)
     if args.doc:
