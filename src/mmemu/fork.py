@@ -95,8 +95,8 @@ def dup_mm(machine, oldmm: MM, cow: int) -> MM:
     nothing changed if they do not fit."""
     copy_spans, ranges = [], []
     for v in oldmm.vmas:
-        if not v.flags & _NO_COPY and (v.anon_vma is not None or v.flags & _ALWAYS_COPY):
-            copy_spans.append((v.start, v.end, v.flags))        # vma_needs_copy
+        if vma_needs_copy(v.flags, v.anon_vma is not None):
+            copy_spans.append((v.start, v.end, v.flags))
             ranges.append((v.start, v.end))
     prof = machine.cow_pte_profile
     blocked = (prof.blocked_spans(oldmm) if prof else cow_blocked_spans(oldmm)) if cow else None
