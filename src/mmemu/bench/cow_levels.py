@@ -192,10 +192,14 @@ within a small factor of PTE-level sharing and converges to it as the child writ
 A child that writes 100% of its memory ends up with private tables at every level in all
 designs, and then pays about what a classic fork paid up front, plus the breaks. The upper
 levels win when the child touches little of a large address space before it exits or
-execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing saves another factor
-of ~500 in fork time and page-table memory over PTE-level sharing; PUD-level sharing only
-pays off beyond tens of GiB, where even the one-PMD-table-per-GiB of PMD-level sharing
-adds up, and otherwise costs an extra table copy on the first write. Eligibility is coarser
+execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing does 1/512 of the
+page-table work of PTE-level sharing (one PUD entry per GiB against one PMD entry per
+2 MiB), so its fork costs only a fork's fixed cost (about 10 us here, the syscall path and
+the child's mm and VMAs: the same at every size), and the factor in time over PTE-level
+sharing grows with the size (the table: about 10x at 16 GiB, more at 256 GiB). PUD-level
+sharing cannot do better in time below terabytes (both are the fixed cost); it saves the
+PMD-level fork's one page-table page per 512 GiB and costs one more table copy on the
+first write under each 512 GiB. Eligibility is coarser
 too: one shared, DONTCOPY, WIPEONFORK or heap VMA (or a swap entry) anywhere in a GiB
 (or in 512 GiB) sends that whole range back to the level below.
 """
