@@ -256,7 +256,8 @@ MECHANISM = """\
   however many mms reach it through a shared table), requires a shared table's path to be
   read-only and a private table to be its mm's own, and the per-mode accounting; the
   debug build aborts on any write into a table shared more than once. The lockstep fuzzer
-  (`tests/cow_pgtable/test_upper_designs_agree.py`) runs seven designs, the reference-model
+  (`tests/cow_pgtable/test_upper_designs_agree.py`) runs seven designs (with a 1 GiB region
+  moved whole by aligned mremaps), the reference-model
   fuzzer runs at both levels, and with a level's break switched off the fuzzer fails.
 - **mremap.** The shared tables of both ranges are broken first, top down (break before
   change), then an aligned move relinks whole tables as Linux does (`move_normal_pud`: the
