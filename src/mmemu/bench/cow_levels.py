@@ -194,12 +194,12 @@ designs, and then pays about what a classic fork paid up front, plus the breaks.
 levels win when the child touches little of a large address space before it exits or
 execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing does 1/512 of the
 page-table work of PTE-level sharing (one PUD entry per GiB against one PMD entry per
-2 MiB), so its fork costs only a fork's fixed cost (about 10 us here, the syscall path and
-the child's mm and VMAs: the same at every size), and the factor in time over PTE-level
-sharing grows with the size (the table: about 10x at 16 GiB, more at 256 GiB). PUD-level
-sharing cannot do better in time below terabytes (both are the fixed cost); it saves the
-PMD-level fork's one page-table page per 512 GiB and costs one more table copy on the
-first write under each 512 GiB. Eligibility is coarser
+2 MiB), so its fork costs a fork's fixed cost (about 10 us here: the syscall path, the
+child's mm and VMAs) plus one entry per GiB, and the factor in time over PTE-level sharing
+grows with the size (the table: about 13x at 16 GiB, 34x at 256 GiB). PUD-level sharing's
+fork is the fixed cost alone at every size (at 256 GiB a third of PMD-level's, whose 256
+entries have begun to count); it costs one more table copy on the first write under each
+512 GiB, lost in the noise of the 131,072 PTE-table copies that follow. Eligibility is coarser
 too: one shared, DONTCOPY, WIPEONFORK or heap VMA (or a swap entry) anywhere in a GiB
 (or in 512 GiB) sends that whole range back to the level below.
 """
@@ -330,8 +330,11 @@ def _why_first_write_only(rows: list, limit: int) -> str:
             f"them on a larger host.")
 
 
-def document(rows: list, plot_name: str = None) -> str:
-    """The study's markdown; the sizes measured with every write are read off the rows."""
+def document(rows: list, plot_name: str = None, from_rows: bool = False) -> str:
+    """The study's markdown; the sizes measured with every write are read off the rows.
+    from_rows: the rows were saved by --json runs and the document drawn by --rows."""
+    drawn = (", drawn with `--rows` from the rows of runs that saved them with `--json`"
+             if from_rows else "")
     limit = max((r["size"] for r in rows if len(r["writes"]) == len(FRACTIONS)),
                 default=min(r["size"] for r in rows))
     sizes = ", ".join(map(_size, sorted({r["size"] for r in rows})))
@@ -345,7 +348,7 @@ mmemu's own design (the COW page table series' TODO "COW to the entire page tabl
 breaks, accounting) and the README of the COW page tables for the accounting modes.
 
 Measured by `mmemu cow-levels --sizes {",".join(map(_arg, sorted({r["size"] for r in rows})))}{upto} \
---doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output)
+--doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output{drawn})
 on {platform.machine()}, Python {platform.python_version()}, one run per cell on a shared
 2-core machine: sizes {sizes}. A process writes every page of a private anonymous mapping
 (a fault per page, no data), forks once to warm up, then forks ({{forks}}); a child then
@@ -442,6 +445,6 @@ def cmd_cow_levels(args) -> int:
         import os
         name = os.path.relpath(args.plot, os.path.dirname(args.doc) or ".") if args.plot else None
         with open(args.doc, "w") as f:
-            f.write(document(rows, name))
+            f.write(document(rows, name, bool(args.rows)))
     print(table(rows))
     return 0
