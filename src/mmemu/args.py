@@ -195,9 +195,13 @@ def cow_pgtable_mode(value: Optional[Any]) -> Optional[int]:
         return None
     if isinstance(value, np.bool_):
         value = bool(value)
-    shown = ", ".join(map(repr, COW_PGTABLE_MODES))
     if not isinstance(value, (bool, str)):
-        raise TypeError(f"cow_pgtable must be one of {shown}, not {type(value).__name__}")
+        raise TypeError(f"cow_pgtable must be one of {_modes_shown()}, not {type(value).__name__}")
     if isinstance(value, str) and value not in COW_PGTABLE_LEVELS:
-        raise ValueError(f"cow_pgtable must be one of {shown}, not {value!r}")
+        raise ValueError(f"cow_pgtable must be one of {_modes_shown()}, not {value!r}")
     return cow_pgtable_level(value)
+
+
+def _modes_shown() -> str:
+    """COW_PGTABLE_MODES for an error message (made only when one is raised: fork's cost)."""
+    return ", ".join(map(repr, COW_PGTABLE_MODES))

@@ -26,6 +26,7 @@ _NO_COPY = int(VmFlags.DONTCOPY | VmFlags.WIPEONFORK)
 _DONTCOPY, _WIPEONFORK = int(VmFlags.DONTCOPY), int(VmFlags.WIPEONFORK)
 _MAYBE_GUARD = int(VmFlags.MAYBE_GUARD)     # vma_needs_copy: guard markers must reach the child
 _PFN_COPY = int(VmFlags.PFNMAP | VmFlags.MIXEDMAP)   # vma_needs_copy: (imported) PFN mappings
+_ALWAYS_COPY = _MAYBE_GUARD | _PFN_COPY
 _NOT_LOCKED = ~int(VmFlags.LOCKED | VmFlags.LOCKONFAULT)
 _NO_COW_PTE = int(VmFlags.SHARED | VmFlags.DONTCOPY | VmFlags.WIPEONFORK | VmFlags.IO
                   | VmFlags.PFNMAP | VmFlags.MIXEDMAP)
@@ -62,7 +63,7 @@ def clone3_args_valid(flags: int, exit_signal: int) -> None:
 def vma_needs_copy(flags: int, has_anon_vma: bool) -> bool:
     """vma_needs_copy: the child gets the VMA's PTEs only where the page tables hold
     something the child cannot fault back (anonymous pages, guard markers, PFN maps)."""
-    return not (flags & _NO_COPY) and (has_anon_vma or bool(flags & (_MAYBE_GUARD | _PFN_COPY)))
+    return not (flags & _NO_COPY) and (has_anon_vma or bool(flags & _ALWAYS_COPY))
 
 
 def cow_blocked_spans(mm: MM):
@@ -92,15 +93,18 @@ def dup_mm(machine, oldmm: MM, cow: int) -> MM:
     and at cow 2 / 3 each PMD / PUD table with only eligible spans under it).
     The child's PGD and tables come from a reservation made first: MMError(ENOMEM) with
     nothing changed if they do not fit."""
-    copy_spans = [(v.start, v.end, v.flags) for v in oldmm.vmas
-                  if vma_needs_copy(v.flags, v.anon_vma is not None)]
+    copy_spans, ranges = [], []
+    for v in oldmm.vmas:
+        if vma_needs_copy(v.flags, v.anon_vma is not None):
+            copy_spans.append((v.start, v.end, v.flags))
+            ranges.append((v.start, v.end))
     prof = machine.cow_pte_profile
     blocked = (prof.blocked_spans(oldmm) if prof else cow_blocked_spans(oldmm)) if cow else None
-    need = 1 + _fork.count_fork_tables(oldmm.core, [(s, e) for s, e, _ in copy_spans], cow, blocked)
+    need = 1 + _fork.count_fork_tables(oldmm.core, ranges, cow, blocked)
     with reserving(machine.phys, need, "fork"):
         mm = mm_alloc(machine)
         dup_mmap(mm, oldmm, copy_spans, cow, blocked)
-    if cow:     # v5: every VMA of a shared span (mmemu.profiles)
+    if cow and prof is not None:    # v5: every VMA of a shared span (mmemu.profiles)
         _cow_pte.cow_pte_mkold(oldmm.core, [(v.start, v.end, v.flags) for v in oldmm.vmas
                                             if not v.flags & _DONTCOPY])
     return mm
@@ -114,19 +118,19 @@ def dup_mmap(mm: MM, oldmm: MM, copy_spans, cow: bool, blocked) -> None:
     mm.exec_vm, mm.stack_vm = oldmm.exec_vm, oldmm.stack_vm
     mm.start_brk, mm.brk, mm.start_stack = oldmm.start_brk, oldmm.brk, oldmm.start_stack
     mm.start_code, mm.end_code = oldmm.start_code, oldmm.end_code
+    vmas = mm.vmas
     for v in oldmm.vmas:
-        if v.flags & _DONTCOPY:
-            mm.vm_stat_account(v.flags, -v.npages)
-            continue
-        nv = v.copy()
-        nv.set_flags(v.flags & _NOT_LOCKED)
-        if v.flags & _WIPEONFORK:
-            nv.anon_vma = None
-        elif v.anon_vma is not None:
-            nv.anon_vma = AnonVma(forked=True)
-        mm.vmas.append(nv)
-        if nv.backing is not None:
-            nv.backing.users += 1
+        flags = v.flags
+        if flags & _NO_COPY:
+            if flags & _DONTCOPY:
+                mm.vm_stat_account(flags, -v.npages)
+                continue
+            anon_vma = None             # VM_WIPEONFORK
+        else:
+            anon_vma = None if v.anon_vma is None else AnonVma(True)
+        vmas.append(v.copy(flags=flags & _NOT_LOCKED, anon_vma=anon_vma))
+        if v.backing is not None:
+            v.backing.users += 1
     mm.cow_pgtable = oldmm.cow_pgtable
     rc = _fork.fork_copy_ranges(mm.core, oldmm.core, copy_spans, cow, blocked)
     if rc != 0:    # every table came from the reservation: count and copy disagree

@@ -9,7 +9,6 @@ The syscall then fails with ENOMEM and leaves the machine as it was.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 from typing import Callable, ParamSpec, TypeVar
 
 from .errors import enomem
@@ -18,15 +17,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@contextmanager
-def reserving(phys, n: int, what: str):
-    """A reservation scope with n table frames set aside, or MMError(ENOMEM)."""
-    if not phys.reserve(n):
-        raise enomem(f"{what} needs {n} page-table frames, {phys.available} available")
-    try:
-        yield
-    finally:
-        phys.release()
+class reserving:
+    """A reservation scope with n table frames set aside, or MMError(ENOMEM) (a class, not
+    a generator: fork enters one per call and a generator's context costs a microsecond)."""
+    __slots__ = ("phys",)
+
+    def __init__(self, phys, n: int, what: str):
+        if not phys.reserve(n):
+            raise enomem(f"{what} needs {n} page-table frames, {phys.available} available")
+        self.phys = phys
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        self.phys.release()
 
 
 def top_up(phys, n: int, what: str) -> None:

@@ -48,3 +48,27 @@ def test_the_study_command_measures_and_writes_its_document(tmp_path, capsys):
     assert "| COW PMD deferred | 2 | 4 |" in text
     assert main(["cow-levels", "--sizes", "3M", "--quiet"]) == 2
     assert main(["cow-levels", "--designs", "cow-pte", "--quiet"]) == 2
+
+
+def test_the_study_document_is_redrawn_from_saved_rows(tmp_path, capsys):
+    """--rows writes the document from a --json file without measuring: the same text as
+    the measuring run wrote; the sizes above --all-writes-up-to are said to stop at 1%,
+    with the run's own numbers scaled to them. A file that holds no rows is an error."""
+    doc, js, again = tmp_path / "study.md", tmp_path / "rows.json", tmp_path / "again.md"
+    assert main(["cow-levels", "--sizes", "4M,8M", "--designs", "classic,cow-pmd-deferred",
+                 "--all-writes-up-to", "4M", "--doc", str(doc), "--json", str(js),
+                 "--quiet"]) == 0
+    rows = json.loads(js.read_text())
+    assert [(r["size"] >> 20, len(r["writes"])) for r in rows] == [(4, 3), (4, 3), (8, 1), (8, 1)]
+    assert all(r["host_peak_mib"] > 0 for r in rows)
+    assert main(["cow-levels", "--rows", str(js), "--doc", str(again), "--quiet"]) == 0
+    assert again.read_text() == doc.read_text().replace(
+        "(this file is its output)", "(this file is its output, drawn with `--rows` from the "
+        "rows of runs that saved them with `--json`)")
+    assert "at 8 MiB that is 2 times as much" in doc.read_text()
+    assert "mmemu cow-levels --sizes 4M,8M --all-writes-up-to 4M --doc" in doc.read_text()
+    capsys.readouterr()
+    js.write_text(json.dumps([{"design": "nonsense"}]))
+    assert main(["cow-levels", "--rows", str(js), "--quiet"]) == 2
+    assert "not a list of rows" in capsys.readouterr().err
+    assert main(["cow-levels", "--rows", str(tmp_path / "missing.json"), "--quiet"]) == 2

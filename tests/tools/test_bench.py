@@ -172,12 +172,21 @@ def test_two_x_rule(tmp_path):
 
 def test_quick_plan_is_64m_and_tracks_what_it_measures():
     jobs = runner.plan(True)
-    assert {size for _, _, _, size, _ in jobs} == {64 * MIB}
+    # whole-table COW's targets are defined at 1 and 16 GiB (issue 18); all else is 64 MiB
+    upper = {(name, size) for name, _, _, size, _ in jobs if size != 64 * MIB}
+    assert {size for _, _, _, size, _ in jobs} == {64 * MIB, 1 << 30, 16 << 30}
+    assert upper == {("fork.deferred.16G", 16 << 30), ("fork.cow-pmd-deferred.16G", 16 << 30),
+                     ("fork.cow-pud-deferred.1G", 1 << 30), ("fork.cow-pud-deferred.16G", 16 << 30),
+                     ("break_cow_pte.deferred.1G", 1 << 30), ("cow_rewrite.deferred.1G", 1 << 30),
+                     ("break_cow_pte.cow-pmd-deferred.1G", 1 << 30),
+                     ("cow_rewrite.cow-pmd-deferred.1G", 1 << 30)}
     names = {n for n, *_ in jobs}
     for t in track.TRACKED:
         num, den = t.split("/")
         assert any(n.startswith(num.split(".")[0] + ".") for n in names), t
         assert any(n.startswith(den.split(".")[0] + ".") for n in names), t
+    upper_tracked = [t for t in track.TRACKED if "cow-p" in t]
+    assert len(upper_tracked) == 4 and all(set(t.split("/")) <= names for t in upper_tracked)
 
 
 def test_cli_checks_the_recorded_counters(capsys):

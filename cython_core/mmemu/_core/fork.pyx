@@ -98,19 +98,23 @@ cdef inline bint _blocked_upper(uint64_t addr, int shift, const int64_t* blocked
     return pos[0] < nblocked and blocked[pos[0]] < lo + (<int64_t>1 << (shift - PMD_SHIFT))
 
 
-cdef bint holds_huge_pmd(physmem_t* pm, pte_t entry, int level) noexcept nogil:
+cdef bint holds_huge_pmd(physmem_t* pm, mm_t* mm, pte_t entry, int level) noexcept nogil:
     """Does the table under this PUD entry (level LEVEL_PMD: a PMD table) or PGD entry
-    (LEVEL_PUD: a PUD table) hold a huge PMD? Whole-table COW shares no such table: a huge
-    PMD's deposited table and entire mapcount belong to one mm (copy_huge_pmd copies it)."""
+    (LEVEL_PUD: a PUD table) of mm hold a huge PMD? Whole-table COW shares no such table: a
+    huge PMD's deposited table and entire mapcount belong to one mm (copy_huge_pmd copies
+    it). Every huge PMD has a deposited table (m.check() counts them), so an mm without
+    deposits has none and no table is read: the fork's cost does not grow with its size."""
     cdef pte_t* t = table_ptr(pm, pte_pfn(entry))
     cdef int i
+    if mm.nr_deposited == 0:
+        return False
     for i in range(512):
         if t[i] == 0:
             continue
         if level == LEVEL_PMD:
             if pmd_leaf(t[i]):
                 return True
-        elif holds_huge_pmd(pm, t[i], LEVEL_PMD):
+        elif holds_huge_pmd(pm, mm, t[i], LEVEL_PMD):
             return True
     return False
 
@@ -156,7 +160,7 @@ cdef int copy_pgd_entry(pte_t* spgd, uint64_t addr, uint64_t next, mm_walk* walk
     cdef pte_t* path[3]
     c.src_ro_pud = not pte_write(spgd[0])
     if (_blocked_upper(addr, PGDIR_SHIFT, c.blocked, c.nblocked, &c.pos_pgd)
-            or holds_huge_pmd(walk.pm, spgd[0], LEVEL_PUD)):
+            or holds_huge_pmd(walk.pm, walk.mm, spgd[0], LEVEL_PUD)):
         return 0
     walk_entry_path(walk.pm, c.dst_mm, addr, path)
     if path[0][0] == 0:         # shared once, however many VMAs lie under it
@@ -176,7 +180,7 @@ cdef int copy_pud_entry(pte_t* spud, uint64_t addr, uint64_t next, mm_walk* walk
     c.src_ro = c.src_ro_pud or not pte_write(spud[0])
     if (c.cow >= COW_LEVEL_PMD
             and not _blocked_upper(addr, PUD_SHIFT, c.blocked, c.nblocked, &c.pos_pud)
-            and not holds_huge_pmd(walk.pm, spud[0], LEVEL_PMD)):
+            and not holds_huge_pmd(walk.pm, walk.mm, spud[0], LEVEL_PMD)):
         walk_entry_path(walk.pm, c.dst_mm, addr, path)
         if path[0][0] == 0:
             t = pgtable_alloc(walk.pm, c.dst_mm, LEVEL_PUD)
@@ -275,7 +279,7 @@ cdef int count_pgd_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) 
     cdef count_walk* c = <count_walk*>walk.private
     if (c.cow >= COW_LEVEL_PUD
             and not _blocked_upper(addr, PGDIR_SHIFT, c.blocked, c.nblocked, &c.pos_pgd)
-            and not holds_huge_pmd(walk.pm, e[0], LEVEL_PUD)):
+            and not holds_huge_pmd(walk.pm, walk.mm, e[0], LEVEL_PUD)):
         walk.action = ACTION_CONTINUE
         return 0
     _count_slot(c, 0, <int64_t>(addr >> PGDIR_SHIFT))
@@ -288,7 +292,7 @@ cdef int count_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) 
     cdef count_walk* c = <count_walk*>walk.private
     if (c.cow >= COW_LEVEL_PMD
             and not _blocked_upper(addr, PUD_SHIFT, c.blocked, c.nblocked, &c.pos_pud)
-            and not holds_huge_pmd(walk.pm, e[0], LEVEL_PMD)):
+            and not holds_huge_pmd(walk.pm, walk.mm, e[0], LEVEL_PMD)):
         walk.action = ACTION_CONTINUE
         return 0
     _count_slot(c, 1, <int64_t>(addr >> PUD_SHIFT))

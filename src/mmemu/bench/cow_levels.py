@@ -15,6 +15,7 @@ regenerates the document and its figure. Timings are one run each on a shared ma
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import platform
@@ -42,9 +43,29 @@ def _memory_for(size: int) -> int:
     return max(4 << 30, 1 << (2 * size + (size >> 4) + (1 << 30) - 1).bit_length())
 
 
+def _reset_host_peak() -> None:
+    """Start a new host-memory peak for this row (clear_refs 5 resets VmHWM, Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _host_peak_mib() -> int:
+    """The process's peak resident memory since _reset_host_peak (VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) >> 10
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+
+
 def measure(size: int, design: str, fractions=FRACTIONS) -> dict:
     """One row of the study (see the module docstring)."""
     title, accounting, cow = DESIGNS[design]
+    gc.collect()        # the previous row's machine (processes and mms refer to each other)
+    _reset_host_peak()
     m = Machine(_memory_for(size), cow_pte_accounting=accounting)
     p = m.spawn()
     a = p.mmap(0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
@@ -81,19 +102,22 @@ def measure(size: int, design: str, fractions=FRACTIONS) -> dict:
     c.exit()
     p.exit()
     m.check()
-    row["host_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    row["host_peak_mib"] = _host_peak_mib()
     return row
 
 
-def run(sizes, designs, progress=None, all_writes_up_to=16 << 30) -> list:
+def run(sizes, designs, progress=None, all_writes_up_to=16 << 30, save=None) -> list:
     """The rows for every size and design; sizes above all_writes_up_to measure only the
-    first write fraction (the others take minutes per design there)."""
+    first write fraction (the others take minutes per design there). save(rows) is called
+    after each row (a long run keeps what it measured)."""
     rows = []
     for size in sizes:
         for d in designs:
             if progress:
-                progress(f"{size >> 30} GiB {d}")
+                progress(f"{_size(size)} {d}")
             rows.append(measure(size, d, FRACTIONS if size <= all_writes_up_to else FRACTIONS[:1]))
+            if save:
+                save(rows)
     return rows
 
 
@@ -105,7 +129,7 @@ def table(rows: list) -> str:
     """Markdown: one table per size."""
     out = []
     for size in sorted({r["size"] for r in rows}):
-        out += [f"### {size >> 30} GiB populated", "",
+        out += [f"### {_size(size)} populated", "",
                 "| design | PT pages by fork | child VmPTE (kB) | fork (ms) | write 1% (ms) | "
                 "write 10% (ms) | write 100% (ms) | PT pages by the writes (1% / 10% / 100%) |",
                 "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -168,17 +192,26 @@ within a small factor of PTE-level sharing and converges to it as the child writ
 A child that writes 100% of its memory ends up with private tables at every level in all
 designs, and then pays about what a classic fork paid up front, plus the breaks. The upper
 levels win when the child touches little of a large address space before it exits or
-execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing saves another factor
-of ~500 in fork time and page-table memory over PTE-level sharing; PUD-level sharing only
-pays off beyond tens of GiB, where even the one-PMD-table-per-GiB of PMD-level sharing
-adds up, and otherwise costs an extra table copy on the first write. Eligibility is coarser
+execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing does 1/512 of the
+page-table work of PTE-level sharing (one PUD entry per GiB against one PMD entry per
+2 MiB), so its fork costs a fork's fixed cost (about 10 us here: the syscall path, the
+child's mm and VMAs) plus one entry per GiB, and the factor in time over PTE-level sharing
+grows with the size (the table: about 13x at 16 GiB, 34x at 256 GiB). PUD-level sharing's
+fork is the fixed cost alone at every size (at 256 GiB a third of PMD-level's, whose 256
+entries have begun to count); it costs one more table copy on the first write under each
+512 GiB, lost in the noise of the 131,072 PTE-table copies that follow. Eligibility is coarser
 too: one shared, DONTCOPY, WIPEONFORK or heap VMA (or a swap entry) anywhere in a GiB
 (or in 512 GiB) sends that whole range back to the level below.
 """
 
 
 def _size(n: int) -> str:
-    return f"{n >> 30} GiB"
+    return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
+
+
+def _arg(n: int) -> str:
+    """A size as --sizes takes it (16G, 8M)."""
+    return f"{n >> 30}G" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n >> 20}M"
 
 
 MECHANISM = """\
@@ -223,11 +256,20 @@ MECHANISM = """\
   however many mms reach it through a shared table), requires a shared table's path to be
   read-only and a private table to be its mm's own, and the per-mode accounting; the
   debug build aborts on any write into a table shared more than once. The lockstep fuzzer
-  (`tests/cow_pgtable/test_upper_designs_agree.py`) runs seven designs, the reference-model
+  (`tests/cow_pgtable/test_upper_designs_agree.py`) runs seven designs (with a 1 GiB region
+  moved whole by aligned mremaps), the reference-model
   fuzzer runs at both levels, and with a level's break switched off the fuzzer fails.
-- **Left out.** mremap breaks the shared tables of both ranges and then moves PTE tables;
-  it does not move whole PMD or PUD entries. Huge (leaf) PMDs under a shared table are
-  not handled (no THP on this branch).
+- **mremap.** The shared tables of both ranges are broken first, top down (break before
+  change), then an aligned move relinks whole tables as Linux does (`move_normal_pud`: the
+  PMD table under a PUD entry for a 1 GiB-aligned move; `move_normal_pmd`: each PTE table
+  for a 2 MiB-aligned one): no PTE moves one by one
+  (`tests/cow_pgtable/test_cow_pgtable_mremap.py`, exact counters per level). A table is
+  never relinked at another address while it is shared: every holder reaches a shared
+  table at the same address (the deferred accounting finds the other holders there), so
+  an aligned move of shared memory pays the breaks (a 1 GiB move after a PMD-level fork:
+  the PMD table and its 512 PTE tables copied) before the relink.
+- **Left out.** A huge (leaf) PMD is never under a shared table: a PMD or PUD table
+  holding one falls back a level at fork (its deposited table belongs to one mm).
 
 """
 
@@ -238,19 +280,66 @@ SIZES = """\
 The emulated machine is sparse (a MAP_NORESERVE host mapping, per-frame metadata touched
 only where frames are used) and the experiment writes no data into the pages (a fault per
 page: the frames stay all-zero and unbacked on the host), so the host holds only the page
-tables and the metadata of the frames in use: {peak} GiB at the peak of this run
-(`ru_maxrss`, largest size {big}). Above {limit} only the 1% write is measured (64 Mi COW
-faults per design at 256 GiB take minutes each on the shared 2-core machine; "-" in the
-table). {missing}
+tables and the metadata of the frames in use: {peak} GiB at the peak of this run (VmHWM,
+reset for each row; largest size {big}). Above {limit} only the 1% write is measured ("-"
+in the table). {why}
 """
-NOT_256 = ("256 GiB populated was started and fits the 24 GiB host (the run had passed "
-           "5 GiB of host RSS, the classic design done, when it was stopped) but takes "
-           "several minutes of CPU per design on the shared machine, more than this round "
-           "allowed: `mmemu cow-levels --sizes 256G` measures it.")
 
 
-def document(rows: list, plot_name: str = None, limit: int = 16 << 30) -> str:
-    sizes = ", ".join(f"{s >> 30} GiB" for s in sorted({r["size"] for r in rows}))
+def _designs_left_out(rows: list) -> str:
+    """The designs the largest size was not measured in, and what they would have cost
+    there, scaled from the next size down."""
+    big = max(r["size"] for r in rows)
+    there = {r["design"] for r in rows if r["size"] == big}
+    out = [d for d in dict.fromkeys(r["design"] for r in rows) if d not in there]
+    smaller = [r for r in rows if r["size"] < big and r["design"] in out]
+    if not out or not smaller:
+        return ""
+    top = max(r["size"] for r in smaller)
+    forks = [r["fork_s"] for r in smaller if r["size"] == top]
+    pop = [r["populate_s"] for r in rows if r["size"] == big and "populate_s" in r]
+    return (f"At {_size(big)} the {', '.join(DESIGNS[d][0] for d in out)} designs were not "
+            f"measured: every row there repopulates {big >> 12 >> 20} Mi pages "
+            f"({min(pop):.0f}-{max(pop):.0f} s of the row on the shared machine) before its six "
+            f"forks, and these designs' forks visit every PTE ({min(forks) * 1e3:.0f}-"
+            f"{max(forks) * 1e3:.0f} ms at {_size(top)}, {big // top} times that at "
+            f"{_size(big)}); the round's time did not allow them. "
+            if pop else "")
+
+
+def _why_first_write_only(rows: list, limit: int) -> str:
+    """Why the sizes above limit stop at the 1% write, in this run's own numbers: the rows
+    of the largest size with every write, scaled to the largest size."""
+    big = max(r["size"] for r in rows)
+    full = [r for r in rows if r["size"] <= limit and len(r["writes"]) == len(FRACTIONS)]
+    if big <= limit or not full:
+        return ""
+    top = max(r["size"] for r in full)
+    full = [r for r in full if r["size"] == top]
+    k = big / top
+    t = [r["writes"][-1]["cumulative_s"] for r in full]
+    host = max(r.get("host_peak_mib", 0) for r in full) / 1024
+    small = max(r.get("host_peak_mib", 0) for r in rows if r["size"] == big) / 1024
+    return (f"At {_size(top)} writing 100% took the child {min(t):.1f}-{max(t):.1f} s per "
+            f"design (its copies: {top >> 12 >> 20} Mi COW faults) and the rows peaked at "
+            f"{host:.1f} GiB of host memory; at {_size(big)} that is {k:.0f} times as much: "
+            f"{min(t) * k:.0f}-{max(t) * k:.0f} s of writes per design and about "
+            f"{host * k:.0f} GiB of host memory, against a 24 GiB host shared with other jobs "
+            f"(the {_size(big)} rows with 1% written peaked at {small:.1f} GiB). "
+            f"`mmemu cow-levels --sizes {_arg(big)} --all-writes-up-to {_arg(big)}` measures "
+            f"them on a larger host.")
+
+
+def document(rows: list, plot_name: str = None, from_rows: bool = False) -> str:
+    """The study's markdown; the sizes measured with every write are read off the rows.
+    from_rows: the rows were saved by --json runs and the document drawn by --rows."""
+    drawn = (", drawn with `--rows` from the rows of runs that saved them with `--json`"
+             if from_rows else "")
+    limit = max((r["size"] for r in rows if len(r["writes"]) == len(FRACTIONS)),
+                default=min(r["size"] for r in rows))
+    sizes = ", ".join(map(_size, sorted({r["size"] for r in rows})))
+    upto = "" if limit == 16 << 30 or limit == max(r["size"] for r in rows) \
+        else f" --all-writes-up-to {_arg(limit)}"
     head = f"""# Copy-on-write of whole page-table levels (PMD and PUD tables)
 
 mmemu's own design (the COW page table series' TODO "COW to the entire page table"):
@@ -258,8 +347,8 @@ mmemu's own design (the COW page table series' TODO "COW to the entire page tabl
 `cython_core/mmemu/_core/cow_pgtable.pyx` for the mechanism (share counts, level-by-level
 breaks, accounting) and the README of the COW page tables for the accounting modes.
 
-Measured by `mmemu cow-levels --sizes {",".join(f"{s >> 30}G" for s in sorted({r["size"] for r in rows}))} \
---doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output)
+Measured by `mmemu cow-levels --sizes {",".join(map(_arg, sorted({r["size"] for r in rows})))}{upto} \
+--doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output{drawn})
 on {platform.machine()}, Python {platform.python_version()}, one run per cell on a shared
 2-core machine: sizes {sizes}. A process writes every page of a private anonymous mapping
 (a fault per page, no data), forks once to warm up, then forks ({{forks}}); a child then
@@ -274,8 +363,28 @@ child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" 
     peak = max(r.get("host_peak_mib", 0) for r in rows)
     big = max(r["size"] for r in rows)
     sizes_note = SIZES.format(limit=_size(limit), peak=f"{peak / 1024:.1f}", big=_size(big),
-                              missing=NOT_256 if big < (256 << 30) else "")
+                              why=_designs_left_out(rows) + _why_first_write_only(rows, limit))
     return head + MECHANISM + "## Results\n\n" + table(rows) + "\n" + fig + ANALYSIS + "\n" + sizes_note
+
+
+def _save(rows: list, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+ROW_KEYS = {"design", "title", "size", "fork_s", "fork_pt_pages", "child_vmpte_kb", "writes"}
+
+
+def _saved_rows(path: str):
+    """The rows of a --json file, or None if it does not hold study rows."""
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(rows, list) and rows and all(
+        isinstance(r, dict) and ROW_KEYS <= r.keys() and r["design"] in DESIGNS for r in rows)
+    return rows if ok else None
 
 
 def add_parser(sub) -> None:
@@ -287,6 +396,8 @@ def add_parser(sub) -> None:
     c.add_argument("--all-writes-up-to", default="16G", metavar="SIZE",
                    help="larger sizes measure only the 1%% write (default 16G)")
     c.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    c.add_argument("--rows", metavar="FILE.json",
+                   help="measure nothing: write the document and figure from rows saved by --json")
     c.add_argument("--doc", metavar="FILE.md", help="write the study document")
     c.add_argument("--plot", metavar="FILE.png", help="draw the figure (needs matplotlib)")
     c.add_argument("--quiet", action="store_true", help="no progress output")
@@ -312,22 +423,28 @@ def cmd_cow_levels(args) -> int:
     except ValueError as e:
         print(f"mmemu: --all-writes-up-to: {e}", file=sys.stderr)
         return 2
-    from ..cliutil import output_path, require
+    from ..cliutil import input_path, output_path, require
     for opt in ("json", "doc", "plot"):
         output_path(getattr(args, opt), "--" + opt)
+    input_path(args.rows, "--rows")
     if args.plot:
         require("matplotlib", "--plot", "plot")
     show = None if args.quiet else (lambda label: print(f"measuring {label}", file=sys.stderr))
-    rows = run(sizes, designs, show, limit)
+    if args.rows:
+        rows = _saved_rows(args.rows)
+        if rows is None:
+            print(f"mmemu: --rows {args.rows}: not a list of rows written by --json", file=sys.stderr)
+            return 2
+    else:
+        rows = run(sizes, designs, show, limit, save=args.json and (lambda r: _save(r, args.json)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        _save(rows, args.json)
     if args.plot:
         plot(rows, args.plot)
     if args.doc:
         import os
         name = os.path.relpath(args.plot, os.path.dirname(args.doc) or ".") if args.plot else None
         with open(args.doc, "w") as f:
-            f.write(document(rows, name, limit))
+            f.write(document(rows, name, bool(args.rows)))
     print(table(rows))
     return 0

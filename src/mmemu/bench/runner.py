@@ -54,6 +54,16 @@ def plan(quick: bool) -> list:
         add("trace", "replay", s, 7, "classic")
         add("trace", "direct", s, 7, "classic")
         add("trace", "record", s, 3)
+        # whole-table COW (issue 18): its fork against PTE-level at 16 GiB, the PUD-level
+        # fork at 1 and 16 GiB, the writes after a PMD-level fork against PTE-level at 1 GiB
+        # (forks of ~10 us: many rounds, so that the median is not one preemption)
+        add("mmemu", "fork", 16 * GIB, 51, "deferred")
+        add("mmemu", "fork", 16 * GIB, 201, "cow-pmd-deferred")
+        for z in (GIB, 16 * GIB):
+            add("mmemu", "fork", z, 201, "cow-pud-deferred")
+        for d in ("deferred", "cow-pmd-deferred"):
+            add("mmemu", "break_cow_pte", GIB, 5, d)
+            add("mmemu", "cow_rewrite", GIB, 5, d)
         return jobs
     for s in (64 * MIB, GIB, 4 * GIB, 16 * GIB):
         big = s > GIB
