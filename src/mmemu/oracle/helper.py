@@ -9,9 +9,10 @@ process_vm_writev on the helper itself, so a bad address comes back as a short c
 access would have raised. ``fill`` and ``touch`` use plain loads/stores (memset) and are
 only sent for ranges known to be accessible.
 
-Every mapping the helper makes gets MADV_NOHUGEPAGE (transparent huge pages are not
-modelled by mmemu), and files are written page by page (ext4 otherwise caches them in
-large folios, which the kernel maps whole).
+Every mapping the helper makes gets MADV_NOHUGEPAGE unless the driver asks for
+MADV_HUGEPAGE (``thp_advice``: the oracle's THP regions), so the helper never makes a
+transparent huge page anywhere else, and files are written page by page (ext4 otherwise
+caches them in large folios, which the kernel maps whole).
 """
 import ctypes
 import json
@@ -99,8 +100,7 @@ class Helper:
                     os.close(fd)
             if a is None or a == MAP_FAILED:
                 return {"err": ctypes.get_errno()}
-            if c.get("nohuge", True):
-                libc.madvise(a, c["len"], MADV_NOHUGEPAGE)
+            libc.madvise(a, c["len"], c.get("thp_advice", MADV_NOHUGEPAGE))
             return {"ret": a}
         if op == "munmap":
             return _ret(libc.munmap(c["addr"], c["len"]))
