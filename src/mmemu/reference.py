@@ -86,6 +86,8 @@ class Page:
     wipeonfork: bool = False
     guard: bool = False              # a guard-region marker
     locked: bool = False             # MAP_LOCKED (mlock): populated, not DONTNEED-able
+    hugepage: bool = False           # MADV_HUGEPAGE (VmFlags hg): bytes do not change
+    nohugepage: bool = False         # MADV_NOHUGEPAGE (VmFlags nh)
 
 
 def segv(code, addr):
@@ -334,6 +336,9 @@ class ModelProcess:
                 pg.guard = True
             elif advice == "guard_remove":
                 pg.guard = False
+            elif advice in ("hugepage", "nohugepage"):
+                # hugepage_madvise: the VMA flag only; a huge page holds the same bytes
+                pg.hugepage, pg.nohugepage = advice == "hugepage", advice == "nohugepage"
             else:
                 raise ValueError(advice)
         return ("errno", errno.ENOMEM) if hole else OK
@@ -398,7 +403,8 @@ class ModelProcess:
         for i in range(old_len // PG, new_len // PG):
             self.pages[dst + i * PG] = Page(
                 last.prot, last.shared, last.obj, last.index + 1 + i - old_len // PG,
-                dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked)
+                dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked,
+                hugepage=last.hugepage, nohugepage=last.nohugepage)
         if last.locked:
             self.locked_vm += (new_len - old_len) // PG
             self.populate(dst + old_len, new_len - old_len)

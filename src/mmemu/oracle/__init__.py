@@ -145,7 +145,10 @@ def _errno_of(fn):
 class Oracle:
     """A live helper and an emulated process driven in lockstep over ``REGION``."""
 
-    def __init__(self, tmpdir: Optional[str] = None, thp: bool = False):
+    def __init__(self, tmpdir: Optional[str] = None, thp: bool = False, counters_from: int = 0):
+        """thp: compare THP regions (see the module's docstring); counters_from: the step
+        (its index in ``sequence``) from which a difference of the thp_* counters raises,
+        earlier ones are skipped (a run again after a neighbour's THPs made one differ)."""
         why = linux_proc_available()
         if why:
             raise RuntimeError(f"the oracle {why}")
@@ -164,7 +167,7 @@ class Oracle:
         self.thp = thp
         self.thp_vmstat_compared = self.thp_vmstat_skipped = 0
         self._vm_live = self._vm_emu = self._quiet_since = None
-        self._counters_believed_from = 0      # Oracle.rerun: the step that differed
+        self._counters_believed_from = counters_from
         if thp:
             self._departure("huge_zero_page_allocated")
             self._vm_live, self._vm_emu = read_vmstat_thp(), self.m.vmstat()
@@ -319,7 +322,7 @@ class Oracle:
         if self._quiet_since != before or settled != after:
             self.thp_vmstat_skipped += 1
             return
-        if live != emu and len(self.sequence) < self._counters_believed_from:
+        if live != emu and len(self.sequence) <= self._counters_believed_from:
             self.thp_vmstat_skipped += 1      # a rerun: only the step that differed counts
             return
         if live != emu:
@@ -522,8 +525,7 @@ class Oracle:
         the replays only the last step's counters must agree: the earlier ones agreed in
         the first run, a difference there now is a neighbour's."""
         for k in range(tries):
-            o = cls(thp=thp)
-            o._counters_believed_from = len(sequence)
+            o = cls(thp=thp, counters_from=len(sequence) - 1)
             try:
                 for step in sequence:
                     eval(f"o.{step}", {"o": o})
