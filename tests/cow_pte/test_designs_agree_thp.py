@@ -91,4 +91,4 @@ class ThpDesignsAgree(DesignsAgree):
 
 
 TestThpDesignsAgree = ThpDesignsAgree.TestCase
-TestThpDesignsAgree.settings = fuzz_settings(6, "MMEMU_FUZZ_EXAMPLES", stateful_step_count=30)
+TestThpDesignsAgree.settings = fuzz_settings(4, "MMEMU_FUZZ_EXAMPLES", stateful_step_count=30)

@@ -283,7 +283,7 @@ def test_the_helper_makes_no_thp_elsewhere():
 
 
 # ---------------------------------------------------------------- random sequences
-SETTINGS = fuzz_settings(6, "MMEMU_ORACLE_EXAMPLES", stateful_step_count=12,
+SETTINGS = fuzz_settings(4, "MMEMU_ORACLE_EXAMPLES", stateful_step_count=12,
                          suppress_health_check=list(HealthCheck))
 # pages at and around the four PMD boundaries, and anywhere in the 8 MiB
 PAGE = st.sampled_from([0, 1, SPAN - 1, SPAN, SPAN + 1, 2 * SPAN, 3 * SPAN, 4 * SPAN - 1]) \
