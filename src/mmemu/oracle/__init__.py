@@ -431,7 +431,6 @@ class Oracle:
 
     def _access(self, kind: str, page: int, offset: int, n: int, byte: int, proc: int):
         addr = REGION + page * PG + offset
-        self._begin()
         if kind == "read":
             # plain loads of the pages the VMAs let a load reach: a read through
             # process_vm_readv is a R/O pin (FOLL_PIN), which unshares a COW-shared anon
@@ -440,9 +439,11 @@ class Oracle:
             ok = 0
             while ok < n and self._signal_live(proc, addr + ok, False, vmas) is None:
                 ok = min(n, ok + PG - (addr + ok) % PG)
+            self._begin()
             data = self.live[proc].call("load", addr=addr, len=ok)["data"] if ok else ""
             live = {"bytes": bytes.fromhex(data), "n": ok}
         else:
+            self._begin()
             r = self.live[proc].call("write", addr=addr, data=bytes([byte] * n).hex())
             live = {"n": r["ret"]}
         if live["n"] < n:
@@ -524,26 +525,20 @@ class Oracle:
         error when none of ``tries`` runs does (a divergence that repeats is mmemu's). In
         the replays only the last step's counters must agree: the earlier ones agreed in
         the first run, a difference there now is a neighbour's."""
-        for k in range(tries):
-            o = cls(thp=thp, counters_from=len(sequence) - 1)
+        if tries < 1:
+            raise ValueError("tries must be at least 1")
+        for _ in range(tries - 1):
             try:
-                for step in sequence:
-                    eval(f"o.{step}", {"o": o})
-                return o
+                return cls.replay(sequence, thp=thp, counters_from=len(sequence) - 1)
             except (CounterDivergence, ForeignChange):
-                o.close()
-                if k == tries - 1:
-                    raise
-            except BaseException:
-                o.close()
-                raise
-        raise ValueError("tries must be at least 1")
+                pass
+        return cls.replay(sequence, thp=thp, counters_from=len(sequence) - 1)
 
     @classmethod
-    def replay(cls, sequence: List[str], thp: bool = False) -> "Oracle":
+    def replay(cls, sequence: List[str], thp: bool = False, counters_from: int = 0) -> "Oracle":
         """Run a recorded sequence (``Divergence.sequence``) again; raises at the step
         that diverges."""
-        o = cls(thp=thp)
+        o = cls(thp=thp, counters_from=counters_from)
         try:
             for s in sequence:
                 eval(f"o.{s}", {"o": o})
