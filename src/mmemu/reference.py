@@ -3,8 +3,9 @@ and the layout of the address space.
 
 Per process, a dict from page address to what is mapped there: protection, private or
 shared, the file or shmem object and page index behind it, the private copy (and so who
-still shares it after fork), the fork flags, a guard marker, mlock. Files and shmem
-objects are dicts of pages. It knows nothing of page tables, VMAs as data structures,
+still shares it after fork), the fork flags, a guard marker, mlock, the THP advice
+(MADV_HUGEPAGE / NOHUGEPAGE: a huge page holds the same bytes). Files and shmem objects
+are dicts of pages. It knows nothing of page tables, VMAs as data structures,
 refcounts or COW tables; those are what the fast emulator must get right for everything
 to come out the same. The test suite's stateful fuzzer drives it in lockstep with three
 machines, and ``mmemu bench`` times it as the baseline of the fork-then-write target.
