@@ -41,7 +41,8 @@ class ThpDesignsAgree(DesignsAgree):
           advise=st.booleans())
     def mmap_huge(self, i, first, n, advise):
         n = min(n, SPANS - first)
-        self._all(i, "mmap", HUGE + first * PMD, n * PMD, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+        self._all(i, "mmap", HUGE + first * PMD, n * PMD, 3,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
         if advise:
             self._all(i, "madvise", HUGE + first * PMD, n * PMD, Madv.HUGEPAGE)
 
@@ -54,7 +55,8 @@ class ThpDesignsAgree(DesignsAgree):
             else:
                 self._all(i, "read", addr, 8)
 
-    @rule(i=DesignsAgree.pick, first=hpage, n=st.sampled_from([1, 16, 511, 512, 1024]) | st.integers(1, 40),
+    @rule(i=DesignsAgree.pick, first=hpage,
+          n=st.sampled_from([1, 16, 511, 512, 1024]) | st.integers(1, 40),
           op=st.sampled_from(sorted(OPS)))
     def range_huge(self, i, first, n, op):
         addr, length = HUGE + first * PG, n * PG

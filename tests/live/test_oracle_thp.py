@@ -32,7 +32,7 @@ def _thp_unavailable() -> str:
             mode = f.read()
     except OSError:
         return "no /sys/kernel/mm/transparent_hugepage"
-    return "" if "[madvise]" in mode else f"the oracle compares THP madvise mode; here: {mode.strip()}"
+    return "" if "[madvise]" in mode else f"the oracle compares THP madvise mode, not {mode.strip()}"
 
 
 _why = _thp_unavailable()

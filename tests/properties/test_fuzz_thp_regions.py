@@ -46,7 +46,8 @@ class ThpRegionFuzz(Fuzz):
         self._same(ref.madvise(addr, length, advice), ps, "madvise", addr, length,
                    THP_ADVICE[advice])
 
-    @rule(i=Fuzz.pick, first=st.integers(0, 3), n=st.integers(1, 4), prot=st.sampled_from([1, 3, 3]))
+    @rule(i=Fuzz.pick, first=st.integers(0, 3), n=st.integers(1, 4),
+          prot=st.sampled_from([1, 3, 3]))
     def mmap_huge(self, i, first, n, prot):
         """A 2 MiB-aligned private mapping advised MADV_HUGEPAGE."""
         n = min(n, 4 - first)
@@ -54,7 +55,8 @@ class ThpRegionFuzz(Fuzz):
         self._advise(i, BIG + first * PMD, n * PMD, "hugepage")
 
     @rule(i=Fuzz.pick, first=st.integers(0, 4 * 512 - 1),
-          n=st.sampled_from([1, 16, 511, 512, 1024, 2048]), advice=st.sampled_from(sorted(THP_ADVICE)))
+          n=st.sampled_from([1, 16, 511, 512, 1024, 2048]),
+          advice=st.sampled_from(sorted(THP_ADVICE)))
     def thp_advice_big(self, i, first, n, advice):
         self._advise(i, BIG + first * PG, n * PG, advice)
 
