@@ -93,4 +93,5 @@ class ThpDesignsAgree(DesignsAgree):
 
 
 TestThpDesignsAgree = ThpDesignsAgree.TestCase
-TestThpDesignsAgree.settings = fuzz_settings(4, "MMEMU_FUZZ_EXAMPLES", stateful_step_count=30)
+SETTINGS = fuzz_settings(4, "MMEMU_FUZZ_EXAMPLES", stateful_step_count=30)
+TestThpDesignsAgree.settings = SETTINGS
