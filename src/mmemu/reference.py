@@ -3,8 +3,9 @@ and the layout of the address space.
 
 Per process, a dict from page address to what is mapped there: protection, private or
 shared, the file or shmem object and page index behind it, the private copy (and so who
-still shares it after fork), the fork flags, a guard marker, mlock. Files and shmem
-objects are dicts of pages. It knows nothing of page tables, VMAs as data structures,
+still shares it after fork), the fork flags, a guard marker, mlock, the THP advice
+(MADV_HUGEPAGE / NOHUGEPAGE: a huge page holds the same bytes). Files and shmem objects
+are dicts of pages. It knows nothing of page tables, VMAs as data structures,
 refcounts or COW tables; those are what the fast emulator must get right for everything
 to come out the same. The test suite's stateful fuzzer drives it in lockstep with three
 machines, and ``mmemu bench`` times it as the baseline of the fork-then-write target.
@@ -86,6 +87,8 @@ class Page:
     wipeonfork: bool = False
     guard: bool = False              # a guard-region marker
     locked: bool = False             # MAP_LOCKED (mlock): populated, not DONTNEED-able
+    hugepage: bool = False           # MADV_HUGEPAGE (VmFlags hg): bytes do not change
+    nohugepage: bool = False         # MADV_NOHUGEPAGE (VmFlags nh)
 
 
 def segv(code, addr):
@@ -334,6 +337,9 @@ class ModelProcess:
                 pg.guard = True
             elif advice == "guard_remove":
                 pg.guard = False
+            elif advice in ("hugepage", "nohugepage"):
+                # hugepage_madvise: the VMA flag only; a huge page holds the same bytes
+                pg.hugepage, pg.nohugepage = advice == "hugepage", advice == "nohugepage"
             else:
                 raise ValueError(advice)
         return ("errno", errno.ENOMEM) if hole else OK
@@ -398,7 +404,8 @@ class ModelProcess:
         for i in range(old_len // PG, new_len // PG):
             self.pages[dst + i * PG] = Page(
                 last.prot, last.shared, last.obj, last.index + 1 + i - old_len // PG,
-                dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked)
+                dontfork=last.dontfork, wipeonfork=last.wipeonfork, locked=last.locked,
+                hugepage=last.hugepage, nohugepage=last.nohugepage)
         if last.locked:
             self.locked_vm += (new_len - old_len) // PG
             self.populate(dst + old_len, new_len - old_len)

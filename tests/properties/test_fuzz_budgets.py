@@ -26,6 +26,9 @@ BUDGETS = {
     "test_v1_bugs": ("MMEMU_FUZZ_EXAMPLES", 500),
     "test_versions_agree": ("MMEMU_FUZZ_EXAMPLES", 15),
     "test_thp_fuzz": ("MMEMU_FUZZ_EXAMPLES", 40),
+    "test_fuzz_thp_regions": ("MMEMU_FUZZ_EXAMPLES", 4),
+    "test_designs_agree_thp": ("MMEMU_FUZZ_EXAMPLES", 4),
+    "test_oracle_thp": ("MMEMU_ORACLE_EXAMPLES", 4),
 }
 BUDGET_VARIABLES = ("MMEMU_FUZZ_EXAMPLES", "MMEMU_FUZZ_STEPS", "MMEMU_ORACLE_EXAMPLES")
 

@@ -43,8 +43,9 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
     cdef uint32_t fl
     cdef uint64_t v
     if pmd_leaf(pmd[0]):
-        # pagemap_pmd_range: every page present at its PFN; the huge zero folio is not
-        # anon (PM_FILE); a page is exclusive when its precise mapcount (PMD + PTE) is 1
+        # pagemap_pmd_range_thp: every page present at its PFN; the huge zero folio is not
+        # anon (PM_FILE); 6.18 (CONFIG_PAGE_MAPCOUNT) marks every page exclusive when the
+        # precise mapcount (PMD + PTE) of pmd_page, the head page, is 1 (the live oracle)
         e = pmd[0]
         if not pte_present(e):
             return 0
@@ -53,7 +54,7 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
         v = PM_PRESENT | (PM_FILE if not (fl & PG_ANON) else 0)
         for i in range(i0, i1):
             o[i - i0] = v | (<uint64_t>(head + i) & PM_PFN_MASK)
-            if (fl & PG_ANON) and pm.pt_share[head] + pm.mapcount[head + i] == 1:
+            if (fl & PG_ANON) and pm.pt_share[head] + pm.mapcount[head] == 1:
                 o[i - i0] |= PM_MMAP_EXCLUSIVE
         return 0
     for i in range(i0, i1):

@@ -6,12 +6,14 @@ Protocol: one JSON object per line on the command stream, one JSON reply per lin
 Syscalls reply {"ret": value} or {"err": errno}. Accesses go through process_vm_readv /
 process_vm_writev on the helper itself, so a bad address comes back as a short count
 (the fault address) instead of killing the helper; the driver names the signal the
-access would have raised. ``fill`` and ``touch`` use plain loads/stores (memset) and are
-only sent for ranges known to be accessible.
+access would have raised. ``fill``, ``touch`` and ``load`` use plain loads/stores (memset,
+memcpy) and are only sent for ranges known to be accessible (a read through
+process_vm_readv pins, and so unshares, COW-shared anonymous pages: ``load`` does not).
 
-Every mapping the helper makes gets MADV_NOHUGEPAGE (transparent huge pages are not
-modelled by mmemu), and files are written page by page (ext4 otherwise caches them in
-large folios, which the kernel maps whole).
+Every mapping the helper makes gets MADV_NOHUGEPAGE unless the driver asks for
+MADV_HUGEPAGE (``thp_advice``: the oracle's THP regions), so the helper never makes a
+transparent huge page anywhere else, and files are written page by page (ext4 otherwise
+caches them in large folios, which the kernel maps whole).
 """
 import ctypes
 import json
@@ -99,8 +101,7 @@ class Helper:
                     os.close(fd)
             if a is None or a == MAP_FAILED:
                 return {"err": ctypes.get_errno()}
-            if c.get("nohuge", True):
-                libc.madvise(a, c["len"], MADV_NOHUGEPAGE)
+            libc.madvise(a, c["len"], c.get("thp_advice", MADV_NOHUGEPAGE))
             return {"ret": a}
         if op == "munmap":
             return _ret(libc.munmap(c["addr"], c["len"]))
@@ -129,6 +130,8 @@ class Helper:
             for off in range(0, c["len"], c.get("stride", PG)):
                 s += ctypes.c_ubyte.from_address(c["addr"] + off).value
             return {"ret": s}
+        if op == "load":            # plain loads: only for ranges known to be readable
+            return {"ret": c["len"], "data": ctypes.string_at(c["addr"], c["len"]).hex()}
         if op == "read":
             n, data = self.vm_io(c["addr"], c["len"])
             return {"ret": n, "data": data.hex()}
