@@ -39,7 +39,7 @@ def thp_mode(value) -> str:
 def thp_vma_allowable(machine, vma) -> bool:
     """thp_vma_allowable_order(PMD_ORDER) for a fault: a private anonymous VMA, not
     MADV_NOHUGEPAGE, under mode always, or madvise with MADV_HUGEPAGE."""
-    mode = machine._thp        # the caller holds the machine's lock (no locked property)
+    mode = machine._thp        # a plain read: the lock-wrapped property costs more than the test
     if mode == "never" or vma.backing is not None or vma.flags & _NO_THP:
         return False
     return mode == "always" or bool(vma.flags & _HUGEPAGE)
