@@ -19,8 +19,10 @@ THP_MODES = ("always", "madvise", "never")
 ENABLED = "kernel/mm/transparent_hugepage/enabled"
 
 # vma_is_special_huge / the VM_NO_KHUGEPAGED-like flags no THP fault maps
-_NO_THP = VmFlags.SHARED | VmFlags.IO | VmFlags.PFNMAP | VmFlags.MIXEDMAP | VmFlags.HUGETLB \
-    | VmFlags.NOHUGEPAGE
+# (plain ints: the test runs on every access, and IntFlag arithmetic is slow)
+_NO_THP = int(VmFlags.SHARED | VmFlags.IO | VmFlags.PFNMAP | VmFlags.MIXEDMAP | VmFlags.HUGETLB
+              | VmFlags.NOHUGEPAGE)
+_HUGEPAGE = int(VmFlags.HUGEPAGE)
 
 
 def thp_mode(value) -> str:
@@ -37,9 +39,10 @@ def thp_mode(value) -> str:
 def thp_vma_allowable(machine, vma) -> bool:
     """thp_vma_allowable_order(PMD_ORDER) for a fault: a private anonymous VMA, not
     MADV_NOHUGEPAGE, under mode always, or madvise with MADV_HUGEPAGE."""
-    if machine.thp == "never" or vma.backing is not None or vma.flags & _NO_THP:
+    mode = machine._thp        # a plain read: the lock-wrapped property costs more than the test
+    if mode == "never" or vma.backing is not None or vma.flags & _NO_THP:
         return False
-    return machine.thp == "always" or bool(vma.flags & VmFlags.HUGEPAGE)
+    return mode == "always" or bool(vma.flags & _HUGEPAGE)
 
 
 def thp_eligible(machine, vma) -> int:

@@ -18,6 +18,10 @@ from .huge_memory import thp_vma_allowable
 from .reserve import top_up
 from .vma import VM_ACCESS_FLAGS, VMA, AnonVma
 
+# access_error's tests on every access, as plain ints (IntFlag arithmetic is slow)
+_VM_WRITE = int(VmFlags.WRITE)
+_VM_ACCESS = int(VM_ACCESS_FLAGS)
+
 
 def break_cow_pte_range(mm, start: int, end: int) -> None:
     """break_cow_pte over [start, end): give mm private copies of any COW-shared PTE tables
@@ -66,9 +70,9 @@ def do_user_addr_fault(mm, addr: int, length: int, write: bool, buf, mode: int) 
         if vma is None or vma.start > pos:
             raise SegmentationFault(pos, "SEGV_MAPERR")
         if write:
-            if not (vma.flags & VmFlags.WRITE):
+            if not (vma.flags & _VM_WRITE):
                 raise SegmentationFault(pos, "SEGV_ACCERR")
-        elif not (vma.flags & VM_ACCESS_FLAGS):
+        elif not (vma.flags & _VM_ACCESS):
             raise SegmentationFault(pos, "SEGV_ACCERR")
         stop = min(end, vma.end)
         part = None if buf is None else buf[off:off + (stop - pos)]

@@ -66,6 +66,11 @@ cdef extern from "sys/mman.h":
 include "page_alloc.pxi"
 
 
+ctypedef void (*free_pages_t)(physmem_t* pm, pfn_t pfn, int order) noexcept nogil
+cdef free_pages_t _free_compound = free_pages  # called through a pointer: put_page's order-0
+                                               # path stays small (free_pages is not inlined)
+
+
 cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
     """folio_put: drop one reference, free the frame at zero (a THP folio: the reference
     is its head's, and the whole order-9 block goes, __folio_put's free_compound_page)."""
@@ -73,7 +78,7 @@ cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
         pfn = compound_head(pfn)
         pm.refcount[pfn] -= 1
         if pm.refcount[pfn] == 0:
-            free_pages(pm, pfn, HPAGE_PMD_ORDER)
+            _free_compound(pm, pfn, HPAGE_PMD_ORDER)
         return
     pm.refcount[pfn] -= 1
     if pm.refcount[pfn] == 0:
