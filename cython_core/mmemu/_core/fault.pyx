@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, alloc_frame, put_page, copy_frame, wmb, frame_ptr, table_ptr, swap_free,
+    physmem_t, alloc_frame, put_page, copy_frame, wmb, write_page_nt, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
@@ -299,6 +299,11 @@ cdef int _handle_pte_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, b
     return FAULT_OK
 
 
+# writes of at least this many bytes store whole pages around the cache (the bytes are not
+# read back soon; smaller writes stay in the cache for the reads that follow them)
+cdef enum:
+    NT_WRITE_MIN = 4 << 20
+
 cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint64_t end,
                       bint write, uint8_t* buf, int mode, uint64_t* fail_addr) noexcept nogil:
     """The MMU over [start, end) of one VMA: fault where needed, then move bytes.
@@ -365,10 +370,15 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
                         return FAULT_OOM
                     table = pte_offset(pm, mm, table_span, &pmdp)
                     path_rw = True
+                # an anonymous page this call writes whole: the fault's zeroing or COW copy
+                # of its bytes is dead (the counters still say the kernel did it)
+                pm.overwrite = mode == 2 and addr == page and nxt == page + PAGE_SIZE \
+                    and not vma.has_vm_ops
                 if table != NULL:
                     rc = _handle_pte_fault(pm, mm, vma, page, write, &table[pte_index(page)], pmdp, False)
                 else:
                     rc = handle_mm_fault(pm, mm, vma, page, write)
+                pm.overwrite = False
                 if rc != FAULT_OK:
                     fail_addr[0] = page
                     wmb()
@@ -385,6 +395,9 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             n = nxt - addr
             if mode == 1:
                 memcpy(buf, frame_ptr(pm, pfn) + off, n)
+            elif n == PAGE_SIZE and end - start >= NT_WRITE_MIN:
+                write_page_nt(frame_ptr(pm, pfn), buf)
+                pm.flags[pfn] |= PG_HASDATA
             else:
                 memcpy(frame_ptr(pm, pfn) + off, buf, n)
                 pm.flags[pfn] |= PG_HASDATA

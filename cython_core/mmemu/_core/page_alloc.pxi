@@ -376,7 +376,8 @@ cdef pfn_t alloc_frame(physmem_t* pm, bint table, bint zero) noexcept nogil:
             return -1
         pm.ev[EV_PGALLOC] += 1
     if zero and (pm.flags[pfn] & PG_HASDATA):
-        memset(frame_ptr(pm, pfn), 0, 4096)
+        if table or not pm.overwrite:   # a data page access_range writes whole: dead
+            memset(frame_ptr(pm, pfn), 0, 4096)
         pm.ev[EV_PAGES_ZEROED] += 1
         pm.flags[pfn] = PG_USED
     return pfn

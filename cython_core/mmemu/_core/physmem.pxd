@@ -37,6 +37,9 @@ cdef struct physmem_t:
     int64_t ev[NR_EVENTS]   # event counters (EV_*)
     # COW page tables
     int cow_eager           # accounting mode: 0 deferred (RFC v1/v2), 1 eager (v3 on)
+    int overwrite           # set by access_range around the fault of an anonymous page it then
+                            # writes whole: alloc_frame(data) and copy_frame skip the bytes
+                            # (the kernel's zeroing or copy is dead; counters unchanged)
     uint32_t cow_rules      # a series version's rules (COW_RULE_*, cow_pte_profile.pxd)
     void** mms              # mm_t* of every live mm (pagetable.pyx mm_register), in no order:
     int64_t mms_len         #   mms[0:mms_len]; host memory follows the live mms, not the ids
@@ -85,6 +88,23 @@ cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil
 
 cdef extern from "emmintrin.h" nogil:
     void wmb "_mm_sfence" ()   # wmb(): copy_frame's non-temporal stores before any later store
+    ctypedef struct __m128i_u "__m128i":
+        pass
+    __m128i_u _mm_loadu_si128(const __m128i_u* p)
+    void _mm_stream_si128_u "_mm_stream_si128" (__m128i_u* p, __m128i_u a)
+
+
+cdef inline void write_page_nt(uint8_t* dst, const uint8_t* src) noexcept nogil:
+    """A whole page of the caller's bytes into a frame with non-temporal stores (the source
+    need not be aligned; the frame is). Not fenced: the caller fences once (wmb)."""
+    cdef const __m128i_u* s = <const __m128i_u*>src
+    cdef __m128i_u* d = <__m128i_u*>dst
+    cdef int i
+    for i in range(0, 256, 4):
+        _mm_stream_si128_u(d + i, _mm_loadu_si128(s + i))
+        _mm_stream_si128_u(d + i + 1, _mm_loadu_si128(s + i + 1))
+        _mm_stream_si128_u(d + i + 2, _mm_loadu_si128(s + i + 2))
+        _mm_stream_si128_u(d + i + 3, _mm_loadu_si128(s + i + 3))
 cdef int64_t frames_available(physmem_t* pm) noexcept nogil
 cdef int reserve_pages(physmem_t* pm, int order, bint table, int64_t n, bint scope) noexcept nogil
 cdef int reserve_frames(physmem_t* pm, int64_t n, bint scope=*) noexcept nogil

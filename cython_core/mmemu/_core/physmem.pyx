@@ -87,14 +87,17 @@ cdef void put_page(physmem_t* pm, pfn_t pfn) noexcept nogil:
 
 cdef void copy_frame(physmem_t* pm, pfn_t dst, pfn_t src) noexcept nogil:
     """copy_user_highpage; a source that never held data copies as zeros (dst is zeroed).
+    Under pm.overwrite (access_range writes the page whole next) the bytes are skipped.
     The stores are non-temporal and unfenced: call wmb() after the last copy of a batch,
     before control returns to Python (access_range does)."""
     if pm.flags[src] & PG_HASDATA:
-        copy_page_nt(frame_ptr(pm, dst), frame_ptr(pm, src))
+        if not pm.overwrite:
+            copy_page_nt(frame_ptr(pm, dst), frame_ptr(pm, src))
         pm.flags[dst] |= PG_HASDATA
         pm.ev[EV_PAGES_COPIED] += 1
     elif pm.flags[dst] & PG_HASDATA:
-        memset(frame_ptr(pm, dst), 0, 4096)
+        if not pm.overwrite:
+            memset(frame_ptr(pm, dst), 0, 4096)
         pm.flags[dst] &= ~PG_HASDATA
         pm.ev[EV_PAGES_ZEROED] += 1
 
