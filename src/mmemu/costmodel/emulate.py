@@ -6,6 +6,7 @@ import time
 
 from ..bench.counters import DESIGNS
 from ..bench.scenarios import PRIV, RW, machine_for
+from ..profiles import PROFILES
 
 
 
@@ -13,20 +14,29 @@ def _work(before, after) -> dict:
     return {k: v for k, v in (after - before).items() if v and not k.startswith("nr_")}
 
 
+def machine(size: int, design: str):
+    """(machine, cow_pgtable argument of fork) for a design: classic, deferred or eager
+    (bench.counters.DESIGNS), or a published version of the series (mmemu.profiles: odf,
+    v1, v2, v5 ...), whose forks share tables."""
+    if design in PROFILES:
+        return machine_for(size, PROFILES[design].accounting, design), True
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; choose from {', '.join([*DESIGNS, *PROFILES])}")
+    accounting, cow = DESIGNS[design]
+    return machine_for(size, accounting), cow
+
+
 def fork_then_write(size: int, design: str = "classic", write: bool = True,
                     stride: int = 1, exit_child: bool = False, check: bool = False) -> dict:
     """A bare process writes one page in every `stride` of `size` bytes of private anonymous
     memory, forks once to warm up (that child exits), forks again (`design`: classic,
-    deferred or eager COW page tables; the measured fork), and, with
+    deferred or eager COW page tables, or a version of the series; the measured fork), and, with
     write=True, the child writes the same pages again; with exit_child=True it then exits.
     Returns {"fork", "write", "exit": counters, "fork_s", "write_s", "exit_s", "meminfo"
     and "child" (status) after the fork} (counters include forks=1 and exits=1)."""
-    if design not in DESIGNS:
-        raise ValueError(f"unknown design {design!r}; choose from {', '.join(DESIGNS)}")
     if size <= 0 or size % 4096 or stride < 1:
         raise ValueError("size must be a positive multiple of 4096 and stride >= 1")
-    accounting, cow = DESIGNS[design]
-    m = machine_for(size, accounting)
+    m, cow = machine(size, design)
     p = m.spawn()
     a = p.mmap(0, size, RW, PRIV)
     pages = range(a, a + size, 4096 * stride)
