@@ -147,3 +147,24 @@ def test_a_trace_without_two_forks_is_refused():
 def test_a_missing_trace_file_is_a_one_line_error(tmp_path, capsys):
     assert main(["reproduce", "afl-sqlite", "--trace", str(tmp_path / "none.mmt"), "--no-plots"]) == 2
     assert "none.mmt" in capsys.readouterr().err
+
+
+@pytest.mark.workloads
+def test_afl_sqlite_records_a_fork_server_here():
+    """Live: afl-fuzz on the SQLite harness, its fork server recorded (installs afl++ and
+    libsqlite3-dev with apt-get when missing; skipped with the reason when it cannot)."""
+    fig = afl_sqlite(PROF)
+    if fig.skipped:
+        pytest.skip(fig.skipped)
+    rows = {r.quantity: r for r in fig.rows}
+    # one fork of the server per execution: afl-fuzz -E 300, less those it ran before the
+    # recorder attached (more of them on a loaded machine)
+    execs = int(fig.source.rsplit(", ", 1)[1].split()[0])
+    assert 2 <= execs <= 300
+    assert rows["time per execution, recorded (classic)"].mmemu > 0
+    assert "fork_ptes_copied=" in rows["classic: predicted mm kernel time per execution"].work
+    assert "cow_pte_tables_shared=" in rows["v2: predicted mm kernel time per execution"].work
+    assert "fork_ptes_accounted=" in rows["v5: predicted mm kernel time per execution"].work
+    # the round profile prices the fork server's fork alone at 100 us or more
+    assert all(rows[f"{d}: predicted mm kernel time per execution"].mmemu >= 0.1
+               for d in ("classic", "v2", "v5"))

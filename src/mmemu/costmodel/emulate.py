@@ -80,3 +80,32 @@ def add(*counters: dict) -> dict:
         for k, v in c.items():
             out[k] = out.get(k, 0) + v
     return out
+
+
+def helper_layout() -> dict:
+    """The calibration helper's own layout (bench/kernel_helper.py --layout: a Python
+    interpreter, its libraries, heap and stack, no region yet), imported from the live
+    process (mmemu.procfs) and forked and exited in mmemu: {"fork": its fork's work
+    counters, "exit": the child's exit's, "vmas": its VMAs}. Every fork and exit the
+    calibration times does this work besides the region's; counting it keeps the fixed
+    units (fork_fixed, exit_fixed) the kernel's fixed part alone."""
+    import subprocess
+    import sys
+    from ..bench.kernel import HELPER
+    from ..machine import Machine
+    from ..procfs import import_process
+    h = subprocess.Popen([sys.executable, "-I", str(HELPER), "--layout"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        if h.stdout.readline().strip() != "ready":
+            raise RuntimeError("kernel helper --layout did not start")
+        m = Machine("4G")
+        p = import_process(m, h.pid, stop=True)
+    finally:
+        h.stdin.close()
+        h.wait()
+    v0 = m.vmstat()
+    child = p.fork()
+    v1 = m.vmstat()
+    child.exit()
+    return {"fork": _work(v0, v1), "exit": _work(v1, m.vmstat()), "vmas": len(p.mm.vmas)}
