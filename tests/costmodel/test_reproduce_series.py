@@ -51,11 +51,13 @@ def test_odf_65x_at_1g():
     assert speedup.ratio == pytest.approx(classic / odf / 65, rel=1e-9)
 
 
-def _fork_server_trace(execs: int, period_ns: int, pages: int = 1024, writes: int = 10) -> Trace:
-    """A fork server without a kernel: process 100 maps `pages` pages of private anonymous
-    memory at BASE (2 MiB-aligned), writes every page, then forks `execs` children, one
-    every `period_ns`; each child writes the first `writes` pages (COW faults) and exits."""
-    ev = [(SYSCALL, SERVER, SYSCALL_NR["mmap"], (0, pages << 12, PROT_READ | PROT_WRITE,
+def _fork_server_trace(execs: int, period_ns: int, pages: int = 1024, writes: int = 10,
+                       code: int = PF_USER | PF_WRITE | PF_PROT, first: int = 0) -> Trace:
+    """A fork server without a kernel: process 100 maps 1024 pages of private anonymous
+    memory at BASE (2 MiB-aligned), writes the first `pages`, then forks `execs` children,
+    one every `period_ns`; each child writes (faults with error `code` on) `writes` pages
+    from page `first` (COW faults) and exits."""
+    ev = [(SYSCALL, SERVER, SYSCALL_NR["mmap"], (0, 1024 << 12, PROT_READ | PROT_WRITE,
                                                   MAP_PRIVATE | MAP_ANONYMOUS, 0xFFFFFFFF, 0), BASE)]
     ev += [(FAULT, SERVER, 0, (BASE + (i << 12), PF_USER | PF_WRITE), 0) for i in range(pages)]
     forks = []
@@ -63,8 +65,7 @@ def _fork_server_trace(execs: int, period_ns: int, pages: int = 1024, writes: in
         child = 1000 + k
         forks.append(len(ev))
         ev.append((FORK, SERVER, 0, (child, 0x11), 0))
-        ev += [(FAULT, child, 0, (BASE + (i << 12), PF_USER | PF_WRITE | PF_PROT), 0)
-               for i in range(writes)]
+        ev += [(FAULT, child, 0, (BASE + (i << 12), code), 0) for i in range(first, first + writes)]
         ev.append((EXIT, child, 0, (1,), 0))
     a = np.zeros(len(ev), EVENT_DTYPE)
     for i, (kind, pid, nr, args, ret) in enumerate(ev):
@@ -136,6 +137,19 @@ def test_afl_sqlite_figure_from_a_given_trace(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "v2 / classic execs/s" in out and "9.351 x" in out
     assert (tmp_path / "afl-sqlite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replay_follows_the_version_rules():
+    """A version of the series replays under its own rules, not only its accounting: a read
+    fault of the child on a shared table breaks it under mmemu's eager design, and under v5
+    (v4's __handle_mm_fault: only write or unshare faults break) leaves it shared."""
+    # the server writes the first table's pages; the child reads one page it never wrote
+    t = _fork_server_trace(execs=1, period_ns=1_000_000, pages=100, writes=1, code=PF_USER, first=200)
+    res = replay(t, ("eager", "v5"), check=True)
+    assert res["eager"].vmstat["cow_pte_tables_shared"] == res["v5"].vmstat["cow_pte_tables_shared"] == 1
+    assert res["eager"].vmstat["cow_pte_tables_duplicated"] == 1
+    assert res["v5"].vmstat.get("cow_pte_tables_duplicated", 0) == 0
+    assert res["v5"].vmstat["fault_zero_page"] == 1
 
 
 def test_a_trace_without_two_forks_is_refused():
