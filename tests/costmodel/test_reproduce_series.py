@@ -182,3 +182,14 @@ def test_afl_sqlite_records_a_fork_server_here():
     # the round profile prices the fork server's fork alone at 100 us or more
     assert all(rows[f"{d}: predicted mm kernel time per execution"].mmemu >= 0.1
                for d in ("classic", "v2", "v5"))
+
+
+@pytest.mark.workloads
+def test_reproduce_without_names_prints_every_figure(capsys):
+    """Live (afl-sqlite records here, or says why it is skipped)."""
+    assert main(["reproduce", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    heads = [ln.split(":")[0] for ln in out.splitlines() if ln and not ln.startswith(" ")]
+    assert [h for h in heads if h in FIGURES] == list(FIGURES)
+    afl = out[out.index("afl-sqlite:"):]
+    assert "v2 / classic execs/s" in afl or "skipped: " in afl

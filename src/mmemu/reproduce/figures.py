@@ -221,7 +221,7 @@ def afl_sqlite(profile, trace=None) -> Figure:
     """AFL on SQLite, executions per second: RFC v2 9.3x over classic (53.86 to 503.67),
     v3-v5 1.03x (53.50 to 52.15); from an AFL++ fork-server trace (`trace`: a file, or None
     to record AFL_EXECS executions here) replayed under classic, v2 and v5."""
-    from ..trace import load
+    from ..trace import load as load_trace
     from ..trace.replay import replay
     name, title = "afl-sqlite", "AFL++ on SQLite: executions per second, classic vs COW PTE"
     source = ("RFC v2: 53.86 -> 503.67 execs/s (9.3x); v3-v5: 53.50 -> 52.15 (TriforceAFL "
@@ -234,9 +234,9 @@ def afl_sqlite(profile, trace=None) -> Figure:
                 record_afl(f"{d}/afl.mmt", AFL_EXECS)
             except Unavailable as e:
                 return Figure(name, title, source, [], skipped=str(e))
-            t = load(f"{d}/afl.mmt")
+            t = load_trace(f"{d}/afl.mmt")
     else:
-        t = load(trace)
+        t = load_trace(trace)
     results = replay(t, ("classic", "v2", "v5"))
     rates = fork_server_rates(t, results, profile)
     d = rates["designs"]
