@@ -40,7 +40,7 @@ STRIDES = (1, 16, 512)          # one page in every STRIDE written: PTEs vary ap
 HELD_OUT = (64 * MIB, 256 * MIB, GIB, 4 * GIB)
 QUICK = {"sizes": (2 * MIB, 4 * MIB, 8 * MIB), "strides": (1, 512), "repeats": 3, "passes": 1,
          "held_out": (6 * MIB,), "cow_rounds": 3}
-FULL = {"sizes": FIT_SIZES, "strides": STRIDES, "repeats": 3, "passes": 4, "held_out": HELD_OUT,
+FULL = {"sizes": FIT_SIZES, "strides": STRIDES, "repeats": 5, "passes": 2, "held_out": HELD_OUT,
         "cow_rounds": 5}
 
 
