@@ -101,14 +101,14 @@ def _machine(trace: Trace, design: str):
     """A fresh machine of `design` (compare.DESIGNS: its accounting mode and, for a version
     of the series, its profile) holding the trace's starting state; {traced tid: Process}.
     The snapshot's own mode and version are replaced (no table is COW-shared in it)."""
-    from ..compare import _design_loader, design_machine
+    from ..compare import design_loader, design_machine
     meta = trace.meta
     if trace.snapshot:
         fd, tmp = tempfile.mkstemp(prefix=".mmemu-replay-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(trace.snapshot)
-            m = _design_loader(design).load(tmp)
+            m = design_loader(design).load(tmp)
         finally:
             os.unlink(tmp)
         procs = {int(k): m.process(v) for k, v in meta.get("snapshot_pids", {}).items()}
