@@ -3,9 +3,6 @@ under every design, summarise one row per design, and skip with a reason."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,28 +22,20 @@ class Skip(Exception):
 
 def apt_install(programs, packages) -> None:
     """Unless every one of programs is on PATH: apt-get install the Debian packages
-    (apt-get update once first); Skip if that fails."""
-    if all(shutil.which(p) for p in programs):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise Skip(f"needs {', '.join(packages)} (apt-get as root)")
-    stamp = Path("/tmp/mmemu-apt-updated")
-    if not stamp.exists():
-        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
-        stamp.touch()
-    r = subprocess.run(["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
-                        *packages], capture_output=True, text=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    if r.returncode != 0 or not all(shutil.which(p) for p in programs):
-        raise Skip(f"apt-get install {' '.join(packages)} failed: {r.stderr.strip()[-200:]}")
+    (apt-get update once first); Skip if that fails (mmemu.reproduce.afl.apt_install)."""
+    from mmemu.reproduce.afl import Unavailable, apt_install as install
+    try:
+        install(programs, packages)
+    except Unavailable as e:
+        raise Skip(str(e)) from None
 
 
 def tracefs_or_skip() -> None:
-    from mmemu.trace.tracefs import Instance
+    from mmemu.reproduce.afl import Unavailable, tracefs_usable
     try:
-        Instance(64).remove()
-    except OSError as e:
-        raise Skip(f"tracefs not usable: {getattr(e, 'strerror', None) or e}")
+        tracefs_usable()
+    except Unavailable as e:
+        raise Skip(str(e)) from None
 
 
 def summarise(name: str, trace_path: Path, note: str = "") -> dict:

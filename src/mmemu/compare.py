@@ -108,7 +108,7 @@ def compare_loaded(path, designs: Sequence[str] = ("classic", "deferred", "eager
     from .snapshot import load
 
     def make(design):
-        m = load(path, _design_loader(design))
+        m = load(path, design_loader(design))
         imported = [p for p in m.processes if p.imported_from is not None]
         if len(imported) != 1:
             raise ValueError(f"{path}: {len(imported)} imported processes (compare needs one)")
@@ -119,7 +119,7 @@ def compare_loaded(path, designs: Sequence[str] = ("classic", "deferred", "eager
     return _compare(make, pid, comm, designs, check)
 
 
-def _design_loader(design: str):
+def design_loader(design: str):
     """A Machine class whose from_state builds the machine in this design: its accounting
     mode and, for a series version, its profile (the snapshot's own are replaced)."""
     _, accounting, _ = DESIGNS[design]

@@ -11,6 +11,10 @@ process waited for a CPU on a shared machine). Round 0 is cold (the child's copi
 have touched for a while); later rounds are warm (they reuse what the previous child
 freed). Prints one JSON object. Uses nothing outside the standard library.
 
+    python kernel_helper.py --layout
+
+waits (see layout_main) while the calibration imports its own layout.
+
     python kernel_helper.py --op OP SIZE REPEATS [STRIDE]
 
 times one kernel operation REPEATS times on a region of SIZE bytes of which one page in
@@ -226,7 +230,21 @@ def op_main(argv):
     return 0
 
 
+def layout_main():
+    """--layout: stop with the modules of --op loaded (ctypes too) and no region mapped, so
+    the calibration can import this process's own layout (its VMAs, tables and PTEs, which
+    every fork and exit of the helper copies and tears down besides the region); prints
+    "ready" and waits for its stdin to close."""
+    import ctypes  # noqa: F401  (loaded by --op's _address: part of the layout)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--layout"]:
+        sys.exit(layout_main())
     if sys.argv[1:2] == ["--op"]:
         sys.exit(op_main(sys.argv[2:]))
     sys.exit(main(sys.argv[1:]))

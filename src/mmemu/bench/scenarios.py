@@ -26,10 +26,11 @@ PRIV = MAP_PRIVATE | MAP_ANONYMOUS
 METADATA_BYTES = 5 * 4             # refcount, mapcount, flags, pt_share, pt_owner per frame
 
 
-def machine_for(size: int, accounting: str = "deferred") -> Machine:
-    """An emulated machine with room for a size-byte process, a child's copies and tables."""
+def machine_for(size: int, accounting: str = "deferred", version=None) -> Machine:
+    """An emulated machine with room for a size-byte process, a child's copies and tables
+    (`version`: a published version of the COW PTE series, mmemu.profiles)."""
     memory = max(4 << 30, 1 << (3 * size - 1).bit_length())
-    return Machine(memory, cow_pte_accounting=accounting, cow_pgtable=False)
+    return Machine(memory, cow_pte_accounting=accounting, cow_pgtable=False, cow_pte_version=version)
 
 
 def populated(size: int, data: bool = False, accounting: str = "deferred"):

@@ -15,6 +15,7 @@ def predictions(results: dict, profile=None) -> list:
     """One row per kernel fork measurement of the run: measured (the helper's CPU time,
     minimum of its rounds; fork-then-write over the warm rounds), predicted, emulator time."""
     prof = load(profile)
+    own = prof.meta.get("helper_layout", {}).get("fork", {})    # the helper's own fork work
     rows = []
     for key, r in results.items():
         if r.get("kind") != "kernel" or r.get("op") != "fork" or "skipped" in r:
@@ -22,12 +23,12 @@ def predictions(results: dict, profile=None) -> list:
         s, write = r["size"], bool(r.get("cow_s"))
         em = emulate.fork_then_write(s, "classic", write=write)
         row = {"size": s, "fork_measured_s": min(r["fork_cpu_s"]),
-               "fork_predicted_s": predict(em["fork"], prof).seconds,
+               "fork_predicted_s": predict(emulate.add(em["fork"], own), prof).seconds,
                "fork_emulated_s": em["fork_s"]}
         if write:
             row["fork_write_measured_s"] = min(
                 f + c for f, c in zip(r["fork_cpu_s"][1:], r["cow_cpu_s"][1:]))
-            row["fork_write_predicted_s"] = predict(emulate.add(em["fork"], em["write"]), prof).seconds
+            row["fork_write_predicted_s"] = predict(emulate.add(em["fork"], own, em["write"]), prof).seconds
             row["fork_write_emulated_s"] = em["fork_s"] + em["write_s"]
         rows.append(row)
     return rows

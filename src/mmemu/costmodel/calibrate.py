@@ -106,12 +106,31 @@ def _per_page(points, key):
     return float(np.mean([p[key] / p["ptes"] for p in points]))
 
 
-def validate(units_profile: Profile, sizes, rounds, progress, forks=None) -> list:
+# the helper's own layout: which of its fork / exit counters add to a point's regressors
+LAYOUT_REGRESSORS = {"fork": {"tables": "fork_pte_tables_copied", "ptes": "fork_ptes_copied"},
+                     "exit": {"tables": "pgtable_free", "ptes": "ptes_zapped"}}
+
+
+def add_layout(points, layout) -> None:
+    """Count the helper's own layout (emulate.helper_layout) in the fork and exit points'
+    tables and PTEs: the region's stay as region_tables / region_ptes."""
+    for p in points:
+        regs = LAYOUT_REGRESSORS.get(p["op"])
+        if regs is None:
+            continue
+        for r, counter in regs.items():
+            p["region_" + r] = p[r]
+            p[r] += layout[p["op"]].get(counter, 0)
+
+
+def validate(units_profile: Profile, sizes, rounds, progress, forks=None, layout=None) -> list:
     """Classic fork and fork-then-write at held-out sizes: kernel measured (CPU time, min of
     rounds; fork-then-write over the warm rounds; the fork alone from `forks` {size: point}
-    when given) against mmemu's counters priced by the profile."""
+    when given) against mmemu's counters, with the helper's own layout's fork (`layout`),
+    priced by the profile."""
     rows = []
     forks = forks or {}
+    own = (layout or {}).get("fork", {})
     for s in sizes:
         if not kernel.can_measure(s, True):
             rows.append({"size": s, "skipped": f"needs {2 * s >> 20} MiB, more than half of "
@@ -120,8 +139,8 @@ def validate(units_profile: Profile, sizes, rounds, progress, forks=None) -> lis
         progress(f"validate {s >> 20}M")
         k = kernel.measure(s, rounds, cow=True)
         em = emulate.fork_then_write(s, "classic", write=True)
-        pf = predict(em["fork"], units_profile).seconds
-        pw = predict(emulate.add(em["fork"], em["write"]), units_profile).seconds
+        pf = predict(emulate.add(em["fork"], own), units_profile).seconds
+        pw = predict(emulate.add(em["fork"], own, em["write"]), units_profile).seconds
         fork_m = min(k["fork_cpu_s"] + ([forks[s]["min_s"]] if s in forks else []))
         fw_m = min(f + c for f, c in zip(k["fork_cpu_s"][1:], k["cow_cpu_s"][1:]))
         rows.append({"size": s, "fork_measured_s": fork_m, "fork_predicted_s": pf,
@@ -141,7 +160,10 @@ def calibrate(quick: bool = False, progress=None, validate_sizes=None) -> Profil
     sizes = plan["held_out"] if validate_sizes is None else validate_sizes
     held = [("fork", s, 1) for s in sizes if kernel.can_measure(s, False)]
     specs = [(op, s, st) for op in FITS for s in plan["sizes"] for st in plan["strides"]]
+    progress("the helper's own layout")
+    layout = emulate.helper_layout()
     measured = _points(specs + held, plan["repeats"], plan["passes"], progress)
+    add_layout(measured.values(), layout)
     for op, (regs, names) in FITS.items():
         fits[op] = fit([measured[(o, s, st)] for o, s, st in specs if o == op], regs, names)
         for name, c in zip(names, fits[op]["coef_s"]):
@@ -158,10 +180,10 @@ def calibrate(quick: bool = False, progress=None, validate_sizes=None) -> Profil
            "cpu": info["cpu"], "cpus": info["cpus"], "python": info["python"],
            "statistic": f"minimum of {plan['repeats'] * plan['passes']} repeats of the CPU time in "
                         f"{plan['passes']} shuffled passes (median kept as median_s)",
-           "loadavg_before": list(load0), "fits": fits, "cow": cow}
+           "loadavg_before": list(load0), "helper_layout": layout, "fits": fits, "cow": cow}
     prof = Profile("measured " + info["date"], units, doc)
     doc["validation"] = validate(prof, sizes, plan["cow_rounds"], progress,
-                                 {s: measured[("fork", s, 1)] for _, s, _ in held})
+                                 {s: measured[("fork", s, 1)] for _, s, _ in held}, layout)
     doc["loadavg_after"] = list(os.getloadavg())
     doc["seconds"] = time.perf_counter() - t0
     return prof

@@ -38,7 +38,8 @@ def draw(fig, path) -> None:
     numeric = all(isinstance(x, (int, float)) for s in fig.series.values() for x in s["x"])
     if numeric:
         for label, s in fig.series.items():
-            style = dict(marker="*", markersize=12, linestyle="none") if s.get("marker") else dict(marker="o")
+            style = dict(marker="*", markersize=12, linestyle="none") if s.get("marker") else \
+                dict(marker="x", linestyle="--") if s.get("dashed") else dict(marker="o")
             ax.plot(s["x"], s["y"], label=label, **style)
         size_axis(ax)
     else:

@@ -41,7 +41,6 @@ from ..flags import (CLONE_VM, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MA
                      MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_WRITE,
                      VmFlags)
 from ..huge_memory import thp_vma_allowable
-from ..machine import Machine
 from ..vma import VM_ACCESS_FLAGS, AnonVma
 from .events import (EXEC, EXIT, FAULT, FORK, KFAULT, PF_INSTR, PF_WRITE, ROLLUP_FIELDS,
                      STATUS_FIELDS, SYSCALL, SYSCALL_NR, SYSCALLS)
@@ -98,33 +97,23 @@ def _designs():
     return DESIGNS
 
 
-class _Accounting(Machine):
-    """A machine loaded from the trace's snapshot in the replayed design's COW-table
-    accounting mode (the snapshot's own mode is that of the machine it was imported into;
-    no table is COW-shared in it, so the mode may change)."""
-    mode = "deferred"
-
-    @classmethod
-    def from_state(cls, state, arrays, frames=(), swap_data=()):
-        if isinstance(state, dict) and isinstance(state.get("physmem"), dict):
-            state["physmem"]["cow_eager"] = int(cls.mode == "eager")
-        return Machine.from_state.__func__(cls, state, arrays, frames, swap_data)
-
-
-def _machine(trace: Trace, accounting: str):
-    """A fresh machine holding the trace's starting state; {traced tid: Process}."""
+def _machine(trace: Trace, design: str):
+    """A fresh machine of `design` (compare.DESIGNS: its accounting mode and, for a version
+    of the series, its profile) holding the trace's starting state; {traced tid: Process}.
+    The snapshot's own mode and version are replaced (no table is COW-shared in it)."""
+    from ..compare import design_loader, design_machine
     meta = trace.meta
     if trace.snapshot:
         fd, tmp = tempfile.mkstemp(prefix=".mmemu-replay-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(trace.snapshot)
-            m = type("_Accounting", (_Accounting,), {"mode": accounting}).load(tmp)
+            m = design_loader(design).load(tmp)
         finally:
             os.unlink(tmp)
         procs = {int(k): m.process(v) for k, v in meta.get("snapshot_pids", {}).items()}
     else:
-        m = Machine(meta.get("snapshot_memory", "64G"), cow_pte_accounting=accounting)
+        m = design_machine(design, meta.get("snapshot_memory", "64G"))
         procs = {int(meta.get("root", 1)): m.spawn()}
     for tid, tgid in meta.get("threads", {}).items():
         if int(tgid) in procs:
@@ -134,9 +123,9 @@ def _machine(trace: Trace, accounting: str):
 
 class _Replayer:
     def __init__(self, trace: Trace, design: str, check: bool):
-        title, accounting, cow = _designs()[design][:3]
+        title, _, cow = _designs()[design][:3]
         self.t, self.check, self.cow = trace, check, bool(cow)
-        self.m, self.procs = _machine(trace, accounting)
+        self.m, self.procs = _machine(trace, design)
         self.leaders = {tid: p for tid, p in self.procs.items()}   # tgid -> Process
         self.r = DesignResult(design, title, lost_events=int(trace.meta.get("lost_events", 0)))
         self.vma_cache = {}
