@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import mmemu
 
@@ -158,3 +159,26 @@ def deltas(obs, first=1):
              "pagemap": b.get("pagemap"),
              **{k: b[k] - a[k] for k in ("VmPTE", "RssAnon") + COUNTERS}}
             for a, b in zip(obs[first - 1:], obs[first:])]
+
+
+def agree(steps):
+    """The kernel's and mmemu's step deltas, from a run where they agree (or the last).
+    The thp_* counters are system-wide: another process making THPs at the same moment
+    shows in the kernel's numbers, so a run that differs is made again (up to eight times,
+    waiting longer each time for the other process's burst to pass); a difference of
+    mmemu's own is in every run."""
+    emu = deltas(run_emulated(steps), first=2)
+    for attempt in range(8):
+        got = deltas(run_live(steps), first=2)
+        if got == emu:
+            break
+        time.sleep(0.1 * 2 ** attempt)
+    return got, emu
+
+
+def assert_steps_agree(steps):
+    """Every step's deltas the kernel's (agree), naming the first step that differs."""
+    live_steps, emu_steps = agree(steps)
+    assert len(live_steps) == len(emu_steps)
+    for k, (a, b) in enumerate(zip(live_steps, emu_steps)):
+        assert a == b, f"step {k + 1} ({steps[k + 1]}): kernel {a}, mmemu {b}"

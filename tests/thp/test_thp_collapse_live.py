@@ -13,7 +13,7 @@ madvise_collapse_existing_thps, and the guard-region and read-only cases; swap-i
 tests/thp/test_thp_collapse.py has them emulated."""
 import pytest
 
-from live_thp import deltas, live_unavailable, run_emulated, run_live
+from live_thp import agree, assert_steps_agree, live_unavailable
 
 pytestmark = pytest.mark.one_design
 _why = live_unavailable()
@@ -86,30 +86,17 @@ SCENARIOS = {
 }
 
 
-def _agree(steps):
-    """The kernel's and mmemu's step deltas, from a run where they agree (or the last)."""
-    emu = deltas(run_emulated(steps), first=2)
-    for _ in range(4):
-        got = deltas(run_live(steps), first=2)
-        if got == emu:
-            break
-    return got, emu
-
-
 @live
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_collapse_scenario_matches_the_kernel(name):
-    live_steps, emu_steps = _agree(SCENARIOS[name])
-    assert len(live_steps) == len(emu_steps)
-    for k, (a, b) in enumerate(zip(live_steps, emu_steps)):
-        assert a == b, f"step {k + 1} ({SCENARIOS[name][k + 1]}): kernel {a}, mmemu {b}"
+    assert_steps_agree(SCENARIOS[name])
 
 
 @live
 def test_full_collapse_numbers():
     """The kernel here and mmemu: two blocks collapsed, VmPTE unchanged (the tables are
     deposited), RssAnon up to 4096 kB, thp_collapse_alloc +2."""
-    live_steps, emu_steps = _agree(SCENARIOS["full"])
+    live_steps, emu_steps = agree(SCENARIOS["full"])
     for side in (live_steps, emu_steps):
         last = side[-1]
         assert (last["errno"], last["VmPTE"], last["RssAnon"], last["thp_collapse_alloc"]) \

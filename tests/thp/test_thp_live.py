@@ -3,15 +3,11 @@ program (tests/thp/thp_scenario.c) and on an emulated machine in THP madvise mod
 every step the changes of VmPTE, RssAnon and the thp_* counters, and the region's VMAs
 (Rss, AnonHugePages, THPeligible), must be the kernel's.
 
-The thp_* counters are system-wide: another process making THPs at the same moment would
-show in the kernel's numbers, so a scenario whose counters differ is run again (up to eight
-times, waiting longer each time for the other process's burst to pass) and must agree on
-one run: a difference of mmemu's own is in every run."""
-import time
-
+The thp_* counters are system-wide: live_thp.agree runs a scenario whose counters differ
+again (another process's THPs), and it must agree on one run."""
 import pytest
 
-from live_thp import deltas, live_unavailable, run_emulated, run_live
+from live_thp import agree, assert_steps_agree, live_unavailable
 
 pytestmark = pytest.mark.one_design     # compared in classic fork; tests/thp/test_thp.py: designs
 _why = live_unavailable()
@@ -49,30 +45,16 @@ SCENARIOS = {
 }
 
 
-def _agree(steps):
-    """The kernel's and mmemu's step deltas, from a run where they agree (or the last)."""
-    emu = deltas(run_emulated(steps), first=2)
-    for attempt in range(8):
-        got = deltas(run_live(steps), first=2)
-        if got == emu:
-            break
-        time.sleep(0.1 * 2 ** attempt)
-    return got, emu
-
-
 @live
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_thp_scenario_matches_the_kernel(name):
-    live_steps, emu_steps = _agree(SCENARIOS[name])
-    assert len(live_steps) == len(emu_steps)
-    for k, (a, b) in enumerate(zip(live_steps, emu_steps)):
-        assert a == b, f"step {k + 1} ({SCENARIOS[name][k + 1]}): kernel {a}, mmemu {b}"
+    assert_steps_agree(SCENARIOS[name])
 
 
 @live
 def test_the_issue_numbers_hold_on_this_kernel():
     """The measured 6.18 numbers of the issue, said by the kernel here and by mmemu."""
-    live_steps, emu_steps = _agree(FOUR)
+    live_steps, emu_steps = agree(FOUR)
     for side in (live_steps, emu_steps):
         assert sum(s["VmPTE"] for s in side) == 24
         assert sum(s["RssAnon"] for s in side) == 8192
