@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, alloc_frame, put_page, copy_frame, wmb, write_page_nt, frame_ptr, table_ptr, swap_free,
+    physmem_t, alloc_frame, put_page, copy_frame, wmb, copy_page_nt, frame_ptr, table_ptr, swap_free,
 )
 from mmemu._core.pagetable cimport (
     mm_t, vma_t, MMCore, pte_offset, pte_offset_alloc, pmd_offset_alloc, vma_from_py,
@@ -396,7 +396,7 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
             if mode == 1:
                 memcpy(buf, frame_ptr(pm, pfn) + off, n)
             elif n == PAGE_SIZE and end - start >= NT_WRITE_MIN:
-                write_page_nt(frame_ptr(pm, pfn), buf)
+                copy_page_nt(frame_ptr(pm, pfn), buf)
                 pm.flags[pfn] |= PG_HASDATA
             else:
                 memcpy(frame_ptr(pm, pfn) + off, buf, n)

@@ -37,28 +37,6 @@ ORDER_SHIFT = PG_ORDER_SHIFT
 MAX_FRAMES = 1 << 34                    # 64 TiB: the host's 47-bit address space holds it once
 PCP_BATCH = 63                          # Linux's pcp->batch on machines of 256 MiB and more
 
-cdef extern from "emmintrin.h" nogil:
-    ctypedef struct __m128i:
-        pass
-    __m128i _mm_load_si128(const __m128i* p)
-    void _mm_stream_si128(__m128i* p, __m128i a)
-
-
-cdef inline void copy_page_nt(uint8_t* dst, const uint8_t* src) noexcept nogil:
-    """copy_page with non-temporal stores: the copy is not read back soon, so writing
-    around the cache saves the read-for-ownership of every destination line. Not fenced:
-    an sfence per page waits for the page's stores to reach memory (about a sixth of a
-    warm COW fault's time, measured); the caller fences once after a batch (wmb)."""
-    cdef const __m128i* s = <const __m128i*>src
-    cdef __m128i* d = <__m128i*>dst
-    cdef int i
-    for i in range(0, 256, 4):
-        _mm_stream_si128(d + i, _mm_load_si128(s + i))
-        _mm_stream_si128(d + i + 1, _mm_load_si128(s + i + 1))
-        _mm_stream_si128(d + i + 2, _mm_load_si128(s + i + 2))
-        _mm_stream_si128(d + i + 3, _mm_load_si128(s + i + 3))
-
-
 cdef extern from "sys/mman.h":
     int MAP_NORESERVE
 
