@@ -29,6 +29,19 @@ DESIGNS = ["classic", "cow-deferred", "cow-eager"]
 STATE_PROTOCOL = ("dump_state", "from_state")
 
 
+def outcome(fn, *args, **kw):
+    """What a program sees of a call: ("ok", the value returned), or ("errno", errno),
+    ("SIGSEGV", si_code, address), ("SIGBUS", address). The fuzzers compare these."""
+    try:
+        return ("ok", fn(*args, **kw))
+    except mmemu.MMError as e:
+        return ("errno", e.errno)
+    except mmemu.SegmentationFault as e:
+        return ("SIGSEGV", e.code, e.address)
+    except mmemu.BusError as e:
+        return ("SIGBUS", e.address)
+
+
 def fuzz_settings(examples, *variables, **kw):
     """Hypothesis settings for a randomized test whose budget is ``examples`` unless one of
     the environment ``variables`` (MMEMU_FUZZ_*, MMEMU_ORACLE_*) is set. CI's fixed budget

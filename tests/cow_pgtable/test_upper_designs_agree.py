@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import mmemu
 import siblings
-from conftest import fuzz_settings
+from conftest import fuzz_settings, outcome
 from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Madv
 from mmemu._core import cow_pgtable, physmem
 
@@ -40,19 +40,6 @@ DESIGNS = [dict(cow_pgtable=False)] + [
 ADVICE = [Madv.DONTNEED, Madv.FREE, Madv.DONTFORK, Madv.DOFORK, Madv.WIPEONFORK,
           Madv.KEEPONFORK, Madv.POPULATE_READ, Madv.POPULATE_WRITE, Madv.REMOVE,
           Madv.GUARD_INSTALL, Madv.GUARD_REMOVE]
-
-
-def outcome(fn, *args, **kw):
-    """What a program sees: the return value, or the errno / signal."""
-    try:
-        r = fn(*args, **kw)
-        return ("ok", r.hex() if isinstance(r, bytes) else r)
-    except mmemu.MMError as e:
-        return ("errno", e.errno)
-    except mmemu.SegmentationFault as e:
-        return ("SIGSEGV", e.code, e.address)
-    except mmemu.BusError as e:
-        return ("SIGBUS", e.address)
 
 
 def same(outs, what):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmemu
-from conftest import fuzz_settings
+from conftest import fuzz_settings, outcome
 from mmemu import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, Madv
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
@@ -22,19 +22,6 @@ DESIGNS = [dict(cow_pgtable=False), dict(cow_pgtable=True, cow_pte_accounting="d
 ADVICE = [Madv.DONTNEED, Madv.FREE, Madv.DONTFORK, Madv.DOFORK, Madv.WIPEONFORK,
           Madv.KEEPONFORK, Madv.POPULATE_READ, Madv.POPULATE_WRITE, Madv.REMOVE,
           Madv.GUARD_INSTALL, Madv.GUARD_REMOVE]
-
-
-def outcome(fn, *args, **kw):
-    """What a program sees: the return value, or the errno / signal."""
-    try:
-        r = fn(*args, **kw)
-        return ("ok", r.hex() if isinstance(r, bytes) else r)
-    except mmemu.MMError as e:
-        return ("errno", e.errno)
-    except mmemu.SegmentationFault as e:
-        return ("SIGSEGV", e.code, e.address)
-    except mmemu.BusError as e:
-        return ("SIGBUS", e.address)
 
 
 class DesignsAgree(RuleBasedStateMachine):

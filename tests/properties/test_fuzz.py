@@ -36,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import mmemu
 from mmemu import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_LOCKED, MAP_POPULATE,
                    MAP_PRIVATE, MAP_SHARED, Madv)
-from conftest import fuzz_settings
+from conftest import fuzz_settings, outcome
 from mmemu.reference import DEFAULT_BRK, MMAP_BASE, PG, Model, Obj
 
 pytestmark = pytest.mark.one_design      # the machine runs all three designs itself
@@ -64,19 +64,6 @@ ADVICE = {"dontneed": Madv.DONTNEED, "free": Madv.FREE, "remove": Madv.REMOVE,
 PROTS = st.sampled_from([0, 1, 2, 3, 5, 7])
 PM_PRESENT, PM_PFN, PM_GUARD = 1 << 63, (1 << 55) - 1, (1 << 62) | (1 << 58)
 KINDS = ["private", "shared", "file-private", "file-shared"]
-
-
-def outcome(fn, *args, **kw):
-    """What a program sees: the return value, or the errno / signal."""
-    try:
-        r = fn(*args, **kw)
-        return ("ok", r)
-    except mmemu.MMError as e:
-        return ("errno", e.errno)
-    except mmemu.SegmentationFault as e:
-        return ("SIGSEGV", e.code, e.address)
-    except mmemu.BusError as e:
-        return ("SIGBUS", e.address)
 
 
 FILE_DATA = bytes((i * 7 + i // PG) & 0xFF for i in range(FILE_PAGES * PG))
