@@ -72,3 +72,26 @@ def test_the_study_document_is_redrawn_from_saved_rows(tmp_path, capsys):
     assert main(["cow-levels", "--rows", str(js), "--quiet"]) == 2
     assert "not a list of rows" in capsys.readouterr().err
     assert main(["cow-levels", "--rows", str(tmp_path / "missing.json"), "--quiet"]) == 2
+
+
+def test_the_study_document_reads_its_analysis_off_the_rows(tmp_path):
+    """The analysis's ratios are the rows' (hand-made here): PTE-level over PMD-level
+    deferred fork time per size above 1 GiB, PUD-level's fork beside PMD-level's at the
+    largest size; every size measured with every write: no "only the 1% write" note, and
+    the command names --all-writes-up-to for sizes above its default."""
+    writes = [{"fraction": f, "pages_per_span": 1, "cumulative_s": 1.0, "pt_pages": 0}
+              for f in (0.01, 0.1, 1.0)]
+    fork = {("deferred", 2): 0.003, ("cow-pmd-deferred", 2): 0.001,
+            ("deferred", 32): 0.050, ("cow-pmd-deferred", 32): 0.002,
+            ("cow-pud-deferred", 32): 0.0005}
+    rows = [{"design": d, "title": d, "size": g << 30, "fork_s": s, "fork_pt_pages": 1,
+             "child_vmpte_kb": 0, "writes": writes, "host_peak_mib": 100}
+            for (d, g), s in fork.items()]
+    js, doc = tmp_path / "rows.json", tmp_path / "study.md"
+    js.write_text(json.dumps(rows))
+    assert main(["cow-levels", "--rows", str(js), "--doc", str(doc), "--quiet"]) == 0
+    text = doc.read_text()
+    assert "(the table: 3x at 2 GiB, 25x at 32 GiB)" in text
+    assert "at 32 GiB 0.500 ms against PMD-level's 2.000 ms, whose 32 entries" in text
+    assert "only the 1% write" not in text
+    assert "mmemu cow-levels --sizes 2G,32G --all-writes-up-to 32G --doc" in text

@@ -196,9 +196,8 @@ execs (fork+exec, snapshots, fuzzing forkservers): PMD-level sharing does 1/512 
 page-table work of PTE-level sharing (one PUD entry per GiB against one PMD entry per
 2 MiB), so its fork costs a fork's fixed cost (about 10 us here: the syscall path, the
 child's mm and VMAs) plus one entry per GiB, and the factor in time over PTE-level sharing
-grows with the size (the table: about 13x at 16 GiB, 34x at 256 GiB). PUD-level sharing's
-fork is the fixed cost alone at every size (at 256 GiB a third of PMD-level's, whose 256
-entries have begun to count); it costs one more table copy on the first write under each
+grows with the size (the table: {pte_over_pmd}). PUD-level sharing's
+fork is the fixed cost alone at every size ({pud_vs_pmd}); it costs one more table copy on the first write under each
 512 GiB, lost in the noise of the 131,072 PTE-table copies that follow. Eligibility is coarser
 too: one shared, DONTCOPY, WIPEONFORK or heap VMA (or a swap entry) anywhere in a GiB
 (or in 512 GiB) sends that whole range back to the level below.
@@ -281,8 +280,7 @@ The emulated machine is sparse (a MAP_NORESERVE host mapping, per-frame metadata
 only where frames are used) and the experiment writes no data into the pages (a fault per
 page: the frames stay all-zero and unbacked on the host), so the host holds only the page
 tables and the metadata of the frames in use: {peak} GiB at the peak of this run (VmHWM,
-reset for each row; largest size {big}). Above {limit} only the 1% write is measured ("-"
-in the table). {why}
+reset for each row; largest size {big}). {above}{why}
 """
 
 
@@ -330,6 +328,23 @@ def _why_first_write_only(rows: list, limit: int) -> str:
             f"them on a larger host.")
 
 
+def _fork_ratios(rows: list) -> dict:
+    """The analysis's numbers, read off the rows: PTE-level over PMD-level deferred fork
+    time per size, and PUD-level's fork against PMD-level's at the largest size."""
+    fork = {(r["design"], r["size"]): r["fork_s"] for r in rows}
+    sizes = sorted({r["size"] for r in rows if r["size"] > 1 << 30})
+    pairs = [(n, fork[("deferred", n)] / fork[("cow-pmd-deferred", n)]) for n in sizes
+             if ("deferred", n) in fork and ("cow-pmd-deferred", n) in fork]
+    big = max(r["size"] for r in rows)
+    pmd, pud = fork.get(("cow-pmd-deferred", big)), fork.get(("cow-pud-deferred", big))
+    return {
+        "pte_over_pmd": ", ".join(f"{k:.0f}x at {_size(n)}" for n, k in pairs) or "not measured",
+        "pud_vs_pmd": (f"at {_size(big)} {pud * 1e3:.3f} ms against PMD-level's {pmd * 1e3:.3f} ms, "
+                       f"whose {big >> 30} entries have begun to count" if pmd and pud
+                       else "PMD-level's was not measured beside it"),
+    }
+
+
 def document(rows: list, plot_name: str = None, from_rows: bool = False) -> str:
     """The study's markdown; the sizes measured with every write are read off the rows.
     from_rows: the rows were saved by --json runs and the document drawn by --rows."""
@@ -338,8 +353,11 @@ def document(rows: list, plot_name: str = None, from_rows: bool = False) -> str:
     limit = max((r["size"] for r in rows if len(r["writes"]) == len(FRACTIONS)),
                 default=min(r["size"] for r in rows))
     sizes = ", ".join(map(_size, sorted({r["size"] for r in rows})))
-    upto = "" if limit == 16 << 30 or limit == max(r["size"] for r in rows) \
+    big = max(r["size"] for r in rows)
+    upto = "" if limit == 16 << 30 or limit == big < 16 << 30 \
         else f" --all-writes-up-to {_arg(limit)}"
+    above = f' Above {_size(limit)} only the 1% write is measured (see "Sizes" below).' \
+        if big > limit else ""
     head = f"""# Copy-on-write of whole page-table levels (PMD and PUD tables)
 
 mmemu's own design (the COW page table series' TODO "COW to the entire page table"):
@@ -349,22 +367,24 @@ breaks, accounting) and the README of the COW page tables for the accounting mod
 
 Measured by `mmemu cow-levels --sizes {",".join(map(_arg, sorted({r["size"] for r in rows})))}{upto} \
 --doc docs/cow-upper-levels.md --plot docs/cow-upper-levels.png` (this file is its output{drawn})
-on {platform.machine()}, Python {platform.python_version()}, one run per cell on a shared
+on {platform.machine()}, Python {platform.python_version()}, one run per cell on a
 2-core machine: sizes {sizes}. A process writes every page of a private anonymous mapping
 (a fault per page, no data), forks once to warm up, then forks ({{forks}}); a child then
 writes 1%, 10% and 100% of its memory spread over every 2 MiB span (cumulative times).
 "PT pages" are page-table pages allocated (vmstat pgtable_alloc), by the fork and by the
-child's writes. Above {_size(limit)} only the 1% write is measured (see "Sizes" below).
+child's writes.{above}
 
 """
     forks = max(r.get("forks", 1) for r in rows)
     head = head.replace("{forks}", f"the median of {forks}" if forks > 1 else "once, timed")
     fig = f"![fork and write cost against size]({plot_name})\n\n" if plot_name else ""
     peak = max(r.get("host_peak_mib", 0) for r in rows)
-    big = max(r["size"] for r in rows)
-    sizes_note = SIZES.format(limit=_size(limit), peak=f"{peak / 1024:.1f}", big=_size(big),
+    sizes_note = SIZES.format(peak=f"{peak / 1024:.1f}", big=_size(big),
+                              above=(f'Above {_size(limit)} only the 1% write is measured ("-" '
+                                     f"in the table). ") if big > limit else "",
                               why=_designs_left_out(rows) + _why_first_write_only(rows, limit))
-    return head + MECHANISM + "## Results\n\n" + table(rows) + "\n" + fig + ANALYSIS + "\n" + sizes_note
+    return (head + MECHANISM + "## Results\n\n" + table(rows) + "\n" + fig
+            + ANALYSIS.format(**_fork_ratios(rows)) + "\n" + sizes_note)
 
 
 def _save(rows: list, path: str) -> None:
