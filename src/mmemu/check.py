@@ -18,8 +18,11 @@ or swap entry only by a VMA with an anon_vma. Transparent huge pages: a THP foli
 PG_HEAD frame and 511 PG_TAIL frames, its refcount (on the head; 0 on tails) = its PMD
 mappings (the head's pt_share, recounted from the huge PMDs) + its pages' PTE mapcounts; its
 pages count in NR_ANON_MAPPED while any PMD or PTE maps them, the folios some PMD maps in
-NR_ANON_THPS; every huge PMD has one deposited PTE table of its mm (counted in
-pgtables_bytes, linked by no PMD); the huge zero folio is reserved like the zero page.
+NR_ANON_THPS; every huge PMD of an anonymous folio has one deposited PTE table of its mm
+(counted in pgtables_bytes, linked by no PMD); the huge zero folio is reserved like the zero
+page. A PMD-sized page-cache folio has the same shape plus the cache's reference, its pages
+at 512 aligned consecutive indexes, NR_FILE_THPS / NR_FILE_PMDMAPPED recounted, and its
+huge PMDs no deposited table.
 Host memory and time follow the frames ever used and the tables, not the memory size.
 """
 from __future__ import annotations
@@ -142,8 +145,9 @@ def _check_flags(phys, idx, fl) -> list:
          ((fl & (PG_ZERO | PG_RESERVED)) != 0) & (idx != z) & ~huge_zero),
         ("the huge zero folio not PG_ZERO | PG_RESERVED",
          huge_zero & (fl != (PG_USED | PG_ZERO | PG_RESERVED))),
-        ("THP head or tail flags on frames that are not anon pages in use, or both",
-         (head | tail) & (((fl & (PG_USED | PG_ANON)) != (PG_USED | PG_ANON)) | (head & tail))),
+        ("THP head or tail flags on frames that are not anon or page-cache pages in use, or both",
+         (head | tail) & (((fl & PG_USED) == 0) | ((fl & (PG_ANON | PG_FILE)) == 0)
+                          | (head & tail))),
         ("a THP head not 512-aligned, or its 511 tails not after it",
          head & (((idx & (HPAGE_PMD_NR - 1)) != 0))),
         ("PG_PARTIALLY_MAPPED off a THP head", ((fl & PG_PARTIALLY_MAPPED) != 0) & ~head),
@@ -197,8 +201,9 @@ def _pmd_mapped(head, share):
 
 def _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head) -> list:
     """THP folios: the entire mapcount (the head's pt_share) is the huge PMDs mapping it, the
-    head's refcount is that plus its pages' PTE mapcounts, the tails' refcount is 0, and a
-    folio no PMD nor PTE maps is not in use."""
+    head's refcount is that plus its pages' PTE mapcounts (plus the page cache's one
+    reference for a page-cache folio), the tails' refcount is 0, and an anonymous folio no
+    PMD nor PTE maps is not in use."""
     problems = []
     tail = (fl & PG_TAIL) != 0
     bad = idx[head & (share != exp_share)]
@@ -207,10 +212,30 @@ def _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head) -> list:
     if np.any(tail & (refc != 0)):
         problems.append(f"THP tails with a refcount: {_first(idx[tail & (refc != 0)])}")
     for p in np.flatnonzero(head).tolist():
-        want = int(share[p]) + int(mapc[p:p + HPAGE_PMD_NR].sum())
+        want = int(share[p]) + int(mapc[p:p + HPAGE_PMD_NR].sum()) + int(fl[p] & PG_FILE != 0)
         if refc[p] != want or want == 0:
             problems.append(f"THP folio {idx[p]}: refcount {refc[p]}, PMD and PTE mappings {want}")
     return problems
+
+
+def _check_cached_folios(obj, flags) -> list:
+    """A PMD-sized folio in a page cache: its 512 pages at 512 consecutive indexes from a
+    512-aligned one, in order; no page of it cached alone."""
+    index, pfns = obj.cache.entries()
+    comp = (flags[pfns] & (PG_HEAD | PG_TAIL)) != 0
+    if not comp.any():
+        return []
+    heads = np.flatnonzero(comp & ((flags[pfns] & PG_HEAD) != 0)).tolist()
+    ok = 0
+    for p in heads:
+        q = p + HPAGE_PMD_NR
+        if (q <= len(index) and index[p] % HPAGE_PMD_NR == 0 and index[q - 1] - index[p] == HPAGE_PMD_NR - 1
+                and np.array_equal(pfns[p:q], np.arange(pfns[p], pfns[p] + HPAGE_PMD_NR))):
+            ok += 1
+    if ok != len(heads) or np.count_nonzero(comp) != ok * HPAGE_PMD_NR:
+        return [f"page cache of inode {obj.inode}: a large folio's pages not at 512 aligned "
+                f"consecutive indexes, or some cached alone"]
+    return []
 
 
 def check_machine(machine) -> None:
@@ -288,6 +313,7 @@ def check_machine(machine) -> None:
             problems.append(f"page cache of inode {obj.inode} holds frames that are not "
                             f"{'shmem' if obj.swapbacked else 'file'} page-cache frames: "
                             f"{_first(wrong)}")
+        problems += _check_cached_folios(obj, flags)
         cached = cached[(cached < d1) | (cached >= t0)]     # never-used ones: just reported
         np.add.at(in_cache, np.where(cached < d1, cached, cached - (t0 - d1)), 1)
     if np.any(in_cache > 1):
@@ -355,8 +381,10 @@ def check_machine(machine) -> None:
     expect = {
         "nr_free_pages": n - int(np.count_nonzero(used)),
         "nr_anon_mapped": int(np.count_nonzero(anon & ((mapc > 0) | _pmd_mapped(head, share)))),
-        "nr_anon_transparent_hugepages": int(np.count_nonzero(head & (share > 0))),
-        "nr_file_mapped": int(np.count_nonzero(filep & (mapc > 0))),
+        "nr_anon_transparent_hugepages": int(np.count_nonzero(head & anon & (share > 0))),
+        "nr_file_mapped": int(np.count_nonzero(filep & ((mapc > 0) | _pmd_mapped(head, share)))),
+        "nr_file_hugepages": int(np.count_nonzero(head & filep & (in_cache > 0))),
+        "nr_file_pmdmapped": int(np.count_nonzero(head & filep & (share > 0))),
         "nr_page_table_pages": int(np.count_nonzero(tables)),
         "nr_file_pages": int(np.count_nonzero(filep & used)),
         "nr_shmem": int(np.count_nonzero(filep & used & ((fl & PG_SWAPBACKED) != 0))),

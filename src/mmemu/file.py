@@ -36,7 +36,10 @@ from typing import Optional
 
 import numpy as np
 
-from ._core.constants import PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT
+from ._core import huge_memory as _huge
+from ._core.constants import (
+    HPAGE_PMD_NR, PG_COMPOUND, PG_HEAD, PM_FILE, PM_MMAP_EXCLUSIVE, PM_PRESENT,
+)
 from ._core.filemap import PageCache
 from ._core.physmem import PhysMem
 from .errors import MMError, SnapshotError, enomem
@@ -46,7 +49,7 @@ from .locking import serialised
 from .memory import break_cow_pte_range
 from .state import bad, expect, field, integer, is_int, refuse_undeclared
 from .stats import pagemap_chunks
-from .vma import PAGE_SHIFT, PAGE_SIZE
+from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MAX_RW_COUNT = 0x7FFFF000   # INT_MAX & PAGE_MASK: the most one read(2) returns (rw_verify_area)
@@ -127,6 +130,18 @@ class File:
                 raise enomem("no host memory for the page cache's tree")
         return pfn
 
+    def _add_pmd_folios(self, offset: int, end: int) -> None:
+        """ext4's write_begin with large folios (generic_perform_write's chunks of
+        mapping_max_folio_size): each 2 MiB-aligned piece the write [offset, end) covers
+        whole and where nothing is cached yet gets one PMD-sized folio; where no order-9
+        block is free, single pages (__filemap_get_folio's order loop)."""
+        first = (offset + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+        for pos in range(first, end - PMD_SIZE + 1, PMD_SIZE):
+            idx = pos >> PAGE_SHIFT
+            if self.cache.count(idx, idx + HPAGE_PMD_NR) == 0 and \
+                    _huge.filemap_alloc_folio_pmd(self.machine.phys, self.cache, idx, False) < 0:
+                return
+
     # ---- read(2) / write(2) / ftruncate(2) ----
     def read(self, offset: int, n: int) -> bytes:
         """pread(2): up to n bytes at offset (at most MAX_RW_COUNT, as rw_verify_area
@@ -172,6 +187,8 @@ class File:
         if holes > self.machine.phys.nr_free:
             raise enomem(f"write needs {holes} page-cache pages")
         phys = self.machine.phys
+        if not self.swapbacked:
+            self._add_pmd_folios(offset, end)
         pos = offset
         while pos < end:
             idx = pos >> PAGE_SHIFT
@@ -207,7 +224,13 @@ class File:
         keep = _pages(size)
         unmap_mapping_range(self.machine, self, keep, _pages(old), even_cows=True)
         self.size = size
-        if size & (PAGE_SIZE - 1):
+        head = folio_head(self, keep - 1) if keep else -1
+        if head >= 0 and size & (PMD_SIZE - 1):
+            # truncate_inode_partial_folio: the dirty folio does not split; it stays whole,
+            # zeroed past EOF (its pages there stay cached)
+            _huge.folio_zero_range(self.machine.phys, head, size & (PMD_SIZE - 1), PMD_SIZE, True)
+            keep = ((keep - 1) | (HPAGE_PMD_NR - 1)) + 1
+        elif size & (PAGE_SIZE - 1):
             # truncate_inode_partial_folio: zero the cached tail beyond the new EOF
             pfn = self.cache[keep - 1]
             if pfn >= 0:
@@ -340,11 +363,55 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
                 _zap.zap(mm.core, s, e, False)
 
 
+def folio_head(obj, idx: int) -> int:
+    """The head of the PMD-sized folio holding page idx of obj's page cache, or -1."""
+    pfn = obj.cache[idx]
+    if pfn < 0 or not obj.machine.phys.flags[pfn] & PG_COMPOUND:
+        return -1
+    return pfn & ~(HPAGE_PMD_NR - 1)
+
+
 def truncate_inode_pages_range(machine, obj, first: int, last: Optional[int] = None) -> None:
     """truncate_inode_pages_range: drop the cache pages of obj at page indexes [first,
-    last) (to the end if last is None); every one must be unmapped already."""
+    last) (to the end if last is None); every one must be unmapped already. A PMD-sized
+    folio the range covers only in part stays (its split fails: it is dirty), its pages
+    there zeroed; whole ones are freed whole."""
+    phys = machine.phys
+    if not obj.swapbacked:
+        first, last = _whole_folios(obj, phys, first, last)
+        if last is not None and first >= last:
+            return
     _, pfns = obj.cache.pop(first, last)
-    machine.phys.release_cache(pfns, obj.swapbacked)
+    if obj.swapbacked:
+        phys.release_cache(pfns, True)
+        return
+    fl = phys.flags[pfns]
+    for head in pfns[(fl & PG_HEAD) != 0].tolist():
+        _huge.filemap_remove_folio_pmd(phys, head, False)
+    phys.release_cache(pfns[(fl & PG_COMPOUND) == 0], False)
+
+
+def _whole_folios(obj, phys, first: int, last: Optional[int]):
+    """[first, last) shrunk to leave out the PMD-sized folios it cuts, whose pages in it
+    are zeroed instead (folio_zero_range)."""
+    for at in (first, None if last is None else last - 1):
+        if at is None or at < 0:
+            continue
+        head = folio_head(obj, at)
+        if head < 0:
+            continue
+        fidx = at & ~(HPAGE_PMD_NR - 1)
+        lo, hi = max(first, fidx), min(fidx + HPAGE_PMD_NR, fidx + HPAGE_PMD_NR if last is None else last)
+        if lo == fidx and hi == fidx + HPAGE_PMD_NR:
+            continue
+        _huge.folio_zero_range(phys, head, (lo - fidx) << PAGE_SHIFT, (hi - fidx) << PAGE_SHIFT, False)
+        if at == first:
+            first = fidx + HPAGE_PMD_NR
+            if last is not None and first >= last:
+                break
+        else:
+            last = fidx
+    return first, last
 
 
 def punch_hole(machine, obj, first: int, last: int) -> None:

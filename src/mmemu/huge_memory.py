@@ -45,6 +45,18 @@ def thp_vma_allowable(machine, vma) -> bool:
     return mode == "always" or bool(vma.flags & _HUGEPAGE)
 
 
+_NO_FILE_PMD = int(VmFlags.NOHUGEPAGE)
+
+
+def pmd_mappable(machine, vma) -> bool:
+    """Whether a fault in vma may map a PMD: thp_vma_allowable for an anonymous VMA; for a
+    file VMA do_set_pmd's own test, vma_thp_disabled (MADV_NOHUGEPAGE; the mode does not
+    matter: the large folio is in the page cache already)."""
+    if vma.backing is None:
+        return thp_vma_allowable(machine, vma)
+    return not vma.flags & _NO_FILE_PMD
+
+
 def thp_eligible(machine, vma) -> int:
     """smaps THPeligible: the policy allows a THP and an aligned 2 MiB fits in the VMA."""
     first = (vma.start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)

@@ -534,9 +534,11 @@ class Machine:
         SnapshotError if an object holds state the snapshot format does not know."""
         refuse_undeclared(self, "the Machine")
         if (self._thp != "madvise" or self.phys.huge_zero_pfn >= 0
-                or any(p.mm.core.nr_deposited for p in self._procs.values())):
+                or any(p.mm.core.nr_deposited for p in self._procs.values())
+                or self.phys.counters()["nr_file_hugepages"]):
             raise SnapshotError("cannot save: the snapshot format does not know transparent "
-                                "huge pages (a mode other than madvise, or huge PMDs)")
+                                "huge pages (a mode other than madvise, huge PMDs, or "
+                                "PMD-sized page-cache folios)")
         scalars, arrays = self.phys.dump_state()
         refs = SaveRefs(sorted(self._backings, key=lambda b: b.inode))
         brecs, caches, pos = [], [], 0

@@ -14,7 +14,7 @@ from ._core import fault as _fault
 from ._core.constants import FAULT_OOM, FAULT_SIGBUS, FAULT_SIGSEGV
 from .errors import BusError, SegmentationFault, enomem
 from .flags import VmFlags
-from .huge_memory import thp_vma_allowable
+from .huge_memory import pmd_mappable
 from .reserve import top_up
 from .vma import VM_ACCESS_FLAGS, VMA, AnonVma
 
@@ -46,7 +46,7 @@ def handle_mm_fault_range(mm, vma: VMA, start: int, end: int, write: bool, buf=N
     page gets an anon_vma (anon_vma_prepare). Raises MMError(ENOMEM) (VM_FAULT_OOM),
     BusError (VM_FAULT_SIGBUS) or SegmentationFault (a guard marker), at the faulting byte."""
     rc, fail, anon = _fault.access(mm.core, vma, start, end, write, buf, mode,
-                                   thp_vma_allowable(mm.machine, vma))
+                                   pmd_mappable(mm.machine, vma))
     fail = max(fail, start)     # the kernel gives the faulting byte (cr2), not its page
     if anon and vma.anon_vma is None:
         vma.anon_vma = AnonVma()

@@ -55,7 +55,7 @@ from ._core import install as _install
 from ._core.constants import (
     PM_FILE, PM_GUARD_ENTRY, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
 )
-from .file import i_size_write
+from .file import File, folio_head, i_size_write
 from .flags import VmFlags
 from .locking import locked_function
 from .state import bad, is_int, show
@@ -605,6 +605,10 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if v.fields.get("AnonHugePages", 0) and backing is None and kflags:
                 pres &= ~_import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts,
                                            to_fill if contents else None)
+            if v.fields.get("FilePmdMapped", 0) and isinstance(backing, File) \
+                    and not backing.swapbacked and kflags:
+                pres &= ~_import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts,
+                                           to_fill if contents else None)
             idx = pi[pres]
             guard_idx = pi[pm == np.uint64(PM_GUARD_ENTRY)]
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
@@ -787,6 +791,53 @@ def _import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts, to_fi
         report.huge_pmds += 1
         counts["zero" if zero else "anon"] += 512
         if to_fill is not None and not zero:
+            to_fill.append((v.start, pi[k:k + 512], got + np.arange(512, dtype=np.int64)))
+    return done
+
+
+def _import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts, to_fill):
+    """The PMD-mapped page-cache folios of a file VMA as file PMDs (huge_memory's
+    install_file_pmd): every 2 MiB-aligned span at a 512-aligned file index whose 512
+    pages are present file pages at consecutive PFNs from a THP head (kpageflags), up to the
+    VMA's smaps FilePmdMapped. The emulated file gets a PMD-sized folio there
+    (filemap_alloc_folio_pmd) unless one is cached already (another imported mapping of
+    the file); a span some of whose pages are cached alone stays with PTEs. Returns the
+    mask of pm's entries installed."""
+    from ._core import huge_memory as _huge
+    done = np.zeros(len(pm), dtype=bool)
+    limit = v.fields["FilePmdMapped"] >> 11
+    addr = v.start + (pi.astype(np.int64) << PAGE_SHIFT)
+    pres = (pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE)
+    installed = 0
+    for k in np.flatnonzero(pres & (addr % PMD_SIZE == 0)).tolist():
+        a = int(addr[k])
+        idx = vma.pgoff + ((a - vma.start) >> PAGE_SHIFT)
+        if (installed >= limit or k + 512 > len(pm) or a + PMD_SIZE > v.end or idx % 512
+                or pi[k + 511] != pi[k] + 511 or not pres[k:k + 512].all()
+                or idx + 512 > backing.npages):
+            continue
+        rpfn = (pm[k:k + 512] & np.uint64(PM_PFN_MASK)).astype(np.int64)
+        head = int(rpfn[0])
+        kf = kflags.get(head, 0)
+        if (head % 512 or not np.array_equal(rpfn, head + np.arange(512))
+                or not (kf >> KPF_THP) & 1 or not (kf >> KPF_COMPOUND_HEAD) & 1):
+            continue
+        cached = backing.cache.count(idx, idx + 512)
+        if cached == 0:
+            if _huge.filemap_alloc_folio_pmd(p.machine.phys, backing.cache, idx, False) < 0:
+                raise _oom()
+        elif folio_head(backing, idx) < 0:
+            continue
+        got = _huge.install_file_pmd(p.mm.core, vma, a)
+        if got == -1:
+            raise _oom()
+        if got < 0:
+            continue
+        done[k:k + 512] = True
+        installed += 1
+        report.huge_pmds += 1
+        counts["file"] += 512
+        if to_fill is not None:
             to_fill.append((v.start, pi[k:k + 512], got + np.arange(512, dtype=np.int64)))
     return done
 

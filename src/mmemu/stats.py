@@ -139,6 +139,8 @@ def meminfo(machine) -> MemInfo:
         ("SwapTotal", kb(_swap_total(machine))),
         ("SwapFree", kb(_swap_total(machine) - _swap_used(machine))),
         ("AnonHugePages", kb(c["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR)),
+        ("FileHugePages", kb(c["nr_file_hugepages"] * HPAGE_PMD_NR)),
+        ("FilePmdMapped", kb(c["nr_file_pmdmapped"] * HPAGE_PMD_NR)),
     ])
 
 
@@ -152,9 +154,14 @@ GAUGES = [
     ("nr_shmem", "nr_shmem", "shmem and tmpfs pages (Shmem / 4)"),
     ("nr_page_table_pages", "nr_page_table_pages", "page-table pages (PageTables / 4)"),
 ]
+# the THP gauges come after the events (vmstat keeps its order: new names go at the end)
+THP_GAUGES = [
+    ("nr_anon_transparent_hugepages", "anonymous THPs mapped (NR_ANON_THPS)"),
+    ("nr_file_hugepages", "PMD-sized page-cache folios (FileHugePages / 2048)"),
+    ("nr_file_pmdmapped", "PMD-sized page-cache folios some PMD maps (FilePmdMapped / 2048)"),
+]
 #: What every vmstat counter counts: the one table of help texts (gauges, then events).
-COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP,
-                "nr_anon_transparent_hugepages": "anonymous THPs mapped (NR_ANON_THPS)"}
+COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP, **dict(THP_GAUGES)}
 #: Where the kernel keeps each counter (the function that counts it, or its /proc view).
 COUNTED_BY = {
     "nr_free_pages": "mm/page_alloc.c: __free_one_page, rmqueue",
@@ -163,6 +170,8 @@ COUNTED_BY = {
     "nr_file_pages": "mm/filemap.c: filemap_add_folio, filemap_remove_folio",
     "nr_shmem": "mm/shmem.c: shmem_add_to_page_cache",
     "nr_page_table_pages": "include/linux/mm.h: pagetable_alloc, pagetable_free",
+    "nr_file_hugepages": "mm/filemap.c: __filemap_add_folio, filemap_unaccount_folio",
+    "nr_file_pmdmapped": "mm/rmap.c: folio_add_file_rmap_pmd, folio_remove_rmap_pmd",
     "pgfault": "mm/memory.c: handle_mm_fault",
     "fault_zero_page": "mm/memory.c: do_anonymous_page (zero-page branch)",
     "fault_anon": "mm/memory.c: do_anonymous_page",
@@ -213,6 +222,8 @@ COUNTED_BY = {
     "nr_anon_transparent_hugepages": "mm/rmap.c: folio_add_new_anon_rmap_pmd, folio_remove_rmap_pmd",
     "thp_collapse_alloc": "mm/khugepaged.c: alloc_charge_folio",
     "thp_collapse_alloc_failed": "mm/khugepaged.c: alloc_charge_folio (no order-9 folio)",
+    "thp_file_mapped": "mm/memory.c: do_set_pmd",
+    "thp_split_page_failed": "mm/huge_memory.c: __folio_split (truncate_inode_partial_folio)",
 }
 
 
@@ -221,7 +232,7 @@ def vmstat(machine) -> Counters:
     ev = machine.phys.events()
     items = [(name, c[key]) for name, key, _ in GAUGES]
     items += [(name, int(ev[i])) for i, name in enumerate(EVENT_NAMES)]
-    items.append(("nr_anon_transparent_hugepages", c["nr_anon_transparent_hugepages"]))
+    items += [(name, c[name]) for name, _ in THP_GAUGES]
     return Counters(items)
 
 
@@ -390,7 +401,7 @@ def proc_smaps(proc) -> Smaps:
             "Private_Clean": r["Private_Clean"] >> 10, "Private_Dirty": r["Private_Dirty"] >> 10,
             "Referenced": r["Referenced"] >> 10, "Anonymous": r["Anonymous"] >> 10,
             "KSM": 0, "LazyFree": 0, "AnonHugePages": r["AnonHugePages"] >> 10,
-            "ShmemPmdMapped": 0, "FilePmdMapped": 0,
+            "ShmemPmdMapped": 0, "FilePmdMapped": r["FilePmdMapped"] >> 10,
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
             "THPeligible": thp_eligible(proc.machine, v),

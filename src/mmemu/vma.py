@@ -53,6 +53,20 @@ def vm_get_page_prot(vm_flags: int) -> int:
     return PROTECTION_MAP[vm_flags & 0xF]
 
 
+_SHARED_WRITE = int(VmFlags.SHARED | VmFlags.WRITE)
+
+
+def vma_set_page_prot(vm_flags: int, backing) -> int:
+    """vma_set_page_prot: vm_get_page_prot, without the write bit where
+    vma_wants_writenotify says so: a shared writable mapping of a file whose vm_ops have a
+    page_mkwrite (a disk file, as ext4's; not tmpfs or shmem), so the first write to each
+    page faults (wp_page_shared) and dirties it."""
+    if vm_flags & _SHARED_WRITE == _SHARED_WRITE and backing is not None \
+            and not getattr(backing, "swapbacked", True):
+        return PROTECTION_MAP[vm_flags & 0x7]
+    return PROTECTION_MAP[vm_flags & 0xF]
+
+
 class AnonVma:
     """An anon_vma. Identity matters: VMAs merge only with a compatible anon_vma.
 
@@ -81,11 +95,11 @@ class VMA:
 
     def __post_init__(self):
         self.flags = int(self.flags)        # plain int: IntFlag arithmetic is slow on hot paths
-        self.page_prot = vm_get_page_prot(self.flags)
+        self.page_prot = vma_set_page_prot(self.flags, self.backing)
 
     def set_flags(self, flags: int) -> None:
         self.flags = int(flags)
-        self.page_prot = vm_get_page_prot(self.flags)
+        self.page_prot = vma_set_page_prot(self.flags, self.backing)
 
     @property
     def npages(self) -> int:
@@ -108,7 +122,7 @@ class VMA:
         v = VMA(self.start, self.end, self.flags, self.pgoff, self.backing, self.anon_vma, self.name)
         for k, val in changes.items():
             setattr(v, k, val)
-        v.page_prot = vm_get_page_prot(v.flags)
+        v.page_prot = vma_set_page_prot(v.flags, v.backing)
         return v
 
     def __repr__(self) -> str:
@@ -127,7 +141,7 @@ class VMA:
     def from_state(cls, rec, refs, where, after=0) -> "VMA":
         """The VMA dump_state gave, checked: page-aligned, above ``after`` (the end of the
         VMA before it) and at most TASK_SIZE, known VM_* bits only, a shared mapping only
-        of a file or shmem object, the page protection its flags give. Its backing
+        of a file or shmem object, the page protection its flags (and backing) give. Its backing
         object's ``users`` is not changed (the caller counts the VMAs mapping it)."""
         if not isinstance(rec, list) or len(rec) != 8:
             raise bad(f"{where}: a VMA record must be a list of 8")
@@ -145,8 +159,8 @@ class VMA:
         backing = None if bi is None else refs.backing(bi, where)
         if flags & (VmFlags.SHARED | VmFlags.MAYSHARE) and backing is None:
             raise bad(f"{where}: shared VMA {start:#x}-{end:#x} without a file or shmem object")
-        if prot != vm_get_page_prot(flags):
+        if prot != vma_set_page_prot(flags, backing):
             raise bad(f"{where}: VMA {start:#x}-{end:#x}: page protection {prot:#x}, its flags "
-                      f"give {vm_get_page_prot(flags):#x}")
+                      f"give {vma_set_page_prot(flags, backing):#x}")
         av = None if ai is None else refs.anon_vma(ai, where)
         return cls(start, end, flags, pgoff, backing, av, name)

@@ -3,6 +3,7 @@ become huge PMDs with their deposited tables, so VmPTE, RssAnon and AnonHugePage
 imported process are the kernel's; then the helper really forks (caught by ptrace before
 either side runs) and the emulated classic fork's child equals the real child."""
 import errno
+import os
 
 import pytest
 
@@ -136,5 +137,82 @@ def test_a_forked_pair_shares_its_thps():
         assert seen["pmds"] == (4, 4)
         assert seen["heads"][:4] == seen["heads"][4:]
         assert seen["thps"] == 8192
+    finally:
+        h.close()
+
+
+def _file_pmd_mapped(path) -> int:
+    """FilePmdMapped (kB) of this process's read fault on the first 2 MiB of path, mapped at
+    a 2 MiB-aligned address: whether the kernel maps the file's large folio by a PMD here."""
+    import ctypes
+    import mmap
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        a = libc.mmap(BASE + 512 * MiB, 2 * MiB, mmap.PROT_READ, mmap.MAP_PRIVATE | FIXED_NR, fd, 0)
+        ctypes.c_char.from_address(a).value
+        kb = next(v.fields.get("FilePmdMapped", 0) for v in parse_smaps(read_proc(os.getpid(), "smaps"))
+                  if v.start == a)
+        libc.munmap(a, 2 * MiB)
+        return kb
+    finally:
+        os.close(fd)
+
+
+@live
+def test_a_pmd_mapped_file_imports_as_file_pmds(tmp_path):
+    """A file written in one write has PMD-sized folios in the kernel's page cache, and a
+    read of an aligned private mapping maps each by a PMD (smaps FilePmdMapped, no PTE
+    table): the import makes the same large folios and file PMDs, so VmPTE, RssFile and
+    FilePmdMapped are the kernel's (before this, 4 kB more VmPTE per 2 MiB); the real fork
+    (the child gets no copy of a file PMD) matches the emulated one."""
+    path = str(tmp_path / "big")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, bytes(range(256)) * (6 * MiB // 256))
+    os.close(fd)
+    if _file_pmd_mapped(path) != 2048:
+        pytest.skip("this kernel or filesystem maps no large page-cache folio by a PMD")
+    h = LiveHelper()
+    try:
+        r = h.call("mmap", addr=BASE, len=6 * MiB, prot=1, flags=0x02 | FIXED_NR, path=path,
+                   rw=False, thp_advice=0)
+        assert r.get("ret") == BASE, r
+        assert "ret" in h.call("touch", addr=BASE, len=6 * MiB)
+        kernel_smaps = parse_smaps(read_proc(h.pid, "smaps"))
+        assert [v.fields.get("FilePmdMapped") for v in kernel_smaps if v.start == BASE] == [6144]
+        m = mmemu.Machine("4G")
+        p = import_process(m, h.pid, stop=True, contents=True)
+        rep = p.import_report
+        assert rep.huge_pmds == 3
+        assert _fields(rep.emulated_status) == _fields(rep.kernel_status), \
+            (rep.mismatches(), rep.changed_while_read, rep.extra_tables)
+        assert [e["FilePmdMapped"] for e in p.smaps() if e["start"] == BASE] == [6144]
+        assert m.vmstat()["nr_file_hugepages"] == 3
+        with open(path, "rb") as f:
+            assert p.read(BASE + 2 * MiB - 3, 6) == f.read()[2 * MiB - 3:2 * MiB + 3]
+        m.check()
+        seen = {}
+
+        def at_stop(parent, child):
+            seen["child"] = read_status(child)
+            m2 = mmemu.Machine("4G")
+            q = import_process(m2, parent)
+            seen["parent_mismatch"] = q.import_report.mismatches()
+            c = q.fork()
+            seen["emulated_child"] = c.status()
+            m2.check()
+
+        try:
+            h.fork_traced(at_stop)
+        except OSError as e:
+            if e.errno in (errno.EPERM, errno.EACCES):
+                pytest.skip(f"ptrace of the helper is not permitted here ({e})")
+            raise
+        assert seen["parent_mismatch"] == {}
+        assert _fields(seen["emulated_child"]) == _fields(seen["child"])
     finally:
         h.close()

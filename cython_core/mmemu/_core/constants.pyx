@@ -44,6 +44,7 @@ PG_DIRTY = T.PG_DIRTY
 PG_RESERVED = T.PG_RESERVED
 PG_HEAD = T.PG_HEAD
 PG_TAIL = T.PG_TAIL
+PG_COMPOUND = T.PG_COMPOUND
 PG_PARTIALLY_MAPPED = T.PG_PARTIALLY_MAPPED
 HPAGE_PMD_NR = T.HPAGE_PMD_NR
 
@@ -160,6 +161,10 @@ _EVENTS = [
      "order-9 folios allocated to collapse a PTE-mapped range (MADV_COLLAPSE)"),
     (T.EV_THP_COLLAPSE_ALLOC_FAILED, "thp_collapse_alloc_failed",
      "collapses that found no free order-9 block (MADV_COLLAPSE's ENOMEM)"),
+    (T.EV_THP_FILE_MAPPED, "thp_file_mapped",
+     "page-cache folios mapped by a huge PMD at a fault (do_set_pmd)"),
+    (T.EV_THP_SPLIT_PAGE_FAILED, "thp_split_page_failed",
+     "large folios a truncate could not split (a dirty page-cache folio stays whole)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

@@ -25,12 +25,12 @@ from mmemu._core.cow_pgtable cimport pgtable_path_cow, break_cow_pgtable
 from mmemu._core.pgtable cimport set_pte_at, ptep_set_access_flags, pmd_clear
 from mmemu._core.rmap cimport (
     folio_add_new_anon_rmap, folio_remove_rmap_pte, SetPageAnonExclusive,
-    shmem_alloc_and_add_folio,
+    shmem_alloc_and_add_folio, folio_mark_dirty,
 )
 from mmemu._core.filemap cimport xa_load
 from mmemu._core.huge_memory cimport (
     FAULT_FALLBACK, thp_vma_suitable, do_huge_pmd_anonymous_page, huge_pmd_fault,
-    huge_pmd_access,
+    huge_pmd_access, do_set_pmd,
 )
 from mmemu._core.cow_pte_profile cimport cow_read_fault_keeps_share, set_pte_at_shared_zero
 from mmemu._core.tlb cimport flush_tlb_page
@@ -85,7 +85,7 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
     if vma.flags & VM_SHARED:
         # wp_page_shared + fault_dirty_shared_page: the folio is dirtied too
         set_pte_at(pm, ptep, pte_mkwrite(pte_mkdirty(pte_mkyoung(e))))
-        pm.flags[pfn] |= PG_DIRTY
+        folio_mark_dirty(pm, pfn)
         pm.ev[EV_WP_SHARED] += 1
         return FAULT_OK
     if (fl & PG_ANON) and ((fl & PG_ANON_EXCLUSIVE) or pm.refcount[pfn] == 1):
@@ -100,6 +100,27 @@ cdef int do_wp_page(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* ptep, pte_t e) n
 DEF FAULT_AROUND_PAGES = 16     # fault_around_bytes (64 KiB) / PAGE_SIZE
 
 
+cdef inline pte_t* large_folio_table(vma_t* vma, uint64_t addr, int64_t idx,
+                                     pte_t* ptep) noexcept nogil:
+    """The PTE table slots of the whole PMD-sized folio holding page idx (mapped at addr),
+    when the folio lies inside the VMA and inside one page table (filemap_map_pages'
+    can_map_large, finish_fault's VMA and PMD limits); else NULL."""
+    cdef uint64_t fa = addr - (<uint64_t>(idx & (HPAGE_PMD_NR - 1)) << PAGE_SHIFT)
+    if fa & (PMD_SIZE - 1) or fa < vma.start or fa + PMD_SIZE > vma.end:
+        return NULL
+    return ptep - pte_index(addr)
+
+
+cdef void map_large_folio(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* table, pfn_t head,
+                          bint write) noexcept nogil:
+    """set_pte_range over a whole PMD-sized folio: every none slot of its table maps its
+    page (a reference and the file rmap each)."""
+    cdef int i
+    for i in range(HPAGE_PMD_NR):
+        if table[i] == 0:
+            set_pte_range(pm, mm, vma, &table[i], head + i, write)
+
+
 cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep,
                           bint new_table) noexcept nogil:
     """do_fault_around + filemap_map_pages: map every cached page in the 16-page aligned
@@ -108,14 +129,17 @@ cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pt
 
     On a file that is not shmem, 6.18 installs the preallocated PTE table only when the
     first cached folio of the window ends before EOF (filemap_map_pages skips
-    filemap_map_pmd otherwise, then finds no table): if that folio holds the file's last
-    page and the fault brought a new_table, nothing is mapped."""
+    filemap_map_pmd otherwise, then finds no table): if that folio (a single page, or a
+    PMD-sized folio) holds the file's last page and the fault brought a new_table, nothing
+    is mapped. A PMD-sized folio that ends before the file's last page and lies inside the
+    VMA and the table is mapped whole (6.18's can_map_large), not just the window."""
     cdef int64_t pte_off = pte_index(addr)
     cdef int64_t vma_off = <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef int64_t vma_pages = <int64_t>((vma.end - vma.start) >> PAGE_SHIFT)
     cdef int64_t from_pte, to_pte, i, idx
     cdef pte_t* table = ptep - pte_off
     cdef pfn_t pfn
+    cdef bint large
     from_pte = pte_off - (pte_off if pte_off < vma_off else vma_off)
     if (pte_off & ~(FAULT_AROUND_PAGES - 1)) > from_pte:
         from_pte = pte_off & ~(FAULT_AROUND_PAGES - 1)
@@ -131,13 +155,29 @@ cdef bint do_fault_around(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pt
         pfn = xa_load(vma.cache, idx)
         if pfn < 0:
             continue
-        if new_table and not vma.swapbacked and idx == vma.cache_pages - 1:
+        large = (pm.flags[pfn] & PG_COMPOUND) != 0
+        if new_table and not vma.swapbacked and (
+                idx | (HPAGE_PMD_NR - 1 if large else 0)) >= vma.cache_pages - 1:
             break       # the window's first folio reaches EOF: no table, nothing mapped
         new_table = False
+        if large and (idx | (HPAGE_PMD_NR - 1)) < vma.cache_pages - 1 and large_folio_table(
+                vma, addr + (<uint64_t>(i - pte_off) << PAGE_SHIFT), idx, &table[i]) != NULL:
+            # can_map_large: the whole folio, not only the window (it fills this table)
+            map_large_folio(pm, mm, vma, table, compound_head(pfn), False)
+            break
         if table[i] != 0:
             continue
         set_pte_range(pm, mm, vma, &table[i], pfn, False)
     return ptep[0] != 0
+
+
+cdef inline bint _table_none(pte_t* t) noexcept nogil:
+    """pte_range_none over a whole table."""
+    cdef int i
+    for i in range(PTRS_PER_TABLE):
+        if t[i] != 0:
+            return False
+    return True
 
 
 cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* ptep, bint write,
@@ -146,6 +186,7 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
     page-cache-backed VMA; new_table: the fault allocated the PTE table."""
     cdef int64_t idx = vma.pgoff + <int64_t>((addr - vma.start) >> PAGE_SHIFT)
     cdef pfn_t pfn, new
+    cdef pte_t* t
     if vma.cache == NULL:
         return FAULT_SIGBUS
     # do_read_fault: fault-around first (it maps the cached pages of the window up to EOF
@@ -180,10 +221,17 @@ cdef int do_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, pte_t* pte
         set_pte_at(pm, ptep, mk_anon_pte(new, vma))
         pm.ev[EV_COW_FAULT] += 1
         return FAULT_OK
-    set_pte_range(pm, mm, vma, ptep, pfn, write)
+    # finish_fault: a PMD-sized folio inside EOF, the VMA and the table, whose slots are all
+    # none, is mapped whole; otherwise the one page
+    t = large_folio_table(vma, addr, idx, ptep) if (
+        (pm.flags[pfn] & PG_COMPOUND) and (idx | (HPAGE_PMD_NR - 1)) < vma.cache_pages) else NULL
+    if t != NULL and _table_none(t):
+        map_large_folio(pm, mm, vma, t, compound_head(pfn), write)
+    else:
+        set_pte_range(pm, mm, vma, ptep, pfn, write)
     if write:
         # do_shared_fault: fault_dirty_shared_page marks the folio dirty
-        pm.flags[pfn] |= PG_DIRTY
+        folio_mark_dirty(pm, pfn)
     pm.ev[EV_FAULT_SHMEM] += 1
     return FAULT_OK
 
@@ -229,12 +277,21 @@ cdef int handle_mm_fault(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t addr, bin
     pmd = pmd_offset_alloc(pm, mm, addr)
     if pmd == NULL:
         return FAULT_OOM
-    if pmd[0] == 0 and thp_vma_suitable(vma, addr):
-        rc = do_huge_pmd_anonymous_page(pm, mm, vma, pmd, write)    # create_huge_pmd
+    if pmd_leaf(pmd[0]):
+        rc = huge_pmd_fault(pm, mm, vma, pmd, write)
         if rc != FAULT_FALLBACK:
             return rc
-    elif pmd_leaf(pmd[0]):
-        rc = huge_pmd_fault(pm, mm, vma, pmd, write)
+    if pmd[0] == 0 and thp_vma_suitable(vma, addr):
+        if not vma.has_vm_ops:
+            rc = do_huge_pmd_anonymous_page(pm, mm, vma, pmd, write)    # create_huge_pmd
+        elif (write and not (vma.flags & VM_SHARED)) or vma.cache == NULL or \
+                vma.pgoff + <int64_t>(((addr | (PMD_SIZE - 1)) - vma.start) >> PAGE_SHIFT) \
+                >= vma.cache_pages:
+            rc = FAULT_FALLBACK     # do_cow_fault maps a PTE; no PMD across EOF
+        else:
+            # do_read_fault (filemap_map_pmd) / do_shared_fault (finish_fault), or after a
+            # file PMD's split on a shared write
+            rc = do_set_pmd(pm, mm, vma, pmd, addr, write)
         if rc != FAULT_FALLBACK:
             return rc
     new_table = pmd[0] == 0
@@ -351,7 +408,8 @@ cdef int access_range(physmem_t* pm, mm_t* mm, vma_t* vma, uint64_t start, uint6
                 fail_addr[0] = page
                 wmb()
                 return rc
-            table = table_ptr(pm, pte_pfn(pmdp[0]))
+            # a file PMD's split leaves the entry none (the fault below maps it again)
+            table = table_ptr(pm, pte_pfn(pmdp[0])) if pmdp[0] != 0 else NULL
         if table != NULL and pmd_leaf(pmdp[0]):
             pfn = pte_pfn(pmdp[0]) + pte_index(page)
         else:

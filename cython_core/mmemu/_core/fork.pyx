@@ -102,11 +102,12 @@ cdef bint holds_huge_pmd(physmem_t* pm, mm_t* mm, pte_t entry, int level) noexce
     """Does the table under this PUD entry (level LEVEL_PMD: a PMD table) or PGD entry
     (LEVEL_PUD: a PUD table) of mm hold a huge PMD? Whole-table COW shares no such table: a
     huge PMD's deposited table and entire mapcount belong to one mm (copy_huge_pmd copies
-    it). Every huge PMD has a deposited table (m.check() counts them), so an mm without
-    deposits has none and no table is read: the fork's cost does not grow with its size."""
+    it; a file PMD is the child's to fault in). Every anonymous huge PMD has a deposited
+    table and every file PMD is counted (m.check() counts both), so an mm without either
+    has none and no table is read: the fork's cost does not grow with its size."""
     cdef pte_t* t = table_ptr(pm, pte_pfn(entry))
     cdef int i
-    if mm.nr_deposited == 0:
+    if mm.nr_deposited == 0 and mm.nr_file_pmds == 0:
         return False
     for i in range(512):
         if t[i] == 0:

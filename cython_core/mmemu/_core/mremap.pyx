@@ -199,7 +199,7 @@ cdef int move_pmd_steps(physmem_t* pm, mm_t* mm, pte_t* old_pmd, uint64_t addr,
                 if not dry_present(new_pmd, st, 2, new_addr, PMD_SHIFT):
                     st.last[2] = <int64_t>(new_addr >> PMD_SHIFT)
                     st.need += 1
-            else:
+            elif old_pmd[0] != 0:       # (a file PMD's split leaves nothing to move)
                 if new_pmd[0] == 0:
                     t = pgtable_alloc(pm, mm, LEVEL_PTE)
                     if t < 0:

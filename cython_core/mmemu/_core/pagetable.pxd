@@ -17,6 +17,7 @@ cdef struct mm_t:
     int64_t slot            # index in the registry of live mms (physmem_t.mms), -1 if none
     pfn_t pmd_huge_pte      # deposited PTE tables (pgtable_trans_huge_deposit): the first,
     int64_t nr_deposited    #   linked through buddy_next (page->lru), and how many
+    int64_t nr_file_pmds    # huge PMDs mapping page-cache folios (do_set_pmd; no deposit)
 
 # What the kernels need to know of one VMA (a flattened vm_area_struct).
 cdef struct vma_t:

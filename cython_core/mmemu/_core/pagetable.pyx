@@ -6,7 +6,7 @@ free_pgd_range/free_pud_range/free_pmd_range/free_pte_range (mm/memory.c) as a
 walk_page_range (pagewalk.pxd). The P4D level is folded, as on 4-level x86-64.
 """
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport realloc
 from libc.string cimport memset
 import reprlib
@@ -267,12 +267,14 @@ cdef int _validate_pud(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) no
 
 cdef inline bint _bad_huge(physmem_t* pm, pte_t e) noexcept nogil:
     """A huge PMD (huge_memory.pyx) that does not map, with only the bits mmemu sets, the
-    head of a THP folio or the huge zero folio."""
+    head of a THP folio, of a PMD-sized page-cache folio or the huge zero folio."""
     cdef pfn_t t = pte_pfn(e)
+    cdef uint32_t f
     if e & ~(PTE_PFN_MASK() | _PTE_BITS | _bit(BIT_PSE)) or t >= pm.nframes or t & 511:
         return True
-    return t != pm.huge_zero_pfn and (pm.flags[t] & (PG_USED | PG_HEAD | PG_ANON | PG_TABLE)
-                                      != PG_USED | PG_HEAD | PG_ANON)
+    f = pm.flags[t] & (PG_USED | PG_HEAD | PG_ANON | PG_FILE | PG_TABLE)
+    return t != pm.huge_zero_pfn and f != PG_USED | PG_HEAD | PG_ANON and \
+        f != PG_USED | PG_HEAD | PG_FILE
 
 
 cdef int _validate_pmd(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk) noexcept nogil:

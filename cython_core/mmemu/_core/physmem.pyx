@@ -24,7 +24,7 @@ from mmemu._core.types cimport (
 )
 from mmemu._core.types cimport PG_FILE, PG_DIRTY, PG_SWAPBACKED
 from mmemu._core.types cimport PG_COMPOUND, HPAGE_PMD_ORDER, compound_head
-from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio
+from mmemu._core.rmap cimport filemap_add_folio, filemap_remove_folio, folio_mark_dirty
 
 cnp.import_array()
 
@@ -451,6 +451,8 @@ cdef class PhysMem:
             "nr_file_pages": self.pm.nr_file_pages,
             "nr_page_table_pages": self.pm.nr_pagetable,
             "nr_anon_transparent_hugepages": self.pm.nr_anon_thps,
+            "nr_file_hugepages": self.pm.nr_file_thps,
+            "nr_file_pmdmapped": self.pm.nr_file_pmdmapped,
         }
 
     def events(self):
@@ -569,7 +571,9 @@ cdef class PhysMem:
         if n == 0:
             return
         memcpy(frame_ptr(&self.pm, p) + off, &data[0], n)
-        self.pm.flags[p] |= PG_HASDATA | (PG_DIRTY if dirty else 0)
+        self.pm.flags[p] |= PG_HASDATA
+        if dirty:
+            folio_mark_dirty(&self.pm, p)
 
     def _debug_poke(self, str field, pfn_t pfn, int64_t value):
         """Overwrite one metadata entry. For tests of the invariant checker only."""

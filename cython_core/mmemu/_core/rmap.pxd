@@ -5,18 +5,20 @@ enters or leaves a page cache.
 
 Models mm/rmap.c (folio_add_new_anon_rmap, folio_add_file_rmap_pte,
 folio_try_dup_anon_rmap_pte / folio_dup_file_rmap_pte, folio_remove_rmap_pte, and for
-order-9 anonymous THP folios the _pmd variants and folio_add_anon_rmap_ptes), the page
-flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio,
-filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm counters the
-callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse walk itself
-(anon_vma and i_mmap trees: reclaim will add it), large folios other than PMD-sized
-anonymous ones, lruvec and memcg statistics, pinned pages (the dup never fails).
+order-9 folios the _pmd variants (anonymous and file) and folio_add_anon_rmap_ptes), the
+page flags they keep (SetPageAnonExclusive), mm/filemap.c (filemap_add_folio and its
+order-9 case, filemap_remove_folio), mm/shmem.c (shmem_alloc_and_add_folio) and the mm
+counters the callers pair with them (mm_counter, add_mm_counter). Leaves out: the reverse
+walk itself (anon_vma and i_mmap trees: reclaim will add it), large folios of orders other
+than 0 and 9, lruvec and memcg statistics, pinned pages (the dup never fails).
 
 A THP folio (PG_HEAD + 511 PG_TAIL frames) keeps, as Linux does, one refcount on its head
 (every PMD and every PTE mapping holds one), a PTE mapcount per page (mapcount[pfn]) and
 the entire (PMD) mapcount in its head's pt_share (folio->_entire_mapcount: pt_share means
 something only for page tables); NR_ANON_MAPPED counts the pages mapped either way,
-NR_ANON_THPS the folios mapped by a PMD.
+NR_ANON_THPS the folios mapped by a PMD. A PMD-sized page-cache folio is the same shape:
+the cache holds one reference on its head (its 512 indexes name its 512 pages), and
+NR_FILE_THPS / NR_FILE_PMDMAPPED count it in a cache / mapped by a PMD.
 
 `rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
 afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
@@ -26,7 +28,7 @@ from libc.stdio cimport fprintf, stderr
 from libc.stdlib cimport abort
 
 from mmemu._core.types cimport (
-    pfn_t, MMEMU_DEBUG_BUILD, PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED,
+    pfn_t, MMEMU_DEBUG_BUILD, PG_ANON, PG_ANON_EXCLUSIVE, PG_FILE, PG_SWAPBACKED, PG_DIRTY,
     PG_COMPOUND, PG_PARTIALLY_MAPPED, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES,
     HPAGE_PMD_NR, EV_THP_DEFERRED_SPLIT_PAGE, compound_head,
 )
@@ -51,6 +53,18 @@ cdef inline void folio_get(physmem_t* pm, pfn_t pfn) noexcept nogil:
     pm.refcount[pfn] += 1
 
 
+cdef inline void folio_mark_dirty(physmem_t* pm, pfn_t pfn) noexcept nogil:
+    """folio_mark_dirty: the folio of a page-cache page is dirty (every page of a large
+    folio: mmemu keeps PG_DIRTY per frame, Linux per folio)."""
+    cdef int64_t i
+    if pm.flags[pfn] & PG_COMPOUND:
+        pfn = compound_head(pfn)
+        for i in range(HPAGE_PMD_NR):
+            pm.flags[pfn + i] |= PG_DIRTY
+    else:
+        pm.flags[pfn] |= PG_DIRTY
+
+
 cdef inline void SetPageAnonExclusive(physmem_t* pm, pfn_t pfn) noexcept nogil:
     """SetPageAnonExclusive: only this PTE maps the anonymous page (do_wp_page's reuse)."""
     pm.flags[pfn] |= PG_ANON_EXCLUSIVE
@@ -70,8 +84,9 @@ cdef inline void folio_add_file_rmap_pte(physmem_t* pm, pfn_t pfn, int64_t* rss)
     """folio_add_file_rmap_pte + rss[mm_counter_file]++: one more PTE maps a page-cache
     page; the first counts it in NR_FILE_MAPPED. The caller holds a reference (folio_get)."""
     pm.mapcount[pfn] += 1
-    if pm.mapcount[pfn] == 1:
-        pm.nr_file_mapped += 1
+    if pm.mapcount[pfn] == 1 and not (
+            (pm.flags[pfn] & PG_COMPOUND) and pm.pt_share[compound_head(pfn)] > 0):
+        pm.nr_file_mapped += 1      # (a page of a large folio a PMD maps counts already)
     rss[mm_counter(pm.flags[pfn])] += 1
 
 
@@ -133,12 +148,17 @@ cdef inline void deferred_split_folio(physmem_t* pm, pfn_t head) noexcept nogil:
 
 cdef inline void _thp_page_unmapped(physmem_t* pm, pfn_t head) noexcept nogil:
     """__folio_remove_rmap(RMAP_LEVEL_PTE)'s accounting when a page of a THP loses its last
-    PTE: it leaves NR_ANON_MAPPED unless a PMD still maps the folio; a folio still mapped
-    (the caller still holds this PTE's reference) becomes partially mapped."""
-    if pm.pt_share[head] == 0:
-        pm.nr_anon_mapped -= 1
-        if pm.refcount[head] > 1:
-            deferred_split_folio(pm, head)
+    PTE: it leaves NR_ANON_MAPPED (NR_FILE_MAPPED for a page-cache folio) unless a PMD
+    still maps the folio; an anonymous folio still mapped (the caller still holds this
+    PTE's reference) becomes partially mapped."""
+    if pm.pt_share[head] != 0:
+        return
+    if not (pm.flags[head] & PG_ANON):
+        pm.nr_file_mapped -= 1
+        return
+    pm.nr_anon_mapped -= 1
+    if pm.refcount[head] > 1:
+        deferred_split_folio(pm, head)
 
 
 cdef inline void folio_add_new_anon_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss,
@@ -166,13 +186,43 @@ cdef inline void folio_dup_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss) noe
     rss[MM_ANONPAGES] += HPAGE_PMD_NR
 
 
+cdef inline void folio_add_file_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss) noexcept nogil:
+    """do_set_pmd's reference (the lookup's, which the PMD keeps) + folio_add_file_rmap_pmd
+    + add_mm_counter(mm_counter_file, 512): one more PMD maps a PMD-sized page-cache folio.
+    The first one counts it in NR_FILE_PMDMAPPED and its pages no PTE maps yet in
+    NR_FILE_MAPPED."""
+    pm.refcount[head] += 1
+    pm.pt_share[head] += 1
+    if pm.pt_share[head] == 1:
+        pm.nr_file_pmdmapped += 1
+        # the cache's reference and this PMD's alone: no PTE maps a page, no scan
+        pm.nr_file_mapped += HPAGE_PMD_NR - (
+            0 if pm.refcount[head] == 2 else folio_nr_pages_mapped(pm, head))
+    rss[mm_counter(pm.flags[head])] += HPAGE_PMD_NR
+
+
+cdef inline void _file_pmd_unmapped(physmem_t* pm, pfn_t head, int64_t* rss) noexcept nogil:
+    """folio_remove_rmap_pmd's accounting for a page-cache folio (its entire mapcount
+    already dropped): the last PMD takes it out of NR_FILE_PMDMAPPED and its pages no PTE
+    maps out of NR_FILE_MAPPED. No deferred split (anonymous folios only)."""
+    rss[mm_counter(pm.flags[head])] -= HPAGE_PMD_NR
+    if pm.pt_share[head] == 0:
+        pm.nr_file_pmdmapped -= 1
+        # the cache's reference and this PMD's alone: no PTE maps a page, no scan
+        pm.nr_file_mapped -= HPAGE_PMD_NR - (
+            0 if pm.refcount[head] == 2 else folio_nr_pages_mapped(pm, head))
+
+
 cdef inline void folio_remove_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss) noexcept nogil:
-    """folio_remove_rmap_pmd + add_mm_counter(MM_ANONPAGES, -512): one PMD fewer maps the
-    folio. The last one takes it out of NR_ANON_THPS and its pages no PTE maps out of
+    """folio_remove_rmap_pmd + add_mm_counter(mm_counter, -512): one PMD fewer maps the
+    folio (a page-cache folio: _file_pmd_unmapped). The last one takes it out of NR_ANON_THPS and its pages no PTE maps out of
     NR_ANON_MAPPED; if some PTEs still map pages, it becomes partially mapped. The caller
     then drops the PMD's reference (put_page)."""
     cdef int64_t nr
     pm.pt_share[head] -= 1
+    if not (pm.flags[head] & PG_ANON):
+        _file_pmd_unmapped(pm, head, rss)
+        return
     rss[MM_ANONPAGES] -= HPAGE_PMD_NR
     if pm.pt_share[head] == 0:
         pm.nr_anon_thps -= 1
@@ -209,6 +259,19 @@ cdef inline void filemap_add_folio(physmem_t* pm, pfn_t pfn, bint swapbacked) no
     pm.nr_file_pages += 1
     if swapbacked:
         pm.nr_shmem += 1
+
+
+cdef inline void filemap_add_folio_pmd(physmem_t* pm, pfn_t head, bint swapbacked) noexcept nogil:
+    """filemap_add_folio's accounting for an order-9 folio (the caller stores its 512 pages
+    at their indexes): PG_FILE on every page, NR_FILE_PAGES += 512, NR_FILE_THPS += 1
+    (__lruvec_stat_mod_folio for a PMD-mappable folio). Its one reference is the cache's."""
+    cdef int64_t i
+    for i in range(HPAGE_PMD_NR):
+        pm.flags[head + i] |= PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
+    pm.nr_file_pages += HPAGE_PMD_NR
+    if swapbacked:
+        pm.nr_shmem += HPAGE_PMD_NR
+    pm.nr_file_thps += 1
 
 
 cdef inline pfn_t shmem_alloc_and_add_folio(physmem_t* pm, xarray_t* cache, int64_t idx,

@@ -43,9 +43,10 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
     cdef uint32_t fl
     cdef uint64_t v
     if pmd_leaf(pmd[0]):
-        # pagemap_pmd_range_thp: every page present at its PFN; the huge zero folio is not
-        # anon (PM_FILE); 6.18 (CONFIG_PAGE_MAPCOUNT) marks every page exclusive when the
-        # precise mapcount (PMD + PTE) of pmd_page, the head page, is 1 (the live oracle)
+        # pagemap_pmd_range_thp: every page present at its PFN; the huge zero folio and a
+        # page-cache folio are not anon (PM_FILE); 6.18 (CONFIG_PAGE_MAPCOUNT) marks every
+        # page exclusive when the precise mapcount (PMD + PTE) of pmd_page, the head page,
+        # is 1 (the live oracle)
         e = pmd[0]
         if not pte_present(e):
             return 0
@@ -54,7 +55,7 @@ cdef int pagemap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* wal
         v = PM_PRESENT | (PM_FILE if not (fl & PG_ANON) else 0)
         for i in range(i0, i1):
             o[i - i0] = v | (<uint64_t>(head + i) & PM_PFN_MASK)
-            if (fl & PG_ANON) and pm.pt_share[head] + pm.mapcount[head] == 1:
+            if head != pm.huge_zero_pfn and pm.pt_share[head] + pm.mapcount[head] == 1:
                 o[i - i0] |= PM_MMAP_EXCLUSIVE
         return 0
     for i in range(i0, i1):
@@ -102,7 +103,7 @@ def pagemap(MMCore mmc, uint64_t start, int64_t npages):
 # ---- /proc/PID/smaps ----
 
 cdef struct mem_size_stats:
-    int64_t resident, anonymous, referenced, anonymous_thp
+    int64_t resident, anonymous, referenced, anonymous_thp, file_thp
     int64_t shared_clean, shared_dirty, private_clean, private_dirty
     uint64_t pss, pss_anon, pss_file, pss_shmem, pss_dirty
 
@@ -120,13 +121,17 @@ cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     cdef bint dirty, private
     cdef uint64_t pss
     if pmd_leaf(pmd[0]):
-        # smaps_pmd_entry: an anonymous folio counts whole in AnonHugePages, its pages as
-        # smaps_account(compound) does; the huge zero folio counts nothing
+        # smaps_pmd_entry: an anonymous folio counts whole in AnonHugePages, a page-cache
+        # one in FilePmdMapped, its pages as smaps_account(compound) does; the huge zero
+        # folio counts nothing
         e = pmd[0]
         head = pte_pfn(e)
         if not pte_present(e) or (pm.flags[head] & PG_ZERO):
             return 0
-        mss.anonymous_thp += PMD_SIZE
+        if pm.flags[head] & PG_ANON:
+            mss.anonymous_thp += PMD_SIZE
+        else:
+            mss.file_thp += PMD_SIZE
         i0, i1 = 0, HPAGE_PMD_NR
     for i in range(i0, i1):
         if head >= 0:
@@ -185,7 +190,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
     'pss' is in bytes << 12 (PSS_SHIFT), as the kernel accumulates it.
     """
     cdef mem_size_stats mss
-    mss.resident = mss.anonymous = mss.referenced = mss.anonymous_thp = 0
+    mss.resident = mss.anonymous = mss.referenced = mss.anonymous_thp = mss.file_thp = 0
     mss.shared_clean = mss.shared_dirty = mss.private_clean = mss.private_dirty = 0
     mss.pss = mss.pss_anon = mss.pss_file = mss.pss_shmem = mss.pss_dirty = 0
     with nogil:
@@ -197,6 +202,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
         "Private_Clean": mss.private_clean, "Private_Dirty": mss.private_dirty,
         "Referenced": mss.referenced, "Anonymous": mss.anonymous,
         "AnonHugePages": mss.anonymous_thp,
+        "FilePmdMapped": mss.file_thp,
     }
 
 
@@ -215,6 +221,7 @@ cdef struct recount:
     int64_t rss[4]
     int64_t ntables
     int64_t nhuge           # huge PMDs (each has a deposited table)
+    int64_t nfile           # file PMDs
     void* problems          # a Python list of str
     bint pud_first          # the walk is the first into the current PUD table: count its links
     bint pmd_first          # ... into the current PMD table
@@ -240,6 +247,7 @@ _PROBLEMS = (
     "huge PMD {x:#x} maps neither a THP head nor the huge zero folio read-only",
     "{x} tables deposited but {y} huge PMDs",
     "table {x} is shared {y} ways but its upper entry is writable",
+    "{x} file PMDs counted but {y} in the tables",
 )
 
 cdef enum:     # indexes into _PROBLEMS
@@ -260,6 +268,7 @@ cdef enum:     # indexes into _PROBLEMS
     P_HUGE = 14
     P_DEPOSIT = 15
     P_UPPER_WRITABLE = 16
+    P_FILE_PMDS = 17
 
 
 cdef void _problem(mm_walk* walk, int kind, uint64_t x, int64_t y=0) noexcept nogil:
@@ -333,10 +342,18 @@ cdef int recount_pud_entry(pte_t* e, uint64_t addr, uint64_t next, mm_walk* walk
 cdef int recount_huge_pmd(mm_walk* walk, pte_t e) noexcept nogil:
     """A huge PMD: its deposited table counts in pgtables_bytes; a THP's entire mapcount
     (kept in its head's pt_share) and 512 pages of MM_ANONPAGES; the huge zero folio
-    read-only and uncounted."""
+    read-only and uncounted; a page-cache folio its entire mapcount and 512 file pages,
+    with no deposited table."""
     cdef physmem_t* pm = walk.pm
     cdef recount* r = <recount*>walk.private
     cdef pfn_t head = pte_pfn(e)
+    if (head != pm.huge_zero_pfn and (pm.flags[head] & (PG_USED | PG_HEAD | PG_FILE | PG_ANON))
+            == PG_USED | PG_HEAD | PG_FILE):
+        # a page-cache folio: no deposited table; 512 pages of the file (or shmem) counter
+        r.pt_share[_ix(r, head)] += 1
+        r.rss[MM_SHMEMPAGES if pm.flags[head] & PG_SWAPBACKED else MM_FILEPAGES] += HPAGE_PMD_NR
+        r.nfile += 1
+        return 0
     r.ntables += 1
     r.nhuge += 1
     if head == pm.huge_zero_pfn:
@@ -478,6 +495,7 @@ def recount_mm(MMCore mmc, int32_t me, int32_t[::1] mapcount, int32_t[::1] pt_sh
     r.rss[0] = r.rss[1] = r.rss[2] = r.rss[3] = 0
     r.ntables = 0
     r.nhuge = 0
+    r.nfile = 0
     r.problems = <void*>problems
     r.pud_first = r.pmd_first = True
     r.pud_ro = r.pmd_ro = False
@@ -502,6 +520,8 @@ cdef void recount_deposited(physmem_t* pm, mm_t* mm, recount* r):
     walk.pm = pm
     walk.mm = mm
     walk.private = r
+    if mm.nr_file_pmds != r.nfile:
+        _problem(&walk, P_FILE_PMDS, mm.nr_file_pmds, r.nfile)
     if mm.nr_deposited != r.nhuge:
         _problem(&walk, P_DEPOSIT, mm.nr_deposited, r.nhuge)
         return
@@ -552,11 +572,23 @@ cdef int audit_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     cdef uint32_t fl
     if pmd_leaf(pmd[0]):
         # a huge PMD: one entry, in a private VMA with an anon_vma; writable only if the
-        # VMA is and the folio exclusive, mapped by this PMD alone
+        # VMA is and the folio exclusive, mapped by this PMD alone (a page-cache folio: below)
         e = pmd[0]
         p = pte_pfn(e)
         a.n += 1
         a.addr = addr
+        if p != pm.huge_zero_pfn and (pm.flags[p] & PG_FILE):
+            # a page-cache folio: at its index in the VMA's file, read-only in a private VMA
+            if a.vma.cache == NULL:
+                a.problem = AUDIT_CACHE_IN_ANON
+            elif xa_load(a.vma.cache, a.vma.pgoff + <int64_t>(
+                    ((addr & ~(<uint64_t>PMD_SIZE - 1)) - a.vma.start) >> PAGE_SHIFT)) != p:
+                a.problem = AUDIT_CACHE_INDEX
+            elif pte_write(e) and not a.writable_vma:
+                a.problem = AUDIT_WRITE_NO_VM_WRITE
+            elif pte_write(e) and not a.shared:
+                a.problem = AUDIT_WRITE_NOT_ANON
+            return 1 if a.problem != AUDIT_OK else 0
         if a.shared or not a.vma.anon_vma:
             a.problem = AUDIT_ANON_NO_ANON_VMA if not a.shared else AUDIT_ANON_IN_SHARED
         elif pte_write(e) and not a.writable_vma:

@@ -153,7 +153,7 @@ cdef enum:
     PG_RESERVED = 1 << 9      # never freed (zero page)
     PG_BUDDY = 1 << 10        # head of a free block on a buddy free list (PageBuddy)
     PG_ORDER_SHIFT = 16       # ... its order in flag bits 16..19 (page->private)
-    PG_HEAD = 1 << 11         # head of an order-9 anonymous THP folio (PageHead)
+    PG_HEAD = 1 << 11         # head of an order-9 folio, anonymous or page cache (PageHead)
     PG_TAIL = 1 << 12         # one of its 511 tail pages (PageTail)
     PG_PARTIALLY_MAPPED = 1 << 13  # the folio is on the deferred split queue (folio_test_partially_mapped)
     PG_COMPOUND = PG_HEAD | PG_TAIL
@@ -239,7 +239,9 @@ cdef enum:
     EV_PUD_TABLES_REUSED = 44      # whole-table COW: a PUD-table break found share count 1
     EV_THP_COLLAPSE_ALLOC = 45     # MADV_COLLAPSE allocated an order-9 folio (alloc_charge_folio)
     EV_THP_COLLAPSE_ALLOC_FAILED = 46  # ... found no order-9 block (ENOMEM)
-    NR_EVENTS = 47             # every slot has a name and a help text (_core/constants.pyx)
+    EV_THP_FILE_MAPPED = 47    # do_set_pmd mapped a page-cache folio with a huge PMD
+    EV_THP_SPLIT_PAGE_FAILED = 48  # a truncate could not split a (dirty) large page-cache folio
+    NR_EVENTS = 49             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -76,6 +76,8 @@ cdef int zap_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk) n
             d.zapped += 1
             return 0
         split_huge_pmd(pm, walk.mm, pmd)
+        if pmd[0] == 0:
+            return 0        # a file PMD: the split dropped it, no PTE maps the range
     t = table_ptr(pm, pte_pfn(pmd[0]))
     for i in range(i0, i1):
         e = t[i]
@@ -149,12 +151,14 @@ cdef int change_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk
     if pmd_leaf(pmd[0]):
         if end - addr == PMD_SIZE:
             e = pmd[0]
-            if change_huge_pmd(pm, pmd, cp.newprot, cp.try_writable):
+            if change_huge_pmd(pm, pmd, cp.newprot, cp.try_writable, cp.shared):
                 cp.changed += 1
                 if pte_needs_flush(e, pmd[0]):     # huge_pmd_needs_flush
                     tlb_flush_pmd_range(&cp.tlb, addr, PMD_SIZE)
             return 0
         split_huge_pmd(pm, walk.mm, pmd)
+        if pmd[0] == 0:
+            return 0        # a file PMD: the split dropped it
     t = table_ptr(pm, pte_pfn(pmd[0]))
     for i in range(pte_index(addr), pte_index(end - 1) + 1):
         e = t[i]

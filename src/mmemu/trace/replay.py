@@ -40,7 +40,7 @@ from ..errors import BusError, MMError, SegmentationFault
 from ..flags import (CLONE_VM, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_PRIVATE,
                      MAP_SHARED, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_WRITE,
                      VmFlags)
-from ..huge_memory import thp_vma_allowable
+from ..huge_memory import pmd_mappable
 from ..vma import VM_ACCESS_FLAGS, AnonVma
 from .events import (EXEC, EXIT, FAULT, FORK, KFAULT, PF_INSTR, PF_WRITE, ROLLUP_FIELDS,
                      STATUS_FIELDS, SYSCALL, SYSCALL_NR, SYSCALLS)
@@ -172,7 +172,7 @@ class _Replayer:
             vmas = [vmas[i] for i in used.tolist()]
             idx = np.where(idx >= 0, np.searchsorted(used, idx), -1)
         rc = np.zeros(len(ev), np.int8)
-        thp = [thp_vma_allowable(p.machine, v) for v in vmas]
+        thp = [pmd_mappable(p.machine, v) for v in vmas]
         t0 = time.perf_counter()
         anon = access_batch(p.mm.core, vmas, idx, addrs, self.write[lo:hi], rc, thp)
         self.r.fault_seconds += time.perf_counter() - t0
