@@ -322,3 +322,40 @@ def test_fork_of_a_vma_with_an_anon_vma_skips_the_file_pmd():
     assert c.read(a + 7, 1) == data[7:8]
     assert _c(m, "thp_file_mapped") == (2,)
     m.check()
+
+
+@pytest.mark.parametrize("design", [
+    dict(), dict(cow_pgtable=True, cow_pte_accounting="deferred"),
+    dict(cow_pgtable=True, cow_pte_accounting="eager"),
+    dict(cow_pgtable="pmd", cow_pte_accounting="deferred"), dict(cow_pgtable="pmd", cow_pte_accounting="eager"),
+    dict(cow_pgtable="pud", cow_pte_accounting="deferred"), dict(cow_pgtable="pud", cow_pte_accounting="eager"),
+    dict(cow_pgtable=True, cow_pte_version="odf"), dict(cow_pgtable=True, cow_pte_version="v1"),
+    dict(cow_pgtable=True, cow_pte_version="v2"), dict(cow_pgtable=True, cow_pte_version="v5"),
+], ids=lambda d: "-".join(str(v) for v in d.values()) or "classic")
+def test_every_design_leaves_a_file_pmd_to_the_childs_faults(design):
+    """A file PMD is never shared as a table nor copied: under every fork design and series
+    version the table holding it stays the parent's (whole-table COW falls back a level,
+    holds_huge_pmd), copy_huge_pmd skips it, and the child's read maps its own PMD."""
+    m = mmemu.Machine("256M", **design)
+    p = m.spawn()
+    f, data = _file(m, 4 * MiB)
+    a = _map(p, f, 4 * MiB, prot=RW)
+    p.write(a + 2 * MiB, b"w")              # a PTE table and an anon page: the VMA is copied
+    p.read(a, 1)
+    c = p.fork()
+    m.check()
+    assert (_vma(c, a)["FilePmdMapped"], _vma(p, a)["FilePmdMapped"]) == (0, 2048)
+    assert c.read(a + 2 * MiB, 1) == b"w"
+    assert c.read(a + 5 * PG, 4) == data[5 * PG:5 * PG + 4]
+    assert (_vma(c, a)["FilePmdMapped"], m.vmstat()["nr_file_pmdmapped"]) == (2048, 1)
+    m.check()
+    c.write(a + 6 * PG, b"c")               # the child's PMD splits, its page is copied
+    p.write(a + 2 * MiB + PG, b"p")
+    assert (p.read(a + 6 * PG, 1), c.read(a + 2 * MiB + PG, 1)) == (data[6 * PG:6 * PG + 1],
+                                                                   data[2 * MiB + PG:2 * MiB + PG + 1])
+    assert (_vma(c, a)["FilePmdMapped"], _vma(p, a)["FilePmdMapped"]) == (0, 2048)
+    m.check()
+    c.exit()
+    p.exit()
+    assert m.vmstat()["nr_file_pmdmapped"] == 0
+    m.check()
