@@ -161,6 +161,15 @@ cdef inline bint is_file_pmd(physmem_t* pm, pte_t e) noexcept nogil:
     return (pm.flags[pte_pfn(e)] & (PG_ANON | PG_ZERO)) == 0
 
 
+cdef inline void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head,
+                              pte_t e) noexcept nogil:
+    """do_set_pmd's mapping: the folio's file rmap (and the PMD's reference), the entry e,
+    and the mm's count of file PMDs."""
+    folio_add_file_rmap_pmd(pm, head, mm.rss)
+    set_pmd_at(pm, pmdp, e)
+    mm.nr_file_pmds += 1
+
+
 cdef int do_set_pmd(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, uint64_t addr,
                     bint write) noexcept nogil:
     """do_set_pmd on a none PMD of a file VMA the policy allows (not MADV_NOHUGEPAGE: the
@@ -182,9 +191,7 @@ cdef int do_set_pmd(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, uint64_t a
     if write:
         e = pte_mkwrite(pte_mkdirty(e))
         folio_mark_dirty(pm, head)
-    folio_add_file_rmap_pmd(pm, head, mm.rss)
-    set_pmd_at(pm, pmdp, e)
-    mm.nr_file_pmds += 1
+    map_file_pmd(pm, mm, pmdp, head, e)
     pm.ev[EV_THP_FILE_MAPPED] += 1
     pm.ev[EV_FAULT_SHMEM] += 1
     pm.ev[EV_PGFAULT] += 1
@@ -458,13 +465,19 @@ def filemap_alloc_folio_pmd(PhysMem phys, PageCache cache, int64_t index, bint s
     return head
 
 
+cdef int _cache_folio(physmem_t* pm, pfn_t head) except -1:
+    """ValueError unless head heads a PMD-sized page-cache folio."""
+    if not (0 <= head < pm.nframes) or (pm.flags[head] & (PG_HEAD | PG_FILE)) != PG_HEAD | PG_FILE:
+        raise ValueError(f"frame {head} does not head a page-cache folio")
+    return 0
+
+
 def filemap_remove_folio_pmd(PhysMem phys, pfn_t head, bint swapbacked):
     """filemap_remove_folio + folio_put of a whole PMD-sized page-cache folio nothing maps
     (the caller has cleared its 512 indexes): the order-9 block is freed. ValueError if
     head is not such a folio, or it is still mapped."""
     cdef physmem_t* pm = &phys.pm
-    if not (0 <= head < pm.nframes) or (pm.flags[head] & (PG_HEAD | PG_FILE)) != PG_HEAD | PG_FILE:
-        raise ValueError(f"frame {head} does not head a page-cache folio")
+    _cache_folio(pm, head)
     if pm.refcount[head] != 1:
         raise ValueError(f"page-cache folio {head} is still mapped")
     pm.nr_file_pages -= HPAGE_PMD_NR
@@ -480,8 +493,7 @@ def folio_zero_range(PhysMem phys, pfn_t head, int64_t start, int64_t end, bint 
     dirty, so bytes [start, end) of it (offsets in the folio) are zeroed and it stays whole
     in the cache; a truncate counts thp_split_page_failed."""
     cdef physmem_t* pm = &phys.pm
-    if not (0 <= head < pm.nframes) or (pm.flags[head] & (PG_HEAD | PG_FILE)) != PG_HEAD | PG_FILE:
-        raise ValueError(f"frame {head} does not head a page-cache folio")
+    _cache_folio(pm, head)
     if not 0 <= start <= end <= PMD_SIZE:
         raise ValueError("range outside the folio")
     memset(pm.mem + (<uint64_t>head << PAGE_SHIFT) + start, 0, end - start)
@@ -513,7 +525,6 @@ def install_file_pmd(MMCore core, object vma, uint64_t addr):
         return -1
     if pmdp[0] != 0:
         return -2
-    folio_add_file_rmap_pmd(pm, head, core.mm.rss)
-    set_pmd_at(pm, pmdp, pte_wrprotect(mk_pte(head, v.prot)) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
-    core.mm.nr_file_pmds += 1
+    map_file_pmd(pm, &core.mm, pmdp, head,
+                 pte_wrprotect(mk_pte(head, v.prot)) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
     return head
