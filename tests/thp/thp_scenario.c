@@ -201,12 +201,18 @@ int main(int argc, char **argv) {
             if (p != (void *)(BASE + off)) { perror("mmap file"); return 2; }
             i += 6;
         } else if (!strcmp(op, "trunc")) {
-            if (ftruncate(fds[file_arg(argv[i + 1])], strtol(argv[i + 2], 0, 0))) { perror("ftruncate"); return 2; }
+            if (ftruncate(fds[file_arg(argv[i + 1])], strtol(argv[i + 2], 0, 0))) {
+                perror("ftruncate");
+                return 2;
+            }
             i += 2;
         } else if (!strcmp(op, "fwrite")) {
             long n = strtol(argv[i + 3], 0, 0);
             if (n < 0 || n > DATA) { fprintf(stderr, "bad fwrite\n"); return 2; }
-            if (pwrite(fds[file_arg(argv[i + 1])], data, n, strtol(argv[i + 2], 0, 0)) != n) { perror("pwrite"); return 2; }
+            if (pwrite(fds[file_arg(argv[i + 1])], data, n, strtol(argv[i + 2], 0, 0)) != n) {
+                perror("pwrite");
+                return 2;
+            }
             i += 3;
         } else { fprintf(stderr, "bad step %s\n", op); return 2; }
         report(op);
