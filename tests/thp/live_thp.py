@@ -114,7 +114,7 @@ def run_emulated(steps, machine=None):
         err = 0
         if op == "file":
             files[s[1]] = m.create_file(f"/f{s[1]}")
-            piece = s[2] if s[3] == "one" else 4096
+            piece = max(s[2], 1) if s[3] == "one" else 4096
             for off in range(0, s[2], piece):
                 m.write_file(files[s[1]], off, b"a" * min(piece, s[2] - off))
         elif op == "fmap":

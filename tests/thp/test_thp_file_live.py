@@ -78,6 +78,14 @@ SCENARIOS = {
                             fmap(64 * M, 2 * M, file_off=6 * M), ("r", 64 * M)],
     # a second 2 MiB write past EOF makes a second PMD-size folio
     "append": [one(), ("fwrite", 0, 2 * M, 2 * M), fmap(0, 4 * M), ("r", 2 * M), ("r", 0)],
+    # only an aligned 2 MiB a write covers whole and finds uncached becomes one folio (the
+    # rest gets smaller folios here, read only where a 16-page window sees the same pages)
+    "write_unaligned_start": [one(0), ("fwrite", 0, 0x1000, 4 * M - 0x1000), fmap(0, 4 * M),
+                              ("r", 2 * M), ("r", 0x5000)],
+    "write_over_a_cached_page": [one(0), ("fwrite", 0, 0x5000, 0x1000), ("fwrite", 0, 0, 4 * M),
+                                 fmap(0, 4 * M), ("r", 2 * M), ("r", 0x8000)],
+    "rewrite_of_small_folios": [pages(), ("fwrite", 0, 0, 4 * M), fmap(0, 4 * M), ("r", 2 * M),
+                                ("r", 0x8000), ("r", M)],
     # file offset 4096 in an aligned VMA; a VMA one page off; a VMA of half a block
     "file_offset_misaligned": [one(4 * M), fmap(0, 2 * M, file_off=0x1000), ("r", 0), ("r", M)],
     "vma_misaligned": [one(4 * M), fmap(0x1000, 4 * M - 0x1000), ("r", 0x1000), ("r", 2 * M),
