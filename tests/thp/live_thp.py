@@ -5,11 +5,18 @@ A scenario is a list of steps, each a tuple: ("map", off, length, advice) (an an
 private read-write mapping at BASE + off, then madvise(advice) unless 0), ("w", off),
 ("r", off), ("fork",) (a child that does nothing until ("reap",)), ("unmap", off, length),
 ("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off),
-("collapse", off, length) (MADV_COLLAPSE, which may fail).
+("collapse", off, length) (MADV_COLLAPSE, which may fail), and for files:
+("file", k, size, how) (create file k and write size bytes of b"a" into it: how "one" is one
+write, "pages" one write per 4 KiB), ("fmap", off, length, prot, shared, k, file_off) (map
+file k at BASE + off, MAP_SHARED if shared else MAP_PRIVATE), ("trunc", k, size) (ftruncate)
+and ("fwrite", k, off, length) (pwrite of length bytes b"a").
 Each side gives per step: its errno (0 but for a failed collapse), VmPTE and RssAnon (kB),
 the thp_* vmstat counters with nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
 AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
-(flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive.
+(flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive. A scenario
+with a file step also has RssFile, the file THP counters (FILE_COUNTERS) and each VMA's
+FilePmdMapped (a sixth member of its tuple). The live files are O_TMPFILEs in
+FILE_DIR (ext4 here: large folios in the page cache).
 """
 from __future__ import annotations
 
@@ -25,6 +32,9 @@ BASE = 0x300000000000
 HERE = os.path.dirname(os.path.abspath(__file__))
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_deferred_split_page",
             "nr_anon_transparent_hugepages", "thp_collapse_alloc", "thp_collapse_alloc_failed")
+FILE_COUNTERS = ("thp_file_mapped", "nr_file_hugepages", "nr_file_pmdmapped")
+FILE_STEPS = ("file", "fmap", "trunc", "fwrite")
+FILE_DIR = "/var/tmp"
 
 
 def live_unavailable() -> str:
@@ -61,10 +71,17 @@ def _argv(steps):
     return out
 
 
+def has_files(steps) -> bool:
+    """Whether the scenario has file steps (and so compares the file numbers too)."""
+    return any(s[0] in FILE_STEPS for s in steps)
+
+
 def run_live(steps):
     """The scenario on the kernel: a list of per-step dicts (the first is before any step)."""
+    files = has_files(steps)
     text = subprocess.run([_binary()] + _argv(steps), check=True, capture_output=True,
-                          text=True, timeout=60).stdout
+                          text=True, timeout=60,
+                          env=dict(os.environ, MMEMU_THP_DIR=FILE_DIR)).stdout
     out, cur = [], None
     for line in text.splitlines():
         k, _, rest = line.partition(" ")
@@ -73,8 +90,9 @@ def run_live(steps):
         elif k == "end":
             out.append(cur)
         elif k == "vma":
-            s, e, rss, ahp, el = rest.split()
-            cur["vmas"].append((int(s, 16), int(e, 16), int(rss), int(ahp), int(el)))
+            s, e, rss, ahp, el, fpmd = rest.split()
+            cur["vmas"].append((int(s, 16), int(e, 16), int(rss), int(ahp), int(el))
+                               + ((int(fpmd),) if files else ()))
         elif k == "pm":
             cur.setdefault("pagemap", []).append(
                 [tuple(int(x) for x in r.split("*")) for r in rest.split()])
@@ -88,11 +106,25 @@ def run_emulated(steps, machine=None):
     m = machine or mmemu.Machine("1G")
     p = m.spawn()
     child = None
-    out = [_observe(m, p, "start")]
+    files = {}
+    withfiles = has_files(steps)
+    out = [_observe(m, p, "start", withfiles)]
     for s in steps:
         op = s[0]
         err = 0
-        if op == "map":
+        if op == "file":
+            files[s[1]] = m.create_file(f"/f{s[1]}")
+            piece = max(s[2], 1) if s[3] == "one" else 4096
+            for off in range(0, s[2], piece):
+                m.write_file(files[s[1]], off, b"a" * min(piece, s[2] - off))
+        elif op == "fmap":
+            p.mmap(BASE + s[1], s[2], s[3], (mmemu.MAP_SHARED if s[4] else mmemu.MAP_PRIVATE)
+                   | mmemu.MAP_FIXED_NOREPLACE, file=files[s[5]], offset=s[6])
+        elif op == "trunc":
+            files[s[1]].truncate(s[2])
+        elif op == "fwrite":
+            m.write_file(files[s[1]], s[2], b"a" * s[3])
+        elif op == "map":
             p.mmap(BASE + s[1], s[2], mmemu.PROT_READ | mmemu.PROT_WRITE,
                    mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED_NOREPLACE)
             if s[3]:
@@ -123,18 +155,20 @@ def run_emulated(steps, machine=None):
         else:
             raise ValueError(op)
         m.check()
-        out.append(_observe(m, p, op))
+        out.append(_observe(m, p, op, withfiles))
         out[-1]["errno"] = err
     return out
 
 
-def _observe(m, p, step):
+def _observe(m, p, step, files):
     st, vm = p.status(), m.vmstat()
-    d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"],
+    d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"], "RssFile": st["RssFile"],
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
-                   e["THPeligible"]) for e in p.smaps()
-                 if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
+                   e["THPeligible"]) + ((e["FilePmdMapped"],) if files else ())
+                  for e in p.smaps() if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
     d.update((k, vm[k]) for k in COUNTERS)
+    # a counter mmemu does not have yet is None: its delta then differs from the kernel's
+    d.update((k, vm.get(k)) for k in FILE_COUNTERS)
     if d["vmas"]:
         d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
     return d
@@ -152,12 +186,14 @@ def _runs(entries):
     return out
 
 
-def deltas(obs, first=1):
-    """Per step from `first` on: the change of VmPTE, RssAnon and the counters since the
-    step before, and the region's VMAs."""
+def deltas(obs, first=1, files=False):
+    """Per step from `first` on: the change of VmPTE, RssAnon and the counters (with
+    `files`: RssFile and FILE_COUNTERS too; None where a side lacks one) since the step
+    before, and the region's VMAs."""
+    keys = ("VmPTE", "RssAnon") + COUNTERS + (("RssFile",) + FILE_COUNTERS if files else ())
     return [{"step": b["step"], "errno": b.get("errno", 0), "vmas": b["vmas"],
              "pagemap": b.get("pagemap"),
-             **{k: b[k] - a[k] for k in ("VmPTE", "RssAnon") + COUNTERS}}
+             **{k: None if a[k] is None or b[k] is None else b[k] - a[k] for k in keys}}
             for a, b in zip(obs[first - 1:], obs[first:])]
 
 
@@ -166,14 +202,20 @@ def agree(steps):
     The thp_* counters are system-wide: another process making THPs at the same moment
     shows in the kernel's numbers, so a run that differs is made again (up to eight times,
     waiting longer each time for the other process's burst to pass); a difference of
-    mmemu's own is in every run."""
-    emu = deltas(run_emulated(steps), first=2)
+    mmemu's own is in every run. The first step of an anonymous scenario (its map) is not
+    compared; a file scenario's is (the write that makes the page cache's folios)."""
+    files = has_files(steps)
+    emu = deltas(run_emulated(steps), first=_first(steps), files=files)
     for attempt in range(8):
-        got = deltas(run_live(steps), first=2)
+        got = deltas(run_live(steps), first=_first(steps), files=files)
         if got == emu:
             break
         time.sleep(0.1 * 2 ** attempt)
     return got, emu
+
+
+def _first(steps) -> int:
+    return 1 if has_files(steps) else 2
 
 
 def assert_steps_agree(steps):
@@ -181,4 +223,5 @@ def assert_steps_agree(steps):
     live_steps, emu_steps = agree(steps)
     assert len(live_steps) == len(emu_steps)
     for k, (a, b) in enumerate(zip(live_steps, emu_steps)):
-        assert a == b, f"step {k + 1} ({steps[k + 1]}): kernel {a}, mmemu {b}"
+        n = k + _first(steps) - 1
+        assert a == b, f"step {n} ({steps[n]}): kernel {a}, mmemu {b}"

@@ -7,9 +7,17 @@
  *   reap               let the child exit and wait for it
  *   unmap OFF LEN / prot OFF LEN PROT / madv OFF LEN ADV / remap OFF LEN NEWOFF
  *   collapse OFF LEN   madvise(MADV_COLLAPSE), which may fail: its errno is reported
- * After each step one line: the step's errno (0 but for collapse), VmPTE RssAnon (kB), the thp_* counters of /proc/vmstat, and
- * for every VMA inside [BASE, BASE + 1 GiB): start end Rss AnonHugePages THPeligible, then
- * its pagemap as runs "flags*count" of flags = present<<3 | swap<<2 | file<<1 | exclusive. */
+ *   file K SIZE HOW    create file K (an O_TMPFILE in $MMEMU_THP_DIR, default /var/tmp) and
+ *                      write SIZE bytes of 'a' into it: HOW "one" is one write(2), "pages"
+ *                      one write(2) per 4 KiB
+ *   fmap OFF LEN PROT SHARED K FOFF   mmap file K at BASE+OFF (MAP_FIXED_NOREPLACE),
+ *                      MAP_SHARED if SHARED else MAP_PRIVATE, file offset FOFF
+ *   trunc K SIZE / fwrite K OFF LEN   ftruncate / pwrite LEN bytes of 'a' at OFF
+ * After each step one line each: the step's errno (0 but for collapse), VmPTE RssAnon RssFile
+ * (kB), the thp_* counters of /proc/vmstat with nr_anon_transparent_hugepages,
+ * nr_file_hugepages and nr_file_pmdmapped, and for every VMA inside [BASE, BASE + 1 GiB):
+ * start end Rss AnonHugePages THPeligible FilePmdMapped, then its pagemap as runs
+ * "flags*count" of flags = present<<3 | swap<<2 | file<<1 | exclusive. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -25,16 +33,38 @@
 #define MADV_COLLAPSE 25
 #endif
 #define BASE 0x300000000000UL
-static char buf[1 << 20];
+#define NFILES 4
+#define DATA (16 << 20)
+static char text[4 << 20];    /* one /proc file at a time: no malloc once the run starts */
+static char out[1 << 20];     /* stdout's buffer, flushed after each report */
+static char data[DATA];       /* what file and fwrite write, touched before the first report */
+static int fds[NFILES] = {-1, -1, -1, -1};
 static int last_errno;
 
+static char *slurp(const char *path) {
+    int fd = open(path, O_RDONLY);
+    size_t n = 0;
+    ssize_t r;
+    while (fd >= 0 && (r = read(fd, text + n, sizeof text - 1 - n)) > 0) n += r;
+    if (fd >= 0) close(fd);
+    text[n] = 0;
+    return text;
+}
+
+static char *next_line(char **cur) {
+    char *l = *cur, *nl;
+    if (!*l) return 0;
+    nl = strchr(l, '\n');
+    if (nl) { *nl = 0; *cur = nl + 1; } else *cur = l + strlen(l);
+    return l;
+}
+
 static long status_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
+    char *cur = slurp("/proc/self/status"), *l;
     long v = -1;
     size_t n = strlen(key);
-    while (fgets(buf, sizeof buf, f))
-        if (!strncmp(buf, key, n) && buf[n] == ':') v = atol(buf + n + 1);
-    fclose(f);
+    while ((l = next_line(&cur)))
+        if (!strncmp(l, key, n) && l[n] == ':') v = atol(l + n + 1);
     return v;
 }
 
@@ -58,42 +88,52 @@ static void pagemap_runs(unsigned long s, unsigned long e) {
 }
 
 static void report(const char *step) {
-    FILE *f;
-    printf("step %s\nerrno %d\nVmPTE %ld\nRssAnon %ld\n", step, last_errno, status_kb("VmPTE"),
-           status_kb("RssAnon"));
-    f = fopen("/proc/vmstat", "r");
-    while (fgets(buf, sizeof buf, f))
-        if (!strncmp(buf, "thp_", 4) || !strncmp(buf, "nr_anon_transparent", 19)) printf("%s", buf);
-    fclose(f);
-    f = fopen("/proc/self/smaps", "r");
+    static unsigned long range[512][2];
+    int nvma = 0, in = 0;
     unsigned long s = 0, e = 0;
-    long rss = 0, ahp = 0;
-    int in = 0;
-    while (fgets(buf, sizeof buf, f)) {
+    long rss = 0, ahp = 0, fpmd = 0;
+    char *cur, *l;
+    printf("step %s\nerrno %d\nVmPTE %ld\nRssAnon %ld\nRssFile %ld\n", step, last_errno,
+           status_kb("VmPTE"), status_kb("RssAnon"), status_kb("RssFile"));
+    cur = slurp("/proc/vmstat");
+    while ((l = next_line(&cur)))
+        if (!strncmp(l, "thp_", 4) || !strncmp(l, "nr_anon_transparent", 19)
+            || !strncmp(l, "nr_file_hugepages ", 18) || !strncmp(l, "nr_file_pmdmapped ", 18))
+            printf("%s\n", l);
+    cur = slurp("/proc/self/smaps");
+    while ((l = next_line(&cur))) {
         unsigned long a, b;
-        if (sscanf(buf, "%lx-%lx ", &a, &b) == 2 && strchr(buf, ':') != buf + strlen(buf) && buf[0] != ' ' && strstr(buf, " ") && !strstr(buf, "kB")) {
-            in = a >= BASE && b <= BASE + (1UL << 30);
+        if (sscanf(l, "%lx-%lx ", &a, &b) == 2 && !strstr(l, "kB")) {
+            in = a >= BASE && b <= BASE + (1UL << 30) && nvma < 512;
             s = a; e = b;
-        } else if (in && !strncmp(buf, "Rss:", 4)) rss = atol(buf + 4);
-        else if (in && !strncmp(buf, "AnonHugePages:", 14)) ahp = atol(buf + 14);
-        else if (in && !strncmp(buf, "THPeligible:", 12))
-            printf("vma %lx %lx %ld %ld %d\n", s - BASE, e - BASE, rss, ahp, atoi(buf + 12));
+        } else if (in && !strncmp(l, "Rss:", 4)) rss = atol(l + 4);
+        else if (in && !strncmp(l, "AnonHugePages:", 14)) ahp = atol(l + 14);
+        else if (in && !strncmp(l, "FilePmdMapped:", 14)) fpmd = atol(l + 14);
+        else if (in && !strncmp(l, "THPeligible:", 12)) {
+            printf("vma %lx %lx %ld %ld %d %ld\n", s - BASE, e - BASE, rss, ahp, atoi(l + 12), fpmd);
+            range[nvma][0] = s; range[nvma++][1] = e;
+        }
     }
-    fclose(f);
-    f = fopen("/proc/self/maps", "r");
-    while (fgets(buf, sizeof buf, f)) {
-        unsigned long a, b;
-        if (sscanf(buf, "%lx-%lx ", &a, &b) == 2 && a >= BASE && b <= BASE + (1UL << 30))
-            pagemap_runs(a, b);
-    }
-    fclose(f);
+    for (int k = 0; k < nvma; k++) pagemap_runs(range[k][0], range[k][1]);
     printf("end\n");
     fflush(stdout);
+}
+
+static int file_arg(const char *s) {
+    int k = atoi(s);
+    if (k < 0 || k >= NFILES) { fprintf(stderr, "bad file %s\n", s); exit(2); }
+    return k;
 }
 
 int main(int argc, char **argv) {
     int pipefd[2] = {-1, -1};
     pid_t child = -1;
+    const char *dir = getenv("MMEMU_THP_DIR") ? getenv("MMEMU_THP_DIR") : "/var/tmp";
+    setvbuf(stdout, out, _IOFBF, sizeof out);
+    memset(data, 'a', sizeof data);
+    /* every page of the program, libc and the stack in now (write-faulted where writable):
+       a libc page faulted in by a step's first call would show in RssFile or RssAnon */
+    if (mlockall(MCL_CURRENT)) { perror("mlockall"); return 2; }
     report("start");
     for (int i = 1; i < argc; i++) {
         const char *op = argv[i];
@@ -137,6 +177,43 @@ int main(int argc, char **argv) {
             last_errno = madvise((void *)(BASE + strtoul(argv[i + 1], 0, 0)), strtoul(argv[i + 2], 0, 0),
                                  MADV_COLLAPSE) ? errno : 0;
             i += 2;
+        } else if (!strcmp(op, "file")) {
+            int k = file_arg(argv[i + 1]);
+            long size = strtol(argv[i + 2], 0, 0);
+            if (fds[k] >= 0 || size < 0 || size > DATA) { fprintf(stderr, "bad file step\n"); return 2; }
+            fds[k] = open(dir, O_TMPFILE | O_RDWR, 0600);
+            if (fds[k] < 0) { perror("open O_TMPFILE"); return 2; }
+            if (!strcmp(argv[i + 3], "one")) {
+                if (write(fds[k], data, size) != size) { perror("write"); return 2; }
+            } else if (!strcmp(argv[i + 3], "pages")) {
+                for (long o = 0; o < size; o += 4096) {
+                    long n = size - o < 4096 ? size - o : 4096;
+                    if (write(fds[k], data, n) != n) { perror("write"); return 2; }
+                }
+            } else { fprintf(stderr, "bad file step\n"); return 2; }
+            i += 3;
+        } else if (!strcmp(op, "fmap")) {
+            unsigned long off = strtoul(argv[i + 1], 0, 0), len = strtoul(argv[i + 2], 0, 0);
+            int k = file_arg(argv[i + 5]);
+            void *p = mmap((void *)(BASE + off), len, atoi(argv[i + 3]),
+                           (atoi(argv[i + 4]) ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE,
+                           fds[k], strtol(argv[i + 6], 0, 0));
+            if (p != (void *)(BASE + off)) { perror("mmap file"); return 2; }
+            i += 6;
+        } else if (!strcmp(op, "trunc")) {
+            if (ftruncate(fds[file_arg(argv[i + 1])], strtol(argv[i + 2], 0, 0))) {
+                perror("ftruncate");
+                return 2;
+            }
+            i += 2;
+        } else if (!strcmp(op, "fwrite")) {
+            long n = strtol(argv[i + 3], 0, 0);
+            if (n < 0 || n > DATA) { fprintf(stderr, "bad fwrite\n"); return 2; }
+            if (pwrite(fds[file_arg(argv[i + 1])], data, n, strtol(argv[i + 2], 0, 0)) != n) {
+                perror("pwrite");
+                return 2;
+            }
+            i += 3;
         } else { fprintf(stderr, "bad step %s\n", op); return 2; }
         report(op);
         last_errno = 0;
