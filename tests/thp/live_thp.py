@@ -166,9 +166,7 @@ def _observe(m, p, step, files):
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
                    e["THPeligible"]) + ((e["FilePmdMapped"],) if files else ())
                   for e in p.smaps() if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
-    d.update((k, vm[k]) for k in COUNTERS)
-    # a counter mmemu does not have yet is None: its delta then differs from the kernel's
-    d.update((k, vm.get(k)) for k in FILE_COUNTERS)
+    d.update((k, vm[k]) for k in COUNTERS + FILE_COUNTERS)
     if d["vmas"]:
         d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
     return d
@@ -188,12 +186,11 @@ def _runs(entries):
 
 def deltas(obs, first=1, files=False):
     """Per step from `first` on: the change of VmPTE, RssAnon and the counters (with
-    `files`: RssFile and FILE_COUNTERS too; None where a side lacks one) since the step
-    before, and the region's VMAs."""
+    `files`: RssFile and FILE_COUNTERS too) since the step before, and the region's VMAs."""
     keys = ("VmPTE", "RssAnon") + COUNTERS + (("RssFile",) + FILE_COUNTERS if files else ())
     return [{"step": b["step"], "errno": b.get("errno", 0), "vmas": b["vmas"],
              "pagemap": b.get("pagemap"),
-             **{k: None if a[k] is None or b[k] is None else b[k] - a[k] for k in keys}}
+             **{k: b[k] - a[k] for k in keys}}
             for a, b in zip(obs[first - 1:], obs[first:])]
 
 
