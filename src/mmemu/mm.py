@@ -248,29 +248,30 @@ class MM:
         return mm
 
     # ---- address-space search ----
-    def get_unmapped_area(self, length: int, align: int = 0) -> Optional[int]:
-        """vm_unmapped_area top-down from mmap_base, then bottom-up; None if no gap fits."""
+    def get_unmapped_area(self, length: int, align: int = 0, phase: int = 0) -> Optional[int]:
+        """vm_unmapped_area top-down from mmap_base, then bottom-up; None if no gap fits.
+        With align, the address is phase modulo align (the highest such in a gap)."""
         mask = (align - 1) if align else 0
         high = MMAP_BASE
         for v in reversed(self.vmas):
             if v.start >= high:
                 continue
             if v.end < high:
-                cand = (high - length) & ~mask
+                cand = ((high - length - phase) & ~mask) + phase
                 if cand >= v.end and cand >= MMAP_MIN_ADDR:
                     return cand
             high = min(high, v.start)
-        cand = (high - length) & ~mask
+        cand = ((high - length - phase) & ~mask) + phase
         if cand >= MMAP_MIN_ADDR and high - length >= MMAP_MIN_ADDR:
             return cand
         # bottom-up fallback over the whole range
         low = MMAP_MIN_ADDR
         for v in self.vmas:
-            start = (low + mask) & ~mask
+            start = ((low - phase + mask) & ~mask) + phase
             if start + length <= v.start:
                 return start
             low = max(low, v.end)
-        start = (low + mask) & ~mask
+        start = ((low - phase + mask) & ~mask) + phase
         if start + length <= TASK_SIZE:
             return start
         return None

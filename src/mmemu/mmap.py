@@ -99,12 +99,11 @@ def do_mmap(mm, file, addr: int, length: int, prot: int, flags: int, pgoff_file:
         if flags & MapFlags.FIXED_NOREPLACE and mm.overlapping(addr, addr + length):
             raise MMError(errno.EEXIST, "MAP_FIXED_NOREPLACE range is in use")
     else:
-        align = PMD_SIZE if (length % PMD_SIZE == 0 and maptype == MapFlags.PRIVATE
-                             and file is None) else 0
+        align, phase = thp_get_unmapped_area(file, maptype, length, pgoff_file)
         hint_ok = (addr and addr <= TASK_SIZE - length
                    and not mm.overlapping(addr, addr + length))
         if not hint_ok:
-            a = mm.get_unmapped_area(length, align)
+            a = mm.get_unmapped_area(length, align, phase)
             if a is None:
                 raise enomem("no free range of that size")
             addr = a
@@ -185,6 +184,23 @@ def vms_gather_munmap_vmas(mm, start: int, end: int) -> None:
         if mm.map_count >= mm.machine.max_map_count:
             raise enomem("split would exceed max_map_count")
     reserve_cow_pte_breaks(mm, start, end, unmap=True)
+
+
+def thp_get_unmapped_area(file, maptype: int, length: int, pgoff: int):
+    """The alignment __get_unmapped_area asks for, as (align, phase): the address is to be
+    phase modulo align. A private anonymous mapping of whole 2 MiB pieces is PMD-aligned
+    (thp_get_unmapped_area_vmflags); a disk file's mapping (ext4's get_unmapped_area is
+    thp_get_unmapped_area) that covers an aligned 2 MiB of the file gets an address
+    congruent to its file offset modulo 2 MiB, so that its PMD-sized folios can map by
+    PMDs. Shared anonymous and tmpfs mappings: none (shmem_get_unmapped_area with
+    shmem_enabled never)."""
+    if file is None:
+        return (PMD_SIZE if length % PMD_SIZE == 0 and maptype == MapFlags.PRIVATE else 0), 0
+    off = pgoff << PAGE_SHIFT
+    if getattr(file, "swapbacked", True) or \
+            (off + length) & ~(PMD_SIZE - 1) < ((off + PMD_SIZE - 1) & ~(PMD_SIZE - 1)) + PMD_SIZE:
+        return 0, 0
+    return PMD_SIZE, off & (PMD_SIZE - 1)
 
 
 def do_vmi_align_munmap(mm, start: int, end: int) -> None:

@@ -359,3 +359,62 @@ def test_every_design_leaves_a_file_pmd_to_the_childs_faults(design):
     p.exit()
     assert m.vmstat()["nr_file_pmdmapped"] == 0
     m.check()
+
+
+
+# (length, file offset, placed congruent to the offset modulo 2 MiB): only a mapping that
+# covers an aligned 2 MiB of the file is (__thp_get_unmapped_area's off_end - off_align)
+CASES = [(4 * MiB, 0, True), (2 * MiB, 0, True), (2 * MiB + PG, 0, True), (MiB, 0, False),
+         (4 * MiB, PG, True), (3 * MiB, MiB, True), (2 * MiB + 2 * PG, PG, False),
+         (2 * MiB, PG, False)]
+
+
+def _placement(mmap_file):
+    """For each case: is the address mmap_file(length, flags, offset) returns congruent to
+    the offset modulo 2 MiB, the same for a private and a shared mapping?"""
+    out = []
+    for length, off, _ in CASES:
+        got = {(mmap_file(length, flags, off) - off) % (2 * MiB) == 0 for flags in (PRIV, SHARED)}
+        assert len(got) == 1
+        out.append(got.pop())
+    return out
+
+
+def test_a_file_mapping_is_placed_for_its_pmds():
+    """thp_get_unmapped_area (ext4's get_unmapped_area): a disk file's mapping that covers
+    an aligned 2 MiB of the file lands at an address congruent to its offset modulo 2 MiB,
+    private and shared; the others do not (test_the_kernel_places_file_mappings_alike)."""
+    m = _machine()
+    p = m.spawn()
+    f, _ = _file(m, 8 * MiB)
+
+    def mmap_file(length, flags, off):
+        p.mmap(0, PG, RW, mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS)     # move the top down
+        return p.mmap(0, length, RO, flags, file=f, offset=off)
+    assert _placement(mmap_file) == [want for _, _, want in CASES]
+    m.check()
+
+
+def test_the_kernel_places_file_mappings_alike(tmp_path):
+    import ctypes
+    import os
+    import subprocess
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True)
+    if fs.stdout.strip() != "ext2/ext3":
+        pytest.skip(f"{tmp_path} is not on ext4 ({fs.stdout.strip() or fs.stderr.strip()})")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, bytes(8 * MiB))
+
+        def mmap_file(length, flags, off):
+            libc.mmap(None, PG, RW, mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS, -1, 0)
+            a = libc.mmap(None, length, RO, flags, fd, off)
+            assert a not in (None, 2 ** 64 - 1), ctypes.get_errno()
+            return a
+        assert _placement(mmap_file) == [want for _, _, want in CASES]
+    finally:
+        os.close(fd)
