@@ -66,6 +66,30 @@ def _anon_huge(smaps):
                   if v.start >= BASE and v.start < BASE + (1 << 30))
 
 
+def _assert_real_fork_matches(h):
+    """The helper really forks (both stopped by ptrace the moment fork returns); the parent
+    imported then and forked in mmemu gives the real child's numbers."""
+    seen = {}
+
+    def at_stop(parent, child):
+        seen["child"] = read_status(child)
+        m2 = mmemu.Machine("4G")
+        q = import_process(m2, parent)
+        seen["parent_mismatch"] = q.import_report.mismatches()
+        c = q.fork()
+        seen["emulated_child"] = c.status()
+        m2.check()
+
+    try:
+        h.fork_traced(at_stop)
+    except OSError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            pytest.skip(f"ptrace of the helper is not permitted here ({e})")
+        raise
+    assert seen["parent_mismatch"] == {}
+    assert _fields(seen["emulated_child"]) == _fields(seen["child"])
+
+
 @live
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_thp_import_and_fork_match_kernel(name):
@@ -84,25 +108,7 @@ def test_thp_import_and_fork_match_kernel(name):
         assert [(e["start"], e["AnonHugePages"]) for e in p.smaps()
                 if BASE <= e["start"] < BASE + (1 << 30)] == _anon_huge(kernel_smaps)
         m.check()
-        seen = {}
-
-        def at_stop(parent, child):
-            seen["child"] = read_status(child)
-            m2 = mmemu.Machine("4G")
-            q = import_process(m2, parent)
-            seen["parent_mismatch"] = q.import_report.mismatches()
-            c = q.fork()
-            seen["emulated_child"] = c.status()
-            m2.check()
-
-        try:
-            h.fork_traced(at_stop)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.EACCES):
-                pytest.skip(f"ptrace of the helper is not permitted here ({e})")
-            raise
-        assert seen["parent_mismatch"] == {}
-        assert _fields(seen["emulated_child"]) == _fields(seen["child"])
+        _assert_real_fork_matches(h)
     finally:
         h.close()
 
@@ -195,24 +201,6 @@ def test_a_pmd_mapped_file_imports_as_file_pmds(tmp_path):
         with open(path, "rb") as f:
             assert p.read(BASE + 2 * MiB - 3, 6) == f.read()[2 * MiB - 3:2 * MiB + 3]
         m.check()
-        seen = {}
-
-        def at_stop(parent, child):
-            seen["child"] = read_status(child)
-            m2 = mmemu.Machine("4G")
-            q = import_process(m2, parent)
-            seen["parent_mismatch"] = q.import_report.mismatches()
-            c = q.fork()
-            seen["emulated_child"] = c.status()
-            m2.check()
-
-        try:
-            h.fork_traced(at_stop)
-        except OSError as e:
-            if e.errno in (errno.EPERM, errno.EACCES):
-                pytest.skip(f"ptrace of the helper is not permitted here ({e})")
-            raise
-        assert seen["parent_mismatch"] == {}
-        assert _fields(seen["emulated_child"]) == _fields(seen["child"])
+        _assert_real_fork_matches(h)
     finally:
         h.close()

@@ -371,6 +371,19 @@ def split_huge_pmd_address(MMCore mmc, uint64_t addr):
     return True
 
 
+cdef pte_t* _none_pmd(physmem_t* pm, mm_t* mm, uint64_t addr, int* rc) noexcept nogil:
+    """The importer's PMD entry at addr, the tables above it allocated: NULL with rc -1 if
+    a frame for one is missing (those allocated stay, as after a failed fault), -2 if the
+    entry is not none."""
+    cdef pte_t* pmdp = pmd_offset_alloc(pm, mm, addr)
+    if pmdp == NULL:
+        rc[0] = -1
+    elif pmdp[0] != 0:
+        rc[0] = -2
+        pmdp = NULL
+    return pmdp
+
+
 HUGE_NEW = -1       # install_huge_pmd: a new folio
 HUGE_ZERO = -2      # ... the huge zero folio
 
@@ -389,16 +402,15 @@ def install_huge_pmd(MMCore core, object vma, uint64_t addr, int64_t head, bint 
     cdef pte_t* pmdp
     cdef pte_t e
     cdef pfn_t t
+    cdef int rc = 0
     vma_from_py(&v, vma)
     if addr & (PMD_SIZE - 1) or addr < v.start or addr + PMD_SIZE > v.end:
         raise ValueError("the 2 MiB span is not aligned inside the VMA")
     if head >= 0 and (head >= pm.nframes or not (pm.flags[head] & PG_HEAD) or pm.pt_share[head] < 1):
         return -2
-    pmdp = pmd_offset_alloc(pm, &core.mm, addr)
+    pmdp = _none_pmd(pm, &core.mm, addr, &rc)
     if pmdp == NULL:
-        return -1
-    if pmdp[0] != 0:
-        return -2
+        return rc
     if head == HUGE_ZERO and not get_huge_zero_folio(pm):
         return -1
     t = pgtable_alloc(pm, &core.mm, LEVEL_PTE)
@@ -513,6 +525,7 @@ def install_file_pmd(MMCore core, object vma, uint64_t addr):
     cdef pte_t* pmdp
     cdef pfn_t head
     cdef int64_t idx
+    cdef int rc = 0
     vma_from_py(&v, vma)
     if addr & (PMD_SIZE - 1) or addr < v.start or addr + PMD_SIZE > v.end or v.cache == NULL:
         raise ValueError("the 2 MiB span is not aligned inside a file VMA")
@@ -520,11 +533,9 @@ def install_file_pmd(MMCore core, object vma, uint64_t addr):
     head = xa_load(v.cache, idx)
     if idx & (HPAGE_PMD_NR - 1) or head < 0 or not (pm.flags[head] & PG_HEAD):
         return -2
-    pmdp = pmd_offset_alloc(pm, &core.mm, addr)
+    pmdp = _none_pmd(pm, &core.mm, addr, &rc)
     if pmdp == NULL:
-        return -1
-    if pmdp[0] != 0:
-        return -2
+        return rc
     map_file_pmd(pm, &core.mm, pmdp, head,
                  pte_wrprotect(mk_pte(head, v.prot)) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
     return head
