@@ -1,8 +1,9 @@
 """The live kernel as oracle for transparent huge pages (issue 14, item 8): ``Oracle(thp=True)``
 drives a real helper and mmemu (both in THP ``madvise`` mode) over MADV_HUGEPAGE regions and
-after every step compares the bytes, errnos and signals, RssAnon, VmPTE, the region's
-AnonHugePages, the pagemap bits of 8 MiB (four PMD spans) and the change of the
-system-wide thp_* counters over the step.
+mappings of a file whose page cache holds PMD-sized folios, and after every step compares
+the bytes, errnos and signals, RssAnon, RssFile, VmPTE, the region's AnonHugePages and
+FilePmdMapped, the pagemap bits of 8 MiB (four PMD spans) and the change of the
+system-wide thp_* counters (and nr_file_pmdmapped) over the step.
 
 The thp_* counters are the whole machine's: a step whose counters moved outside it is not
 compared (counted in ``thp_vmstat_skipped``), and a difference inside a quiet step is
@@ -189,7 +190,40 @@ def advice(o):
     o.write(SPAN + 300, 0, 1, 1)
 
 
-SEQUENCES = [faults, fork_cow, huge_zero_fork, partial_ops, fork_then_split, mremap_moves, advice]
+def fpm(o, i=0):
+    """The kernel's FilePmdMapped (kB) of the region in process i."""
+    return o._live_region(i)[0]["FilePmdMapped"]
+
+
+def file_pmds(o):
+    """do_set_pmd: a read fault maps a PMD-sized page-cache folio by one PMD (private) and a
+    shared write fault writable; a private write splits it (the PMD is dropped) and copies
+    one page; fork leaves the child's PMDs to its faults; a partial munmap and DONTNEED drop
+    a PMD, an aligned mremap moves it; NOHUGEPAGE keeps a mapping on PTEs (the whole folio:
+    fault-around's can_map_large)."""
+    o.mmap(0, 2 * SPAN, 1, "huge_file_private")
+    o.read(5, 0, 8)
+    assert fpm(o) == 2048
+    o.mmap(2 * SPAN, 2 * SPAN, 3, "huge_file_shared", SPAN)
+    o.write(2 * SPAN + 3, 0, 1, 9)
+    assert fpm(o) == 4096
+    c = o.fork()
+    assert fpm(o, c) == 0
+    o.read(2 * SPAN, 0, 8, proc=c)
+    o.read(SPAN + 4, 0, 8, proc=c)
+    assert fpm(o, c) == 4096
+    o.munmap(SPAN + 1, 1, proc=c)
+    o.madvise(3 * SPAN + 1, 1, DONTNEED, proc=c)
+    o.exit(c)
+    o.mprotect(0, 2 * SPAN, 3)
+    o.write(7, 0, 1, 2)
+    o.mremap(2 * SPAN, SPAN, SPAN, 3 * SPAN)
+    o.madvise(0, SPAN, NOHUGE)
+    o.read(SPAN - 3, 0, 8)
+
+
+SEQUENCES = [faults, fork_cow, huge_zero_fork, partial_ops, fork_then_split, mremap_moves, advice,
+             file_pmds]
 
 
 @live
@@ -330,9 +364,12 @@ class ThpOracleMachine(RuleBasedStateMachine):
         return alive[pick % len(alive)]
 
     @rule(page=st.sampled_from([0, SPAN, 2 * SPAN]) | PAGE, n=NPG, prot=st.sampled_from([1, 3, 3]),
-          kind=st.sampled_from(["huge", "huge", "huge", "private"]), pick=st.integers(0, 3))
-    def mmap(self, page, n, prot, kind, pick):
-        self._do("mmap", page, n, prot, kind, proc=self._proc(pick))
+          kind=st.sampled_from(["huge", "huge", "huge", "private", "huge_file_private",
+                                "huge_file_shared"]),
+          offset=st.sampled_from([0, 0, SPAN, 2 * SPAN, 3]), pick=st.integers(0, 3))
+    def mmap(self, page, n, prot, kind, offset, pick):
+        self._do("mmap", page, n, prot, kind, offset if "file" in kind else 0,
+                 proc=self._proc(pick))
 
     @rule(page=PAGE, n=NPG, pick=st.integers(0, 3))
     def munmap(self, page, n, pick):

@@ -14,10 +14,13 @@ machine, and after every step compares:
 
 ``Oracle(thp=True)`` adds transparent huge pages (the kernel here runs THP in ``madvise``
 mode, as mmemu's machine does by default): mappings of kind ``"huge"`` are private
-anonymous memory given MADV_HUGEPAGE on both sides (every other mapping keeps
-MADV_NOHUGEPAGE, so the helper makes no THP elsewhere: checked after every step), madvise
-may be MADV_HUGEPAGE / NOHUGEPAGE, and after every step the oracle also compares the
-region's AnonHugePages (smaps) and the change of the system-wide thp_* vmstat counters
+anonymous memory given MADV_HUGEPAGE on both sides, and ``"huge_file_private"`` /
+``"huge_file_shared"`` map a second file (``HUGE_FILE_PAGES``, written in one write, so
+the kernel's page cache holds PMD-sized folios, as mmemu's does) without advice, so its
+folios map by PMDs (every other mapping keeps MADV_NOHUGEPAGE, so the helper makes no THP
+elsewhere: checked after every step), madvise may be MADV_HUGEPAGE / NOHUGEPAGE, and after
+every step the oracle also compares the region's AnonHugePages and FilePmdMapped (smaps)
+and the change of the system-wide thp_* vmstat counters
 (``THP_COUNTERS``) over the step. Other processes move those counters too: the oracle reads
 them before the step, right after both sides ran it, and again after its checks; when they
 moved outside the step (between the previous step and this one, or during the checks) a
@@ -52,11 +55,13 @@ from .live import LiveHelper, linux_proc_available
 REGION = 0x300000000000         # 48 TiB: PGD slot 96, nothing else maps there
 REGION_PAGES = 1024             # 4 MiB: two PMD spans
 FILE_PAGES = 96                 # the data file: mappings past it raise SIGBUS
+HUGE_FILE_PAGES = 2048          # the large-folio file (thp=True): four PMD-sized folios
 
 # the thp_* vmstat counters compared over a step (mmemu has no thp_split_page: the kernel
 # must not split a folio during a step either); every thp_* line guards the window
 THP_COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd",
-                "thp_deferred_split_page", "thp_split_page", "nr_anon_transparent_hugepages")
+                "thp_deferred_split_page", "thp_split_page", "nr_anon_transparent_hugepages",
+                "thp_file_mapped", "nr_file_pmdmapped")
 MADV_HUGEPAGE, MADV_NOHUGEPAGE = 14, 15
 
 DEPARTURES = {
@@ -101,16 +106,17 @@ DEPARTURES = {
 }
 
 _ANON_KINDS = ("private", "shared", "huge")
-_KINDS = ("private", "shared", "huge", "file_private", "file_shared")
+_HUGE_FILE_KINDS = ("huge_file_private", "huge_file_shared")
+_KINDS = ("private", "shared", "huge", "file_private", "file_shared") + _HUGE_FILE_KINDS
 
 
 def read_vmstat_thp() -> Dict[str, int]:
-    """The thp_* lines of /proc/vmstat and nr_anon_transparent_hugepages."""
+    """The thp_* lines of /proc/vmstat, nr_anon_transparent_hugepages and nr_file_pmdmapped."""
     out = {}
     with open("/proc/vmstat") as f:
         for line in f:
             k, v = line.split()
-            if k.startswith("thp_") or k == "nr_anon_transparent_hugepages":
+            if k.startswith("thp_") or k in ("nr_anon_transparent_hugepages", "nr_file_pmdmapped"):
                 out[k] = int(v)
     return out
 
@@ -169,6 +175,15 @@ class Oracle:
         self._vm_live = self._vm_emu = self._quiet_since = None
         self._counters_believed_from = counters_from
         if thp:
+            self.huge_path = os.path.join(self.tmpdir, "oracle_huge.bin")
+            hdata = bytes((i * 5 + (i >> 12) + 3) & 0xFF for i in range(HUGE_FILE_PAGES * PG))
+            fd = os.open(self.huge_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, hdata) != len(hdata):      # one write: PMD-sized folios
+                    raise RuntimeError("a short write of the oracle's large-folio file")
+            finally:
+                os.close(fd)
+            self.huge_file = self.m.create_file("/oracle_huge.bin", data=hdata)
             self._departure("huge_zero_page_allocated")
             self._vm_live, self._vm_emu = read_vmstat_thp(), self.m.vmstat()
         self._warm_up(self.live[0])
@@ -255,7 +270,8 @@ class Oracle:
                 file += rest
         out = {"RssAnon": anon, "RssFile": file, "RssShmem": shmem, "VmSize": size}
         if self.thp:
-            out["AnonHugePages"] = sum(v.fields.get("AnonHugePages", 0) for v in vmas)
+            for k in ("AnonHugePages", "FilePmdMapped"):
+                out[k] = sum(v.fields.get(k, 0) for v in vmas)
         return out, vmas
 
     def _live_pagemap(self, i: int) -> np.ndarray:
@@ -268,8 +284,9 @@ class Oracle:
         live, _ = self._live_region(i)
         st = dict(self.emu[i].status())
         if self.thp:
-            st["AnonHugePages"] = sum(v["AnonHugePages"] for v in self.emu[i].smaps()
-                                      if REGION <= v["start"] < REGION + (512 << 30))
+            vmas = [v for v in self.emu[i].smaps() if REGION <= v["start"] < REGION + (512 << 30)]
+            for k in ("AnonHugePages", "FilePmdMapped"):
+                st[k] = sum(v[k] for v in vmas)
         emu = {k: st[k] for k in live}
         if live != emu:
             self._diverge(f"process {i} region status", live, emu)
@@ -340,10 +357,11 @@ class Oracle:
     def mmap(self, page: int, npages: int, prot: int, kind: str = "private", offset: int = 0,
              proc: int = 0):
         """kind: private, shared, huge (private with MADV_HUGEPAGE: needs thp=True),
-        file_private or file_shared; every other mapping gets MADV_NOHUGEPAGE."""
+        file_private or file_shared, huge_file_private or huge_file_shared (the large-folio
+        file, no advice: needs thp=True); every other mapping gets MADV_NOHUGEPAGE."""
         self._record(f"mmap({page}, {npages}, {prot}, {kind!r}, {offset}, proc={proc})")
-        if kind not in _KINDS or (kind == "huge" and not self.thp):
-            raise ValueError(f"mmap kind {kind!r}: one of {_KINDS} ('huge' with thp=True)")
+        if kind not in _KINDS or (kind in ("huge",) + _HUGE_FILE_KINDS and not self.thp):
+            raise ValueError(f"mmap kind {kind!r}: one of {_KINDS} ('huge*' with thp=True)")
         self._begin()
         addr, length = REGION + page * PG, npages * PG
         flags = MAP_FIXED | (MAP_SHARED if kind.endswith("shared") else MAP_PRIVATE)
@@ -353,6 +371,11 @@ class Oracle:
             r = self.live[proc].call("mmap", addr=addr, len=length, prot=prot, flags=int(flags),
                                      thp_advice=advice)
             e = _errno_of(lambda: self.emu[proc].mmap(addr, length, prot, flags))
+        elif kind in _HUGE_FILE_KINDS:
+            r = self.live[proc].call("mmap", addr=addr, len=length, prot=prot, flags=int(flags),
+                                     path=self.huge_path, offset=offset * PG, thp_advice=0)
+            e = _errno_of(lambda: self.emu[proc].mmap(addr, length, prot, flags,
+                                                      file=self.huge_file, offset=offset * PG))
         else:
             r = self.live[proc].call("mmap", addr=addr, len=length, prot=prot, flags=int(flags),
                                      path=self.path, offset=offset * PG)
@@ -424,7 +447,9 @@ class Oracle:
                     return "SIGSEGV"
                 if v.path and v.path.startswith("/") and not v.path.startswith("/dev/zero"):
                     idx = (v.offset + addr - v.start) // PG
-                    if idx >= (len(self.data) + PG - 1) // PG:
+                    pages = HUGE_FILE_PAGES if v.path == getattr(self, "huge_path", None) \
+                        else (len(self.data) + PG - 1) // PG
+                    if idx >= pages:
                         return "SIGBUS"
                 return None
         return "SIGSEGV"
