@@ -3,7 +3,8 @@
 The mechanism (huge PMDs, their faults, fork, splits) is the Cython core's
 (mmemu._core.huge_memory); here: the system-wide mode of
 /sys/kernel/mm/transparent_hugepage/enabled (``Machine(thp=...)``, ``m.sysfs``), which VMAs
-may get a PMD-sized THP (thp_vma_allowable_order) and smaps' THPeligible.
+may get a PMD-sized THP (thp_vma_allowable_order) or map a PMD-sized page-cache folio by a
+PMD (pmd_mappable: do_set_pmd's vma_thp_disabled) and smaps' THPeligible.
 Left out: the defrag, shmem_enabled and use_zero_page files (defrag is moot without
 compaction; the huge zero page is always used), mTHP sizes, the prctl PR_SET_THP_DISABLE,
 khugepaged (MADV_COLLAPSE: mmemu.khugepaged).
