@@ -229,7 +229,8 @@ def _check_cached_folios(obj, flags) -> list:
     ok = 0
     for p in heads:
         q = p + HPAGE_PMD_NR
-        if (q <= len(index) and index[p] % HPAGE_PMD_NR == 0 and index[q - 1] - index[p] == HPAGE_PMD_NR - 1
+        if (q <= len(index) and index[p] % HPAGE_PMD_NR == 0
+                and index[q - 1] - index[p] == HPAGE_PMD_NR - 1
                 and np.array_equal(pfns[p:q], np.arange(pfns[p], pfns[p] + HPAGE_PMD_NR))):
             ok += 1
     if ok != len(heads) or np.count_nonzero(comp) != ok * HPAGE_PMD_NR:

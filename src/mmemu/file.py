@@ -401,12 +401,14 @@ def _whole_folios(obj, phys, first: int, last: Optional[int]):
         if head < 0:
             continue
         fidx = at & ~(HPAGE_PMD_NR - 1)
-        lo, hi = max(first, fidx), min(fidx + HPAGE_PMD_NR, fidx + HPAGE_PMD_NR if last is None else last)
-        if lo == fidx and hi == fidx + HPAGE_PMD_NR:
+        end = fidx + HPAGE_PMD_NR
+        lo, hi = max(first, fidx), end if last is None else min(end, last)
+        if lo == fidx and hi == end:
             continue
-        _huge.folio_zero_range(phys, head, (lo - fidx) << PAGE_SHIFT, (hi - fidx) << PAGE_SHIFT, False)
+        _huge.folio_zero_range(phys, head, (lo - fidx) << PAGE_SHIFT, (hi - fidx) << PAGE_SHIFT,
+                               False)
         if at == first:
-            first = fidx + HPAGE_PMD_NR
+            first = end
             if last is not None and first >= last:
                 break
         else:
