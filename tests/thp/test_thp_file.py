@@ -285,6 +285,11 @@ def test_exit_unlink_and_the_checker():
         m.check()
     m.phys._debug_poke("pt_share", head, 1)
     m.check()
+    f.cache.erase(7)                                    # a tail page leaves the cache
+    with pytest.raises(mmemu.InvariantError, match="large folio's pages"):
+        m.check()
+    f.cache.store(7, head + 7)
+    m.check()
     p.exit()
     assert _c(m, "nr_file_pmdmapped", "nr_mapped", "nr_file_hugepages") == (0, 0, 1)
     f.unlink()
