@@ -161,8 +161,8 @@ cdef inline bint is_file_pmd(physmem_t* pm, pte_t e) noexcept nogil:
     return (pm.flags[pte_pfn(e)] & (PG_ANON | PG_ZERO)) == 0
 
 
-cdef inline void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head,
-                              pte_t e) noexcept nogil:
+cdef void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head,
+                       pte_t e) noexcept nogil:
     """do_set_pmd's mapping: the folio's file rmap (and the PMD's reference), the entry e,
     and the mm's count of file PMDs."""
     folio_add_file_rmap_pmd(pm, head, mm.rss)
@@ -483,8 +483,30 @@ def filemap_remove_folio_pmd(PhysMem phys, pfn_t head, bint swapbacked):
     pm.nr_file_pages -= HPAGE_PMD_NR
     if swapbacked:
         pm.nr_shmem -= HPAGE_PMD_NR
-    pm.nr_file_thps -= 1
+        pm.nr_shmem_thps -= 1
+    else:
+        pm.nr_file_thps -= 1
     put_page(pm, head)
+
+
+def split_shmem_folio(PhysMem phys, pfn_t head):
+    """split_folio of a PMD-sized shmem folio nothing maps (shmem_undo_range's
+    truncate_inode_partial_folio, after unmap_folio: a page-cache folio's mappings are
+    dropped, not remapped): its 512 pages stay cached at their indexes as single pages
+    (the cache's reference on each), thp_split_page. ValueError if head is not such a
+    folio or it is still mapped."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t i
+    _cache_folio(pm, head)
+    if not (pm.flags[head] & PG_SWAPBACKED):
+        raise ValueError(f"page-cache folio {head} is not shmem")
+    if pm.refcount[head] != 1:
+        raise ValueError(f"shmem folio {head} is still mapped")
+    for i in range(HPAGE_PMD_NR):
+        pm.flags[head + i] &= ~(PG_HEAD | PG_TAIL | PG_PARTIALLY_MAPPED)
+        pm.refcount[head + i] = 1
+    pm.nr_shmem_thps -= 1
+    pm.ev[EV_THP_SPLIT_PAGE] += 1
 
 
 def folio_zero_range(PhysMem phys, pfn_t head, int64_t start, int64_t end, bint truncating):

@@ -22,17 +22,20 @@ from libc.string cimport memset
 
 from mmemu._core.types cimport *
 from mmemu._core.physmem cimport (
-    physmem_t, alloc_pages, put_page, copy_frame, table_ptr, wmb,
+    physmem_t, PhysMem, alloc_pages, put_page, copy_frame, table_ptr, wmb,
 )
-from mmemu._core.pagetable cimport mm_t, vma_t, MMCore, pmd_offset, vma_from_py
+from mmemu._core.filemap cimport PageCache, xa_load, xa_store, xa_erase
+from mmemu._core.pagetable cimport (
+    mm_t, vma_t, MMCore, pmd_offset, vma_from_py, pgtable_free, LEVEL_PTE,
+)
 from mmemu._core.pgtable cimport set_pmd_at, pmd_clear, pte_clear
 from mmemu._core.tlb cimport flush_tlb_mm_range
 from mmemu._core.rmap cimport (
     folio_remove_rmap_pte, folio_add_new_anon_rmap_pmd, folio_nr_pages_mapped,
-    deferred_split_folio,
+    deferred_split_folio, filemap_add_folio_pmd, filemap_remove_folio, folio_mark_dirty,
 )
 from mmemu._core.huge_memory cimport (
-    pgtable_trans_huge_deposit, prep_compound_page, mk_huge_pmd,
+    pgtable_trans_huge_deposit, prep_compound_page, mk_huge_pmd, map_file_pmd,
 )
 
 # enum scan_result (mm/khugepaged.c), the values MADV_COLLAPSE can meet here
@@ -43,10 +46,12 @@ cpdef enum scan_result:
     SCAN_PMD_NONE = 3
     SCAN_PMD_MAPPED = 4
     SCAN_PTE_NON_PRESENT = 8
+    SCAN_PTE_MAPPED_HUGEPAGE = 10
     SCAN_PAGE_NULL = 13
     SCAN_PAGE_COUNT = 15
     SCAN_PAGE_ANON = 18
     SCAN_ALLOC_HUGE_PAGE_FAIL = 25
+    SCAN_TRUNCATED = 27
 
 
 cdef int find_pmd_or_thp_or_none(physmem_t* pm, mm_t* mm, uint64_t addr,
@@ -225,4 +230,142 @@ def collapse_huge_page(MMCore core, object vma, uint64_t addr, int64_t head):
     pm.pt_owner[t] = core.mm.id         # a COW table reused under eager accounting kept its old owner
     pgtable_trans_huge_deposit(pm, &core.mm, t)
     set_pmd_at(pm, pmdp, pte_mkdirty(mk_huge_pmd(head, &v)))
+    return SCAN_SUCCEED
+
+
+# ---- shmem: collapse_file, retract_page_tables, collapse_pte_mapped_thp ----
+
+def hpage_collapse_scan_file(PhysMem phys, PageCache cache, int64_t start):
+    """hpage_collapse_scan_file for MADV_COLLAPSE of the 512 shmem indexes from start
+    (aligned): SCAN_PTE_MAPPED_HUGEPAGE if a PMD-sized folio is cached there already,
+    SCAN_PAGE_COUNT if a page holds a reference besides the cache's and its mappings'
+    (is_refcount_suitable), else SCAN_SUCCEED (holes allowed without a limit)."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t i
+    cdef pfn_t p
+    for i in range(HPAGE_PMD_NR):
+        p = xa_load(&cache.xa, start + i)
+        if p < 0:
+            continue
+        if pm.flags[p] & PG_COMPOUND:
+            return SCAN_PTE_MAPPED_HUGEPAGE
+        if pm.refcount[p] != 1 + pm.mapcount[p]:
+            return SCAN_PAGE_COUNT
+    return SCAN_SUCCEED
+
+
+def collapse_file(PhysMem phys, PageCache cache, int64_t start, int64_t head):
+    """collapse_file for shmem after alloc_charge_folio and try_to_unmap of every page (the
+    caller unmapped them in every mm): each cached page of the 512 indexes from start is
+    copied into the new folio and leaves the cache (filemap_remove_folio, freed), holes
+    stay zero (shmem_charge: they count now), and the folio (dirty, NR_SHMEM_THPS) takes
+    the 512 indexes. SCAN_TRUNCATED if the range holds no page at all, SCAN_PAGE_COUNT if
+    a page is still mapped or referenced, SCAN_FAIL if the cache's tree has no host
+    memory for a hole; then nothing changed and the folio is put."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t old[HPAGE_PMD_NR]
+    cdef int64_t i, j, present = 0
+    for i in range(HPAGE_PMD_NR):
+        old[i] = xa_load(&cache.xa, start + i)
+        if old[i] < 0:
+            continue
+        present += 1
+        if pm.flags[old[i]] & PG_COMPOUND or pm.refcount[old[i]] != 1 or pm.mapcount[old[i]]:
+            put_page(pm, head)
+            return SCAN_PAGE_COUNT
+    if present == 0:
+        put_page(pm, head)
+        return SCAN_TRUNCATED
+    for i in range(HPAGE_PMD_NR):   # the holes first: only they may need tree nodes
+        if old[i] < 0 and xa_store(&cache.xa, start + i, head + i) < 0:
+            for j in range(i):
+                if old[j] < 0:
+                    xa_erase(&cache.xa, start + j)
+            put_page(pm, head)
+            return SCAN_FAIL
+    for i in range(HPAGE_PMD_NR):
+        if old[i] >= 0:
+            copy_frame(pm, head + i, old[i])
+            xa_store(&cache.xa, start + i, head + i)     # an existing slot: no node needed
+            filemap_remove_folio(pm, old[i], True)
+    wmb()
+    filemap_add_folio_pmd(pm, head, True)
+    folio_mark_dirty(pm, head)
+    return SCAN_SUCCEED
+
+
+def retract_page_table(MMCore core, uint64_t addr):
+    """retract_page_tables for one mm: the PTE table mapping the 2 MiB at addr (aligned),
+    empty once collapse_file unmapped the pages, is unlinked (pmdp_collapse_flush) and
+    freed (pte_free_defer, VmPTE). Nothing if no table is there, or it maps something or
+    is COW-shared. True if one was freed."""
+    cdef physmem_t* pm = &core.phys.pm
+    cdef pte_t* pmdp
+    cdef int r = find_pmd_or_thp_or_none(pm, &core.mm, addr, &pmdp)
+    cdef pfn_t t
+    cdef pte_t* ptes
+    cdef int i
+    if r != SCAN_SUCCEED:
+        return False
+    t = pte_pfn(pmdp[0])
+    ptes = table_ptr(pm, t)
+    if pm.pt_share[t] != 1:
+        return False
+    for i in range(HPAGE_PMD_NR):
+        if ptes[i] != 0:
+            return False
+    pmd_clear(pm, pmdp)
+    flush_tlb_mm_range(pm, &core.mm, 0, PMD_SIZE)
+    pm.pt_share[t] -= 1
+    pgtable_free(pm, &core.mm, t, LEVEL_PTE)
+    return True
+
+
+def collapse_pte_mapped_thp(MMCore core, object vma, uint64_t addr):
+    """collapse_pte_mapped_thp(install_pmd) for the caller's mm: the PMD-sized folio cached
+    at the aligned 2 MiB at addr mapped by one PMD as set_huge_pmd/do_set_pmd maps it
+    (young, writable if the VMA's protection is, thp_file_mapped); a PTE table still there
+    must map only the folio's own pages (each unmapped, the table freed), else SCAN_FAIL
+    (SCAN_PTE_NON_PRESENT for a swap entry or marker). SCAN_PMD_NULL without a PMD table,
+    SCAN_PMD_MAPPED if a huge PMD maps the span already."""
+    cdef physmem_t* pm = &core.phys.pm
+    cdef vma_t v
+    cdef pte_t* pmdp
+    cdef pte_t* ptes
+    cdef pte_t e
+    cdef pfn_t head, t
+    cdef int i, r
+    vma_from_py(&v, vma)
+    head = xa_load(v.cache, v.pgoff + <int64_t>((addr - v.start) >> PAGE_SHIFT))
+    if head < 0 or not (pm.flags[head] & PG_HEAD):
+        return SCAN_PAGE_NULL
+    r = find_pmd_or_thp_or_none(pm, &core.mm, addr, &pmdp)
+    if r == SCAN_PMD_NULL or r == SCAN_PMD_MAPPED:
+        return r
+    if r == SCAN_SUCCEED:
+        t = pte_pfn(pmdp[0])
+        ptes = table_ptr(pm, t)
+        if pm.pt_share[t] != 1:
+            return SCAN_FAIL
+        for i in range(HPAGE_PMD_NR):
+            e = ptes[i]
+            if e == 0:
+                continue
+            if not pte_present(e):
+                return SCAN_PTE_NON_PRESENT
+            if pte_pfn(e) != head + i:
+                return SCAN_FAIL
+        for i in range(HPAGE_PMD_NR):
+            e = ptes[i]
+            if e != 0:
+                pte_clear(pm, &ptes[i])
+                folio_remove_rmap_pte(pm, head + i, pm.flags[head + i], core.mm.rss)
+                put_page(pm, head)
+        pmd_clear(pm, pmdp)             # pmdp_collapse_flush, pte_free_defer
+        flush_tlb_mm_range(pm, &core.mm, 0, PMD_SIZE)
+        pm.pt_share[t] -= 1
+        pgtable_free(pm, &core.mm, t, LEVEL_PTE)
+    map_file_pmd(pm, &core.mm, pmdp, head,
+                 mk_pte(head, v.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
+    pm.ev[EV_THP_FILE_MAPPED] += 1
     return SCAN_SUCCEED
