@@ -17,7 +17,8 @@ caller's range is mapped by one PMD (thp_file_mapped; the others fault theirs in
 Left out: khugepaged (the background scanner) and its max_ptes_* limits, private mappings
 of tmpfs files and read-only executable disk-file mappings (EINVAL here; 6.18 collapses
 both, the latter with CONFIG_READ_ONLY_THP_FOR_FS), a shmem block reaching past EOF
-(EINVAL here), shmem pages on swap (mmemu does not swap shmem), PR_SET_THP_DISABLE; the
+(EINVAL here), shmem pages on swap (mmemu does not swap shmem), the non-uniform split of
+a shmem folio a truncate or hole cuts (mmemu.file: single pages), PR_SET_THP_DISABLE; the
 swap-in goes through the fault path, so it counts pgfault where 6.18's direct do_swap_page
 does not.
 """
@@ -30,10 +31,9 @@ from ._core.khugepaged import scan_result as S
 from .errors import BusError, MMError, SegmentationFault, einval
 from .flags import VmFlags
 from .memory import break_cow_pte_range, handle_mm_fault_range
+from ._core.constants import HPAGE_PMD_NR
 from .file import unmap_mapping_range
 from .vma import PAGE_SHIFT, PAGE_SIZE, PMD_SIZE
-
-HPAGE_PMD_NR = PMD_SIZE // PAGE_SIZE
 
 # thp_vma_allowable_order(TVA_FORCED_COLLAPSE): flags no collapse maps
 _NO_COLLAPSE = VmFlags.SHARED | VmFlags.IO | VmFlags.PFNMAP | VmFlags.MIXEDMAP \

@@ -11,7 +11,8 @@ reads / writes a byte), ("unmap", off, length),
 ("file", k, size, how) (create file k and write size bytes of b"a" into it: how "one" is one
 write, "pages" one write per 4 KiB), ("fmap", off, length, prot, shared, k, file_off) (map
 file k at BASE + off, MAP_SHARED if shared else MAP_PRIVATE), ("trunc", k, size) (ftruncate)
-and ("fwrite", k, off, length) (pwrite of length bytes b"a").
+and ("fwrite", k, off, length) (pwrite of length bytes b"a"); ("tfile", k, size, how) is
+("file", ...) in /dev/shm (tmpfs).
 Each side gives per step: its errno (0 but for a failed collapse), VmPTE and RssAnon (kB),
 the thp_* vmstat counters with nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
 AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
@@ -37,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_deferred_split_page",
             "nr_anon_transparent_hugepages", "thp_collapse_alloc", "thp_collapse_alloc_failed")
 FILE_COUNTERS = ("thp_file_mapped", "nr_file_hugepages", "nr_file_pmdmapped")
-FILE_STEPS = ("file", "fmap", "trunc", "fwrite")
+FILE_STEPS = ("file", "tfile", "fmap", "trunc", "fwrite")
 SHMEM_COUNTERS = ("thp_file_mapped", "nr_shmem_hugepages", "nr_shmem_pmdmapped", "thp_split_page")
 CHILD_KEYS = ("cVmPTE", "cRssShmem")
 FILE_DIR = "/var/tmp"
@@ -84,7 +85,7 @@ def has_files(steps) -> bool:
 
 def has_shmem(steps) -> bool:
     """Whether the scenario maps shmem (and so compares the shmem numbers too)."""
-    return any(s[0] == "smap" for s in steps)
+    return any(s[0] in ("smap", "tfile") for s in steps)
 
 
 def run_live(steps):
@@ -123,8 +124,8 @@ def run_emulated(steps, machine=None):
     for s in steps:
         op = s[0]
         err = 0
-        if op == "file":
-            files[s[1]] = m.create_file(f"/f{s[1]}")
+        if op in ("file", "tfile"):
+            files[s[1]] = m.create_file(f"/f{s[1]}", tmpfs=op == "tfile")
             piece = max(s[2], 1) if s[3] == "one" else 4096
             for off in range(0, s[2], piece):
                 m.write_file(files[s[1]], off, b"a" * min(piece, s[2] - off))

@@ -12,6 +12,7 @@
  *   file K SIZE HOW    create file K (an O_TMPFILE in $MMEMU_THP_DIR, default /var/tmp) and
  *                      write SIZE bytes of 'a' into it: HOW "one" is one write(2), "pages"
  *                      one write(2) per 4 KiB
+ *   tfile K SIZE HOW   the same in /dev/shm (tmpfs: shmem)
  *   fmap OFF LEN PROT SHARED K FOFF   mmap file K at BASE+OFF (MAP_FIXED_NOREPLACE),
  *                      MAP_SHARED if SHARED else MAP_PRIVATE, file offset FOFF
  *   trunc K SIZE / fwrite K OFF LEN   ftruncate / pwrite LEN bytes of 'a' at OFF
@@ -215,11 +216,11 @@ int main(int argc, char **argv) {
             last_errno = madvise((void *)(BASE + strtoul(argv[i + 1], 0, 0)), strtoul(argv[i + 2], 0, 0),
                                  MADV_COLLAPSE) ? errno : 0;
             i += 2;
-        } else if (!strcmp(op, "file")) {
+        } else if (!strcmp(op, "file") || !strcmp(op, "tfile")) {
             int k = file_arg(argv[i + 1]);
             long size = strtol(argv[i + 2], 0, 0);
             if (fds[k] >= 0 || size < 0 || size > DATA) { fprintf(stderr, "bad file step\n"); return 2; }
-            fds[k] = open(dir, O_TMPFILE | O_RDWR, 0600);
+            fds[k] = open(op[0] == 't' ? "/dev/shm" : dir, O_TMPFILE | O_RDWR, 0600);
             if (fds[k] < 0) { perror("open O_TMPFILE"); return 2; }
             if (!strcmp(argv[i + 3], "one")) {
                 if (write(fds[k], data, size) != size) { perror("write"); return 2; }

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """MADV_COLLAPSE of private anonymous memory: a PTE table's 512 pages copied into a new
-order-9 folio mapped by one huge PMD, the table kept as its deposited table.
+order-9 folio mapped by one huge PMD, the table kept as its deposited table; and of shmem:
+512 page-cache pages copied into a PMD-sized shmem folio that replaces them in the cache.
 
 Models mm/khugepaged.c as 6.18 runs it for madvise_collapse (collapse_control.is_khugepaged
 false): hpage_collapse_scan_pmd (find_pmd_or_thp_or_none, then per PTE: swap entries and
@@ -12,10 +13,14 @@ __collapse_huge_page_isolate, pmdp_collapse_flush, __collapse_huge_page_copy and
 _copy_succeeded (a PTE-mapped THP's pages are unmapped in one folio_remove_rmap_ptes batch,
 so a folio wholly in the range is not queued for a deferred split), the new PMD (dirty,
 writable if the VMA is) with the old table deposited. The policy, the loop over 2 MiB
-blocks, the swap-in and the errnos are the Python side's (mmemu.khugepaged). Leaves out:
-khugepaged itself and its max_ptes_none/swap/shared limits (MADV_COLLAPSE ignores them),
-file and shmem collapse (collapse_file, collapse_pte_mapped_thp), uffd-wp, LRU isolation,
-page locks and memcg charging (they never fail here), NUMA node choice.
+blocks, the swap-in and the errnos are the Python side's (mmemu.khugepaged). For shmem:
+hpage_collapse_scan_file, collapse_file (after the Python side's try_to_unmap of every
+page: copy, holes zero-filled, the old pages freed, the folio dirty), retract_page_tables'
+per-mm step (retract_page_table) and collapse_pte_mapped_thp (the caller's PMD, as
+set_huge_pmd's do_set_pmd maps it). Leaves out: khugepaged itself and its
+max_ptes_none/swap/shared limits (MADV_COLLAPSE ignores them), collapse of disk files
+(CONFIG_READ_ONLY_THP_FOR_FS), shmem swap entries (mmemu does not swap shmem), uffd-wp,
+LRU isolation, page locks and memcg charging (they never fail here), NUMA node choice.
 """
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memset
