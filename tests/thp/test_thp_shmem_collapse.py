@@ -12,7 +12,8 @@ import pytest
 import mmemu
 from mmemu.errors import SnapshotError
 
-pytestmark = pytest.mark.one_design     # shmem VMAs are not copied at fork: no shared tables
+# the tests that fork run under every fork design (conftest): a shmem VMA is not copied at
+# fork, whatever the design; the COW page-table designs change what fork does around it
 
 MiB = 1 << 20
 PG = 4096
