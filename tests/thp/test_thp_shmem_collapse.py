@@ -309,3 +309,25 @@ def test_a_tmpfs_file_collapses_and_a_truncate_splits_its_folio():
     assert f.read(0, 2 * MiB) == data[:MiB + 100]
     assert p.read(A + MiB, PG) == data[MiB:MiB + 100] + b"\0" * (PG - 100)
     m.check()
+
+
+def test_a_caller_without_a_pmd_table_gets_one_and_the_pmd():
+    m = mmemu.Machine("256M")
+    p = m.spawn()
+    a = A + 1024 * MiB - 2 * MiB            # the first block under a none PUD entry
+    p.mmap(a, 4 * MiB, RW, SHANON | mmemu.MAP_FIXED)
+    c = p.fork()
+    c.write(a, b"c")
+    p.write(a + 2 * MiB, b"p")
+    before, cbefore = p.status(), c.status()
+    vm0 = m.vmstat()
+    p.madvise(a, 4 * MiB, mmemu.MADV_COLLAPSE)
+    m.check()
+    st, cst, d = p.status(), c.status(), m.vmstat() - vm0
+    # a PMD table allocated (+4), the second block's PTE table retracted (-4)
+    assert (st["VmPTE"] - before["VmPTE"], st["RssShmem"] - before["RssShmem"]) == (0, 4092)
+    assert (cst["VmPTE"] - cbefore["VmPTE"], cst["RssShmem"] - cbefore["RssShmem"]) == (-4, -4)
+    assert (d["thp_collapse_alloc"], d["thp_file_mapped"], d["nr_shmem_pmdmapped"]) == (2, 2, 2)
+    assert (p.read(a, 1), p.read(a + 2 * MiB, 1), c.read(a + 2 * MiB, 1)) == (b"c", b"p", b"p")
+    c.exit()
+    m.check()

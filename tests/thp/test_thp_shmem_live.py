@@ -60,6 +60,12 @@ SCENARIOS = {
     "again": [("smap", 0, 4 * M, 0), ("w", 0), ("collapse", 0, 2 * M), ("collapse", 0, 2 * M),
               ("madv", 0x1000, 0x1000, DONTNEED), ("collapse", 0, 2 * M), ("unmap", 0, 0x1000),
               ("r", 0x3000), ("collapse", 2 * M, 2 * M)],
+    # the caller has no PMD table for the first block (a none PUD entry: the VMA crosses a
+    # 1 GiB line), a child maps its page: both blocks collapse, the caller's first block
+    # gets a new PMD table and a PMD (outside the region both sides list: the counters say it)
+    "pmd_table_missing": [("smap", 1024 * M - 2 * M, 4 * M, 0), ("fork",), ("cw", 1024 * M - 2 * M),
+                          ("w", 1024 * M), ("collapse", 1024 * M - 2 * M, 4 * M),
+                          ("cr", 1024 * M - 2 * M + 0x5000), ("r", 1024 * M - 2 * M), ("reap",)],
     # a MAP_SHARED tmpfs file mapped twice: both PTE tables retracted, the second mapping
     # faults a PMD; a truncate into the folio splits it (both PMDs dropped), frees the
     # pages past EOF; a read of the page at the cut (a single page on 6.18 too: see

@@ -31,8 +31,9 @@ from mmemu._core.physmem cimport (
 )
 from mmemu._core.filemap cimport PageCache, xa_load, xa_store, xa_erase
 from mmemu._core.pagetable cimport (
-    mm_t, vma_t, MMCore, pmd_offset, vma_from_py, pgtable_free, LEVEL_PTE,
+    mm_t, vma_t, MMCore, pmd_offset, pmd_offset_alloc, vma_from_py, pgtable_free, LEVEL_PTE,
 )
+from mmemu._core.cow_pgtable cimport break_cow_pgtable
 from mmemu._core.pgtable cimport set_pmd_at, pmd_clear, pte_clear
 from mmemu._core.tlb cimport flush_tlb_mm_range
 from mmemu._core.rmap cimport (
@@ -303,15 +304,17 @@ def retract_page_table(MMCore core, uint64_t addr):
     """retract_page_tables for one mm: the PTE table mapping the 2 MiB at addr (aligned),
     empty once collapse_file unmapped the pages, is unlinked (pmdp_collapse_flush) and
     freed (pte_free_defer, VmPTE). Nothing if no table is there, or it maps something or
-    is COW-shared. True if one was freed."""
+    is COW-shared (or its shared PUD/PMD tables cannot be broken: no free frame). True if
+    one was freed."""
     cdef physmem_t* pm = &core.phys.pm
     cdef pte_t* pmdp
     cdef int r = find_pmd_or_thp_or_none(pm, &core.mm, addr, &pmdp)
     cdef pfn_t t
     cdef pte_t* ptes
     cdef int i
-    if r != SCAN_SUCCEED:
+    if r != SCAN_SUCCEED or break_cow_pgtable(pm, &core.mm, addr, 0) < 0:
         return False
+    pmdp = pmd_offset(pm, &core.mm, addr)      # (the path may be private copies now)
     t = pte_pfn(pmdp[0])
     ptes = table_ptr(pm, t)
     if pm.pt_share[t] != 1:
@@ -331,8 +334,11 @@ def collapse_pte_mapped_thp(MMCore core, object vma, uint64_t addr):
     at the aligned 2 MiB at addr mapped by one PMD as set_huge_pmd/do_set_pmd maps it
     (young, writable if the VMA's protection is, thp_file_mapped); a PTE table still there
     must map only the folio's own pages (each unmapped, the table freed), else SCAN_FAIL
-    (SCAN_PTE_NON_PRESENT for a swap entry or marker). SCAN_PMD_NULL without a PMD table,
-    SCAN_PMD_MAPPED if a huge PMD maps the span already."""
+    (SCAN_PTE_NON_PRESENT for a swap entry or marker). Without a PMD table (a none PUD
+    entry) the tables are allocated and the PMD installed, as 6.18 does here (measured:
+    VmPTE +4 for the PMD table); SCAN_FAIL if no frame is free for them or for breaking
+    shared PUD/PMD tables on the path (whole-table COW). SCAN_PMD_MAPPED if a huge PMD
+    maps the span already."""
     cdef physmem_t* pm = &core.phys.pm
     cdef vma_t v
     cdef pte_t* pmdp
@@ -345,8 +351,13 @@ def collapse_pte_mapped_thp(MMCore core, object vma, uint64_t addr):
     if head < 0 or not (pm.flags[head] & PG_HEAD):
         return SCAN_PAGE_NULL
     r = find_pmd_or_thp_or_none(pm, &core.mm, addr, &pmdp)
-    if r == SCAN_PMD_NULL or r == SCAN_PMD_MAPPED:
+    if r == SCAN_PMD_MAPPED or core.mm.pgd < 0:
         return r
+    if break_cow_pgtable(pm, &core.mm, addr, 2) < 0:
+        return SCAN_FAIL
+    pmdp = pmd_offset_alloc(pm, &core.mm, addr)
+    if pmdp == NULL:
+        return SCAN_FAIL
     if r == SCAN_SUCCEED:
         t = pte_pfn(pmdp[0])
         ptes = table_ptr(pm, t)
