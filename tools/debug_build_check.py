@@ -33,7 +33,7 @@ RELIABILITY = ["properties/test_fuzz*.py", "properties/test_bad_input*.py", "pro
                "machine/test_page_alloc.py", "machine/test_physmem_api.py", "thp/test_thp.py",
                "thp/test_thp_collapse.py", "thp/test_thp_oom_order9.py",
                "cow_pte/test_swap_versions.py", "machine/test_write_whole_pages.py",
-               "thp/test_thp_file.py", "thp/test_thp_fuzz.py"]
+               "thp/test_thp_file.py", "thp/test_thp_fuzz.py", "thp/test_thp_shmem_collapse.py"]
 
 
 def main(argv: list[str]) -> int:

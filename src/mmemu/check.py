@@ -21,8 +21,8 @@ pages count in NR_ANON_MAPPED while any PMD or PTE maps them, the folios some PM
 NR_ANON_THPS; every huge PMD of an anonymous folio has one deposited PTE table of its mm
 (counted in pgtables_bytes, linked by no PMD); the huge zero folio is reserved like the zero
 page. A PMD-sized page-cache folio has the same shape plus the cache's reference, its pages
-at 512 aligned consecutive indexes, NR_FILE_THPS / NR_FILE_PMDMAPPED recounted, and its
-huge PMDs no deposited table.
+at 512 aligned consecutive indexes, NR_FILE_THPS / NR_FILE_PMDMAPPED (a shmem folio's:
+NR_SHMEM_THPS / NR_SHMEM_PMDMAPPED) recounted, and its huge PMDs no deposited table.
 Host memory and time follow the frames ever used and the tables, not the memory size.
 """
 from __future__ import annotations
@@ -379,16 +379,19 @@ def check_machine(machine) -> None:
         problems.append(f"page-cache frames outside every cache: {_first(idx[filep & (in_cache == 0) & used])}")
 
     c = phys.counters()
+    shmem = (fl & PG_SWAPBACKED) != 0
     expect = {
         "nr_free_pages": n - int(np.count_nonzero(used)),
         "nr_anon_mapped": int(np.count_nonzero(anon & ((mapc > 0) | _pmd_mapped(head, share)))),
         "nr_anon_transparent_hugepages": int(np.count_nonzero(head & anon & (share > 0))),
         "nr_file_mapped": int(np.count_nonzero(filep & ((mapc > 0) | _pmd_mapped(head, share)))),
-        "nr_file_hugepages": int(np.count_nonzero(head & filep & (in_cache > 0))),
-        "nr_file_pmdmapped": int(np.count_nonzero(head & filep & (share > 0))),
+        "nr_file_hugepages": int(np.count_nonzero(head & filep & ~shmem & (in_cache > 0))),
+        "nr_file_pmdmapped": int(np.count_nonzero(head & filep & ~shmem & (share > 0))),
+        "nr_shmem_hugepages": int(np.count_nonzero(head & filep & shmem & (in_cache > 0))),
+        "nr_shmem_pmdmapped": int(np.count_nonzero(head & filep & shmem & (share > 0))),
         "nr_page_table_pages": int(np.count_nonzero(tables)),
         "nr_file_pages": int(np.count_nonzero(filep & used)),
-        "nr_shmem": int(np.count_nonzero(filep & used & ((fl & PG_SWAPBACKED) != 0))),
+        "nr_shmem": int(np.count_nonzero(filep & used & shmem)),
     }
     for k, v in expect.items():
         if c[k] != v:

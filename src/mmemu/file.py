@@ -224,7 +224,7 @@ class File:
         keep = _pages(size)
         unmap_mapping_range(self.machine, self, keep, _pages(old), even_cows=True)
         self.size = size
-        head = folio_head(self, keep - 1) if keep else -1
+        head = folio_head(self, keep - 1) if keep and not self.swapbacked else -1
         if head >= 0 and size & (PMD_SIZE - 1):
             # truncate_inode_partial_folio: the dirty folio does not split; it stays whole,
             # zeroed past EOF (its pages there stay cached)
@@ -363,32 +363,49 @@ def unmap_mapping_range(machine, obj, first: int, last: int, even_cows: bool) ->
                 _zap.zap(mm.core, s, e, False)
 
 
-def folio_head(obj, idx: int) -> int:
-    """The head of the PMD-sized folio holding page idx of obj's page cache, or -1."""
+def folio_head(obj, idx: int, phys=None) -> int:
+    """The head of the PMD-sized folio holding page idx of obj's page cache, or -1 (phys:
+    the machine's, for a shmem object, which does not name its machine)."""
     pfn = obj.cache[idx]
-    if pfn < 0 or not obj.machine.phys.flags[pfn] & PG_COMPOUND:
+    if pfn < 0 or not (phys or obj.machine.phys).flags[pfn] & PG_COMPOUND:
         return -1
     return pfn & ~(HPAGE_PMD_NR - 1)
 
 
 def truncate_inode_pages_range(machine, obj, first: int, last: Optional[int] = None) -> None:
-    """truncate_inode_pages_range: drop the cache pages of obj at page indexes [first,
-    last) (to the end if last is None); every one must be unmapped already. A PMD-sized
-    folio the range covers only in part stays (its split fails: it is dirty), its pages
-    there zeroed; whole ones are freed whole."""
+    """truncate_inode_pages_range / shmem_undo_range: drop the cache pages of obj at page
+    indexes [first, last) (to the end if last is None); every one must be unmapped
+    already. A PMD-sized folio the range covers only in part is split if it is shmem
+    (_split_shmem_folios), else it stays (its split fails: it is dirty), its pages there
+    zeroed; whole ones are freed whole."""
     phys = machine.phys
-    if not obj.swapbacked:
+    if obj.swapbacked:
+        _split_shmem_folios(machine, obj, first, last)
+    else:
         first, last = _whole_folios(obj, phys, first, last)
         if last is not None and first >= last:
             return
     _, pfns = obj.cache.pop(first, last)
-    if obj.swapbacked:
-        phys.release_cache(pfns, True)
-        return
     fl = phys.flags[pfns]
     for head in pfns[(fl & PG_HEAD) != 0].tolist():
-        _huge.filemap_remove_folio_pmd(phys, head, False)
-    phys.release_cache(pfns[(fl & PG_COMPOUND) == 0], False)
+        _huge.filemap_remove_folio_pmd(phys, head, obj.swapbacked)
+    phys.release_cache(pfns[(fl & PG_COMPOUND) == 0], obj.swapbacked)
+
+
+def _split_shmem_folios(machine, obj, first: int, last: Optional[int]) -> None:
+    """shmem_undo_range's truncate_inode_partial_folio for the PMD-sized shmem folios
+    [first, last) cuts: split_folio unmaps the folio from every mm first (unmap_folio:
+    try_to_unmap of a page-cache folio; its PMDs were split by the caller's
+    unmap_mapping_range of the range) and splits it into 512 cached pages."""
+    for at in (first, None if last is None else last - 1):
+        if at is None or at < 0:
+            continue
+        head = folio_head(obj, at, machine.phys)
+        fidx = at & ~(HPAGE_PMD_NR - 1)
+        if head < 0 or (first <= fidx and (last is None or fidx + HPAGE_PMD_NR <= last)):
+            continue
+        unmap_mapping_range(machine, obj, fidx, fidx + HPAGE_PMD_NR, even_cows=False)
+        _huge.split_shmem_folio(machine.phys, head)
 
 
 def _whole_folios(obj, phys, first: int, last: Optional[int]):

@@ -535,7 +535,8 @@ class Machine:
         refuse_undeclared(self, "the Machine")
         if (self._thp != "madvise" or self.phys.huge_zero_pfn >= 0
                 or any(p.mm.core.nr_deposited for p in self._procs.values())
-                or self.phys.counters()["nr_file_hugepages"]):
+                or self.phys.counters()["nr_file_hugepages"]
+                or self.phys.counters()["nr_shmem_hugepages"]):
             raise SnapshotError("cannot save: the snapshot format does not know transparent "
                                 "huge pages (a mode other than madvise, huge PMDs, or "
                                 "PMD-sized page-cache folios)")

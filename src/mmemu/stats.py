@@ -139,6 +139,8 @@ def meminfo(machine) -> MemInfo:
         ("SwapTotal", kb(_swap_total(machine))),
         ("SwapFree", kb(_swap_total(machine) - _swap_used(machine))),
         ("AnonHugePages", kb(c["nr_anon_transparent_hugepages"] * HPAGE_PMD_NR)),
+        ("ShmemHugePages", kb(c["nr_shmem_hugepages"] * HPAGE_PMD_NR)),
+        ("ShmemPmdMapped", kb(c["nr_shmem_pmdmapped"] * HPAGE_PMD_NR)),
         ("FileHugePages", kb(c["nr_file_hugepages"] * HPAGE_PMD_NR)),
         ("FilePmdMapped", kb(c["nr_file_pmdmapped"] * HPAGE_PMD_NR)),
     ])
@@ -159,6 +161,8 @@ THP_GAUGES = [
     ("nr_anon_transparent_hugepages", "anonymous THPs mapped (NR_ANON_THPS)"),
     ("nr_file_hugepages", "PMD-sized page-cache folios (FileHugePages / 2048)"),
     ("nr_file_pmdmapped", "PMD-sized page-cache folios some PMD maps (FilePmdMapped / 2048)"),
+    ("nr_shmem_hugepages", "PMD-sized shmem folios (ShmemHugePages / 2048)"),
+    ("nr_shmem_pmdmapped", "PMD-sized shmem folios some PMD maps (ShmemPmdMapped / 2048)"),
 ]
 #: What every vmstat counter counts: the one table of help texts (gauges, then events).
 COUNTER_HELP = {**{name: text for name, _, text in GAUGES}, **EVENT_HELP, **dict(THP_GAUGES)}
@@ -172,6 +176,8 @@ COUNTED_BY = {
     "nr_page_table_pages": "include/linux/mm.h: pagetable_alloc, pagetable_free",
     "nr_file_hugepages": "mm/filemap.c: __filemap_add_folio, filemap_unaccount_folio",
     "nr_file_pmdmapped": "mm/rmap.c: folio_add_file_rmap_pmd, folio_remove_rmap_pmd",
+    "nr_shmem_hugepages": "mm/khugepaged.c: collapse_file; mm/filemap.c: filemap_unaccount_folio",
+    "nr_shmem_pmdmapped": "mm/rmap.c: folio_add_file_rmap_pmd, folio_remove_rmap_pmd",
     "pgfault": "mm/memory.c: handle_mm_fault",
     "fault_zero_page": "mm/memory.c: do_anonymous_page (zero-page branch)",
     "fault_anon": "mm/memory.c: do_anonymous_page",
@@ -224,6 +230,7 @@ COUNTED_BY = {
     "thp_collapse_alloc_failed": "mm/khugepaged.c: alloc_charge_folio (no order-9 folio)",
     "thp_file_mapped": "mm/memory.c: do_set_pmd",
     "thp_split_page_failed": "mm/huge_memory.c: __folio_split (truncate_inode_partial_folio)",
+    "thp_split_page": "mm/huge_memory.c: __folio_split (shmem_undo_range's split_folio)",
 }
 
 
@@ -401,7 +408,7 @@ def proc_smaps(proc) -> Smaps:
             "Private_Clean": r["Private_Clean"] >> 10, "Private_Dirty": r["Private_Dirty"] >> 10,
             "Referenced": r["Referenced"] >> 10, "Anonymous": r["Anonymous"] >> 10,
             "KSM": 0, "LazyFree": 0, "AnonHugePages": r["AnonHugePages"] >> 10,
-            "ShmemPmdMapped": 0, "FilePmdMapped": r["FilePmdMapped"] >> 10,
+            "ShmemPmdMapped": r["ShmemPmdMapped"] >> 10, "FilePmdMapped": r["FilePmdMapped"] >> 10,
             "Shared_Hugetlb": 0, "Private_Hugetlb": 0, "Swap": 0, "SwapPss": 0,
             "Locked": pss_kb if v.flags & VmFlags.LOCKED else 0,
             "THPeligible": thp_eligible(proc.machine, v),

@@ -2,21 +2,26 @@
 emulated machine, and return what /proc says after every step on both sides.
 
 A scenario is a list of steps, each a tuple: ("map", off, length, advice) (an anonymous
-private read-write mapping at BASE + off, then madvise(advice) unless 0), ("w", off),
-("r", off), ("fork",) (a child that does nothing until ("reap",)), ("unmap", off, length),
+private read-write mapping at BASE + off, then madvise(advice) unless 0), ("smap", off,
+length, advice) (the same, MAP_SHARED|MAP_ANONYMOUS: shmem), ("w", off), ("r", off),
+("fork",) (a child that does nothing until ("reap",) but ("cr", off) / ("cw", off): it
+reads / writes a byte), ("unmap", off, length),
 ("prot", off, length, prot), ("madv", off, length, advice), ("remap", off, length, new_off),
 ("collapse", off, length) (MADV_COLLAPSE, which may fail), and for files:
 ("file", k, size, how) (create file k and write size bytes of b"a" into it: how "one" is one
 write, "pages" one write per 4 KiB), ("fmap", off, length, prot, shared, k, file_off) (map
 file k at BASE + off, MAP_SHARED if shared else MAP_PRIVATE), ("trunc", k, size) (ftruncate)
-and ("fwrite", k, off, length) (pwrite of length bytes b"a").
+and ("fwrite", k, off, length) (pwrite of length bytes b"a"); ("tfile", k, size, how) is
+("file", ...) in /dev/shm (tmpfs).
 Each side gives per step: its errno (0 but for a failed collapse), VmPTE and RssAnon (kB),
 the thp_* vmstat counters with nr_anon_transparent_hugepages, the VMAs of the region as (start, end, Rss,
 AnonHugePages, THPeligible) offsets from BASE, and each VMA's pagemap as runs
 (flags, pages) of flags = present << 3 | swap << 2 | file << 1 | exclusive. A scenario
 with a file step also has RssFile, the file THP counters (FILE_COUNTERS) and each VMA's
 FilePmdMapped (a sixth member of its tuple). The live files are O_TMPFILEs in
-FILE_DIR (ext4 here: large folios in the page cache).
+FILE_DIR (ext4 here: large folios in the page cache). A scenario with an smap step also has
+RssShmem, the child's VmPTE and RssShmem over the steps it lives through on both ends, the
+shmem THP counters (SHMEM_COUNTERS) and each VMA's ShmemPmdMapped (a seventh member).
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd", "thp_deferred_split_page",
             "nr_anon_transparent_hugepages", "thp_collapse_alloc", "thp_collapse_alloc_failed")
 FILE_COUNTERS = ("thp_file_mapped", "nr_file_hugepages", "nr_file_pmdmapped")
-FILE_STEPS = ("file", "fmap", "trunc", "fwrite")
+FILE_STEPS = ("file", "tfile", "fmap", "trunc", "fwrite")
+SHMEM_COUNTERS = ("thp_file_mapped", "nr_shmem_hugepages", "nr_shmem_pmdmapped", "thp_split_page")
+CHILD_KEYS = ("cVmPTE", "cRssShmem")
 FILE_DIR = "/var/tmp"
 
 
@@ -76,9 +83,14 @@ def has_files(steps) -> bool:
     return any(s[0] in FILE_STEPS for s in steps)
 
 
+def has_shmem(steps) -> bool:
+    """Whether the scenario maps shmem (and so compares the shmem numbers too)."""
+    return any(s[0] in ("smap", "tfile") for s in steps)
+
+
 def run_live(steps):
     """The scenario on the kernel: a list of per-step dicts (the first is before any step)."""
-    files = has_files(steps)
+    files, shmem = has_files(steps), has_shmem(steps)
     text = subprocess.run([_binary()] + _argv(steps), check=True, capture_output=True,
                           text=True, timeout=60,
                           env=dict(os.environ, MMEMU_THP_DIR=FILE_DIR)).stdout
@@ -90,9 +102,9 @@ def run_live(steps):
         elif k == "end":
             out.append(cur)
         elif k == "vma":
-            s, e, rss, ahp, el, fpmd = rest.split()
+            s, e, rss, ahp, el, fpmd, spmd = rest.split()
             cur["vmas"].append((int(s, 16), int(e, 16), int(rss), int(ahp), int(el))
-                               + ((int(fpmd),) if files else ()))
+                               + ((int(fpmd),) if files else ()) + ((int(spmd),) if shmem else ()))
         elif k == "pm":
             cur.setdefault("pagemap", []).append(
                 [tuple(int(x) for x in r.split("*")) for r in rest.split()])
@@ -107,13 +119,13 @@ def run_emulated(steps, machine=None):
     p = m.spawn()
     child = None
     files = {}
-    withfiles = has_files(steps)
-    out = [_observe(m, p, "start", withfiles)]
+    withfiles, shmem = has_files(steps), has_shmem(steps)
+    out = [_observe(m, p, None, "start", withfiles, shmem)]
     for s in steps:
         op = s[0]
         err = 0
-        if op == "file":
-            files[s[1]] = m.create_file(f"/f{s[1]}")
+        if op in ("file", "tfile"):
+            files[s[1]] = m.create_file(f"/f{s[1]}", tmpfs=op == "tfile")
             piece = max(s[2], 1) if s[3] == "one" else 4096
             for off in range(0, s[2], piece):
                 m.write_file(files[s[1]], off, b"a" * min(piece, s[2] - off))
@@ -124,9 +136,10 @@ def run_emulated(steps, machine=None):
             files[s[1]].truncate(s[2])
         elif op == "fwrite":
             m.write_file(files[s[1]], s[2], b"a" * s[3])
-        elif op == "map":
+        elif op in ("map", "smap"):
             p.mmap(BASE + s[1], s[2], mmemu.PROT_READ | mmemu.PROT_WRITE,
-                   mmemu.MAP_PRIVATE | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED_NOREPLACE)
+                   (mmemu.MAP_SHARED if op == "smap" else mmemu.MAP_PRIVATE)
+                   | mmemu.MAP_ANONYMOUS | mmemu.MAP_FIXED_NOREPLACE)
             if s[3]:
                 p.madvise(BASE + s[1], s[2], s[3])
         elif op == "w":
@@ -135,6 +148,10 @@ def run_emulated(steps, machine=None):
             p.read(BASE + s[1], 1)
         elif op == "fork":
             child = p.fork()
+        elif op == "cr":
+            child.read(BASE + s[1], 1)
+        elif op == "cw":
+            child.write(BASE + s[1], b"y")
         elif op == "reap":
             child.exit()
             child = None
@@ -155,18 +172,23 @@ def run_emulated(steps, machine=None):
         else:
             raise ValueError(op)
         m.check()
-        out.append(_observe(m, p, op, withfiles))
+        out.append(_observe(m, p, child, op, withfiles, shmem))
         out[-1]["errno"] = err
     return out
 
 
-def _observe(m, p, step, files):
+def _observe(m, p, child, step, files, shmem):
     st, vm = p.status(), m.vmstat()
     d = {"step": step, "VmPTE": st["VmPTE"], "RssAnon": st["RssAnon"], "RssFile": st["RssFile"],
+         "RssShmem": st["RssShmem"],
          "vmas": [(e["start"] - BASE, e["end"] - BASE, e["Rss"], e["AnonHugePages"],
                    e["THPeligible"]) + ((e["FilePmdMapped"],) if files else ())
+                  + ((e["ShmemPmdMapped"],) if shmem else ())
                   for e in p.smaps() if BASE <= e["start"] and e["end"] <= BASE + (1 << 30)]}
-    d.update((k, vm[k]) for k in COUNTERS + FILE_COUNTERS)
+    if child is not None:
+        cst = child.status()
+        d.update(cVmPTE=cst["VmPTE"], cRssShmem=cst["RssShmem"])
+    d.update((k, vm[k]) for k in COUNTERS + FILE_COUNTERS + SHMEM_COUNTERS)
     if d["vmas"]:
         d["pagemap"] = [_runs(p.pagemap(BASE + s, (e - s) >> 12)) for s, e, *_ in d["vmas"]]
     return d
@@ -184,13 +206,18 @@ def _runs(entries):
     return out
 
 
-def deltas(obs, first=1, files=False):
+def deltas(obs, first=1, files=False, shmem=False):
     """Per step from `first` on: the change of VmPTE, RssAnon and the counters (with
-    `files`: RssFile and FILE_COUNTERS too) since the step before, and the region's VMAs."""
-    keys = ("VmPTE", "RssAnon") + COUNTERS + (("RssFile",) + FILE_COUNTERS if files else ())
+    `files`: RssFile and FILE_COUNTERS too; with `shmem`: RssShmem, SHMEM_COUNTERS and the
+    child's numbers, None where it does not live at both ends) since the step before, and
+    the region's VMAs."""
+    keys = ("VmPTE", "RssAnon") + COUNTERS + (("RssFile",) + FILE_COUNTERS if files else ()) \
+        + (("RssShmem",) + SHMEM_COUNTERS if shmem else ())
     return [{"step": b["step"], "errno": b.get("errno", 0), "vmas": b["vmas"],
              "pagemap": b.get("pagemap"),
-             **{k: b[k] - a[k] for k in keys}}
+             **{k: b[k] - a[k] for k in keys},
+             **({k: b[k] - a[k] if k in a and k in b else None for k in CHILD_KEYS}
+                if shmem else {})}
             for a, b in zip(obs[first - 1:], obs[first:])]
 
 
@@ -201,10 +228,10 @@ def agree(steps):
     waiting longer each time for the other process's burst to pass); a difference of
     mmemu's own is in every run. The first step of an anonymous scenario (its map) is not
     compared; a file scenario's is (the write that makes the page cache's folios)."""
-    files = has_files(steps)
-    emu = deltas(run_emulated(steps), first=_first(steps), files=files)
+    files, shmem = has_files(steps), has_shmem(steps)
+    emu = deltas(run_emulated(steps), first=_first(steps), files=files, shmem=shmem)
     for attempt in range(8):
-        got = deltas(run_live(steps), first=_first(steps), files=files)
+        got = deltas(run_live(steps), first=_first(steps), files=files, shmem=shmem)
         if got == emu:
             break
         time.sleep(0.1 * 2 ** attempt)

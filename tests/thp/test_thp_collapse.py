@@ -115,7 +115,7 @@ def test_collapse_of_a_pte_mapped_thp_copies_it():
 
 
 @pytest.mark.parametrize("flags, advice", [
-    (mmemu.MAP_SHARED | mmemu.MAP_ANONYMOUS, 0),          # shmem: left out (EINVAL)
+    (mmemu.MAP_SHARED | mmemu.MAP_ANONYMOUS, mmemu.MADV_NOHUGEPAGE),  # shmem: EINVAL live too
     (PRIV, mmemu.MADV_NOHUGEPAGE),
 ])
 def test_collapse_refused(flags, advice):

@@ -3,20 +3,25 @@
  *   map OFF LEN ADV    mmap anonymous private RW at BASE+OFF (MAP_FIXED_NOREPLACE), then
  *                      madvise ADV (0: none) over it
  *   w OFF / r OFF      write a byte / read a byte at BASE+OFF
- *   fork               fork a child that blocks until `reap` (it touches nothing)
+ *   smap OFF LEN ADV   the same for a MAP_SHARED|MAP_ANONYMOUS mapping (shmem)
+ *   fork               fork a child that blocks until `reap` (it touches nothing unless told)
+ *   cr OFF / cw OFF    the child reads / writes a byte at BASE+OFF (the parent waits)
  *   reap               let the child exit and wait for it
  *   unmap OFF LEN / prot OFF LEN PROT / madv OFF LEN ADV / remap OFF LEN NEWOFF
  *   collapse OFF LEN   madvise(MADV_COLLAPSE), which may fail: its errno is reported
  *   file K SIZE HOW    create file K (an O_TMPFILE in $MMEMU_THP_DIR, default /var/tmp) and
  *                      write SIZE bytes of 'a' into it: HOW "one" is one write(2), "pages"
  *                      one write(2) per 4 KiB
+ *   tfile K SIZE HOW   the same in /dev/shm (tmpfs: shmem)
  *   fmap OFF LEN PROT SHARED K FOFF   mmap file K at BASE+OFF (MAP_FIXED_NOREPLACE),
  *                      MAP_SHARED if SHARED else MAP_PRIVATE, file offset FOFF
  *   trunc K SIZE / fwrite K OFF LEN   ftruncate / pwrite LEN bytes of 'a' at OFF
  * After each step one line each: the step's errno (0 but for collapse), VmPTE RssAnon RssFile
- * (kB), the thp_* counters of /proc/vmstat with nr_anon_transparent_hugepages,
- * nr_file_hugepages and nr_file_pmdmapped, and for every VMA inside [BASE, BASE + 1 GiB):
- * start end Rss AnonHugePages THPeligible FilePmdMapped, then its pagemap as runs
+ * RssShmem (kB), the child's VmPTE and RssShmem while it lives (cVmPTE, cRssShmem), the
+ * thp_* counters of /proc/vmstat with nr_anon_transparent_hugepages, nr_file_hugepages,
+ * nr_file_pmdmapped, nr_shmem_hugepages and nr_shmem_pmdmapped, and for every VMA inside
+ * [BASE, BASE + 1 GiB): start end Rss AnonHugePages THPeligible FilePmdMapped
+ * ShmemPmdMapped, then its pagemap as runs
  * "flags*count" of flags = present<<3 | swap<<2 | file<<1 | exclusive. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +45,8 @@ static char out[1 << 20];     /* stdout's buffer, flushed after each report */
 static char data[DATA];       /* what file and fwrite write, touched before the first report */
 static int fds[NFILES] = {-1, -1, -1, -1};
 static int last_errno;
+static pid_t child = -1;
+static char child_status[64];   /* /proc/<child>/status */
 
 static char *slurp(const char *path) {
     int fd = open(path, O_RDONLY);
@@ -59,14 +66,16 @@ static char *next_line(char **cur) {
     return l;
 }
 
-static long status_kb(const char *key) {
-    char *cur = slurp("/proc/self/status"), *l;
+static long status_kb_of(const char *path, const char *key) {
+    char *cur = slurp(path), *l;
     long v = -1;
     size_t n = strlen(key);
     while ((l = next_line(&cur)))
         if (!strncmp(l, key, n) && l[n] == ':') v = atol(l + n + 1);
     return v;
 }
+
+static long status_kb(const char *key) { return status_kb_of("/proc/self/status", key); }
 
 static void pagemap_runs(unsigned long s, unsigned long e) {
     int fd = open("/proc/self/pagemap", O_RDONLY);
@@ -91,14 +100,19 @@ static void report(const char *step) {
     static unsigned long range[512][2];
     int nvma = 0, in = 0;
     unsigned long s = 0, e = 0;
-    long rss = 0, ahp = 0, fpmd = 0;
+    long rss = 0, ahp = 0, fpmd = 0, spmd = 0;
     char *cur, *l;
-    printf("step %s\nerrno %d\nVmPTE %ld\nRssAnon %ld\nRssFile %ld\n", step, last_errno,
-           status_kb("VmPTE"), status_kb("RssAnon"), status_kb("RssFile"));
+    printf("step %s\nerrno %d\nVmPTE %ld\nRssAnon %ld\nRssFile %ld\nRssShmem %ld\n", step,
+           last_errno, status_kb("VmPTE"), status_kb("RssAnon"), status_kb("RssFile"),
+           status_kb("RssShmem"));
+    if (child > 0)
+        printf("cVmPTE %ld\ncRssShmem %ld\n", status_kb_of(child_status, "VmPTE"),
+               status_kb_of(child_status, "RssShmem"));
     cur = slurp("/proc/vmstat");
     while ((l = next_line(&cur)))
         if (!strncmp(l, "thp_", 4) || !strncmp(l, "nr_anon_transparent", 19)
-            || !strncmp(l, "nr_file_hugepages ", 18) || !strncmp(l, "nr_file_pmdmapped ", 18))
+            || !strncmp(l, "nr_file_hugepages ", 18) || !strncmp(l, "nr_file_pmdmapped ", 18)
+            || !strncmp(l, "nr_shmem_hugepages ", 19) || !strncmp(l, "nr_shmem_pmdmapped ", 19))
             printf("%s\n", l);
     cur = slurp("/proc/self/smaps");
     while ((l = next_line(&cur))) {
@@ -109,8 +123,10 @@ static void report(const char *step) {
         } else if (in && !strncmp(l, "Rss:", 4)) rss = atol(l + 4);
         else if (in && !strncmp(l, "AnonHugePages:", 14)) ahp = atol(l + 14);
         else if (in && !strncmp(l, "FilePmdMapped:", 14)) fpmd = atol(l + 14);
+        else if (in && !strncmp(l, "ShmemPmdMapped:", 15)) spmd = atol(l + 15);
         else if (in && !strncmp(l, "THPeligible:", 12)) {
-            printf("vma %lx %lx %ld %ld %d %ld\n", s - BASE, e - BASE, rss, ahp, atoi(l + 12), fpmd);
+            printf("vma %lx %lx %ld %ld %d %ld %ld\n", s - BASE, e - BASE, rss, ahp, atoi(l + 12),
+                   fpmd, spmd);
             range[nvma][0] = s; range[nvma++][1] = e;
         }
     }
@@ -125,9 +141,27 @@ static int file_arg(const char *s) {
     return k;
 }
 
+/* the child: commands "r"/"w" + an offset from the parent, an ack after each; EOF ends it */
+static void child_loop(int cmd, int ack) {
+    char op;
+    unsigned long off;
+    while (read(cmd, &op, 1) == 1 && read(cmd, &off, sizeof off) == sizeof off) {
+        if (op == 'w') *(volatile char *)(BASE + off) = 'y';
+        else (void)*(volatile char *)(BASE + off);
+        if (write(ack, &op, 1) != 1) _exit(3);
+    }
+    _exit(0);
+}
+
+static void tell_child(int cmd, int ack, char op, unsigned long off) {
+    if (write(cmd, &op, 1) != 1 || write(cmd, &off, sizeof off) != sizeof off || read(ack, &op, 1) != 1) {
+        fprintf(stderr, "child gone\n");
+        exit(2);
+    }
+}
+
 int main(int argc, char **argv) {
-    int pipefd[2] = {-1, -1};
-    pid_t child = -1;
+    int pipefd[2] = {-1, -1}, ackfd[2] = {-1, -1};
     const char *dir = getenv("MMEMU_THP_DIR") ? getenv("MMEMU_THP_DIR") : "/var/tmp";
     setvbuf(stdout, out, _IOFBF, sizeof out);
     memset(data, 'a', sizeof data);
@@ -137,11 +171,11 @@ int main(int argc, char **argv) {
     report("start");
     for (int i = 1; i < argc; i++) {
         const char *op = argv[i];
-        if (!strcmp(op, "map")) {
+        if (!strcmp(op, "map") || !strcmp(op, "smap")) {
             unsigned long off = strtoul(argv[i + 1], 0, 0), len = strtoul(argv[i + 2], 0, 0);
             int adv = atoi(argv[i + 3]);
             void *p = mmap((void *)(BASE + off), len, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+                           (op[0] == 's' ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
             if (p != (void *)(BASE + off)) { perror("mmap"); return 2; }
             if (adv && madvise(p, len, adv)) { perror("madvise"); return 2; }
             i += 3;
@@ -150,14 +184,19 @@ int main(int argc, char **argv) {
         } else if (!strcmp(op, "r")) {
             (void)*(volatile char *)(BASE + strtoul(argv[++i], 0, 0));
         } else if (!strcmp(op, "fork")) {
-            char c;
-            if (pipe(pipefd)) return 2;
+            if (pipe(pipefd) || pipe(ackfd)) return 2;
             child = fork();
-            if (child == 0) { close(pipefd[1]); if (read(pipefd[0], &c, 1) < 0) _exit(3); _exit(0); }
+            if (child == 0) { close(pipefd[1]); close(ackfd[0]); child_loop(pipefd[0], ackfd[1]); }
             close(pipefd[0]);
+            close(ackfd[1]);
+            snprintf(child_status, sizeof child_status, "/proc/%d/status", (int)child);
+        } else if (!strcmp(op, "cr") || !strcmp(op, "cw")) {
+            tell_child(pipefd[1], ackfd[0], op[1], strtoul(argv[++i], 0, 0));
         } else if (!strcmp(op, "reap")) {
             close(pipefd[1]);
             waitpid(child, 0, 0);
+            close(ackfd[0]);
+            child = -1;
         } else if (!strcmp(op, "unmap")) {
             if (munmap((void *)(BASE + strtoul(argv[i + 1], 0, 0)), strtoul(argv[i + 2], 0, 0))) { perror("munmap"); return 2; }
             i += 2;
@@ -177,11 +216,11 @@ int main(int argc, char **argv) {
             last_errno = madvise((void *)(BASE + strtoul(argv[i + 1], 0, 0)), strtoul(argv[i + 2], 0, 0),
                                  MADV_COLLAPSE) ? errno : 0;
             i += 2;
-        } else if (!strcmp(op, "file")) {
+        } else if (!strcmp(op, "file") || !strcmp(op, "tfile")) {
             int k = file_arg(argv[i + 1]);
             long size = strtol(argv[i + 2], 0, 0);
             if (fds[k] >= 0 || size < 0 || size > DATA) { fprintf(stderr, "bad file step\n"); return 2; }
-            fds[k] = open(dir, O_TMPFILE | O_RDWR, 0600);
+            fds[k] = open(op[0] == 't' ? "/dev/shm" : dir, O_TMPFILE | O_RDWR, 0600);
             if (fds[k] < 0) { perror("open O_TMPFILE"); return 2; }
             if (!strcmp(argv[i + 3], "one")) {
                 if (write(fds[k], data, size) != size) { perror("write"); return 2; }

@@ -295,6 +295,7 @@ VMSTAT_EVENTS = [
     "cow_pmd_tables_shared", "cow_pmd_tables_duplicated", "cow_pmd_tables_reused",
     "cow_pud_tables_shared", "cow_pud_tables_duplicated", "cow_pud_tables_reused",
     "thp_collapse_alloc", "thp_collapse_alloc_failed", "thp_file_mapped", "thp_split_page_failed",
+    "thp_split_page",
 ]
 
 
@@ -315,7 +316,8 @@ def test_vmstat_keeps_its_names_and_order():
     keys = list(m.vmstat())
     assert keys == ["nr_free_pages", "nr_anon_pages", "nr_mapped", "nr_file_pages", "nr_shmem",
                     "nr_page_table_pages"] + VMSTAT_EVENTS + [
-                        "nr_anon_transparent_hugepages", "nr_file_hugepages", "nr_file_pmdmapped"]
+                        "nr_anon_transparent_hugepages", "nr_file_hugepages", "nr_file_pmdmapped",
+                        "nr_shmem_hugepages", "nr_shmem_pmdmapped"]
     assert len(m.phys.events()) == C.NR_EVENTS
     from mmemu import stats
     assert list(stats.EVENT_NAMES) == VMSTAT_EVENTS and set(stats.EVENT_HELP) == set(VMSTAT_EVENTS)

@@ -165,6 +165,8 @@ _EVENTS = [
      "page-cache folios mapped by a huge PMD at a fault (do_set_pmd)"),
     (T.EV_THP_SPLIT_PAGE_FAILED, "thp_split_page_failed",
      "large folios a truncate could not split (a dirty page-cache folio stays whole)"),
+    (T.EV_THP_SPLIT_PAGE, "thp_split_page",
+     "large folios split into single pages (a shmem folio a truncate or hole cuts)"),
 ]
 EVENT_SLOTS = tuple(slot for slot, _, _ in _EVENTS)
 EVENTS = tuple((name, text) for _, name, text in sorted(_EVENTS))

@@ -34,5 +34,6 @@ cdef int copy_huge_pmd(physmem_t* pm, mm_t* dst_mm, pte_t* dst_pmd, pte_t* src_p
 cdef void zap_huge_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp) noexcept nogil
 cdef int change_huge_pmd(physmem_t* pm, pte_t* pmdp, pte_t newprot, bint try_writable,
                          bint shared) noexcept nogil
+cdef void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head, pte_t e) noexcept nogil
 cdef int do_set_pmd(physmem_t* pm, mm_t* mm, vma_t* vma, pte_t* pmdp, uint64_t addr,
                     bint write) noexcept nogil

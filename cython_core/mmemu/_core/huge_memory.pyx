@@ -16,9 +16,12 @@ clears it (the pages refault through PTEs), fork leaves it to the child's faults
 (copy_huge_pmd skips file VMAs), zap drops the mapping. The page cache's own side (the
 folio made and freed) is here too (filemap_alloc_folio_pmd, filemap_remove_folio_pmd); a
 folio is never split (it is dirty: mmemu has no writeback, and ext4 cannot split a dirty
-large folio, thp_split_page_failed).
-Leaves out: shmem THPs (shmem_enabled), mTHP orders and file folios of orders 1-8,
-khugepaged and MADV_COLLAPSE of file ranges (collapse_file; MADV_COLLAPSE: khugepaged.pyx),
+large folio, thp_split_page_failed). A PMD-sized shmem folio (made by MADV_COLLAPSE:
+khugepaged.pyx collapse_file) is mapped and dropped the same way, counted in
+NR_SHMEM_THPS / NR_SHMEM_PMDMAPPED and MM_SHMEMPAGES; unlike ext4's it can be split
+(split_shmem_folio, for a truncate or hole that cuts it).
+Leaves out: shmem THPs at a fault (shmem_enabled), mTHP orders and file folios of orders
+1-8, khugepaged and MADV_COLLAPSE of disk-file ranges,
 the deferred split shrinker (a partially mapped folio stays whole until its last reference
 goes: thp_split_page never counts), swap-out of a THP, PMD-level uffd, NUMA and migration
 entries, the huge zero folio's shrinker (it stays allocated once allocated).
@@ -161,8 +164,8 @@ cdef inline bint is_file_pmd(physmem_t* pm, pte_t e) noexcept nogil:
     return (pm.flags[pte_pfn(e)] & (PG_ANON | PG_ZERO)) == 0
 
 
-cdef inline void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head,
-                              pte_t e) noexcept nogil:
+cdef void map_file_pmd(physmem_t* pm, mm_t* mm, pte_t* pmdp, pfn_t head,
+                       pte_t e) noexcept nogil:
     """do_set_pmd's mapping: the folio's file rmap (and the PMD's reference), the entry e,
     and the mm's count of file PMDs."""
     folio_add_file_rmap_pmd(pm, head, mm.rss)
@@ -495,8 +498,31 @@ def filemap_remove_folio_pmd(PhysMem phys, pfn_t head, bint swapbacked):
     pm.nr_file_pages -= HPAGE_PMD_NR
     if swapbacked:
         pm.nr_shmem -= HPAGE_PMD_NR
-    pm.nr_file_thps -= 1
+        pm.nr_shmem_thps -= 1
+    else:
+        pm.nr_file_thps -= 1
     put_page(pm, head)
+
+
+def split_shmem_folio(PhysMem phys, pfn_t head):
+    """split_folio of a PMD-sized shmem folio nothing maps (shmem_undo_range's
+    truncate_inode_partial_folio, after unmap_folio: a page-cache folio's mappings are
+    dropped, not remapped): its 512 pages stay cached at their indexes as single pages
+    (the cache's reference on each), thp_split_page. 6.18 splits non-uniformly
+    (try_folio_split_to_order), keeping folios of orders 1-8 away from the cut: left out.
+    ValueError if head is not such a folio or it is still mapped."""
+    cdef physmem_t* pm = &phys.pm
+    cdef int64_t i
+    _cache_folio(pm, head)
+    if not (pm.flags[head] & PG_SWAPBACKED):
+        raise ValueError(f"page-cache folio {head} is not shmem")
+    if pm.refcount[head] != 1:
+        raise ValueError(f"shmem folio {head} is still mapped")
+    for i in range(HPAGE_PMD_NR):
+        pm.flags[head + i] &= ~(PG_HEAD | PG_TAIL | PG_PARTIALLY_MAPPED)
+        pm.refcount[head + i] = 1
+    pm.nr_shmem_thps -= 1
+    pm.ev[EV_THP_SPLIT_PAGE] += 1
 
 
 def folio_zero_range(PhysMem phys, pfn_t head, int64_t start, int64_t end, bint truncating):

@@ -76,8 +76,10 @@ cdef struct physmem_t:
     int64_t swap_hwm        # slots [0, swap_hwm) have held a page (scans stop there)
     # transparent huge pages (huge_memory.pyx)
     int64_t nr_anon_thps    # NR_ANON_THPS: anonymous THP folios mapped by at least one PMD
-    int64_t nr_file_thps    # NR_FILE_THPS: PMD-sized folios in page caches (FileHugePages)
+    int64_t nr_file_thps    # NR_FILE_THPS: PMD-sized folios in disk files' caches (FileHugePages)
     int64_t nr_file_pmdmapped  # NR_FILE_PMDMAPPED: ... mapped by at least one PMD
+    int64_t nr_shmem_thps   # NR_SHMEM_THPS: PMD-sized shmem folios (ShmemHugePages)
+    int64_t nr_shmem_pmdmapped  # NR_SHMEM_PMDMAPPED: ... mapped by at least one PMD
     pfn_t huge_zero_pfn     # the huge zero folio (order 9), -1 until the first read fault
     int fail_min_order      # fail_page_alloc's min-order: smaller allocations never fail
 

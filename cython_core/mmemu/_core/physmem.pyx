@@ -453,6 +453,8 @@ cdef class PhysMem:
             "nr_anon_transparent_hugepages": self.pm.nr_anon_thps,
             "nr_file_hugepages": self.pm.nr_file_thps,
             "nr_file_pmdmapped": self.pm.nr_file_pmdmapped,
+            "nr_shmem_hugepages": self.pm.nr_shmem_thps,
+            "nr_shmem_pmdmapped": self.pm.nr_shmem_pmdmapped,
         }
 
     def events(self):

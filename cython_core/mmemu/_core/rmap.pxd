@@ -18,7 +18,8 @@ the entire (PMD) mapcount in its head's pt_share (folio->_entire_mapcount: pt_sh
 something only for page tables); NR_ANON_MAPPED counts the pages mapped either way,
 NR_ANON_THPS the folios mapped by a PMD. A PMD-sized page-cache folio is the same shape:
 the cache holds one reference on its head (its 512 indexes name its 512 pages), and
-NR_FILE_THPS / NR_FILE_PMDMAPPED count it in a cache / mapped by a PMD.
+NR_FILE_THPS / NR_FILE_PMDMAPPED (NR_SHMEM_THPS / NR_SHMEM_PMDMAPPED for a shmem folio,
+PG_SWAPBACKED) count it in a cache / mapped by a PMD.
 
 `rss` is the counter array to charge: an mm_t's rss, or a batch the caller adds to the mm
 afterwards (copy_pte_range's rss[], as Linux's add_mm_rss_vec).
@@ -194,7 +195,10 @@ cdef inline void folio_add_file_rmap_pmd(physmem_t* pm, pfn_t head, int64_t* rss
     pm.refcount[head] += 1
     pm.pt_share[head] += 1
     if pm.pt_share[head] == 1:
-        pm.nr_file_pmdmapped += 1
+        if pm.flags[head] & PG_SWAPBACKED:
+            pm.nr_shmem_pmdmapped += 1
+        else:
+            pm.nr_file_pmdmapped += 1
         # the cache's reference and this PMD's alone: no PTE maps a page, no scan
         pm.nr_file_mapped += HPAGE_PMD_NR - (
             0 if pm.refcount[head] == 2 else folio_nr_pages_mapped(pm, head))
@@ -207,7 +211,10 @@ cdef inline void _file_pmd_unmapped(physmem_t* pm, pfn_t head, int64_t* rss) noe
     maps out of NR_FILE_MAPPED. No deferred split (anonymous folios only)."""
     rss[mm_counter(pm.flags[head])] -= HPAGE_PMD_NR
     if pm.pt_share[head] == 0:
-        pm.nr_file_pmdmapped -= 1
+        if pm.flags[head] & PG_SWAPBACKED:
+            pm.nr_shmem_pmdmapped -= 1
+        else:
+            pm.nr_file_pmdmapped -= 1
         # the cache's reference and this PMD's alone: no PTE maps a page, no scan
         pm.nr_file_mapped -= HPAGE_PMD_NR - (
             0 if pm.refcount[head] == 2 else folio_nr_pages_mapped(pm, head))
@@ -264,14 +271,17 @@ cdef inline void filemap_add_folio(physmem_t* pm, pfn_t pfn, bint swapbacked) no
 cdef inline void filemap_add_folio_pmd(physmem_t* pm, pfn_t head, bint swapbacked) noexcept nogil:
     """filemap_add_folio's accounting for an order-9 folio (the caller stores its 512 pages
     at their indexes): PG_FILE on every page, NR_FILE_PAGES += 512, NR_FILE_THPS += 1
-    (__lruvec_stat_mod_folio for a PMD-mappable folio). Its one reference is the cache's."""
+    (__lruvec_stat_mod_folio for a PMD-mappable folio; for shmem PG_SWAPBACKED too, NR_SHMEM
+    += 512 and NR_SHMEM_THPS instead). Its one reference is the cache's."""
     cdef int64_t i
     for i in range(HPAGE_PMD_NR):
         pm.flags[head + i] |= PG_FILE | (PG_SWAPBACKED if swapbacked else 0)
     pm.nr_file_pages += HPAGE_PMD_NR
     if swapbacked:
         pm.nr_shmem += HPAGE_PMD_NR
-    pm.nr_file_thps += 1
+        pm.nr_shmem_thps += 1
+    else:
+        pm.nr_file_thps += 1
 
 
 cdef inline pfn_t shmem_alloc_and_add_folio(physmem_t* pm, xarray_t* cache, int64_t idx,

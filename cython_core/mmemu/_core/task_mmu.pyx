@@ -103,7 +103,7 @@ def pagemap(MMCore mmc, uint64_t start, int64_t npages):
 # ---- /proc/PID/smaps ----
 
 cdef struct mem_size_stats:
-    int64_t resident, anonymous, referenced, anonymous_thp, file_thp
+    int64_t resident, anonymous, referenced, anonymous_thp, file_thp, shmem_thp
     int64_t shared_clean, shared_dirty, private_clean, private_dirty
     uint64_t pss, pss_anon, pss_file, pss_shmem, pss_dirty
 
@@ -122,7 +122,7 @@ cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
     cdef uint64_t pss
     if pmd_leaf(pmd[0]):
         # smaps_pmd_entry: an anonymous folio counts whole in AnonHugePages, a page-cache
-        # one in FilePmdMapped, its pages as smaps_account(compound) does; the huge zero
+        # one in FilePmdMapped (a shmem one in ShmemPmdMapped), its pages as smaps_account(compound) does; the huge zero
         # folio counts nothing
         e = pmd[0]
         head = pte_pfn(e)
@@ -130,6 +130,8 @@ cdef int smaps_pte_range(pte_t* pmd, uint64_t addr, uint64_t end, mm_walk* walk)
             return 0
         if pm.flags[head] & PG_ANON:
             mss.anonymous_thp += PMD_SIZE
+        elif pm.flags[head] & PG_SWAPBACKED:
+            mss.shmem_thp += PMD_SIZE
         else:
             mss.file_thp += PMD_SIZE
         i0, i1 = 0, HPAGE_PMD_NR
@@ -190,7 +192,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
     'pss' is in bytes << 12 (PSS_SHIFT), as the kernel accumulates it.
     """
     cdef mem_size_stats mss
-    mss.resident = mss.anonymous = mss.referenced = mss.anonymous_thp = mss.file_thp = 0
+    mss.resident = mss.anonymous = mss.referenced = mss.anonymous_thp = mss.file_thp = mss.shmem_thp = 0
     mss.shared_clean = mss.shared_dirty = mss.private_clean = mss.private_dirty = 0
     mss.pss = mss.pss_anon = mss.pss_file = mss.pss_shmem = mss.pss_dirty = 0
     with nogil:
@@ -203,6 +205,7 @@ def smaps_range(MMCore mmc, uint64_t start, uint64_t end):
         "Referenced": mss.referenced, "Anonymous": mss.anonymous,
         "AnonHugePages": mss.anonymous_thp,
         "FilePmdMapped": mss.file_thp,
+        "ShmemPmdMapped": mss.shmem_thp,
     }
 
 

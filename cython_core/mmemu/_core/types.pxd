@@ -241,7 +241,8 @@ cdef enum:
     EV_THP_COLLAPSE_ALLOC_FAILED = 46  # ... found no order-9 block (ENOMEM)
     EV_THP_FILE_MAPPED = 47    # do_set_pmd mapped a page-cache folio with a huge PMD
     EV_THP_SPLIT_PAGE_FAILED = 48  # a truncate could not split a (dirty) large page-cache folio
-    NR_EVENTS = 49             # every slot has a name and a help text (_core/constants.pyx)
+    EV_THP_SPLIT_PAGE = 49     # a large folio was split into single pages (split_folio)
+    NR_EVENTS = 50             # every slot has a name and a help text (_core/constants.pyx)
 
 # ---- fault results ----
 cdef enum:

@@ -57,8 +57,9 @@ REGION_PAGES = 1024             # 4 MiB: two PMD spans
 FILE_PAGES = 96                 # the data file: mappings past it raise SIGBUS
 HUGE_FILE_PAGES = 2048          # the large-folio file (thp=True): four PMD-sized folios
 
-# the thp_* vmstat counters compared over a step (mmemu has no thp_split_page: the kernel
-# must not split a folio during a step either); every thp_* line guards the window
+# the thp_* vmstat counters compared over a step (mmemu splits only shmem folios, which the
+# oracle never makes: the kernel must not split a folio during a step either); every thp_*
+# line guards the window
 THP_COUNTERS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_pmd",
                 "thp_deferred_split_page", "thp_split_page", "nr_anon_transparent_hugepages",
                 "thp_file_mapped", "nr_file_pmdmapped")
