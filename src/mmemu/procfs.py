@@ -55,7 +55,7 @@ from ._core import install as _install
 from ._core.constants import (
     PM_FILE, PM_GUARD_ENTRY, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
 )
-from .file import File, folio_head, i_size_write
+from .file import folio_head, i_size_write
 from .flags import VmFlags
 from .locking import locked_function
 from .state import bad, is_int, show
@@ -505,7 +505,8 @@ def _build(machine, pid: int, live: dict, contents: bool):
         for pl in plans:
             pm = pl.pm
             pres = (pm & np.uint64(PM_PRESENT)) != 0
-            if pl.kind == "file" or pl.live.fields.get("AnonHugePages", 0):
+            if pl.kind == "file" or pl.live.fields.get("AnonHugePages", 0) \
+                    or pl.live.fields.get("ShmemPmdMapped", 0):
                 need.append(pm[pres] & np.uint64(PM_PFN_MASK))
         if need:
             q = np.unique(np.concatenate(need))
@@ -605,10 +606,10 @@ def _build(machine, pid: int, live: dict, contents: bool):
             if v.fields.get("AnonHugePages", 0) and backing is None and kflags:
                 pres &= ~_import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts,
                                            to_fill if contents else None)
-            if v.fields.get("FilePmdMapped", 0) and isinstance(backing, File) \
-                    and not backing.swapbacked and kflags:
-                pres &= ~_import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts,
-                                           to_fill if contents else None)
+            huge_kb = v.fields.get("FilePmdMapped", 0) + v.fields.get("ShmemPmdMapped", 0)
+            if huge_kb and backing is not None and kflags:
+                pres &= ~_import_file_pmds(p, vma, v, backing, pm, pi, kflags, huge_kb >> 11,
+                                           report, counts, to_fill if contents else None)
             idx = pi[pres]
             guard_idx = pi[pm == np.uint64(PM_GUARD_ENTRY)]
             if v.fields.get("AnonHugePages", 0) or v.fields.get("FilePmdMapped", 0):
@@ -795,17 +796,16 @@ def _import_huge_pmds(p, vma, v, pm, pi, kflags, anon_reg, report, counts, to_fi
     return done
 
 
-def _import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts, to_fill):
-    """The PMD-mapped page-cache folios of a file VMA as file PMDs (huge_memory's
-    install_file_pmd): every 2 MiB-aligned span at a 512-aligned file index whose 512
-    pages are present file pages at consecutive PFNs from a THP head (kpageflags), up to the
-    VMA's smaps FilePmdMapped. The emulated file gets a PMD-sized folio there
-    (filemap_alloc_folio_pmd) unless one is cached already (another imported mapping of
-    the file); a span some of whose pages are cached alone stays with PTEs. Returns the
-    mask of pm's entries installed."""
+def _import_file_pmds(p, vma, v, backing, pm, pi, kflags, limit, report, counts, to_fill):
+    """The PMD-mapped page-cache folios of a file or shmem VMA as file PMDs (huge_memory's
+    install_file_pmd): every 2 MiB-aligned span at a 512-aligned index whose 512 pages are
+    present page-cache pages at consecutive PFNs from a THP head (kpageflags), up to limit
+    (the VMA's smaps FilePmdMapped + ShmemPmdMapped, in PMDs). The emulated object gets a
+    PMD-sized folio there (filemap_alloc_folio_pmd) unless one is cached already (another
+    imported mapping of it); a span some of whose pages are cached alone stays with PTEs.
+    Returns the mask of pm's entries installed."""
     from ._core import huge_memory as _huge
     done = np.zeros(len(pm), dtype=bool)
-    limit = v.fields["FilePmdMapped"] >> 11
     addr = v.start + (pi.astype(np.int64) << PAGE_SHIFT)
     pres = (pm & np.uint64(PM_PRESENT | PM_FILE)) == np.uint64(PM_PRESENT | PM_FILE)
     installed = 0
@@ -824,9 +824,10 @@ def _import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts, to_fil
             continue
         cached = backing.cache.count(idx, idx + 512)
         if cached == 0:
-            if _huge.filemap_alloc_folio_pmd(p.machine.phys, backing.cache, idx, False) < 0:
+            if _huge.filemap_alloc_folio_pmd(p.machine.phys, backing.cache, idx,
+                                             backing.swapbacked) < 0:
                 raise _oom()
-        elif folio_head(backing, idx) < 0:
+        elif folio_head(backing, idx, p.machine.phys) < 0:
             continue
         got = _huge.install_file_pmd(p.mm.core, vma, a)
         if got == -1:
@@ -836,7 +837,7 @@ def _import_file_pmds(p, vma, v, backing, pm, pi, kflags, report, counts, to_fil
         done[k:k + 512] = True
         installed += 1
         report.huge_pmds += 1
-        counts["file"] += 512
+        counts["shmem" if backing.swapbacked else "file"] += 512
         if to_fill is not None:
             to_fill.append((v.start, pi[k:k + 512], got + np.arange(512, dtype=np.int64)))
     return done

@@ -204,3 +204,36 @@ def test_a_pmd_mapped_file_imports_as_file_pmds(tmp_path):
         _assert_real_fork_matches(h)
     finally:
         h.close()
+
+
+@live
+def test_a_collapsed_shmem_region_imports_as_shmem_pmds():
+    """MADV_COLLAPSE of written shared anonymous memory gives the kernel PMD-sized shmem
+    folios mapped by PMDs (smaps ShmemPmdMapped, no PTE table): the import makes the same
+    folios in the emulated shmem object and maps them by PMDs, so VmPTE, RssShmem and
+    ShmemPmdMapped are the kernel's, and the real fork (no copy of a shared VMA) matches."""
+    h = LiveHelper()
+    try:
+        r = h.call("mmap", addr=BASE, len=4 * MiB, prot=3, flags=0x21 | FIXED_NR, thp_advice=0)
+        assert r.get("ret") == BASE, r
+        assert "ret" in h.call("fill", addr=BASE, len=4 * MiB, byte=5)
+        r = h.call("madvise", addr=BASE, len=4 * MiB, advice=25)      # MADV_COLLAPSE
+        if "ret" not in r:
+            pytest.skip(f"this kernel does not collapse shmem here ({r})")
+        kernel_smaps = parse_smaps(read_proc(h.pid, "smaps"))
+        assert [v.fields.get("ShmemPmdMapped") for v in kernel_smaps if v.start == BASE] == [4096]
+        m = mmemu.Machine("4G")
+        p = import_process(m, h.pid, stop=True, contents=True)
+        rep = p.import_report
+        assert rep.huge_pmds == 2
+        assert _fields(rep.emulated_status) == _fields(rep.kernel_status), \
+            (rep.mismatches(), rep.changed_while_read, rep.extra_tables)
+        assert [e["ShmemPmdMapped"] for e in p.smaps() if e["start"] == BASE] == [4096]
+        assert m.meminfo()["ShmemHugePages"] == 4096
+        assert p.read(BASE + 2 * MiB - 2, 4) == b"\x05" * 4
+        p.write(BASE + 5, b"w")                 # writable at once: shmem has no writenotify
+        assert m.vmstat()["thp_split_pmd"] == 0
+        m.check()
+        _assert_real_fork_matches(h)
+    finally:
+        h.close()

@@ -540,10 +540,10 @@ def folio_zero_range(PhysMem phys, pfn_t head, int64_t start, int64_t end, bint 
 
 
 def install_file_pmd(MMCore core, object vma, uint64_t addr):
-    """The importer's file PMD at addr (2 MiB aligned inside a file VMA whose offset is
-    aligned with it, its PMD entry none), as do_set_pmd at a read fault makes it: the
-    PMD-sized folio cached at the aligned index (filemap_alloc_folio_pmd put it there)
-    mapped read-only and young. Returns the folio's head, -1 if a frame for an upper table
+    """The importer's file PMD at addr (2 MiB aligned inside a file or shmem VMA whose
+    offset is aligned with it, its PMD entry none), as do_set_pmd at a read fault makes
+    it: the PMD-sized folio cached at the aligned index (filemap_alloc_folio_pmd put it
+    there) mapped young with vm_page_prot (writable only in a shared shmem VMA). Returns the folio's head, -1 if a frame for an upper table
     is missing (tables allocated on the way stay, as after a failed fault), -2 if the PMD
     entry is not none or no PMD-sized folio is cached there."""
     cdef physmem_t* pm = &core.phys.pm
@@ -562,6 +562,5 @@ def install_file_pmd(MMCore core, object vma, uint64_t addr):
     pmdp = _none_pmd(pm, &core.mm, addr, &rc)
     if pmdp == NULL:
         return rc
-    map_file_pmd(pm, &core.mm, pmdp, head,
-                 pte_wrprotect(mk_pte(head, v.prot)) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
+    map_file_pmd(pm, &core.mm, pmdp, head, mk_pte(head, v.prot) | _bit(BIT_PSE) | _bit(BIT_ACCESSED))
     return head
