@@ -218,10 +218,9 @@ def _check_thp(phys, idx, fl, refc, mapc, share, exp_share, head) -> list:
     return problems
 
 
-def _check_cached_folios(obj, flags) -> list:
-    """A PMD-sized folio in a page cache: its 512 pages at 512 consecutive indexes from a
-    512-aligned one, in order; no page of it cached alone."""
-    index, pfns = obj.cache.entries()
+def _check_cached_folios(inode, index, pfns, flags) -> list:
+    """A PMD-sized folio in a page cache (its entries: index -> pfns): its 512 pages at 512
+    consecutive indexes from a 512-aligned one, in order; no page of it cached alone."""
     comp = (flags[pfns] & (PG_HEAD | PG_TAIL)) != 0
     if not comp.any():
         return []
@@ -234,7 +233,7 @@ def _check_cached_folios(obj, flags) -> list:
                 and np.array_equal(pfns[p:q], np.arange(pfns[p], pfns[p] + HPAGE_PMD_NR))):
             ok += 1
     if ok != len(heads) or np.count_nonzero(comp) != ok * HPAGE_PMD_NR:
-        return [f"page cache of inode {obj.inode}: a large folio's pages not at 512 aligned "
+        return [f"page cache of inode {inode}: a large folio's pages not at 512 aligned "
                 f"consecutive indexes, or some cached alone"]
     return []
 
@@ -307,14 +306,14 @@ def check_machine(machine) -> None:
     flags = phys.flags
     in_cache = np.zeros(u, dtype=np.int32)
     for obj in machine._backings:
-        cached = obj.cache.entries()[1]
+        index, cached = obj.cache.entries()
         want = PG_USED | PG_FILE | (PG_SWAPBACKED if obj.swapbacked else 0)
         wrong = cached[(flags[cached] & (PG_USED | PG_FILE | PG_SWAPBACKED | PG_TABLE)) != want]
         if len(wrong):
             problems.append(f"page cache of inode {obj.inode} holds frames that are not "
                             f"{'shmem' if obj.swapbacked else 'file'} page-cache frames: "
                             f"{_first(wrong)}")
-        problems += _check_cached_folios(obj, flags)
+        problems += _check_cached_folios(obj.inode, index, cached, flags)
         cached = cached[(cached < d1) | (cached >= t0)]     # never-used ones: just reported
         np.add.at(in_cache, np.where(cached < d1, cached, cached - (t0 - d1)), 1)
     if np.any(in_cache > 1):

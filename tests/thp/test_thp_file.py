@@ -5,6 +5,7 @@ what every path does with that PMD, with exact counters and m.check() after each
 tests/thp/test_thp_file_live.py compares the same behaviour with the kernel step by step.
 """
 import errno
+import io
 
 import pytest
 
@@ -278,7 +279,7 @@ def test_exit_unlink_and_the_checker():
     a = _map(p, f, 2 * MiB)
     p.read(a, 1)
     with pytest.raises(SnapshotError, match="page-cache folios"):
-        m.save(__import__("io").BytesIO())
+        m.save(io.BytesIO())
     head = int(p.pagemap(a, 1)[0]) & ((1 << 55) - 1)
     m.phys._debug_poke("pt_share", head, 2)             # a second PMD mapping that is not there
     with pytest.raises(mmemu.InvariantError, match="entire mapcount"):

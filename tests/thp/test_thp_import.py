@@ -147,6 +147,23 @@ def test_a_forked_pair_shares_its_thps():
         h.close()
 
 
+def _import_pmd_mapped(h, field: str, kb: int):
+    """The helper's region shows kb kB of smaps `field` (FilePmdMapped, ShmemPmdMapped) in
+    the kernel; imported (stopped, with contents) it becomes kb / 2048 PMDs with the same
+    field, and VmPTE and the Rss fields are the kernel's. Returns (machine, process)."""
+    kernel = [v.fields.get(field) for v in parse_smaps(read_proc(h.pid, "smaps"))
+              if v.start == BASE]
+    assert kernel == [kb]
+    m = mmemu.Machine("4G")
+    p = import_process(m, h.pid, stop=True, contents=True)
+    rep = p.import_report
+    assert rep.huge_pmds == kb // 2048
+    assert _fields(rep.emulated_status) == _fields(rep.kernel_status), \
+        (rep.mismatches(), rep.changed_while_read, rep.extra_tables)
+    assert [e[field] for e in p.smaps() if e["start"] == BASE] == [kb]
+    return m, p
+
+
 def _file_pmd_mapped(path) -> int:
     """FilePmdMapped (kB) of this process's read fault on the first 2 MiB of path, mapped at
     a 2 MiB-aligned address: whether the kernel maps the file's large folio by a PMD here."""
@@ -188,15 +205,7 @@ def test_a_pmd_mapped_file_imports_as_file_pmds(tmp_path):
                    rw=False, thp_advice=0)
         assert r.get("ret") == BASE, r
         assert "ret" in h.call("touch", addr=BASE, len=6 * MiB)
-        kernel_smaps = parse_smaps(read_proc(h.pid, "smaps"))
-        assert [v.fields.get("FilePmdMapped") for v in kernel_smaps if v.start == BASE] == [6144]
-        m = mmemu.Machine("4G")
-        p = import_process(m, h.pid, stop=True, contents=True)
-        rep = p.import_report
-        assert rep.huge_pmds == 3
-        assert _fields(rep.emulated_status) == _fields(rep.kernel_status), \
-            (rep.mismatches(), rep.changed_while_read, rep.extra_tables)
-        assert [e["FilePmdMapped"] for e in p.smaps() if e["start"] == BASE] == [6144]
+        m, p = _import_pmd_mapped(h, "FilePmdMapped", 6144)
         assert m.vmstat()["nr_file_hugepages"] == 3
         with open(path, "rb") as f:
             assert p.read(BASE + 2 * MiB - 3, 6) == f.read()[2 * MiB - 3:2 * MiB + 3]
@@ -220,15 +229,7 @@ def test_a_collapsed_shmem_region_imports_as_shmem_pmds():
         r = h.call("madvise", addr=BASE, len=4 * MiB, advice=25)      # MADV_COLLAPSE
         if "ret" not in r:
             pytest.skip(f"this kernel does not collapse shmem here ({r})")
-        kernel_smaps = parse_smaps(read_proc(h.pid, "smaps"))
-        assert [v.fields.get("ShmemPmdMapped") for v in kernel_smaps if v.start == BASE] == [4096]
-        m = mmemu.Machine("4G")
-        p = import_process(m, h.pid, stop=True, contents=True)
-        rep = p.import_report
-        assert rep.huge_pmds == 2
-        assert _fields(rep.emulated_status) == _fields(rep.kernel_status), \
-            (rep.mismatches(), rep.changed_while_read, rep.extra_tables)
-        assert [e["ShmemPmdMapped"] for e in p.smaps() if e["start"] == BASE] == [4096]
+        m, p = _import_pmd_mapped(h, "ShmemPmdMapped", 4096)
         assert m.meminfo()["ShmemHugePages"] == 4096
         assert p.read(BASE + 2 * MiB - 2, 4) == b"\x05" * 4
         p.write(BASE + 5, b"w")                 # writable at once: shmem has no writenotify

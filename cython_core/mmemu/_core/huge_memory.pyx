@@ -543,9 +543,10 @@ def install_file_pmd(MMCore core, object vma, uint64_t addr):
     """The importer's file PMD at addr (2 MiB aligned inside a file or shmem VMA whose
     offset is aligned with it, its PMD entry none), as do_set_pmd at a read fault makes
     it: the PMD-sized folio cached at the aligned index (filemap_alloc_folio_pmd put it
-    there) mapped young with vm_page_prot (writable only in a shared shmem VMA). Returns the folio's head, -1 if a frame for an upper table
-    is missing (tables allocated on the way stay, as after a failed fault), -2 if the PMD
-    entry is not none or no PMD-sized folio is cached there."""
+    there) mapped young with vm_page_prot (writable only in a shared shmem VMA). Returns
+    the folio's head, -1 if a frame for an upper table is missing (tables allocated on the
+    way stay, as after a failed fault), -2 if the PMD entry is not none or no PMD-sized
+    folio is cached there."""
     cdef physmem_t* pm = &core.phys.pm
     cdef vma_t v
     cdef pte_t* pmdp

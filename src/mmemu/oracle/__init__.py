@@ -172,6 +172,7 @@ class Oracle:
         self.sequence: List[str] = []
         self.departures_seen: Dict[str, int] = {}
         self.thp = thp
+        self.huge_path = None       # the large-folio file (thp=True)
         self.thp_vmstat_compared = self.thp_vmstat_skipped = 0
         self._vm_live = self._vm_emu = self._quiet_since = None
         self._counters_believed_from = counters_from
@@ -448,7 +449,7 @@ class Oracle:
                     return "SIGSEGV"
                 if v.path and v.path.startswith("/") and not v.path.startswith("/dev/zero"):
                     idx = (v.offset + addr - v.start) // PG
-                    pages = HUGE_FILE_PAGES if v.path == getattr(self, "huge_path", None) \
+                    pages = HUGE_FILE_PAGES if v.path == self.huge_path \
                         else (len(self.data) + PG - 1) // PG
                     if idx >= pages:
                         return "SIGBUS"
